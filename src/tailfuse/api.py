@@ -1,0 +1,44 @@
+"""The Python API: everything the CLI does, callable from a script or notebook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tailfuse.config import RunConfig, load_recipe
+from tailfuse.data.prepare import plan_subset
+
+
+def _config(recipe: str | Path | RunConfig, overrides: list[str] | None) -> RunConfig:
+    if isinstance(recipe, RunConfig):
+        if overrides:
+            from tailfuse.config import apply_overrides, build_config, config_to_dict
+
+            return build_config(apply_overrides(config_to_dict(recipe), overrides))
+        return recipe
+    return load_recipe(recipe, overrides)
+
+
+def train(recipe: str | Path | RunConfig, out: str | Path, overrides: list[str] | None = None, resume: bool = False) -> dict:
+    """Train a recipe (name, path or :class:`RunConfig`) into the run directory ``out``; returns results."""
+    from tailfuse.engine.trainer import train as run_training
+
+    return run_training(_config(recipe, overrides), out, resume=resume)
+
+
+def evaluate(checkpoint: str | Path, out: str | Path | None = None, overrides: list[str] | None = None) -> dict:
+    """Evaluate a checkpoint on its recipe's test set; writes results.json, report.md and the plot."""
+    from tailfuse.engine.trainer import evaluate_checkpoint
+
+    return evaluate_checkpoint(checkpoint, out, overrides)
+
+
+def data_summary(recipe: str | Path | RunConfig, overrides: list[str] | None = None) -> dict:
+    """Per-class counts, total, groups and subset checksum of a recipe's training data."""
+    return plan_subset(_config(recipe, overrides).data).summary()
+
+
+def bench(recipe: str | Path | RunConfig, overrides: list[str] | None = None, steps: int | None = None, rounds: int = 3) -> dict:
+    """End-to-end training throughput against the model-only loop, measured side by side."""
+    from tailfuse.engine.benchmark import run_benchmark
+
+    return run_benchmark(_config(recipe, overrides), steps=steps, rounds=rounds)

@@ -1,0 +1,315 @@
+"""Recipe schema, YAML loading and dotted overrides (``key.sub=value``).
+
+A recipe is a YAML file that overrides the defaults below; ``base: other.yaml`` inherits
+another recipe first. The resolved recipe is validated by pydantic: unknown keys and bad
+values stop with one message that names the key. Method options are validated by the
+schema the method registers in :data:`METHOD_OPTIONS` (filled in ``tailfuse.methods``).
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from tailfuse.errors import ConfigError
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class GroupsConfig(StrictModel):
+    """Many/medium/few class groups (spec h2t §4.3).
+
+    ``by: index`` splits the frequency-sorted classes at ``boundaries`` [a, b] into
+    [0, a), [a, b), [b, C). ``by: count`` uses training counts: many > ``many_above``,
+    few < ``few_below``, medium otherwise.
+    """
+
+    by: Literal["index", "count"] = "count"
+    boundaries: tuple[int, int] | None = None
+    many_above: int = 100
+    few_below: int = 20
+
+    @model_validator(mode="after")
+    def _check(self) -> GroupsConfig:
+        if self.by == "index":
+            if self.boundaries is None:
+                raise ValueError("groups.by=index needs groups.boundaries: [a, b]")
+            if not 0 < self.boundaries[0] <= self.boundaries[1]:
+                raise ValueError("groups.boundaries must satisfy 0 < a <= b")
+        if self.few_below > self.many_above + 1:
+            raise ValueError("groups.few_below must not exceed groups.many_above + 1")
+        return self
+
+
+class AugmentConfig(StrictModel):
+    """Batched training augmentation for small images: pad-and-crop, flip, normalise."""
+
+    crop_padding: int = Field(4, ge=0)
+    horizontal_flip: bool = True
+    mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+    std: tuple[float, float, float] = (0.2023, 0.1994, 0.2010)
+
+
+class DataConfig(StrictModel):
+    """Where the images are and which long-tailed subset of them to train on."""
+
+    source: Literal["cifar10", "cifar100", "image_folder"] = "cifar10"
+    root: str = "./data"
+    download: bool = True
+    profile: Literal["exponential", "step", "none"] = "exponential"
+    imbalance_factor: float = Field(100.0, ge=1.0)
+    max_per_class: int | None = Field(None, ge=1)
+    subset_seed: int = 0
+    test_per_class: int | None = Field(None, ge=1)
+    validation_per_class: int = Field(0, ge=0)
+    image_size: int = Field(32, ge=8)
+    cache_dir: str | None = None
+    groups: GroupsConfig = GroupsConfig()
+    augment: AugmentConfig = AugmentConfig()
+
+
+# -------------------------------------------------------------------------- model
+
+
+class ModelConfig(StrictModel):
+    """Backbone (returns the last feature map before pooling) and head (pools)."""
+
+    backbone: str = "resnet32"
+    head: Literal["linear", "cosine"] = "linear"
+    cosine_scale: float = Field(30.0, gt=0)
+    weights: str | None = None
+
+
+# --------------------------------------------------------------------- optimiser
+
+
+class OptimizerConfig(StrictModel):
+    """SGD settings. Weight decay applies to every trained parameter (spec h2t §2.2)."""
+
+    name: Literal["sgd"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(2e-4, ge=0)
+    nesterov: bool = False
+
+
+class ScheduleConfig(StrictModel):
+    """Learning rate set once per epoch: linear warm-up, then multistep, cosine or constant.
+
+    ``lr_factor`` multiplies the whole schedule (MiSLAS/H2T stage 2: peak = lr_factor·lr).
+    """
+
+    name: Literal["multistep", "cosine", "constant"] = "multistep"
+    warmup_epochs: int = Field(0, ge=0)
+    milestones: list[int] = [160, 180]
+    gamma: float = Field(0.1, gt=0)
+    lr_factor: float = Field(1.0, gt=0)
+
+
+# ------------------------------------------------------------------------- train
+
+
+class TrainConfig(StrictModel):
+    """Loop settings: epochs, global batch size, seed, device, precision, logging."""
+
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(128, ge=1)
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = True
+    eval_every: int = Field(1, ge=0)
+    eval_batch_size: int = Field(512, ge=1)
+    selection: Literal["auto", "final", "best_validation", "best_test"] = "auto"
+    progress: bool = True
+    max_steps_per_epoch: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value not in ("auto", "cpu") and not value.startswith("cuda"):
+            raise ValueError("train.device must be auto, cpu or cuda[:N]")
+        return value
+
+
+class InitConfig(StrictModel):
+    """Where a later stage starts from: a checkpoint file or a run directory."""
+
+    checkpoint: str | None = None
+    recipe: str | None = None
+    overrides: list[str] = []
+
+
+# ------------------------------------------------------------------------ method
+
+#: Method name -> pydantic model of its options. Filled by ``tailfuse.methods``.
+METHOD_OPTIONS: dict[str, type[BaseModel]] = {}
+
+
+def register_method_options(name: str):
+    """Class decorator: make ``name`` a valid ``method.name`` with these options."""
+
+    def decorator(options_class: type[BaseModel]) -> type[BaseModel]:
+        METHOD_OPTIONS[name] = options_class
+        return options_class
+
+    return decorator
+
+
+class RunConfig(StrictModel):
+    """One resolved recipe: everything a run needs, dumped to ``config.yaml``."""
+
+    name: str = "run"
+    description: str = ""
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    train: TrainConfig = TrainConfig()
+    method: SerializeAsAny[BaseModel] = Field(default_factory=lambda: {"name": "erm"})
+    init: InitConfig | None = None
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method(cls, value: Any) -> BaseModel:
+        if isinstance(value, BaseModel):
+            return value
+        if not isinstance(value, dict) or "name" not in value:
+            raise ValueError("method must be a mapping with a 'name'")
+        name = value["name"]
+        if name not in METHOD_OPTIONS:
+            known = ", ".join(sorted(METHOD_OPTIONS)) or "(none registered)"
+            raise ValueError(f"unknown method '{name}'; known methods: {known}")
+        return METHOD_OPTIONS[name](**value)
+
+
+# ------------------------------------------------------------------------ loading
+
+
+def builtin_recipe_dir() -> Path:
+    """The folder of recipes shipped inside the package."""
+    return Path(str(resources.files("tailfuse") / "recipes"))
+
+
+def find_recipe(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
+    """Resolve a recipe argument: an existing path, or the name of a shipped recipe."""
+    candidate = Path(name_or_path)
+    options = [candidate]
+    if relative_to is not None and not candidate.is_absolute():
+        options.insert(0, relative_to / candidate)
+    stem = candidate.name[:-5] if candidate.name.endswith(".yaml") else candidate.name
+    options.append(builtin_recipe_dir() / f"{stem}.yaml")
+    for option in options:
+        if option.is_file():
+            return option
+    shipped = ", ".join(sorted(p.stem for p in builtin_recipe_dir().glob("*.yaml")))
+    raise ConfigError(
+        f"recipe '{name_or_path}' not found: not a file, and not a shipped recipe ({shipped})"
+    )
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def read_recipe_dict(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a recipe file into a dict, following ``base:`` chains."""
+    path = find_recipe(name_or_path, _seen[-1].parent if _seen else None).resolve()
+    if path in _seen:
+        raise ConfigError(f"recipe base cycle: {' -> '.join(str(p) for p in (*_seen, path))}")
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"recipe {path} is not valid YAML: {error}") from None
+    if not isinstance(content, dict):
+        raise ConfigError(f"recipe {path} must be a mapping at the top level")
+    base = content.pop("base", None)
+    if base is None:
+        return content
+    return _deep_merge(read_recipe_dict(base, (*_seen, path)), content)
+
+
+def apply_overrides(recipe: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` strings; values are parsed as YAML (``1e-3``, ``[1,2]``, ``true``)."""
+    result = copy.deepcopy(recipe)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.sub=value")
+        key, raw_value = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw_value) if raw_value != "" else None
+        except yaml.YAMLError:
+            value = raw_value
+        if isinstance(value, str):
+            try:
+                value = float(value)  # YAML 1.1 reads 1e-3 as a string
+            except ValueError:
+                pass
+        parts = key.strip().split(".")
+        node = result
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """Turn pydantic's report into one message naming each bad key."""
+    lines = []
+    for detail in error.errors():
+        location = ".".join(str(part) for part in detail["loc"] if part != "__root__")
+        message = detail["msg"]
+        if detail["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{location or '(recipe)'}: {message}")
+    return f"invalid recipe {source}: " + "; ".join(lines)
+
+
+def build_config(recipe: dict, source: str = "(recipe)") -> RunConfig:
+    """Validate a recipe dict into a :class:`RunConfig`."""
+    try:
+        return RunConfig.model_validate(recipe)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source)) from None
+
+
+def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Load, merge, override and validate a recipe. The one entry point for recipes."""
+    recipe = apply_overrides(read_recipe_dict(name_or_path), list(overrides or []))
+    return build_config(recipe, str(name_or_path))
+
+
+def config_to_dict(config: RunConfig) -> dict:
+    """The resolved recipe as plain data (what ``config.yaml`` holds)."""
+    return config.model_dump(mode="json")

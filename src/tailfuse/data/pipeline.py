@@ -1,0 +1,76 @@
+"""Batched augmentation on the device holding the images (uint8 in, float out).
+
+Pad-and-crop and horizontal flip are one gather per batch (the flip folds into the
+column index), then conversion and normalisation; mixup mixes a normalised batch with a
+permutation of itself. Equivalent to torchvision's RandomCrop(32, padding=4, fill=0) →
+RandomHorizontalFlip → ToTensor → Normalize, drawn per image from a seeded generator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tailfuse.config import AugmentConfig
+
+
+class BatchAugmenter:
+    """Training and evaluation transforms for uint8 (B, 3, H, W) batches on one device."""
+
+    def __init__(self, config: AugmentConfig, device: torch.device | str = "cpu"):
+        self.config = config
+        device = torch.device(device)
+        self.mean = torch.tensor(config.mean, device=device).view(1, 3, 1, 1) * 255.0
+        self.inverse_std = 1.0 / (torch.tensor(config.std, device=device).view(1, 3, 1, 1) * 255.0)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 → float32, ``(x/255 − mean) / std``."""
+        return (images.float() - self.mean) * self.inverse_std
+
+    def crop_and_flip(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Random crop after zero padding, and a random horizontal flip, per image."""
+        batch, channels, height, width = images.shape
+        padding = self.config.crop_padding
+        device = images.device
+        if padding == 0 and not self.config.horizontal_flip:
+            return images
+        if padding:
+            images = F.pad(images, (padding, padding, padding, padding))
+        span = 2 * padding + 1
+        row_offset = torch.randint(span, (batch, 1), generator=generator, device=device)
+        col_offset = torch.randint(span, (batch, 1), generator=generator, device=device)
+        rows = row_offset + torch.arange(height, device=device)
+        columns = torch.arange(width, device=device).expand(batch, width)
+        if self.config.horizontal_flip:
+            flip = torch.rand((batch, 1), generator=generator, device=device) < 0.5
+            columns = torch.where(flip, width - 1 - columns, columns)
+        columns = columns + col_offset
+        batch_index = torch.arange(batch, device=device).view(batch, 1, 1, 1)
+        channel_index = torch.arange(channels, device=device).view(1, channels, 1, 1)
+        return images[batch_index, channel_index, rows.view(batch, 1, height, 1), columns.view(batch, 1, 1, width)]
+
+    def train(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The training transform of one batch."""
+        return self.normalize(self.crop_and_flip(images, generator))
+
+    def evaluate(self, images: torch.Tensor) -> torch.Tensor:
+        """The evaluation transform: normalisation only."""
+        return self.normalize(images)
+
+
+def mixup(
+    images: torch.Tensor,
+    alpha: float,
+    numpy_rng: np.random.Generator,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Input mixup (Zhang et al. 2018): one λ ~ Beta(α, α) per batch, a random partner each.
+
+    Returns the mixed images, the partner permutation and λ; the loss is
+    ``λ·L(y) + (1−λ)·L(y[perm])``.
+    """
+    lam = float(numpy_rng.beta(alpha, alpha)) if alpha > 0 else 1.0
+    permutation = torch.randperm(images.shape[0], generator=generator, device=images.device)
+    mixed = lam * images + (1.0 - lam) * images[permutation]
+    return mixed, permutation, lam

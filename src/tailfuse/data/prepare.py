@@ -1,0 +1,164 @@
+"""From a recipe's ``data`` section to tensors on the training device.
+
+:func:`plan_subset` chooses indices from labels alone (cheap: ``tailfuse data summary``
+uses it); :func:`load_data` decodes only the chosen images, once, into uint8 tensors
+that live on the device for the whole run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from tailfuse.config import DataConfig
+from tailfuse.data.longtail import (
+    balanced_indices,
+    class_groups,
+    indices_checksum,
+    longtail_indices,
+    profile_class_counts,
+)
+from tailfuse.data.sources import ImageSource, open_source
+from tailfuse.errors import DataError
+
+
+@dataclass
+class SubsetPlan:
+    """Which images of each split a run uses, and the class statistics that follow."""
+
+    class_names: list[str]
+    class_counts: list[int]
+    train_indices: np.ndarray
+    test_indices: np.ndarray
+    validation_indices: np.ndarray | None
+    groups: dict[str, list[int]]
+    sources: dict[str, ImageSource] = field(repr=False, default_factory=dict)
+
+    @property
+    def subset_checksum(self) -> str:
+        return indices_checksum(self.train_indices)
+
+    def summary(self) -> dict:
+        """The JSON printed by ``tailfuse data summary`` and saved in every run directory."""
+        return {
+            "class_names": self.class_names,
+            "class_counts": self.class_counts,
+            "total": int(sum(self.class_counts)),
+            "imbalance_ratio": round(max(self.class_counts) / max(1, min(self.class_counts)), 3),
+            "groups": self.groups,
+            "group_sizes": {name: len(members) for name, members in self.groups.items()},
+            "subset_checksum": self.subset_checksum,
+            "test_size": int(len(self.test_indices)),
+            "validation_size": 0 if self.validation_indices is None else int(len(self.validation_indices)),
+        }
+
+
+def plan_subset(config: DataConfig) -> SubsetPlan:
+    """Choose the long-tailed training subset, the validation and the test indices."""
+    train_source = open_source(config, "train")
+    test_source = open_source(config, "test")
+    if train_source.class_names != test_source.class_names:
+        raise DataError(
+            f"train and test splits under {config.root} have different classes"
+        )
+    labels = train_source.labels
+    num_classes = train_source.num_classes
+    available = np.bincount(labels, minlength=num_classes)
+    if config.profile == "none" and config.max_per_class is None:
+        train_indices = np.arange(len(labels), dtype=np.int64)
+        class_counts = [int(count) for count in available]
+    else:
+        max_per_class = config.max_per_class or int(available.min())
+        class_counts = profile_class_counts(
+            config.profile, max_per_class, num_classes, config.imbalance_factor
+        )
+        if min(class_counts) < 1:
+            raise DataError(
+                f"the profile leaves a class with no images (n_max={max_per_class}, "
+                f"imbalance factor {config.imbalance_factor})"
+            )
+        train_indices = longtail_indices(labels, class_counts, config.subset_seed)
+
+    validation_indices = None
+    if config.validation_per_class:
+        try:
+            validation_indices = balanced_indices(
+                labels, config.validation_per_class, config.subset_seed + 1, exclude=train_indices
+            )
+        except DataError as error:
+            raise DataError(
+                f"data.validation_per_class={config.validation_per_class} is drawn from training images "
+                f"outside the long-tailed subset, and there are too few: {error}; lower "
+                f"data.max_per_class to leave some"
+            ) from None
+    if config.test_per_class:
+        test_indices = balanced_indices(test_source.labels, config.test_per_class, config.subset_seed)
+    else:
+        test_indices = np.arange(len(test_source.labels), dtype=np.int64)
+    return SubsetPlan(
+        class_names=train_source.class_names,
+        class_counts=class_counts,
+        train_indices=train_indices,
+        test_indices=test_indices,
+        validation_indices=validation_indices,
+        groups=class_groups(config.groups, class_counts),
+        sources={"train": train_source, "test": test_source},
+    )
+
+
+@dataclass
+class LabelledImages:
+    """Decoded images as uint8 (N, 3, H, W) and int64 labels, both on one device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])  # labels are always complete, images may be absent
+
+
+@dataclass
+class PreparedData:
+    """Everything the trainer and evaluator need from the data section."""
+
+    plan: SubsetPlan
+    train: LabelledImages
+    test: LabelledImages
+    validation: LabelledImages | None
+
+    @property
+    def class_counts(self) -> list[int]:
+        return self.plan.class_counts
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.plan.class_counts)
+
+
+def _to_device(source: ImageSource, indices: np.ndarray, device: torch.device) -> LabelledImages:
+    images = torch.from_numpy(np.ascontiguousarray(source.load(indices))).permute(0, 3, 1, 2)
+    labels = torch.from_numpy(source.labels[indices].astype(np.int64))
+    return LabelledImages(images.contiguous().to(device), labels.to(device))
+
+
+def load_data(config: DataConfig, device: torch.device | str = "cpu", include_train: bool = True) -> PreparedData:
+    """Plan the subset and decode its images once onto ``device``.
+
+    With ``include_train=False`` (evaluation only) the training split keeps its labels,
+    which class statistics and samplers need, but no images are decoded for it.
+    """
+    device = torch.device(device)
+    plan = plan_subset(config)
+    if include_train:
+        train = _to_device(plan.sources["train"], plan.train_indices, device)
+    else:
+        size = config.image_size
+        labels = torch.from_numpy(plan.sources["train"].labels[plan.train_indices].astype(np.int64))
+        train = LabelledImages(torch.empty((0, 3, size, size), dtype=torch.uint8, device=device), labels.to(device))
+    test = _to_device(plan.sources["test"], plan.test_indices, device)
+    validation = None
+    if plan.validation_indices is not None:
+        validation = _to_device(plan.sources["train"], plan.validation_indices, device)
+    return PreparedData(plan=plan, train=train, test=test, validation=validation)

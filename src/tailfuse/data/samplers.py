@@ -1,0 +1,171 @@
+"""Index samplers over a labelled training set (spec h2t §1.2; Kang et al. 2020).
+
+Each sampler returns, per epoch, one tensor of dataset indices drawn from a seeded
+generator; the trainer cuts it into global batches, and under DDP each rank takes its
+share of every global batch (:func:`rank_share`). Nothing here loops per image on the
+hot path: ``class_aware`` builds its epoch order with one loop over classes per epoch.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import torch
+
+from tailfuse.errors import ConfigError
+
+SAMPLERS: dict[str, type[IndexSampler]] = {}
+
+
+def register_sampler(name: str):
+    def decorator(cls):
+        SAMPLERS[name] = cls
+        cls.name = name
+        return cls
+
+    return decorator
+
+
+class IndexSampler(abc.ABC):
+    """Base: knows the labels; ``epoch_indices`` draws one epoch of ``num_samples`` indices."""
+
+    name = "base"
+
+    def __init__(self, labels: torch.Tensor, num_classes: int, num_samples: int | None = None):
+        self.labels = labels.detach().to("cpu", torch.int64)
+        self.num_classes = num_classes
+        self.num_samples = num_samples or len(self.labels)
+        self.class_counts = torch.bincount(self.labels, minlength=num_classes)
+        if (self.class_counts == 0).any():
+            empty = torch.nonzero(self.class_counts == 0).flatten().tolist()
+            raise ConfigError(f"classes {empty} have no training images; a sampler needs every class")
+        order = torch.argsort(self.labels, stable=True)
+        self.indices_by_class = order
+        self.class_starts = torch.cumsum(self.class_counts, 0) - self.class_counts
+
+    @abc.abstractmethod
+    def epoch_indices(self, generator: torch.Generator) -> torch.Tensor:
+        """One epoch of ``num_samples`` dataset indices."""
+
+    def _uniform_within(self, classes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """For each drawn class, one uniformly chosen image of it (with replacement)."""
+        sizes = self.class_counts[classes]
+        offsets = (torch.rand(len(classes), generator=generator, dtype=torch.float64) * sizes).long()
+        offsets = torch.minimum(offsets, sizes - 1)
+        return self.indices_by_class[self.class_starts[classes] + offsets]
+
+    def class_probabilities(self) -> torch.Tensor:
+        """The class distribution this sampler draws from (for checks and reports)."""
+        counts = self.class_counts.double()
+        return counts / counts.sum()
+
+
+@register_sampler("instance")
+class InstanceSampler(IndexSampler):
+    """A plain shuffle: every image once per epoch, class frequency ∝ n_c."""
+
+    def epoch_indices(self, generator: torch.Generator) -> torch.Tensor:
+        permutation = torch.randperm(len(self.labels), generator=generator)
+        if self.num_samples <= len(self.labels):
+            return permutation[: self.num_samples]
+        repeats = math.ceil(self.num_samples / len(self.labels))
+        extra = [torch.randperm(len(self.labels), generator=generator) for _ in range(repeats - 1)]
+        return torch.cat([permutation, *extra])[: self.num_samples]
+
+
+class _ClassWeightedSampler(IndexSampler):
+    """Draw a class from ``class_probabilities()``, then a uniform image of it, with replacement."""
+
+    def epoch_indices(self, generator: torch.Generator) -> torch.Tensor:
+        classes = torch.multinomial(
+            self.class_probabilities(), self.num_samples, replacement=True, generator=generator
+        )
+        return self._uniform_within(classes, generator)
+
+
+@register_sampler("class_balanced")
+class ClassBalancedSampler(_ClassWeightedSampler):
+    """Uniform class, then a uniform image of that class (spec h2t §1.2, fused branch)."""
+
+    def epoch_indices(self, generator: torch.Generator) -> torch.Tensor:
+        classes = torch.randint(self.num_classes, (self.num_samples,), generator=generator)
+        return self._uniform_within(classes, generator)
+
+    def class_probabilities(self) -> torch.Tensor:
+        return torch.full((self.num_classes,), 1.0 / self.num_classes, dtype=torch.float64)
+
+
+@register_sampler("square_root")
+class SquareRootSampler(_ClassWeightedSampler):
+    """Class probability ∝ sqrt(n_c) (Mahajan et al. 2018; Kang et al. 2020)."""
+
+    def class_probabilities(self) -> torch.Tensor:
+        weights = self.class_counts.double().sqrt()
+        return weights / weights.sum()
+
+
+@register_sampler("reverse")
+class ReverseSampler(_ClassWeightedSampler):
+    """Class probability ∝ 1/n_c (BBN's reversed sampler)."""
+
+    def class_probabilities(self) -> torch.Tensor:
+        weights = 1.0 / self.class_counts.double()
+        return weights / weights.sum()
+
+
+@register_sampler("class_aware")
+class ClassAwareSampler(IndexSampler):
+    """cRT's sampler: visit classes in shuffled cycles, taking 4 consecutive images of each.
+
+    Each class keeps its own shuffled cycle over its images, so an image repeats only
+    after the whole class has been seen (Shen et al. 2016; Kang et al. 2020).
+    """
+
+    samples_per_class = 4
+
+    def epoch_indices(self, generator: torch.Generator) -> torch.Tensor:
+        visits = math.ceil(self.num_samples / self.samples_per_class)
+        cycles = math.ceil(visits / self.num_classes)
+        class_order = torch.cat(
+            [torch.randperm(self.num_classes, generator=generator) for _ in range(cycles)]
+        )[:visits]
+        visits_per_class = torch.bincount(class_order, minlength=self.num_classes)
+        per_class_streams = []
+        for class_index in range(self.num_classes):
+            needed = int(visits_per_class[class_index]) * self.samples_per_class
+            members = self.indices_by_class[
+                self.class_starts[class_index] : self.class_starts[class_index]
+                + self.class_counts[class_index]
+            ]
+            rounds = math.ceil(needed / len(members)) if needed else 0
+            stream = [members[torch.randperm(len(members), generator=generator)] for _ in range(rounds)]
+            per_class_streams.append(
+                torch.cat(stream)[:needed] if stream else members[:0]
+            )
+        # position of each visit among the visits of the same class
+        visit_rank = torch.zeros(visits, dtype=torch.long)
+        for class_index in range(self.num_classes):
+            where = torch.nonzero(class_order == class_index).flatten()
+            visit_rank[where] = torch.arange(len(where))
+        chunks = [
+            per_class_streams[int(c)][int(r) * self.samples_per_class : (int(r) + 1) * self.samples_per_class]
+            for c, r in zip(class_order, visit_rank, strict=True)
+        ]
+        return torch.cat(chunks)[: self.num_samples]
+
+
+def build_sampler(
+    name: str, labels: torch.Tensor, num_classes: int, num_samples: int | None = None
+) -> IndexSampler:
+    """Create a sampler by name (see :data:`SAMPLERS`)."""
+    if name not in SAMPLERS:
+        raise ConfigError(f"unknown sampler '{name}'; choose from {', '.join(sorted(SAMPLERS))}")
+    return SAMPLERS[name](labels, num_classes, num_samples)
+
+
+def rank_share(global_batch: torch.Tensor, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """The part of one global batch that process ``rank`` of ``world_size`` trains on."""
+    if world_size == 1:
+        return global_batch
+    return global_batch.tensor_split(world_size)[rank]

@@ -1,0 +1,194 @@
+"""Image sources: CIFAR-10/100 in torchvision's pickle format, and ImageFolder trees.
+
+A source describes one split (train or test) before any subsetting: its labels, class
+names, and a function that returns the decoded uint8 images (N, H, W, 3) of chosen
+indices. Decoding is done only for the indices a run uses, and cached on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tailfuse.config import DataConfig
+from tailfuse.errors import DataError
+
+CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+CIFAR_NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+CIFAR_FILES = {
+    "cifar10": {
+        "train": [f"data_batch_{i}" for i in range(1, 6)],
+        "test": ["test_batch"],
+        "meta": ("batches.meta", "label_names"),
+        "label_key": "labels",
+    },
+    "cifar100": {
+        "train": ["train"],
+        "test": ["test"],
+        "meta": ("meta", "fine_label_names"),
+        "label_key": "fine_labels",
+    },
+}
+
+
+@dataclass
+class ImageSource:
+    """One split of a dataset: labels, class names and a decoder for chosen indices."""
+
+    labels: np.ndarray
+    class_names: list[str]
+    load: Callable[[np.ndarray], np.ndarray]
+    identity: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def default_cache_dir() -> Path:
+    """Where decoded images are cached: ``$TAILFUSE_CACHE`` or ``~/.cache/tailfuse``."""
+    return Path(os.environ.get("TAILFUSE_CACHE", Path.home() / ".cache" / "tailfuse"))
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as handle:
+            return pickle.load(handle, encoding="latin1")
+    except (OSError, pickle.UnpicklingError, EOFError) as error:
+        raise DataError(f"cannot read CIFAR file {path}: {error}") from None
+
+
+def _cifar_pickle_source(name: str, folder: Path, split: str) -> ImageSource:
+    spec = CIFAR_FILES[name]
+    arrays, labels = [], []
+    for file_name in spec[split]:
+        batch = _unpickle(folder / file_name)
+        arrays.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(batch[spec["label_key"]])
+    images = np.ascontiguousarray(np.concatenate(arrays).transpose(0, 2, 3, 1))
+    meta_file, meta_key = spec["meta"]
+    class_names = list(_unpickle(folder / meta_file)[meta_key])
+    return ImageSource(
+        labels=np.asarray(labels, dtype=np.int64),
+        class_names=class_names,
+        load=lambda indices: images[np.asarray(indices, dtype=np.int64)],
+        identity=f"{name}-pickle:{folder.resolve()}:{split}",
+    )
+
+
+def _decode_files(paths: list[str], image_size: int) -> np.ndarray:
+    """Decode image files to uint8 (N, H, W, 3), resizing when they are not square ``image_size``."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+    from torchvision.transforms.v2.functional import resize
+
+    output = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
+    for position, path in enumerate(paths):
+        try:
+            image = decode_image(read_file(path), mode=ImageReadMode.RGB)
+        except (RuntimeError, ValueError) as error:
+            raise DataError(f"cannot decode image {path}: {error}") from None
+        if image.shape[1] != image_size or image.shape[2] != image_size:
+            image = resize(image, [image_size, image_size], antialias=True)
+        output[position] = image.permute(1, 2, 0).numpy()
+    return output
+
+
+def _cached_decoder(
+    paths: list[str], identity: str, image_size: int, cache_dir: Path | None
+) -> Callable[[np.ndarray], np.ndarray]:
+    def load(indices: np.ndarray) -> np.ndarray:
+        chosen = [paths[i] for i in np.asarray(indices, dtype=np.int64)]
+        key = hashlib.sha256(
+            "\n".join([identity, str(image_size), *chosen]).encode()
+        ).hexdigest()[:24]
+        cache_path = (cache_dir or default_cache_dir()) / f"images-{key}.npy"
+        if cache_path.is_file():
+            try:
+                cached = np.load(cache_path)
+                if cached.shape == (len(chosen), image_size, image_size, 3):
+                    return cached
+            except (OSError, ValueError):
+                pass  # a damaged cache entry is rebuilt below
+        images = _decode_files(chosen, image_size)
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cache_path.with_suffix(f".tmp{os.getpid()}.npy")
+        np.save(temporary, images)
+        os.replace(temporary, cache_path)
+        return images
+
+    return load
+
+
+def _image_folder_source(folder: Path, image_size: int, cache_dir: Path | None) -> ImageSource:
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    try:
+        class_names, class_to_index = find_classes(str(folder))
+        samples = make_dataset(str(folder), class_to_index, extensions=IMG_EXTENSIONS)
+    except (FileNotFoundError, OSError) as error:
+        raise DataError(f"cannot read image folder {folder}: {error}") from None
+    paths = [path for path, _ in samples]
+    labels = np.asarray([label for _, label in samples], dtype=np.int64)
+    identity = f"image-folder:{folder.resolve()}"
+    return ImageSource(
+        labels=labels,
+        class_names=list(class_names),
+        load=_cached_decoder(paths, identity, image_size, cache_dir),
+        identity=identity,
+    )
+
+
+def _download_cifar(name: str, root: Path) -> None:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    dataset_class = CIFAR10 if name == "cifar10" else CIFAR100
+    try:
+        dataset_class(str(root), train=True, download=True)
+    except Exception as error:  # noqa: BLE001 - any failure means: no data here
+        raise DataError(
+            f"{name} is not under {root} (expected {CIFAR_FOLDERS[name]}/ or train/<class>/ "
+            f"image folders) and downloading it failed ({type(error).__name__}: {error}). "
+            f"Set data.root to a local copy."
+        ) from None
+
+
+def open_source(config: DataConfig, split: str) -> ImageSource:
+    """Open the ``split`` ('train' or 'test') of the dataset a recipe names.
+
+    For ``cifar10``/``cifar100`` the root may hold torchvision's pickles or an ImageFolder
+    tree (``train/<class>/``, ``test/<class>/``); when it holds neither and
+    ``data.download`` is true, torchvision downloads the pickles there.
+    """
+    root = Path(config.root).expanduser()
+    cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else None
+    if config.source == "image_folder":
+        folder = root / split
+        if not folder.is_dir():
+            raise DataError(f"image folder {folder} does not exist (data.root={config.root})")
+        return _image_folder_source(folder, config.image_size, cache_dir)
+
+    name = config.source
+    pickle_folder = root / CIFAR_FOLDERS[name]
+    if (root / split).is_dir() and not pickle_folder.is_dir():
+        source = _image_folder_source(root / split, config.image_size, cache_dir)
+    else:
+        if not pickle_folder.is_dir():
+            if not config.download:
+                raise DataError(
+                    f"{name} not found under {root}: expected {CIFAR_FOLDERS[name]}/ or "
+                    f"{split}/<class>/ (set data.root, or data.download=true when online)"
+                )
+            _download_cifar(name, root)
+        source = _cifar_pickle_source(name, pickle_folder, split)
+    if source.num_classes != CIFAR_NUM_CLASSES[name]:
+        raise DataError(
+            f"{root} holds {source.num_classes} classes but data.source={name} has "
+            f"{CIFAR_NUM_CLASSES[name]}"
+        )
+    return source

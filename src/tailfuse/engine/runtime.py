@@ -1,0 +1,60 @@
+"""Device, precision, threads and determinism settings of a run."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from tailfuse.config import TrainConfig
+from tailfuse.errors import ConfigError
+
+
+@dataclass
+class Runtime:
+    """Where and how tensors are computed."""
+
+    device: torch.device
+    precision: str
+    channels_last: bool
+
+    def autocast(self):
+        """The autocast context of a forward pass (a no-op in fp32)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Put a float batch in the memory format the model runs fastest in."""
+        if self.channels_last:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """Loss scaling, needed only for float16 on CUDA."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without it is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name} but CUDA is not available here (use cpu or auto)")
+    return device
+
+
+def make_runtime(config: TrainConfig) -> Runtime:
+    """Apply threads and determinism settings and return the run's :class:`Runtime`."""
+    device = resolve_device(config.device)
+    if config.precision == "fp16" and device.type != "cuda":
+        raise ConfigError("train.precision=fp16 needs CUDA; use bf16 or fp32 on the CPU")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.use_deterministic_algorithms(config.deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = config.deterministic
+    torch.backends.cudnn.benchmark = not config.deterministic
+    return Runtime(device=device, precision=config.precision, channels_last=config.channels_last)

@@ -1,0 +1,158 @@
+"""One training session: model, method, optimiser, samplers and the data on the device.
+
+:meth:`TrainingSession.train_epoch` is the hot loop, shared by the trainer and the
+benchmark: per step it slices each branch's seeded epoch order, gathers the uint8
+images on the device, augments them batched, and lets the method compute the loss.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from tailfuse.config import RunConfig
+from tailfuse.data.pipeline import BatchAugmenter
+from tailfuse.data.prepare import LabelledImages, PreparedData
+from tailfuse.data.randomness import EpochRandomness
+from tailfuse.data.samplers import build_sampler, rank_share
+from tailfuse.engine.runtime import Runtime
+from tailfuse.engine.schedules import learning_rate
+from tailfuse.eval.metrics import classification_metrics
+from tailfuse.methods import Batch, Method, StepContext, build_method
+from tailfuse.models import Classifier, build_model
+
+
+class TrainingSession:
+    """Everything needed to run training steps and evaluations for one recipe."""
+
+    def __init__(self, config: RunConfig, data: PreparedData, runtime: Runtime, rank: int = 0, world_size: int = 1):
+        self.config = config
+        self.data = data
+        self.runtime = runtime
+        self.rank, self.world_size = rank, world_size
+        self.model: Classifier = build_model(config.model, data.num_classes).to(runtime.device)
+        if runtime.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.method: Method = build_method(config, self.model, data.class_counts)
+        for module in self.method.modules_to_save().values():
+            module.to(runtime.device)
+        optimizer_config = config.optimizer
+        self.optimizer = torch.optim.SGD(
+            self.method.parameter_groups(),
+            lr=optimizer_config.lr,
+            momentum=optimizer_config.momentum,
+            weight_decay=optimizer_config.weight_decay,
+            nesterov=optimizer_config.nesterov,
+        )
+        self.scaler = runtime.grad_scaler()
+        self.augmenter = BatchAugmenter(config.data.augment, runtime.device)
+        train_labels = data.train.labels
+        self.samplers = {
+            branch: build_sampler(sampler_name, train_labels, data.num_classes)
+            for branch, sampler_name in self.method.branches().items()
+        }
+        self.steps_per_epoch = math.ceil(len(data.train) / config.train.batch_size)
+        if config.train.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, config.train.max_steps_per_epoch)
+
+    # ------------------------------------------------------------------ training
+
+    def set_learning_rate(self, epoch: int) -> float:
+        rate = learning_rate(self.config.schedule, self.config.optimizer.lr, epoch, self.config.train.epochs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate * group.get("lr_scale", 1.0)
+        return rate
+
+    def _batch(self, indices: torch.Tensor, randomness: EpochRandomness) -> Batch:
+        indices = indices.to(self.runtime.device, non_blocking=True)
+        images = self.augmenter.train(self.data.train.images[indices], randomness.augment)
+        return Batch(self.runtime.prepare_images(images), self.data.train.labels[indices])
+
+    def train_epoch(self, epoch: int, progress: bool = False, max_steps: int | None = None) -> dict:
+        """Run one epoch of training steps; returns loss, learning rate, time and throughput."""
+        rate = self.set_learning_rate(epoch)
+        self.method.train_mode()
+        randomness = EpochRandomness(self.config.train.seed, epoch, self.runtime.device)
+        orders = {
+            branch: sampler.epoch_indices(randomness.torch_generator(f"sampler:{branch}"))
+            for branch, sampler in self.samplers.items()
+        }
+        context = StepContext(epoch=epoch, total_epochs=self.config.train.epochs, randomness=randomness)
+        batch_size = self.config.train.batch_size
+        steps = min(self.steps_per_epoch, max_steps or self.steps_per_epoch)
+        loss_sum = torch.zeros((), device=self.runtime.device)
+        images_seen = 0
+        start = time.perf_counter()
+        bar = tqdm(
+            range(steps),
+            desc=f"epoch {epoch + 1}/{self.config.train.epochs}",
+            disable=not progress,
+            leave=False,
+            mininterval=1.0,
+            dynamic_ncols=True,
+        )
+        for step in bar:
+            batches = {
+                branch: self._batch(
+                    rank_share(order[step * batch_size : (step + 1) * batch_size], self.rank, self.world_size),
+                    randomness,
+                )
+                for branch, order in orders.items()
+            }
+            with self.runtime.autocast():
+                loss = self.method.loss(batches, context)
+            if not torch.isfinite(loss.detach()).all():
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            loss_sum += loss.detach()
+            images_seen += len(next(iter(batches.values())).labels)
+        seconds = time.perf_counter() - start
+        return {
+            "epoch": epoch + 1,
+            "lr": rate,
+            "train_loss": (loss_sum / max(steps, 1)).item(),
+            "seconds": seconds,
+            "images_per_second": images_seen / seconds if seconds > 0 else float("nan"),
+        }
+
+    # ---------------------------------------------------------------- evaluation
+
+    @torch.inference_mode()
+    def predict(self, split: LabelledImages) -> torch.Tensor:
+        """Evaluation logits (float32, CPU) for a split, with the model in eval mode."""
+        self.model.eval()
+        outputs = []
+        for start in range(0, len(split), self.config.train.eval_batch_size):
+            images = split.images[start : start + self.config.train.eval_batch_size]
+            images = self.runtime.prepare_images(self.augmenter.evaluate(images))
+            with self.runtime.autocast():
+                outputs.append(self.method.predict(images).float().cpu())
+        return torch.cat(outputs)
+
+    def evaluate(self, split: LabelledImages) -> dict:
+        """All metrics of :func:`classification_metrics` on one split."""
+        return classification_metrics(self.predict(split), split.labels, self.data.plan.groups)
+
+    # -------------------------------------------------------------------- state
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "method_modules": {name: module.state_dict() for name, module in self.method.modules_to_save().items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        for name, module in self.method.modules_to_save().items():
+            module.load_state_dict(state["method_modules"][name])

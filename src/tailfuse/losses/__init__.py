@@ -1,0 +1,29 @@
+"""Loss functions, built by name with the training class counts.
+
+Every loss is an ``nn.Module`` called as ``loss(logits, labels)`` and returns the batch
+mean. Each family lives in its own module and registers itself in :data:`LOSSES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from tailfuse.errors import ConfigError
+from tailfuse.losses.cross_entropy import CrossEntropy
+
+#: Loss name -> factory(class_counts, **options).
+LOSSES: dict[str, Callable[..., nn.Module]] = {
+    "cross_entropy": lambda class_counts, **options: CrossEntropy(**options),
+}
+
+
+def build_loss(name: str, class_counts: list[int], **options) -> nn.Module:
+    """Create the loss ``name`` for a training set with ``class_counts``."""
+    if name not in LOSSES:
+        raise ConfigError(f"unknown loss '{name}'; choose from {', '.join(sorted(LOSSES))}")
+    return LOSSES[name](class_counts, **options)
+
+
+__all__ = ["LOSSES", "CrossEntropy", "build_loss"]

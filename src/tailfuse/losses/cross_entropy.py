@@ -1,0 +1,32 @@
+"""Cross-entropy, optionally with per-class weights, and its mixup form."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CrossEntropy(nn.Module):
+    """``mean_b −log softmax(z_b)[y_b]`` (weighted by ``class_weights`` when given)."""
+
+    def __init__(self, class_weights: list[float] | None = None):
+        super().__init__()
+        weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+        self.register_buffer("class_weights", weights, persistent=False)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels, weight=self.class_weights)
+
+
+def mixup_loss(
+    loss: nn.Module,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    partner_labels: torch.Tensor,
+    lam: float,
+) -> torch.Tensor:
+    """``λ·L(z, y) + (1−λ)·L(z, y_partner)`` for a mixed batch (Zhang et al. 2018)."""
+    if lam == 1.0:
+        return loss(logits, labels)
+    return lam * loss(logits, labels) + (1.0 - lam) * loss(logits, partner_labels)

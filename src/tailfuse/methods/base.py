@@ -1,0 +1,101 @@
+"""What one training step does, behind the small interface the trainer knows.
+
+A method names the sampler of each batch branch it needs per step, the parameter
+groups it trains, how it sets train/eval modes, and the loss of one step. Adding a
+method is a new module that subclasses :class:`Method` and registers it: the trainer
+does not change.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from tailfuse.config import RunConfig, register_method_options
+from tailfuse.data.randomness import EpochRandomness
+from tailfuse.errors import ConfigError
+from tailfuse.models import Classifier
+
+
+@dataclass
+class Batch:
+    """One augmented batch of a branch: float images on the device, and labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+@dataclass
+class StepContext:
+    """What a step may need besides its batches."""
+
+    epoch: int
+    total_epochs: int
+    randomness: EpochRandomness
+
+
+class Method(abc.ABC):
+    """Base class of training methods (one stage of training)."""
+
+    name: ClassVar[str] = "method"
+    options_class: ClassVar[type[BaseModel]]
+
+    def __init__(self, options: BaseModel, model: Classifier, class_counts: list[int], config: RunConfig):
+        self.options = options
+        self.model = model
+        self.class_counts = list(class_counts)
+        self.config = config
+
+    def branches(self) -> dict[str, str]:
+        """Branch name -> sampler name, one batch of each per step (default: one instance batch)."""
+        return {"main": "instance"}
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups; a group may carry ``lr_scale`` (default: the whole model)."""
+        return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+
+    def train_mode(self) -> None:
+        """Put modules in the mode this method trains in (default: everything in train mode)."""
+        self.model.train()
+
+    def modules_to_save(self) -> dict[str, nn.Module]:
+        """Extra modules with state to checkpoint besides the model (e.g. LWS scales, centers)."""
+        return {}
+
+    @abc.abstractmethod
+    def loss(self, batches: dict[str, Batch], context: StepContext) -> torch.Tensor:
+        """The loss of one step on ``batches`` (one per branch)."""
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Evaluation logits for normalised images (default: the model's)."""
+        return self.model(images)
+
+
+#: Method name -> class. Filled by :func:`register_method` where each method is defined.
+METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(name: str, options_class: type[BaseModel]):
+    """Class decorator: make ``name`` usable as ``method.name`` in recipes."""
+
+    def decorator(method_class: type[Method]) -> type[Method]:
+        method_class.name = name
+        method_class.options_class = options_class
+        METHODS[name] = method_class
+        register_method_options(name)(options_class)
+        return method_class
+
+    return decorator
+
+
+def build_method(config: RunConfig, model: Classifier, class_counts: list[int]) -> Method:
+    """Create the method a recipe names, with its validated options."""
+    name = config.method.name
+    if name not in METHODS:
+        raise ConfigError(f"unknown method '{name}'; choose from {', '.join(sorted(METHODS))}")
+    return METHODS[name](config.method, model, class_counts, config)

@@ -1,0 +1,52 @@
+"""torchvision ResNet-50 / ResNeXt-50 (32×4d) / ResNet-152 as feature-map backbones.
+
+The stem and the four stages of torchvision's models, without average pooling and the
+fully connected layer, so they return the layer4 map (B, 2048, 7, 7) at 224×224.
+Pretrained weights come from a local file (``model.weights``), never from the network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from tailfuse.errors import CheckpointError
+
+
+class TorchvisionResNetBackbone(nn.Module):
+    """A torchvision ResNet trunk that stops before global pooling."""
+
+    def __init__(self, architecture: str, weights_path: str | None = None):
+        super().__init__()
+        network = getattr(torchvision.models, architecture)(weights=None)
+        if weights_path:
+            load_backbone_weights(network, weights_path)
+        self.stem = nn.Sequential(network.conv1, network.bn1, network.relu, network.maxpool)
+        self.layer1, self.layer2 = network.layer1, network.layer2
+        self.layer3, self.layer4 = network.layer3, network.layer4
+        self.out_channels = network.fc.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def load_backbone_weights(network: nn.Module, weights_path: str) -> None:
+    """Load a torchvision state dict from a local file; the classifier keys are ignored."""
+    path = Path(weights_path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"backbone weights file {path} does not exist (model.weights)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file is the same user error
+        raise CheckpointError(f"cannot read backbone weights {path}: {error}") from None
+    state = {key: value for key, value in state.items() if not key.startswith("fc.")}
+    missing, unexpected = network.load_state_dict(state, strict=False)
+    missing = [key for key in missing if not key.startswith("fc.")]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"backbone weights {path} do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )

@@ -1,0 +1,81 @@
+"""Samplers draw the class distribution they promise (fixed seed, stated tolerance)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tailfuse.data.samplers import build_sampler, rank_share
+from tailfuse.errors import ConfigError
+
+COUNTS = [500, 200, 80, 20, 5]
+LABELS = torch.cat([torch.full((count,), c) for c, count in enumerate(COUNTS)])
+
+
+def frequencies(name: str, draws: int = 200_000) -> torch.Tensor:
+    sampler = build_sampler(name, LABELS, len(COUNTS), num_samples=draws)
+    indices = sampler.epoch_indices(torch.Generator().manual_seed(0))
+    assert len(indices) == draws
+    return torch.bincount(LABELS[indices], minlength=len(COUNTS)).double() / draws
+
+
+@pytest.mark.parametrize(
+    ("name", "weights"),
+    [
+        ("instance", [float(c) for c in COUNTS]),
+        ("class_balanced", [1.0] * 5),
+        ("square_root", [c**0.5 for c in COUNTS]),
+        ("reverse", [1.0 / c for c in COUNTS]),
+        ("class_aware", [1.0] * 5),
+    ],
+)
+def test_class_frequencies_match_within_one_percent(name, weights):
+    expected = torch.tensor(weights, dtype=torch.float64)
+    expected /= expected.sum()
+    assert torch.allclose(frequencies(name), expected, atol=0.01), name
+
+
+def test_instance_sampler_is_a_permutation():
+    sampler = build_sampler("instance", LABELS, 5)
+    order = sampler.epoch_indices(torch.Generator().manual_seed(3))
+    assert sorted(order.tolist()) == list(range(len(LABELS)))
+
+
+def test_class_balanced_draws_images_uniformly_within_a_class():
+    sampler = build_sampler("class_balanced", LABELS, 5, num_samples=100_000)
+    indices = sampler.epoch_indices(torch.Generator().manual_seed(1))
+    tail = indices[LABELS[indices] == 4]
+    per_image = torch.bincount(tail - 800, minlength=5).double() / len(tail)
+    assert torch.allclose(per_image, torch.full((5,), 0.2, dtype=torch.float64), atol=0.015)
+
+
+def test_class_aware_takes_four_consecutive_images_per_class():
+    sampler = build_sampler("class_aware", LABELS, 5)
+    indices = sampler.epoch_indices(torch.Generator().manual_seed(2))
+    blocks = LABELS[indices][: (len(indices) // 4) * 4].view(-1, 4)
+    assert (blocks == blocks[:, :1]).all()
+    # a class's images repeat only after all of them were drawn
+    tail_draws = indices[LABELS[indices] == 4][:5]
+    assert sorted(tail_draws.tolist()) == list(range(800, 805))
+
+
+def test_same_seed_same_order_different_seed_different_order():
+    sampler = build_sampler("class_balanced", LABELS, 5)
+    first = sampler.epoch_indices(torch.Generator().manual_seed(7))
+    again = sampler.epoch_indices(torch.Generator().manual_seed(7))
+    other = sampler.epoch_indices(torch.Generator().manual_seed(8))
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_rank_share_partitions_a_global_batch():
+    batch = torch.arange(10)
+    shares = [rank_share(batch, rank, 3) for rank in range(3)]
+    assert torch.equal(torch.cat(shares), batch)
+    assert [len(share) for share in shares] == [4, 3, 3]
+
+
+def test_unknown_sampler_and_empty_class_are_clear_errors():
+    with pytest.raises(ConfigError, match="unknown sampler 'nope'"):
+        build_sampler("nope", LABELS, 5)
+    with pytest.raises(ConfigError, match=r"classes \[5\] have no training images"):
+        build_sampler("instance", LABELS, 6)

@@ -1,0 +1,76 @@
+"""Training on real images: resume equals an uninterrupted run; selection; run-directory safety."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import tailfuse
+from tailfuse.engine.checkpoint import load_checkpoint
+from tailfuse.errors import CheckpointError, TailfuseError
+
+from ..conftest import tiny_overrides
+
+
+def test_resumed_run_equals_uninterrupted_run(cifar10_jpeg_root, tmp_path):
+    overrides = tiny_overrides(cifar10_jpeg_root, epochs=2)
+    tailfuse.train("cifar10_lt_quick", tmp_path / "straight", overrides)
+
+    # the same recipe, interrupted during epoch 2, then resumed from the epoch-1 checkpoint
+    partial = tmp_path / "partial"
+    with pytest.raises(KeyboardInterrupt):
+        _train_and_interrupt_after_first_epoch(overrides, partial)
+    assert load_checkpoint(partial / "checkpoints" / "last.pt")["epoch"] == 1
+    tailfuse.train("cifar10_lt_quick", partial, overrides, resume=True)
+
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")["session"]
+    resumed = load_checkpoint(partial / "checkpoints" / "last.pt")["session"]
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    lines = (partial / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+
+
+def _train_and_interrupt_after_first_epoch(overrides, out_dir):
+    from tailfuse.engine import session as session_module
+
+    original = session_module.TrainingSession.train_epoch
+
+    def train_epoch(self, epoch, **kwargs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch, **kwargs)
+
+    session_module.TrainingSession.train_epoch = train_epoch
+    try:
+        tailfuse.train("cifar10_lt_quick", out_dir, overrides)
+    finally:
+        session_module.TrainingSession.train_epoch = original
+
+
+def test_resume_refuses_a_changed_recipe_and_a_reused_directory(cifar10_jpeg_root, tmp_path):
+    overrides = tiny_overrides(cifar10_jpeg_root, epochs=1)
+    tailfuse.train("cifar10_lt_quick", tmp_path / "run", overrides)
+    with pytest.raises(TailfuseError, match="already holds a run"):
+        tailfuse.train("cifar10_lt_quick", tmp_path / "run", overrides)
+    with pytest.raises(CheckpointError, match="differs from the saved run in optimizer.lr"):
+        tailfuse.train("cifar10_lt_quick", tmp_path / "run", [*overrides, "optimizer.lr=0.5"], resume=True)
+
+
+def test_results_hold_every_metric_and_selection_uses_validation(cifar10_jpeg_root, tmp_path):
+    overrides = tiny_overrides(cifar10_jpeg_root, epochs=2, **{"data.validation_per_class": 5})
+    results = tailfuse.train("cifar10_lt_quick", tmp_path / "run", overrides)
+    assert results["selection"]["rule"] == "best_validation"
+    assert results["validation"]["num_samples"] == 50
+    assert (tmp_path / "run" / "checkpoints" / "best_validation.pt").is_file()
+    test = results["test"]
+    for key in ("top1", "top5", "per_class_accuracy", "group_accuracy", "macro_precision", "ece", "confusion_matrix"):
+        assert key in test
+    assert set(test["group_accuracy"]) == {"many", "medium", "few"}
+    assert test["num_samples"] == 200
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["test"]["top1"] == test["top1"]
+    assert (tmp_path / "run" / "per_class_accuracy.png").stat().st_size > 1000
+    assert "many accuracy" in (tmp_path / "run" / "report.md").read_text()

@@ -1,0 +1,27 @@
+"""Cross-entropy and its mixup form on hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from tailfuse.losses import build_loss
+from tailfuse.losses.cross_entropy import mixup_loss
+
+
+def test_cross_entropy_by_hand():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    labels = torch.tensor([0, 2])
+    first = -math.log(math.exp(2) / (math.exp(2) + 2))
+    second = math.log(3)
+    assert math.isclose(build_loss("cross_entropy", [1, 1, 1])(logits, labels).item(), (first + second) / 2, rel_tol=1e-6)
+
+
+def test_mixup_loss_is_the_lambda_weighted_sum():
+    loss = build_loss("cross_entropy", [1, 1])
+    logits = torch.tensor([[1.0, -1.0], [0.5, 0.5]])
+    labels, partners = torch.tensor([0, 1]), torch.tensor([1, 1])
+    expected = 0.3 * loss(logits, labels) + 0.7 * loss(logits, partners)
+    assert torch.isclose(mixup_loss(loss, logits, labels, partners, 0.3), expected)
+    assert torch.isclose(mixup_loss(loss, logits, labels, partners, 1.0), loss(logits, labels))

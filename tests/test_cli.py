@@ -1,0 +1,50 @@
+"""The command line end to end on a small real subset of CIFAR-10-LT."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tailfuse.cli import main
+
+from .conftest import tiny_overrides
+
+
+def test_train_eval_summary_and_bench_through_the_cli(cifar10_jpeg_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "cifar10_lt_quick", *tiny_overrides(cifar10_jpeg_root, epochs=2), "--out", str(run)]) == 0
+    assert "test top-1" in capsys.readouterr().out
+    for name in ("config.yaml", "metrics.jsonl", "results.json", "report.md", "per_class_accuracy.png", "data_summary.json"):
+        assert (run / name).is_file(), name
+    results = json.loads((run / "results.json").read_text())
+
+    assert main(["eval", str(run / "checkpoints" / "last.pt"), "--out", str(tmp_path / "eval")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert abs(printed["top1"] - results["test"]["top1"]) < 1e-9
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["selection"]["epoch"] == 2
+
+    assert main(["data", "summary", "cifar10_lt_quick", f"data.root={cifar10_jpeg_root}"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["total"] == 12406 and summary["class_counts"][-1] == 50
+    assert summary["subset_checksum"] == "f5a6ab138b23b845"
+
+    bench_args = [*tiny_overrides(cifar10_jpeg_root), "train.batch_size=16"]
+    assert main(["bench", "cifar10_lt_quick", *bench_args, "--steps", "2", "--rounds", "1"]) == 0
+    assert "ratio model-only / end-to-end" in capsys.readouterr().out
+
+
+def test_user_errors_are_one_line_and_exit_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "tailfuse.cli", "train", "cifar10_lt_quick", "data.imbalance_factr=3", "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: invalid recipe cifar10_lt_quick: data.imbalance_factr: unknown key"
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "tailfuse.cli", "eval", str(tmp_path / "missing.pt")], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
