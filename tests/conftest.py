@@ -39,9 +39,9 @@ def tiny_overrides(root: Path, epochs: int = 2, **extra: object) -> list[str]:
     """Overrides that turn a CIFAR-10-LT recipe into a seconds-long run on real images."""
     values = {
         "data.root": str(root),
-        "data.max_per_class": 60,
+        "data.max_per_class": 40,
         "data.imbalance_factor": 10,
-        "data.test_per_class": 20,
+        "data.test_per_class": 10,
         "train.epochs": epochs,
         "train.batch_size": 32,
         "train.progress": "false",

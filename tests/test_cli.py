@@ -48,3 +48,23 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
         [sys.executable, "-m", "tailfuse.cli", "eval", str(tmp_path / "missing.pt")], capture_output=True, text=True
     )
     assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sweep_through_the_cli_shares_one_stage1_run(cifar10_jpeg_root, tmp_path, capsys):
+    from .engine.test_stages import stage2_overrides
+
+    out = tmp_path / "sweep"
+    arguments = ["sweep", "cifar10_lt_quick_dr_h2t", *stage2_overrides(cifar10_jpeg_root), "--param", "method.h2t.ratio"]
+    arguments += ["--values", "0", "0.25", "--seeds", "0", "1", "--out", str(out)]
+    assert main(arguments) == 0
+    assert "| method.h2t.ratio | runs |" in capsys.readouterr().out
+    table = (out / "sweep.md").read_text()
+    assert "| 0 | 2 |" in table and "| 0.25 | 2 |" in table
+    assert (out / "sweep.png").stat().st_size > 1000
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["method.h2t.ratio=0", "method.h2t.ratio=0.25", "stage1"]
+    runs = json.loads((out / "sweep.json").read_text())["runs"]
+    assert [(run["value"], run["seed"]) for run in runs] == [("0", 0), ("0", 1), ("0.25", 0), ("0.25", 1)]
+    # re-running a finished sweep reuses every run
+    stamp = (out / "method.h2t.ratio=0" / "seed0" / "results.json").stat().st_mtime_ns
+    assert main(arguments) == 0
+    assert (out / "method.h2t.ratio=0" / "seed0" / "results.json").stat().st_mtime_ns == stamp

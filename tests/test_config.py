@@ -71,3 +71,14 @@ def test_missing_recipe_is_a_clear_error():
 def test_index_groups_need_boundaries():
     with pytest.raises(ConfigError, match="boundaries"):
         load_recipe("cifar10_lt_quick", ["data.groups.boundaries=null"])
+
+
+def test_changing_a_method_name_starts_its_options_afresh(tmp_path):
+    (tmp_path / "parent.yaml").write_text("method: {name: dr, sampler: class_balanced, shift_bn: true}\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nmethod: {name: crt}\n")
+    config = load_recipe(tmp_path / "child.yaml")
+    assert config.method.sampler == "class_aware" and config.method.shift_bn is False  # crt's own defaults
+    config = load_recipe(tmp_path / "parent.yaml", ["method.name=crt"])
+    assert config.method.sampler == "class_aware"
+    config = load_recipe(tmp_path / "parent.yaml", ["method.h2t.ratio=0.25"])
+    assert config.method.sampler == "class_balanced" and config.method.h2t.ratio == 0.25

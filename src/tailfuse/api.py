@@ -42,3 +42,17 @@ def bench(recipe: str | Path | RunConfig, overrides: list[str] | None = None, st
     from tailfuse.engine.benchmark import run_benchmark
 
     return run_benchmark(_config(recipe, overrides), steps=steps, rounds=rounds)
+
+
+def sweep(
+    recipe: str,
+    parameter: str,
+    values: list[str],
+    seeds: list[int],
+    out: str | Path,
+    overrides: list[str] | None = None,
+) -> list[dict]:
+    """Run ``recipe`` for each value of the dotted key ``parameter`` and each seed; table + plot in ``out``."""
+    from tailfuse.engine.sweep import run_sweep
+
+    return run_sweep(recipe, parameter, [str(v) for v in values], seeds, out, overrides)

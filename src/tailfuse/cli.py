@@ -1,4 +1,4 @@
-"""``tailfuse train | eval | data summary | bench | recipes``: the command line.
+"""``tailfuse train | eval | sweep | data summary | bench | recipes``: the command line.
 
 User mistakes (a bad key, a missing path, an incompatible checkpoint) print one
 ``error:`` line and exit with status 2; nothing is half-written.
@@ -42,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, default=None, help="steps per round (default: one epoch)")
     bench.add_argument("--rounds", type=int, default=3)
 
+    sweep = commands.add_parser("sweep", help="run one recipe over values of one key and several seeds")
+    sweep.add_argument("recipe")
+    sweep.add_argument("overrides", nargs="*")
+    sweep.add_argument("--param", required=True, help="dotted key, e.g. method.h2t.ratio")
+    sweep.add_argument("--values", nargs="+", required=True)
+    sweep.add_argument("--seeds", nargs="+", type=int, default=[0])
+    sweep.add_argument("--out", required=True)
+
     commands.add_parser("recipes", help="list the shipped recipes")
     return parser
 
@@ -66,6 +74,14 @@ def _run(arguments: argparse.Namespace) -> int:
         from tailfuse.engine.benchmark import format_benchmark
 
         print(format_benchmark(tailfuse.bench(arguments.recipe, arguments.overrides, arguments.steps, arguments.rounds)))
+    elif arguments.command == "sweep":
+        from tailfuse.eval.sweep_report import markdown_table
+
+        summary = tailfuse.sweep(
+            arguments.recipe, arguments.param, arguments.values, arguments.seeds, arguments.out, arguments.overrides
+        )
+        print(markdown_table(arguments.param, summary))
+        print(f"table, CSV and plot in {arguments.out}/sweep.md")
     elif arguments.command == "recipes":
         for path in sorted(builtin_recipe_dir().glob("[!_]*.yaml")):
             print(path.stem)

@@ -154,12 +154,37 @@ class TrainConfig(StrictModel):
         return value
 
 
-class InitConfig(StrictModel):
-    """Where a later stage starts from: a checkpoint file or a run directory."""
+class StageSource(StrictModel):
+    """A trained model a stage starts from: a checkpoint file, or a recipe trained when missing.
 
-    checkpoint: str | None = None
+    ``checkpoint`` names a file; otherwise the run lives in ``run_dir`` (default: a sibling
+    of this run's directory, named after ``recipe``) and is trained there from ``recipe``
+    (+ ``overrides``, always on this recipe's ``data`` section) when its final checkpoint
+    does not exist yet.
+    """
+
     recipe: str | None = None
     overrides: list[str] = []
+    checkpoint: str | None = None
+    run_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> StageSource:
+        if not (self.recipe or self.checkpoint):
+            raise ValueError("a stage source needs a recipe or a checkpoint")
+        return self
+
+
+class InitConfig(StageSource):
+    """Where a later stage starts from (stage 2 from stage 1).
+
+    The main source initialises the model (``load: backbone`` keeps the new head);
+    ``auxiliary`` names further trained models a method uses (FFN's CE backbone), handed
+    to the method by name.
+    """
+
+    load: Literal["all", "backbone"] = "all"
+    auxiliary: dict[str, StageSource] = {}
 
 
 # ------------------------------------------------------------------------ method
@@ -230,10 +255,15 @@ def find_recipe(name_or_path: str | Path, relative_to: Path | None = None) -> Pa
     )
 
 
+def _names_differ(base: object, override: object) -> bool:
+    return isinstance(base, dict) and "name" in override and "name" in base and base["name"] != override["name"]
+
+
 def _deep_merge(base: dict, override: dict) -> dict:
+    """Merge ``override`` into ``base``; a section whose ``name`` changes is replaced, not merged."""
     merged = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not _names_differ(merged[key], value):
             merged[key] = _deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
@@ -258,7 +288,11 @@ def read_recipe_dict(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> 
 
 
 def apply_overrides(recipe: dict, overrides: list[str]) -> dict:
-    """Apply ``key.sub=value`` strings; values are parsed as YAML (``1e-3``, ``[1,2]``, ``true``)."""
+    """Apply ``key.sub=value`` strings; values are parsed as YAML (``1e-3``, ``[1,2]``, ``true``).
+
+    Setting a section's ``name`` to another value (``method.name=crt``) starts that
+    section afresh: options of the previous method do not carry over.
+    """
     result = copy.deepcopy(recipe)
     for item in overrides:
         if "=" not in item:
@@ -280,6 +314,8 @@ def apply_overrides(recipe: dict, overrides: list[str]) -> dict:
             if not isinstance(child, dict):
                 raise ConfigError(f"override '{item}': '{part}' is not a section")
             node = child
+        if parts[-1] == "name" and node.get("name", value) != value:
+            node.clear()
         node[parts[-1]] = value
     return result
 

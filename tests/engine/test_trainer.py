@@ -69,7 +69,7 @@ def test_results_hold_every_metric_and_selection_uses_validation(cifar10_jpeg_ro
     for key in ("top1", "top5", "per_class_accuracy", "group_accuracy", "macro_precision", "ece", "confusion_matrix"):
         assert key in test
     assert set(test["group_accuracy"]) == {"many", "medium", "few"}
-    assert test["num_samples"] == 200
+    assert test["num_samples"] == 100
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["test"]["top1"] == test["top1"]
     assert (tmp_path / "run" / "per_class_accuracy.png").stat().st_size > 1000

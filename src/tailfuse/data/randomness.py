@@ -27,9 +27,16 @@ class EpochRandomness:
         self.device = torch.device(device)
         self.augment = self.torch_generator("augment", device=self.device)
         self.numpy = np.random.default_rng(derive_seed(seed, epoch, "numpy"))
+        self._streams: dict[str, torch.Generator] = {}
 
     def torch_generator(self, purpose: str, device: torch.device | str = "cpu") -> torch.Generator:
         """A fresh generator for ``purpose`` (e.g. one per sampler branch)."""
         generator = torch.Generator(device=device)
         generator.manual_seed(derive_seed(self.seed, self.epoch, purpose))
         return generator
+
+    def stream(self, purpose: str) -> torch.Generator:
+        """The epoch's one generator for ``purpose`` on the run's device (created on first use)."""
+        if purpose not in self._streams:
+            self._streams[purpose] = self.torch_generator(purpose, device=self.device)
+        return self._streams[purpose]

@@ -7,6 +7,7 @@ indices. Decoding is done only for the indices a run uses, and cached on disk.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -64,7 +65,9 @@ def _unpickle(path: Path) -> dict:
         raise DataError(f"cannot read CIFAR file {path}: {error}") from None
 
 
-def _cifar_pickle_source(name: str, folder: Path, split: str) -> ImageSource:
+@functools.lru_cache(maxsize=4)
+def _read_cifar_pickles(name: str, folder: Path, split: str, modified: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images (NHWC), labels and class names of one split; cached per process while files are unchanged."""
     spec = CIFAR_FILES[name]
     arrays, labels = [], []
     for file_name in spec[split]:
@@ -74,8 +77,19 @@ def _cifar_pickle_source(name: str, folder: Path, split: str) -> ImageSource:
     images = np.ascontiguousarray(np.concatenate(arrays).transpose(0, 2, 3, 1))
     meta_file, meta_key = spec["meta"]
     class_names = list(_unpickle(folder / meta_file)[meta_key])
+    images.setflags(write=False)
+    return images, np.asarray(labels, dtype=np.int64), class_names
+
+
+def _cifar_pickle_source(name: str, folder: Path, split: str) -> ImageSource:
+    files = [folder / file_name for file_name in CIFAR_FILES[name][split]]
+    try:
+        modified = tuple(path.stat().st_mtime_ns for path in files)
+    except OSError as error:
+        raise DataError(f"cannot read CIFAR file: {error}") from None
+    images, labels, class_names = _read_cifar_pickles(name, folder.resolve(), split, modified)
     return ImageSource(
-        labels=np.asarray(labels, dtype=np.int64),
+        labels=labels,
         class_names=class_names,
         load=lambda indices: images[np.asarray(indices, dtype=np.int64)],
         identity=f"{name}-pickle:{folder.resolve()}:{split}",

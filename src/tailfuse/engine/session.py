@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -28,7 +29,16 @@ from tailfuse.models import Classifier, build_model
 class TrainingSession:
     """Everything needed to run training steps and evaluations for one recipe."""
 
-    def __init__(self, config: RunConfig, data: PreparedData, runtime: Runtime, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        config: RunConfig,
+        data: PreparedData,
+        runtime: Runtime,
+        initialize: Callable[[Classifier], None] | None = None,
+        auxiliary: dict[str, dict] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.config = config
         self.data = data
         self.runtime = runtime
@@ -36,12 +46,17 @@ class TrainingSession:
         self.model: Classifier = build_model(config.model, data.num_classes).to(runtime.device)
         if runtime.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.method: Method = build_method(config, self.model, data.class_counts)
+        if initialize is not None:  # e.g. load the stage-1 weights, before the method sees the model
+            initialize(self.model)
+        self.method: Method = build_method(config, self.model, data.class_counts, auxiliary)
         for module in self.method.modules_to_save().values():
             module.to(runtime.device)
+            if runtime.channels_last:
+                module.to(memory_format=torch.channels_last)
         optimizer_config = config.optimizer
-        self.optimizer = torch.optim.SGD(
-            self.method.parameter_groups(),
+        groups = [group for group in self.method.parameter_groups() if group["params"]]
+        self.optimizer = None if not groups else torch.optim.SGD(
+            groups,
             lr=optimizer_config.lr,
             momentum=optimizer_config.momentum,
             weight_decay=optimizer_config.weight_decay,
@@ -55,6 +70,8 @@ class TrainingSession:
             for branch, sampler_name in self.method.branches().items()
         }
         self.steps_per_epoch = math.ceil(len(data.train) / config.train.batch_size)
+        if self.optimizer is None:  # a post-hoc method (tau_norm): nothing to train
+            self.steps_per_epoch = 0
         if config.train.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, config.train.max_steps_per_epoch)
 
@@ -62,7 +79,7 @@ class TrainingSession:
 
     def set_learning_rate(self, epoch: int) -> float:
         rate = learning_rate(self.config.schedule, self.config.optimizer.lr, epoch, self.config.train.epochs)
-        for group in self.optimizer.param_groups:
+        for group in self.optimizer.param_groups if self.optimizer else []:
             group["lr"] = rate * group.get("lr_scale", 1.0)
         return rate
 
@@ -116,7 +133,7 @@ class TrainingSession:
         return {
             "epoch": epoch + 1,
             "lr": rate,
-            "train_loss": (loss_sum / max(steps, 1)).item(),
+            "train_loss": (loss_sum / steps).item() if steps else float("nan"),
             "seconds": seconds,
             "images_per_second": images_seen / seconds if seconds > 0 else float("nan"),
         }
@@ -144,14 +161,15 @@ class TrainingSession:
     def state_dict(self) -> dict:
         return {
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer else {},
             "scaler": self.scaler.state_dict(),
             "method_modules": {name: module.state_dict() for name, module in self.method.modules_to_save().items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         for name, module in self.method.modules_to_save().items():

@@ -27,6 +27,7 @@ from tailfuse.engine.checkpoint import (
 )
 from tailfuse.engine.runtime import make_runtime
 from tailfuse.engine.session import TrainingSession
+from tailfuse.engine.stages import auxiliary_models, ensure_stage1_checkpoint, initial_model_state
 from tailfuse.errors import CheckpointError, TailfuseError
 from tailfuse.eval.report import write_report
 
@@ -98,8 +99,19 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> dict:
             f"cannot resume {out_dir}: the training subset changed (checksum {summary['subset_checksum']} "
             f"vs saved {saved['data']['subset_checksum']}); is data.root the same dataset?"
         )
+    initialize, auxiliary = None, None
+    if config.init is not None and saved is None:
+        stage1_checkpoint = ensure_stage1_checkpoint(config, config.init, out_dir)
+        auxiliary = auxiliary_models(config, out_dir, data.class_counts, summary["subset_checksum"])
+
+        def initialize(model):
+            state = initial_model_state(
+                config, stage1_checkpoint, data.class_counts, summary["subset_checksum"], model.state_dict()
+            )
+            model.load_state_dict(state)
+
     torch.manual_seed(config.train.seed)  # model initialisation draws from the global generator
-    session = TrainingSession(config, data, runtime)
+    session = TrainingSession(config, data, runtime, initialize=initialize, auxiliary=auxiliary)
     rule = selection_rule(config, data.validation is not None)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,10 +129,12 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> dict:
         log_path.write_text("")
 
     progress = config.train.progress
+    evaluated: dict = {}
     for epoch in range(start_epoch, config.train.epochs):
         record = session.train_epoch(epoch, progress=progress)
         if _is_eval_epoch(config, epoch + 1):
-            record.update(_evaluate_for_log(session, data))
+            evaluated = _evaluate_splits(session, data)
+            record.update(_log_entries(evaluated))
             selection_split = {"best_validation": "validation", "best_test": "test"}.get(rule)
             if selection_split and record[f"{selection_split}_top1"] > best["score"]:
                 best = {"score": record[f"{selection_split}_top1"], "epoch": epoch + 1}
@@ -131,16 +145,17 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> dict:
         if progress:
             tqdm.write(_format_record(record))
 
-    return finish_run(config, session, out_dir, rule, best)
+    final_epoch_metrics = evaluated if start_epoch < config.train.epochs else {}
+    return finish_run(config, session, out_dir, rule, best, final_epoch_metrics)
 
 
-def _evaluate_for_log(session: TrainingSession, data) -> dict:
+def _evaluate_splits(session: TrainingSession, data) -> dict:
+    return {name: session.evaluate(getattr(data, name)) for name in ("validation", "test") if getattr(data, name) is not None}
+
+
+def _log_entries(evaluated: dict) -> dict:
     entries = {}
-    for split_name in ("validation", "test"):
-        split = getattr(data, split_name)
-        if split is None:
-            continue
-        metrics = session.evaluate(split)
+    for split_name, metrics in evaluated.items():
         entries[f"{split_name}_top1"] = metrics["top1"]
         entries[f"{split_name}_group_accuracy"] = metrics["group_accuracy"]
     return entries
@@ -167,10 +182,16 @@ def _checkpoint(config: RunConfig, session: TrainingSession, summary: dict, epoc
     }
 
 
-def finish_run(config: RunConfig, session: TrainingSession, out_dir: Path, rule: str, best: dict) -> dict:
-    """Evaluate the selected model and write ``results.json``, ``report.md`` and the plot."""
+def finish_run(
+    config: RunConfig, session: TrainingSession, out_dir: Path, rule: str, best: dict, final_epoch_metrics: dict | None = None
+) -> dict:
+    """Evaluate the selected model and write ``results.json``, ``report.md`` and the plot.
+
+    ``final_epoch_metrics`` are the final epoch's evaluations when the loop already made them.
+    """
     data = session.data
-    final_test = session.evaluate(data.test)
+    final_epoch_metrics = final_epoch_metrics or _evaluate_splits(session, data)
+    final_test = final_epoch_metrics["test"]
     selected_epoch, test_metrics = config.train.epochs, final_test
     if rule != "final":
         selected = load_checkpoint(out_dir / "checkpoints" / f"{rule}.pt")
@@ -183,7 +204,7 @@ def finish_run(config: RunConfig, session: TrainingSession, out_dir: Path, rule:
         "selection": {"rule": rule, "epoch": selected_epoch},
         "test": test_metrics,
         "final_epoch_test": final_test if rule != "final" else None,
-        "validation": session.evaluate(data.validation) if data.validation is not None else None,
+        "validation": final_epoch_metrics.get("validation"),
         "data": data.plan.summary(),
         "environment": {
             "torch": torch.__version__,

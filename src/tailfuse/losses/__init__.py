@@ -12,10 +12,15 @@ from torch import nn
 
 from tailfuse.errors import ConfigError
 from tailfuse.losses.cross_entropy import CrossEntropy
+from tailfuse.losses.label_aware_smoothing import LabelAwareSmoothing
+from tailfuse.losses.margins import KPSLoss, LDAMLoss
 
 #: Loss name -> factory(class_counts, **options).
 LOSSES: dict[str, Callable[..., nn.Module]] = {
     "cross_entropy": lambda class_counts, **options: CrossEntropy(**options),
+    "label_aware_smoothing": lambda class_counts, **options: LabelAwareSmoothing(class_counts, **options),
+    "ldam": lambda class_counts, **options: LDAMLoss(class_counts, **options),
+    "kps": lambda class_counts, **options: KPSLoss(class_counts, **options),
 }
 
 
@@ -23,7 +28,10 @@ def build_loss(name: str, class_counts: list[int], **options) -> nn.Module:
     """Create the loss ``name`` for a training set with ``class_counts``."""
     if name not in LOSSES:
         raise ConfigError(f"unknown loss '{name}'; choose from {', '.join(sorted(LOSSES))}")
-    return LOSSES[name](class_counts, **options)
+    try:
+        return LOSSES[name](class_counts, **options)
+    except TypeError as error:
+        raise ConfigError(f"loss '{name}' does not take these options {sorted(options)}: {error}") from None
 
 
-__all__ = ["LOSSES", "CrossEntropy", "build_loss"]
+__all__ = ["LOSSES", "CrossEntropy", "KPSLoss", "LDAMLoss", "LabelAwareSmoothing", "build_loss"]

@@ -45,11 +45,20 @@ class Method(abc.ABC):
     name: ClassVar[str] = "method"
     options_class: ClassVar[type[BaseModel]]
 
-    def __init__(self, options: BaseModel, model: Classifier, class_counts: list[int], config: RunConfig):
+    def __init__(
+        self,
+        options: BaseModel,
+        model: Classifier,
+        class_counts: list[int],
+        config: RunConfig,
+        auxiliary: dict[str, dict] | None = None,
+    ):
+        """``auxiliary``: model state dicts named in ``init.auxiliary`` (absent when evaluating a checkpoint)."""
         self.options = options
         self.model = model
         self.class_counts = list(class_counts)
         self.config = config
+        self.auxiliary = auxiliary or {}
 
     def branches(self) -> dict[str, str]:
         """Branch name -> sampler name, one batch of each per step (default: one instance batch)."""
@@ -93,9 +102,11 @@ def register_method(name: str, options_class: type[BaseModel]):
     return decorator
 
 
-def build_method(config: RunConfig, model: Classifier, class_counts: list[int]) -> Method:
+def build_method(
+    config: RunConfig, model: Classifier, class_counts: list[int], auxiliary: dict[str, dict] | None = None
+) -> Method:
     """Create the method a recipe names, with its validated options."""
     name = config.method.name
     if name not in METHODS:
         raise ConfigError(f"unknown method '{name}'; choose from {', '.join(sorted(METHODS))}")
-    return METHODS[name](config.method, model, class_counts, config)
+    return METHODS[name](config.method, model, class_counts, config, auxiliary)

@@ -13,33 +13,45 @@ from pydantic import Field
 
 from tailfuse.config import StrictModel
 from tailfuse.data.pipeline import mixup
+from tailfuse.errors import ConfigError
 from tailfuse.losses import build_loss
 from tailfuse.losses.cross_entropy import mixup_loss
 from tailfuse.methods.base import Batch, Method, StepContext, register_method
 
 
 class ErmOptions(StrictModel):
-    """Options of ``method.name: erm``."""
+    """Options of ``method.name: erm``.
+
+    ``loss_options`` go to the loss (e.g. ``{max_m: 0.2, weighted_from_epoch: 120}`` for
+    KPS). ``prediction: loss_logits`` evaluates with the loss's training logits (KPS:
+    ``r_j·cos θ_j``) instead of the head's output (KPS: raw ``cos θ_j``, the authors' rule).
+    """
 
     name: Literal["erm"] = "erm"
     loss: str = "cross_entropy"
+    loss_options: dict[str, float | int | str | None] = {}
     mixup_alpha: float = Field(0.0, ge=0.0)
     sampler: str = "instance"
+    prediction: Literal["head", "loss_logits"] = "head"
 
 
 @register_method("erm", ErmOptions)
 class EmpiricalRiskMinimization(Method):
     """Train the whole model on one sampled branch with ``loss`` (and mixup when α > 0)."""
 
-    def __init__(self, options, model, class_counts, config):
-        super().__init__(options, model, class_counts, config)
-        self.criterion = build_loss(options.loss, class_counts)
+    def __init__(self, options, model, class_counts, config, auxiliary=None):
+        super().__init__(options, model, class_counts, config, auxiliary)
+        self.criterion = build_loss(options.loss, class_counts, **options.loss_options)
+        if options.prediction == "loss_logits" and not hasattr(self.criterion, "training_logits"):
+            raise ConfigError(f"method.prediction=loss_logits: loss '{options.loss}' has no training logits")
 
     def branches(self) -> dict[str, str]:
         return {"main": self.options.sampler}
 
     def loss(self, batches: dict[str, Batch], context: StepContext) -> torch.Tensor:
         batch = batches["main"]
+        if hasattr(self.criterion, "set_epoch"):
+            self.criterion.set_epoch(context.epoch)
         if self.options.mixup_alpha > 0:
             images, partner, lam = mixup(
                 batch.images,
@@ -50,3 +62,9 @@ class EmpiricalRiskMinimization(Method):
             logits = self.model(images)
             return mixup_loss(self.criterion, logits, batch.labels, batch.labels[partner], lam)
         return self.criterion(self.model(batch.images), batch.labels)
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.model(images)
+        if self.options.prediction == "loss_logits":
+            return self.criterion.training_logits(logits)
+        return logits

@@ -1,0 +1,52 @@
+"""``tailfuse sweep``: one recipe over several values of one key, and several seeds.
+
+Runs live in ``OUT/<key>=<value>/seed<k>``; a finished run (its ``results.json``) is
+reused and an interrupted one resumed, so a sweep can be re-run to complete it. A
+stage-2 recipe whose stage-1 run is not named gets one shared stage-1 run in
+``OUT/stage1`` (trained once, then reused by every value and seed).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from tailfuse.config import load_recipe
+from tailfuse.engine.trainer import train
+from tailfuse.eval.sweep_report import run_row, write_sweep_report
+
+
+def run_sweep(
+    recipe: str,
+    parameter: str,
+    values: list[str],
+    seeds: list[int],
+    out_dir: str | Path,
+    overrides: list[str] | None = None,
+) -> list[dict]:
+    """Train every (value, seed) pair and write the sweep table and plot; returns the summary."""
+    out_dir = Path(out_dir)
+    overrides = list(overrides or [])
+    base = load_recipe(recipe, overrides)
+    if base.init is not None and not base.init.checkpoint and not base.init.run_dir:
+        overrides.append(f"init.run_dir={out_dir / 'stage1'}")
+    for value in values:  # validate every value before the first run starts
+        load_recipe(recipe, [*overrides, f"{parameter}={value}"])
+    rows = []
+    for value in values:
+        for seed in seeds:
+            run_dir = out_dir / f"{parameter}={value}" / f"seed{seed}"
+            run_overrides = [*overrides, f"{parameter}={value}", f"train.seed={seed}"]
+            if (run_dir / "results.json").exists():
+                results = json.loads((run_dir / "results.json").read_text())
+            else:
+                resume = (run_dir / "checkpoints" / "last.pt").exists()
+                results = train(load_recipe(recipe, run_overrides), run_dir, resume=resume)
+            rows.append(run_row(value, seed, results))
+            print(f"{parameter}={value} seed {seed}: top-1 {rows[-1]['all']:.2f}")
+    command = " ".join(
+        ["tailfuse sweep", shlex.quote(recipe), *map(shlex.quote, overrides), "--param", parameter, "--values", *values,
+         "--seeds", *map(str, seeds), "--out", str(out_dir)]
+    )
+    return write_sweep_report(out_dir, recipe, parameter, rows, command)

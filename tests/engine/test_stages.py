@@ -1,0 +1,77 @@
+"""Stage 2 from stage 1: one command trains both; mismatched checkpoints are refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import tailfuse
+from tailfuse.engine.checkpoint import load_checkpoint
+from tailfuse.errors import CheckpointError
+
+from ..conftest import tiny_overrides
+
+STAGE1_TINY = 'init.overrides=["train.epochs=1","train.batch_size=32","train.eval_every=0","train.precision=fp32"]'
+
+
+def stage2_overrides(root, epochs=1, **extra):
+    return [*tiny_overrides(root, epochs=epochs, **extra), STAGE1_TINY]
+
+
+def test_one_command_trains_stage1_then_stage2(cifar10_jpeg_root, tmp_path):
+    results = tailfuse.train("cifar10_lt_quick_dr_h2t", tmp_path / "h2t", stage2_overrides(cifar10_jpeg_root))
+    stage1 = tmp_path / "cifar10_lt_quick"
+    assert (stage1 / "results.json").is_file() and (stage1 / "checkpoints" / "last.pt").is_file()
+    stage1_state = load_checkpoint(stage1 / "checkpoints" / "last.pt")
+    assert stage1_state["config"]["data"]["max_per_class"] == 40  # stage 1 trained on the stage-2 data
+    stage2_state = load_checkpoint(tmp_path / "h2t" / "checkpoints" / "last.pt")
+    for key, value in stage1_state["session"]["model"].items():
+        if key.startswith("backbone.") and "running" not in key and "num_batches" not in key:
+            assert torch.equal(value, stage2_state["session"]["model"][key]), key  # frozen backbone
+    assert not torch.equal(stage1_state["session"]["model"]["head.fc.weight"], stage2_state["session"]["model"]["head.fc.weight"])
+    assert results["method"] == "dr" and results["test"]["num_samples"] == 100
+
+    # a second stage-2 recipe reuses the existing stage-1 run instead of training it again
+    modified = (stage1 / "results.json").stat().st_mtime_ns
+    tailfuse.train("cifar10_lt_quick_dr", tmp_path / "dr", stage2_overrides(cifar10_jpeg_root))
+    assert (stage1 / "results.json").stat().st_mtime_ns == modified
+
+
+def test_h2t_with_ratio_zero_equals_dr_exactly(cifar10_jpeg_root, tmp_path):
+    overrides = stage2_overrides(cifar10_jpeg_root, epochs=2, **{"init.run_dir": str(tmp_path / "stage1")})
+    tailfuse.train("cifar10_lt_quick_dr", tmp_path / "dr", overrides)
+    tailfuse.train("cifar10_lt_quick_dr_h2t", tmp_path / "p0", [*overrides, "method.h2t.ratio=0"])
+    dr = load_checkpoint(tmp_path / "dr" / "checkpoints" / "last.pt")["session"]["model"]
+    p0 = load_checkpoint(tmp_path / "p0" / "checkpoints" / "last.pt")["session"]["model"]
+    assert all(torch.equal(dr[key], p0[key]) for key in dr)
+    tailfuse.train("cifar10_lt_quick_dr_h2t", tmp_path / "p25", overrides)
+    p25 = load_checkpoint(tmp_path / "p25" / "checkpoints" / "last.pt")["session"]["model"]
+    assert not torch.equal(dr["head.fc.weight"], p25["head.fc.weight"])
+
+
+def test_mismatched_stage1_checkpoints_are_refused(cifar10_jpeg_root, tmp_path):
+    tailfuse.train("cifar10_lt_quick", tmp_path / "cosine", [*tiny_overrides(cifar10_jpeg_root, epochs=1), "model.head=cosine"])
+    checkpoint = tmp_path / "cosine" / "checkpoints" / "last.pt"
+    with pytest.raises(CheckpointError, match="head cosine .recipe: linear"):
+        tailfuse.train("cifar10_lt_quick_dr", tmp_path / "a", [*tiny_overrides(cifar10_jpeg_root), f"init.checkpoint={checkpoint}"])
+    with pytest.raises(CheckpointError, match="training subset"):
+        tailfuse.train(
+            "cifar10_lt_quick_dr",
+            tmp_path / "b",
+            [*tiny_overrides(cifar10_jpeg_root), f"init.checkpoint={checkpoint}", "model.head=cosine", "data.max_per_class=50"],
+        )
+    # loading only the backbone into a new head is allowed when asked for
+    tailfuse.train(
+        "cifar10_lt_quick_dr", tmp_path / "c", [*tiny_overrides(cifar10_jpeg_root), f"init.checkpoint={checkpoint}", "init.load=backbone"]
+    )
+    assert json.loads((tmp_path / "c" / "results.json").read_text())["method"] == "dr"
+
+
+def test_tau_norm_evaluates_without_training(cifar10_jpeg_root, tmp_path):
+    overrides = stage2_overrides(cifar10_jpeg_root, **{"init.run_dir": str(tmp_path / "stage1")})
+    results = tailfuse.train("cifar10_lt_quick_dr", tmp_path / "tau", [*overrides, "method={name: tau_norm, tau: 1.0}"])
+    record = json.loads((tmp_path / "tau" / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["train_loss"] != record["train_loss"]  # NaN: no step was taken
+    assert results["method"] == "tau_norm"

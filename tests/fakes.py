@@ -1,0 +1,36 @@
+"""Small stand-ins in published on-disk formats, for code paths whose real data is not here."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+
+def write_cifar_pickles(root: Path, dataset: str, train_per_class: int, test_per_class: int, seed: int = 0) -> Path:
+    """torchvision's CIFAR-10/100 pickle layout filled with random images (labels in shuffled order)."""
+    num_classes = 10 if dataset == "cifar10" else 100
+    folder = root / ("cifar-10-batches-py" if dataset == "cifar10" else "cifar-100-python")
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    label_key = "labels" if dataset == "cifar10" else "fine_labels"
+
+    def batch(per_class: int) -> dict:
+        labels = rng.permutation(np.repeat(np.arange(num_classes), per_class))
+        data = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
+        return {"data": data, label_key: labels.tolist()}
+
+    if dataset == "cifar10":
+        train = batch(train_per_class)
+        parts = np.array_split(np.arange(len(train["labels"])), 5)
+        for index, part in enumerate(parts, start=1):
+            chunk = {"data": train["data"][part], "labels": [train["labels"][i] for i in part]}
+            (folder / f"data_batch_{index}").write_bytes(pickle.dumps(chunk))
+        (folder / "test_batch").write_bytes(pickle.dumps(batch(test_per_class)))
+        (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
+    else:
+        (folder / "train").write_bytes(pickle.dumps(batch(train_per_class)))
+        (folder / "test").write_bytes(pickle.dumps(batch(test_per_class)))
+        (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]}))
+    return root

@@ -1,0 +1,116 @@
+"""Stage-2 methods: what they train, freeze and predict; H2T inside a step."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+import tailfuse  # noqa: F401
+from tailfuse.config import build_config
+from tailfuse.data.randomness import EpochRandomness
+from tailfuse.methods import Batch, StepContext, build_method
+from tailfuse.models import build_model
+
+COUNTS = [50, 20, 8, 3]
+
+
+def make(method: dict):
+    config = build_config({"method": method, "model": {"backbone": "resnet32"}})
+    torch.manual_seed(0)
+    model = build_model(config.model, len(COUNTS))
+    return build_method(config, model, COUNTS), model
+
+
+def batches(h2t: bool = True) -> dict[str, Batch]:
+    generator = torch.Generator().manual_seed(0)
+    out = {"balanced": Batch(torch.randn(8, 3, 32, 32, generator=generator), torch.tensor([0, 1, 2, 3] * 2))}
+    if h2t:
+        out["fusing"] = Batch(torch.randn(8, 3, 32, 32, generator=generator), torch.zeros(8, dtype=torch.long))
+    return out
+
+
+def context() -> StepContext:
+    return StepContext(epoch=0, total_epochs=1, randomness=EpochRandomness(0, 0))
+
+
+def test_h2t_step_trains_only_the_head_and_no_gradient_reaches_the_backbone():
+    method, model = make({"name": "dr", "h2t": {"ratio": 0.25}})
+    assert method.branches() == {"balanced": "class_balanced", "fusing": "instance"}
+    method.train_mode()
+    assert model.backbone.training  # shift-BN
+    method.loss(batches(), context()).backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert all(p.grad is not None for p in model.head.parameters())
+    trained = [p for group in method.parameter_groups() for p in group["params"]]
+    assert {id(p) for p in trained} == {id(p) for p in model.head.parameters()}
+
+
+def test_shift_bn_updates_running_statistics_with_both_branches():
+    method, model = make({"name": "dr", "h2t": {"ratio": 0.25}})
+    bn = model.backbone.bn1
+    before = bn.running_mean.clone()
+    tracked_before = int(bn.num_batches_tracked)
+    method.train_mode()
+    method.loss(batches(), context())
+    assert int(bn.num_batches_tracked) == tracked_before + 2  # the balanced and the fusing batch
+    assert not torch.equal(bn.running_mean, before)
+
+
+def test_without_shift_bn_the_backbone_stays_in_eval_mode():
+    method, model = make({"name": "crt"})
+    method.train_mode()
+    assert not model.backbone.training and model.head.training
+    bn = model.backbone.bn1
+    before = bn.running_mean.clone()
+    method.loss(batches(h2t=False), context())
+    assert torch.equal(bn.running_mean, before)
+
+
+def test_evaluation_is_not_fused():
+    method, model = make({"name": "dr", "h2t": {"ratio": 0.5}})
+    model.eval()
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(method.predict(images), model(images))
+
+
+def test_crt_reinitialises_the_head():
+    config = build_config({"method": {"name": "crt"}})
+    torch.manual_seed(0)
+    model = build_model(config.model, 4)
+    head_before = copy.deepcopy(model.head.fc.weight.data)
+    build_method(config, model, COUNTS)
+    assert not torch.equal(model.head.fc.weight, head_before)
+    assert torch.count_nonzero(model.head.fc.bias) == 0
+
+
+def test_lws_trains_only_the_scales():
+    method, model = make({"name": "lws"})
+    trained = [p for group in method.parameter_groups() for p in group["params"]]
+    assert len(trained) == 1 and trained[0].shape == (4,)
+    method.train_mode()
+    method.loss(batches(h2t=False), context()).backward()
+    assert model.head.fc.weight.grad is None and trained[0].grad is not None
+    assert "scales" in method.modules_to_save()
+
+
+def test_tau_norm_trains_nothing_and_rescales_weights():
+    method, model = make({"name": "tau_norm", "tau": 1.0})
+    assert method.parameter_groups() == []
+    model.eval()
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        pooled = model.features(images).mean(dim=(2, 3))
+        weight = model.head.fc.weight
+        expected = pooled @ (weight / weight.norm(dim=1, keepdim=True)).t()
+        assert torch.allclose(method.predict(images), expected, atol=1e-5)
+        untouched, same_model = make({"name": "tau_norm", "tau": 0.0})
+        same_model.eval()
+        assert torch.allclose(untouched.predict(images), pooled @ weight.t(), atol=1e-5)
+
+
+def test_mislas_uses_label_aware_smoothing():
+    method, _ = make({"name": "mislas", "label_smoothing": {"head": 0.4, "tail": 0.1}})
+    assert type(method.criterion).__name__ == "LabelAwareSmoothing"
+    assert abs(method.criterion.epsilon[0].item() - 0.4) < 1e-6 and abs(method.criterion.epsilon[-1].item() - 0.1) < 1e-6

@@ -1,0 +1,72 @@
+"""Every full-protocol CIFAR recipe loads, validates and runs its first steps on the CPU.
+
+The recipes run unchanged except for four things: the data location (a stand-in in
+torchvision's CIFAR pickle format, since CIFAR-100 is not on this machine), a smaller
+n_max (200 per class, so the stand-in stays small; every imbalance factor keeps ≥ 1 tail
+image), a 2-step budget per epoch and a 1-epoch schedule. Stage 1 runs once per dataset
+and imbalance factor and is shared by its stage-2 recipes.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import tailfuse
+from tailfuse.config import builtin_recipe_dir, load_recipe
+
+from .fakes import write_cifar_pickles
+
+RECIPES = sorted(path.stem for path in builtin_recipe_dir().glob("cifar*_lt_if*.yaml") if not path.stem.endswith("stage1"))
+STAGE2 = [name for name in RECIPES if name.split("_")[-1] in ("dr", "h2t", "mislas")]
+OTHERS = [name for name in RECIPES if name not in STAGE2]
+BUDGET = ["train.epochs=1", "train.max_steps_per_epoch=2", "train.progress=false", "data.max_per_class=200", "data.test_per_class=2"]
+
+
+@pytest.fixture(scope="module")
+def fake_roots(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cifar")
+    return {
+        "cifar10": write_cifar_pickles(root / "c10", "cifar10", 200, 2),
+        "cifar100": write_cifar_pickles(root / "c100", "cifar100", 200, 2),
+    }
+
+
+def test_every_recipe_is_there():
+    assert len(STAGE2) == 24  # {cifar10, cifar100} x IF {200, 100, 50} x {dr, dr_h2t, mislas, mislas_h2t}
+    assert len(OTHERS) == 20  # {cifar10, cifar100} x IF {200, 100, 50, 20, 10} x {ffn, ldam_drw}
+
+
+def _run_with_budget(recipe, config, fake_roots, tmp_path_factory):
+    overrides = [*BUDGET, f"data.root={fake_roots[config.data.source]}"]
+    if config.init is not None:
+        budget = f"{BUDGET!r}".replace("'", '"')
+        shared = tmp_path_factory.getbasetemp() / "stage1"
+        overrides += [f"init.run_dir={shared / config.init.recipe}", f"init.overrides={budget}"]
+        for name, source in config.init.auxiliary.items():
+            overrides += [f"init.auxiliary.{name}.run_dir={shared / source.recipe}", f"init.auxiliary.{name}.overrides={budget}"]
+    return tailfuse.train(recipe, tmp_path_factory.mktemp(recipe), overrides)
+
+
+@pytest.mark.parametrize("recipe", STAGE2)
+def test_stage2_recipe_runs_its_first_steps(recipe, fake_roots, tmp_path_factory):
+    config = load_recipe(recipe)
+    assert config.train.epochs == 10 and config.schedule.name == "cosine"
+    assert config.optimizer.lr * config.schedule.lr_factor == pytest.approx(0.02 if "mislas" not in recipe or "if50" not in recipe else 0.01)
+    assert config.method.shift_bn and config.method.sampler == "class_balanced"
+    assert (config.method.h2t.ratio == 0.25) == recipe.endswith("h2t")
+    results = _run_with_budget(recipe, config, fake_roots, tmp_path_factory)
+    assert results["epochs"] == 1 and "few" in results["test"]["group_accuracy"]
+
+
+@pytest.mark.parametrize("recipe", OTHERS)
+def test_ffn_and_ldam_drw_recipes_run_their_first_steps(recipe, fake_roots, tmp_path_factory):
+    config = load_recipe(recipe)
+    if recipe.endswith("_ffn"):
+        assert config.train.epochs == 30 and config.train.batch_size == 64
+        assert config.optimizer.lr * config.schedule.lr_factor == pytest.approx(0.002)
+        assert config.method.fusion_weight == (0.5 if recipe.startswith("cifar10_") else 0.9)
+        assert set(config.init.auxiliary) == {"ce"}
+    else:
+        assert config.method.loss == "ldam" and config.method.loss_options["drw_epoch"] == 160
+    results = _run_with_budget(recipe, config, fake_roots, tmp_path_factory)
+    assert results["epochs"] == 1
