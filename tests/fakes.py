@@ -34,3 +34,23 @@ def write_cifar_pickles(root: Path, dataset: str, train_per_class: int, test_per
         (folder / "test").write_bytes(pickle.dumps(batch(test_per_class)))
         (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]}))
     return root
+
+
+def write_list_file_dataset(root: Path, num_classes: int = 4, train_counts: list[int] | None = None, test_per_class: int = 2, size: int = 48) -> dict:
+    """JPEGs under ``root/images`` with ImageNet-LT style lists (``relative/path label``)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    train_counts = train_counts or [6, 4, 3, 2][:num_classes]
+    lines = {"train": [], "test": []}
+    for split, counts in (("train", train_counts), ("test", [test_per_class] * num_classes)):
+        for label, count in enumerate(counts):
+            folder = root / "images" / split / f"n{label:08d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                pixels = rng.integers(0, 256, size=(size, size + 8 * (index % 2), 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{index}.JPEG", quality=90)
+                lines[split].append(f"{split}/n{label:08d}/{index}.JPEG {label}")
+    for split in ("train", "test"):
+        (root / f"{split}.txt").write_text("\n".join(lines[split]) + "\n")
+    return {"root": root / "images", "train_list": root / "train.txt", "test_list": root / "test.txt"}

@@ -70,3 +70,35 @@ def test_ffn_and_ldam_drw_recipes_run_their_first_steps(recipe, fake_roots, tmp_
         assert config.method.loss == "ldam" and config.method.loss_options["drw_epoch"] == 160
     results = _run_with_budget(recipe, config, fake_roots, tmp_path_factory)
     assert results["epochs"] == 1
+
+
+IMAGENET = ["imagenet_lt_ffn"]
+
+
+@pytest.mark.parametrize("recipe", IMAGENET)
+def test_imagenet_lt_recipes_run_their_first_steps(recipe, tmp_path):
+    """ImageNet-LT recipes on a tiny stand-in in the published list format (ResNet-50, 32 px crops)."""
+    from .fakes import write_list_file_dataset
+
+    files = write_list_file_dataset(tmp_path / "imagenet")
+    config = load_recipe(recipe)
+    assert config.model.backbone == "resnet50" and config.data.storage == "stream"
+    budget = [
+        "train.epochs=1",
+        "train.max_steps_per_epoch=2",
+        "train.batch_size=4",
+        "train.progress=false",
+        "train.precision=fp32",
+        "data.num_workers=0",
+        "data.augment.crop_size=32",
+        "data.augment.resize=36",
+        f"data.root={files['root']}",
+        f"data.train_list={files['train_list']}",
+        f"data.test_list={files['test_list']}",
+    ]
+    quoted = f"{budget!r}".replace("'", '"')
+    overrides = [*budget, f"init.overrides={quoted}", f"init.auxiliary.ce.overrides={quoted}"]
+    results = tailfuse.train(recipe, tmp_path / "run", overrides)
+    assert results["epochs"] == 1 and results["test"]["num_samples"] == 8
+    assert (tmp_path / "imagenet_lt_ffn_kps_stage1" / "results.json").is_file()
+    assert (tmp_path / "imagenet_lt_ffn_ce_stage1" / "results.json").is_file()

@@ -62,10 +62,21 @@ class GroupsConfig(StrictModel):
 
 
 class AugmentConfig(StrictModel):
-    """Batched training augmentation for small images: pad-and-crop, flip, normalise."""
+    """Training augmentation.
 
+    ``cifar`` (device storage): pad-and-crop, flip, normalise, batched on the device.
+    ``imagenet`` (streamed storage): RandomResizedCrop(crop_size), flip, ColorJitter
+    (brightness/contrast/saturation ``color_jitter``, hue 0), normalise; evaluation
+    resizes the short side to ``resize`` and centre-crops ``crop_size`` (spec ffn §3.4,
+    spec h2t §2.5).
+    """
+
+    kind: Literal["cifar", "imagenet"] = "cifar"
     crop_padding: int = Field(4, ge=0)
     horizontal_flip: bool = True
+    crop_size: int = Field(224, ge=8)
+    resize: int = Field(256, ge=8)
+    color_jitter: float = Field(0.4, ge=0.0)
     mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
     std: tuple[float, float, float] = (0.2023, 0.1994, 0.2010)
 
@@ -73,8 +84,12 @@ class AugmentConfig(StrictModel):
 class DataConfig(StrictModel):
     """Where the images are and which long-tailed subset of them to train on."""
 
-    source: Literal["cifar10", "cifar100", "image_folder"] = "cifar10"
+    source: Literal["cifar10", "cifar100", "image_folder", "list_file"] = "cifar10"
     root: str = "./data"
+    train_list: str | None = None
+    test_list: str | None = None
+    storage: Literal["device", "stream"] = "device"
+    num_workers: int = Field(0, ge=0)
     download: bool = True
     profile: Literal["exponential", "step", "none"] = "exponential"
     imbalance_factor: float = Field(100.0, ge=1.0)
@@ -86,6 +101,16 @@ class DataConfig(StrictModel):
     cache_dir: str | None = None
     groups: GroupsConfig = GroupsConfig()
     augment: AugmentConfig = AugmentConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.source == "list_file" and not (self.train_list and self.test_list):
+            raise ValueError("data.source=list_file needs data.train_list and data.test_list")
+        if self.storage == "stream" and self.source in ("cifar10", "cifar100"):
+            raise ValueError("data.storage=stream needs an image_folder or list_file source")
+        if (self.augment.kind == "imagenet") != (self.storage == "stream"):
+            raise ValueError("data.augment.kind=imagenet goes with data.storage=stream, cifar with device")
+        return self
 
 
 # -------------------------------------------------------------------------- model

@@ -74,3 +74,42 @@ def mixup(
     permutation = torch.randperm(images.shape[0], generator=generator, device=images.device)
     mixed = lam * images + (1.0 - lam) * images[permutation]
     return mixed, permutation, lam
+
+
+# ----------------------------------------------------------------- streamed (large) images
+
+
+def streamed_transforms(config: AugmentConfig):
+    """torchvision transforms of the ``imagenet`` kind: (training, evaluation)."""
+    from torchvision.transforms import v2
+
+    normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(config.mean, config.std)]
+    training = [v2.RandomResizedCrop(config.crop_size, antialias=True)]
+    if config.horizontal_flip:
+        training.append(v2.RandomHorizontalFlip())
+    if config.color_jitter > 0:
+        jitter = config.color_jitter
+        training.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=0))
+    evaluation = [v2.Resize(config.resize, antialias=True), v2.CenterCrop(config.crop_size)]
+    return v2.Compose([*training, *normalize]), v2.Compose([*evaluation, *normalize])
+
+
+class StreamedImageDataset(torch.utils.data.Dataset):
+    """Images decoded from files on demand (DataLoader workers), with a torchvision transform."""
+
+    def __init__(self, paths: list[str], labels: torch.Tensor, transform):
+        self.paths, self.labels, self.transform = paths, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        from torchvision.io import ImageReadMode, decode_image, read_file
+
+        from tailfuse.errors import DataError
+
+        try:
+            image = decode_image(read_file(self.paths[index]), mode=ImageReadMode.RGB)
+        except (RuntimeError, ValueError) as error:
+            raise DataError(f"cannot decode image {self.paths[index]}: {error}") from None
+        return self.transform(image), self.labels[index]

@@ -120,13 +120,24 @@ class LabelledImages:
 
 
 @dataclass
+class StreamedImages:
+    """A split whose images stay on disk and are decoded per batch (large-image datasets)."""
+
+    paths: list[str]
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
 class PreparedData:
     """Everything the trainer and evaluator need from the data section."""
 
     plan: SubsetPlan
-    train: LabelledImages
-    test: LabelledImages
-    validation: LabelledImages | None
+    train: LabelledImages | StreamedImages
+    test: LabelledImages | StreamedImages
+    validation: LabelledImages | StreamedImages | None
 
     @property
     def class_counts(self) -> list[int]:
@@ -138,6 +149,7 @@ class PreparedData:
 
 
 def _to_device(source: ImageSource, indices: np.ndarray, device: torch.device) -> LabelledImages:
+    """Decode the chosen images once into a uint8 tensor on ``device``."""
     images = torch.from_numpy(np.ascontiguousarray(source.load(indices))).permute(0, 3, 1, 2)
     labels = torch.from_numpy(source.labels[indices].astype(np.int64))
     return LabelledImages(images.contiguous().to(device), labels.to(device))
@@ -151,6 +163,20 @@ def load_data(config: DataConfig, device: torch.device | str = "cpu", include_tr
     """
     device = torch.device(device)
     plan = plan_subset(config)
+    if config.storage == "stream":
+        def streamed(source: ImageSource, indices: np.ndarray) -> StreamedImages:
+            labels = torch.from_numpy(source.labels[indices].astype(np.int64))
+            return StreamedImages([source.paths[i] for i in indices], labels)
+
+        validation = None
+        if plan.validation_indices is not None:
+            validation = streamed(plan.sources["train"], plan.validation_indices)
+        return PreparedData(
+            plan=plan,
+            train=streamed(plan.sources["train"], plan.train_indices),
+            test=streamed(plan.sources["test"], plan.test_indices),
+            validation=validation,
+        )
     if include_train:
         train = _to_device(plan.sources["train"], plan.train_indices, device)
     else:

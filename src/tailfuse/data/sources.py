@@ -46,6 +46,7 @@ class ImageSource:
     class_names: list[str]
     load: Callable[[np.ndarray], np.ndarray]
     identity: str
+    paths: list[str] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -155,6 +156,45 @@ def _image_folder_source(folder: Path, image_size: int, cache_dir: Path | None) 
         class_names=list(class_names),
         load=_cached_decoder(paths, identity, image_size, cache_dir),
         identity=identity,
+        paths=paths,
+    )
+
+
+def read_list_file(root: Path, list_path: Path) -> tuple[list[str], np.ndarray]:
+    """Lines ``relative/path label`` (ImageNet-LT, iNaturalist, Places-LT lists) → paths under ``root``, labels."""
+    if not list_path.is_file():
+        raise DataError(f"list file {list_path} does not exist")
+    paths, labels = [], []
+    for number, line in enumerate(list_path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise DataError(f"{list_path}:{number}: expected 'relative/path label', got {line!r}")
+        paths.append(str(root / parts[0]))
+        labels.append(int(parts[1]))
+    if not paths:
+        raise DataError(f"list file {list_path} is empty")
+    return paths, np.asarray(labels, dtype=np.int64)
+
+
+def _list_file_source(config: DataConfig, split: str, cache_dir: Path | None) -> ImageSource:
+    root = Path(config.root).expanduser()
+    train_paths, train_labels = read_list_file(root, Path(config.train_list).expanduser())
+    num_classes = int(train_labels.max()) + 1
+    if split == "train":
+        paths, labels = train_paths, train_labels
+    else:
+        paths, labels = read_list_file(root, Path(config.test_list).expanduser())
+        if labels.max() >= num_classes or labels.min() < 0:
+            raise DataError(f"{config.test_list} has labels outside the {num_classes} training classes")
+    identity = f"list-file:{root.resolve()}:{split}"
+    return ImageSource(
+        labels=labels,
+        class_names=[str(index) for index in range(num_classes)],
+        load=_cached_decoder(paths, identity, config.image_size, cache_dir),
+        identity=identity,
+        paths=paths,
     )
 
 
@@ -181,6 +221,8 @@ def open_source(config: DataConfig, split: str) -> ImageSource:
     """
     root = Path(config.root).expanduser()
     cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else None
+    if config.source == "list_file":
+        return _list_file_source(config, split, cache_dir)
     if config.source == "image_folder":
         folder = root / split
         if not folder.is_dir():

@@ -25,7 +25,7 @@ def _model_only(session: TrainingSession, steps: int) -> float:
     config = session.config
     runtime = session.runtime
     batch_size = config.train.batch_size
-    size = config.data.image_size
+    size = config.data.augment.crop_size if config.data.storage == "stream" else config.data.image_size
     generator = torch.Generator(device=runtime.device).manual_seed(0)
     images = runtime.prepare_images(torch.randn(batch_size, 3, size, size, generator=generator, device=runtime.device))
     labels = torch.randint(session.data.num_classes, (batch_size,), generator=generator, device=runtime.device)

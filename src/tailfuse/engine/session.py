@@ -1,23 +1,26 @@
-"""One training session: model, method, optimiser, samplers and the data on the device.
+"""One training session: model, method, optimiser, samplers and the data.
 
 :meth:`TrainingSession.train_epoch` is the hot loop, shared by the trainer and the
 benchmark: per step it slices each branch's seeded epoch order, gathers the uint8
-images on the device, augments them batched, and lets the method compute the loss.
+images on the device and augments them batched (CIFAR-scale data), or lets DataLoader
+workers decode and transform them (streamed, ImageNet-scale data), and lets the method
+compute the loss.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from tailfuse.config import RunConfig
-from tailfuse.data.pipeline import BatchAugmenter
-from tailfuse.data.prepare import LabelledImages, PreparedData
-from tailfuse.data.randomness import EpochRandomness
+from tailfuse.data.pipeline import BatchAugmenter, StreamedImageDataset, streamed_transforms
+from tailfuse.data.prepare import LabelledImages, PreparedData, StreamedImages
+from tailfuse.data.randomness import EpochRandomness, derive_seed
 from tailfuse.data.samplers import build_sampler, rank_share
 from tailfuse.engine.runtime import Runtime
 from tailfuse.engine.schedules import learning_rate
@@ -64,6 +67,9 @@ class TrainingSession:
         )
         self.scaler = runtime.grad_scaler()
         self.augmenter = BatchAugmenter(config.data.augment, runtime.device)
+        if isinstance(data.train, StreamedImages):
+            self.streamed_transforms = streamed_transforms(config.data.augment)
+            self.streamed_train = StreamedImageDataset(data.train.paths, data.train.labels, self.streamed_transforms[0])
         train_labels = data.train.labels
         self.samplers = {
             branch: build_sampler(sampler_name, train_labels, data.num_classes)
@@ -83,10 +89,29 @@ class TrainingSession:
             group["lr"] = rate * group.get("lr_scale", 1.0)
         return rate
 
-    def _batch(self, indices: torch.Tensor, randomness: EpochRandomness) -> Batch:
-        indices = indices.to(self.runtime.device, non_blocking=True)
-        images = self.augmenter.train(self.data.train.images[indices], randomness.augment)
-        return Batch(self.runtime.prepare_images(images), self.data.train.labels[indices])
+    def _branch_batches(self, order: torch.Tensor, steps: int, randomness: EpochRandomness, branch: str) -> Iterator[Batch]:
+        """The ``steps`` augmented batches of one branch, in the order of ``order``."""
+        size = self.config.train.batch_size
+        shares = [rank_share(order[step * size : (step + 1) * size], self.rank, self.world_size) for step in range(steps)]
+        device = self.runtime.device
+        if isinstance(self.data.train, StreamedImages):
+            # workers get seeds from the loader's generator; with no workers, the transforms
+            # draw from the global generator, seeded here per epoch and branch
+            torch.manual_seed(derive_seed(self.config.train.seed, randomness.epoch, f"stream:{branch}"))
+            loader = DataLoader(
+                self.streamed_train,
+                batch_sampler=[share.tolist() for share in shares],
+                num_workers=self.config.data.num_workers,
+                generator=randomness.torch_generator(f"loader:{branch}"),
+                pin_memory=device.type == "cuda",
+            )
+            for images, labels in loader:
+                yield Batch(self.runtime.prepare_images(images.to(device, non_blocking=True)), labels.to(device))
+            return
+        for share in shares:
+            indices = share.to(device, non_blocking=True)
+            images = self.augmenter.train(self.data.train.images[indices], randomness.augment)
+            yield Batch(self.runtime.prepare_images(images), self.data.train.labels[indices])
 
     def train_epoch(self, epoch: int, progress: bool = False, max_steps: int | None = None) -> dict:
         """Run one epoch of training steps; returns loss, learning rate, time and throughput."""
@@ -98,7 +123,6 @@ class TrainingSession:
             for branch, sampler in self.samplers.items()
         }
         context = StepContext(epoch=epoch, total_epochs=self.config.train.epochs, randomness=randomness)
-        batch_size = self.config.train.batch_size
         steps = min(self.steps_per_epoch, max_steps or self.steps_per_epoch)
         loss_sum = torch.zeros((), device=self.runtime.device)
         images_seen = 0
@@ -111,14 +135,9 @@ class TrainingSession:
             mininterval=1.0,
             dynamic_ncols=True,
         )
+        streams = {branch: self._branch_batches(order, steps, randomness, branch) for branch, order in orders.items()}
         for step in bar:
-            batches = {
-                branch: self._batch(
-                    rank_share(order[step * batch_size : (step + 1) * batch_size], self.rank, self.world_size),
-                    randomness,
-                )
-                for branch, order in orders.items()
-            }
+            batches = {branch: next(stream) for branch, stream in streams.items()}
             with self.runtime.autocast():
                 loss = self.method.loss(batches, context)
             if not torch.isfinite(loss.detach()).all():
@@ -140,16 +159,25 @@ class TrainingSession:
 
     # ---------------------------------------------------------------- evaluation
 
+    def _evaluation_batches(self, split: LabelledImages | StreamedImages) -> Iterator[torch.Tensor]:
+        size = self.config.train.eval_batch_size
+        if isinstance(split, StreamedImages):
+            dataset = StreamedImageDataset(split.paths, split.labels, self.streamed_transforms[1])
+            loader = DataLoader(dataset, batch_size=size, num_workers=self.config.data.num_workers)
+            for images, _ in loader:
+                yield images.to(self.runtime.device, non_blocking=True)
+            return
+        for start in range(0, len(split), size):
+            yield self.augmenter.evaluate(split.images[start : start + size])
+
     @torch.inference_mode()
-    def predict(self, split: LabelledImages) -> torch.Tensor:
+    def predict(self, split: LabelledImages | StreamedImages) -> torch.Tensor:
         """Evaluation logits (float32, CPU) for a split, with the model in eval mode."""
         self.model.eval()
         outputs = []
-        for start in range(0, len(split), self.config.train.eval_batch_size):
-            images = split.images[start : start + self.config.train.eval_batch_size]
-            images = self.runtime.prepare_images(self.augmenter.evaluate(images))
+        for images in self._evaluation_batches(split):
             with self.runtime.autocast():
-                outputs.append(self.method.predict(images).float().cpu())
+                outputs.append(self.method.predict(self.runtime.prepare_images(images)).float().cpu())
         return torch.cat(outputs)
 
     def evaluate(self, split: LabelledImages) -> dict:
