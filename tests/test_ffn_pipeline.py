@@ -35,3 +35,22 @@ def test_quick_ffn_recipe_runs_the_whole_pipeline(cifar10_jpeg_root, tmp_path):
     assert main(["eval", str(tmp_path / "ffn" / "checkpoints" / "last.pt"), "--out", str(tmp_path / "eval")]) == 0
     evaluated = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert abs(evaluated["test"]["top1"] - results["test"]["top1"]) < 1e-6
+
+
+def test_lambda_sweep_shares_both_stage1_runs(cifar10_jpeg_root, tmp_path):
+    overrides = [
+        *tiny_overrides(cifar10_jpeg_root, epochs=1),
+        f"init.overrides={STAGE1_TINY}",
+        f"init.auxiliary.ce.overrides={STAGE1_TINY}",
+    ]
+    out = tmp_path / "sweep"
+    arguments = ["sweep", "cifar10_lt_quick_ffn", *overrides, "--param", "method.fusion_weight", "--values", "0", "1"]
+    assert main([*arguments, "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+        "method.fusion_weight=0",
+        "method.fusion_weight=1",
+        "stage1",
+        "stage1_ce",
+    ]
+    rows = json.loads((out / "sweep.json").read_text())["runs"]
+    assert [row["value"] for row in rows] == ["0", "1"]

@@ -3,7 +3,8 @@
 Runs live in ``OUT/<key>=<value>/seed<k>``; a finished run (its ``results.json``) is
 reused and an interrupted one resumed, so a sweep can be re-run to complete it. A
 stage-2 recipe whose stage-1 run is not named gets one shared stage-1 run in
-``OUT/stage1`` (trained once, then reused by every value and seed).
+``OUT/stage1`` (and ``OUT/stage1_<name>`` for each auxiliary model, as FFN's CE
+backbone), trained once, then reused by every value and seed.
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ def run_sweep(
     out_dir = Path(out_dir)
     overrides = list(overrides or [])
     base = load_recipe(recipe, overrides)
-    if base.init is not None and not base.init.checkpoint and not base.init.run_dir:
-        overrides.append(f"init.run_dir={out_dir / 'stage1'}")
+    if base.init is not None:
+        if not base.init.checkpoint and not base.init.run_dir:
+            overrides.append(f"init.run_dir={out_dir / 'stage1'}")
+        for name, source in base.init.auxiliary.items():
+            if not source.checkpoint and not source.run_dir:
+                overrides.append(f"init.auxiliary.{name}.run_dir={out_dir / f'stage1_{name}'}")
     for value in values:  # validate every value before the first run starts
         load_recipe(recipe, [*overrides, f"{parameter}={value}"])
     rows = []

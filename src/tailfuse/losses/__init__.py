@@ -13,6 +13,7 @@ from torch import nn
 from tailfuse.errors import ConfigError
 from tailfuse.losses.cross_entropy import CrossEntropy
 from tailfuse.losses.label_aware_smoothing import LabelAwareSmoothing
+from tailfuse.losses.logit_adjustment import FocalLoss, LogitAdjustedLoss
 from tailfuse.losses.margins import KPSLoss, LDAMLoss
 
 #: Loss name -> factory(class_counts, **options).
@@ -21,6 +22,9 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {
     "label_aware_smoothing": lambda class_counts, **options: LabelAwareSmoothing(class_counts, **options),
     "ldam": lambda class_counts, **options: LDAMLoss(class_counts, **options),
     "kps": lambda class_counts, **options: KPSLoss(class_counts, **options),
+    "balanced_softmax": lambda class_counts, **options: LogitAdjustedLoss(class_counts, tau=1.0, **options),
+    "logit_adjusted": lambda class_counts, **options: LogitAdjustedLoss(class_counts, **options),
+    "focal": lambda class_counts, **options: FocalLoss(**options),
 }
 
 
@@ -34,4 +38,13 @@ def build_loss(name: str, class_counts: list[int], **options) -> nn.Module:
         raise ConfigError(f"loss '{name}' does not take these options {sorted(options)}: {error}") from None
 
 
-__all__ = ["LOSSES", "CrossEntropy", "KPSLoss", "LDAMLoss", "LabelAwareSmoothing", "build_loss"]
+__all__ = [
+    "LOSSES",
+    "CrossEntropy",
+    "FocalLoss",
+    "KPSLoss",
+    "LDAMLoss",
+    "LabelAwareSmoothing",
+    "LogitAdjustedLoss",
+    "build_loss",
+]

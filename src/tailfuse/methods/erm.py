@@ -16,6 +16,7 @@ from tailfuse.data.pipeline import mixup
 from tailfuse.errors import ConfigError
 from tailfuse.losses import build_loss
 from tailfuse.losses.cross_entropy import mixup_loss
+from tailfuse.losses.logit_adjustment import log_prior
 from tailfuse.methods.base import Batch, Method, StepContext, register_method
 
 
@@ -25,6 +26,8 @@ class ErmOptions(StrictModel):
     ``loss_options`` go to the loss (e.g. ``{max_m: 0.2, weighted_from_epoch: 120}`` for
     KPS). ``prediction: loss_logits`` evaluates with the loss's training logits (KPS:
     ``r_j·cos θ_j``) instead of the head's output (KPS: raw ``cos θ_j``, the authors' rule).
+    ``posthoc_tau`` > 0 subtracts ``τ·log π`` from the logits at test (post-hoc logit
+    adjustment, Menon et al. 2021; spec glt_ifl §4 "Logit-Adj", τ = 1).
     """
 
     name: Literal["erm"] = "erm"
@@ -33,6 +36,7 @@ class ErmOptions(StrictModel):
     mixup_alpha: float = Field(0.0, ge=0.0)
     sampler: str = "instance"
     prediction: Literal["head", "loss_logits"] = "head"
+    posthoc_tau: float = Field(0.0, ge=0.0)
 
 
 @register_method("erm", ErmOptions)
@@ -42,6 +46,7 @@ class EmpiricalRiskMinimization(Method):
     def __init__(self, options, model, class_counts, config, auxiliary=None):
         super().__init__(options, model, class_counts, config, auxiliary)
         self.criterion = build_loss(options.loss, class_counts, **options.loss_options)
+        self.log_prior = log_prior(class_counts)
         if options.prediction == "loss_logits" and not hasattr(self.criterion, "training_logits"):
             raise ConfigError(f"method.prediction=loss_logits: loss '{options.loss}' has no training logits")
 
@@ -66,5 +71,7 @@ class EmpiricalRiskMinimization(Method):
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.model(images)
         if self.options.prediction == "loss_logits":
-            return self.criterion.training_logits(logits)
+            logits = self.criterion.training_logits(logits)
+        if self.options.posthoc_tau > 0:
+            logits = logits.float() - self.options.posthoc_tau * self.log_prior.to(logits.device)
         return logits
