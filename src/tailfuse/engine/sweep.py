@@ -29,6 +29,10 @@ def run_sweep(
     """Train every (value, seed) pair and write the sweep table and plot; returns the summary."""
     out_dir = Path(out_dir)
     overrides = list(overrides or [])
+    command = " ".join(
+        ["tailfuse sweep", shlex.quote(recipe), *map(shlex.quote, overrides), "--param", parameter, "--values", *values,
+         "--seeds", *map(str, seeds), "--out", str(out_dir)]
+    )
     base = load_recipe(recipe, overrides)
     if base.init is not None:
         if not base.init.checkpoint and not base.init.run_dir:
@@ -50,8 +54,4 @@ def run_sweep(
                 results = train(load_recipe(recipe, run_overrides), run_dir, resume=resume)
             rows.append(run_row(value, seed, results))
             print(f"{parameter}={value} seed {seed}: top-1 {rows[-1]['all']:.2f}")
-    command = " ".join(
-        ["tailfuse sweep", shlex.quote(recipe), *map(shlex.quote, overrides), "--param", parameter, "--values", *values,
-         "--seeds", *map(str, seeds), "--out", str(out_dir)]
-    )
     return write_sweep_report(out_dir, recipe, parameter, rows, command)
