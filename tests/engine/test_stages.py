@@ -75,3 +75,21 @@ def test_tau_norm_evaluates_without_training(cifar10_jpeg_root, tmp_path):
     record = json.loads((tmp_path / "tau" / "metrics.jsonl").read_text().splitlines()[0])
     assert record["train_loss"] != record["train_loss"]  # NaN: no step was taken
     assert results["method"] == "tau_norm"
+
+
+@pytest.mark.parametrize("recipe", ["cifar10_lt_quick_crt", "cifar10_lt_quick_lws", "cifar10_lt_quick_mislas", "cifar10_lt_quick_tau_norm"])
+def test_quick_stage2_baselines_run_through_the_cli(recipe, cifar10_jpeg_root, tmp_path_factory):
+    from tailfuse.cli import main
+
+    shared = tmp_path_factory.getbasetemp() / "quick-stage1"
+    out = tmp_path_factory.mktemp(recipe)
+    assert main(["train", recipe, *stage2_overrides(cifar10_jpeg_root, **{"init.run_dir": str(shared)}), "--out", str(out / "run")]) == 0
+    results = json.loads((out / "run" / "results.json").read_text())
+    assert results["method"] == recipe.removeprefix("cifar10_lt_quick_")
+    stage2 = load_checkpoint(out / "run" / "checkpoints" / "last.pt")
+    stage1 = load_checkpoint(shared / "checkpoints" / "last.pt")
+    same_head = torch.equal(stage1["session"]["model"]["head.fc.weight"], stage2["session"]["model"]["head.fc.weight"])
+    # cRT re-initialises and trains the head, MiSLAS fine-tunes it; LWS and tau-norm leave it as stage 1 left it
+    assert same_head == (recipe.endswith(("lws", "tau_norm")))
+    if recipe.endswith("lws"):
+        assert not torch.equal(stage2["session"]["method_modules"]["scales"]["scales"], torch.ones(10))
