@@ -93,3 +93,28 @@ def test_quick_stage2_baselines_run_through_the_cli(recipe, cifar10_jpeg_root, t
     assert same_head == (recipe.endswith(("lws", "tau_norm")))
     if recipe.endswith("lws"):
         assert not torch.equal(stage2["session"]["method_modules"]["scales"]["scales"], torch.ones(10))
+
+
+def test_validation_selected_lws_reports_the_selected_scales(cifar10_jpeg_root, tmp_path):
+    from tailfuse.config import load_recipe
+    from tailfuse.data.prepare import load_data
+    from tailfuse.engine.checkpoint import save_checkpoint
+    from tailfuse.engine.runtime import make_runtime
+    from tailfuse.engine.session import TrainingSession
+    from tailfuse.engine.trainer import finish_run
+
+    overrides = stage2_overrides(cifar10_jpeg_root, epochs=1, **{"data.validation_per_class": 5})
+    run = tmp_path / "lws"
+    tailfuse.train("cifar10_lt_quick_lws", run, overrides)
+    # give the selected checkpoint distinctive scales; the report must use them, not the session's
+    selected_path = run / "checkpoints" / "best_validation.pt"
+    selected = load_checkpoint(selected_path)
+    selected["session"]["method_modules"]["scales"]["scales"] = torch.linspace(0.2, 3.0, 10)
+    save_checkpoint(selected, selected_path)
+    config = load_recipe("cifar10_lt_quick_lws", overrides)
+    runtime = make_runtime(config.train)
+    session = TrainingSession(config, load_data(config.data, runtime.device), runtime)
+    results = finish_run(config, session, run, "best_validation", selected["best"])
+    evaluated = tailfuse.evaluate(selected_path, tmp_path / "eval")
+    assert results["test"]["nll"] == pytest.approx(evaluated["test"]["nll"], rel=1e-6)
+    assert torch.equal(session.method.scales.scales.detach(), torch.linspace(0.2, 3.0, 10))

@@ -182,6 +182,19 @@ def _checkpoint(config: RunConfig, session: TrainingSession, summary: dict, epoc
     }
 
 
+def glt_protocols(session: TrainingSession, data) -> dict:
+    """Every GLT test set of the run, scored as spec glt_ifl §2 and named by its protocol."""
+    from tailfuse.data.glt import PROTOCOL_NAMES
+    from tailfuse.eval.glt import glt_metrics
+
+    names = PROTOCOL_NAMES[data.plan.glt_train_set]
+    protocols = {}
+    for split_name, split in data.named_tests.items():
+        metrics = glt_metrics(session.predict(split), split.labels, data.plan.groups, split.attributes, data.num_classes)
+        protocols[split_name] = {"protocol": names.get(split_name, split_name), "metrics": metrics}
+    return protocols
+
+
 def finish_run(
     config: RunConfig, session: TrainingSession, out_dir: Path, rule: str, best: dict, final_epoch_metrics: dict | None = None
 ) -> dict:
@@ -196,11 +209,14 @@ def finish_run(
     if rule != "final":
         selected = load_checkpoint(out_dir / "checkpoints" / f"{rule}.pt")
         session.model.load_state_dict(selected["session"]["model"])
+        for name, module in session.method.modules_to_save().items():  # LWS scales belong to the model
+            module.load_state_dict(selected["session"]["method_modules"][name])
         selected_epoch, test_metrics = selected["epoch"], session.evaluate(data.test)
     results = {
         "name": config.name,
         "method": config.method.name,
         "epochs": config.train.epochs,
+        "seed": config.train.seed,
         "selection": {"rule": rule, "epoch": selected_epoch},
         "test": test_metrics,
         "final_epoch_test": final_test if rule != "final" else None,
@@ -215,6 +231,8 @@ def finish_run(
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         },
     }
+    if data.named_tests:
+        results["glt"] = glt_protocols(session, data)
     write_report(out_dir, results)
     return results
 
@@ -250,5 +268,7 @@ def evaluate_checkpoint(checkpoint_path: str | Path, out_dir: str | Path | None 
         "data": data.plan.summary(),
         "environment": {"torch": torch.__version__, "device": str(runtime.device), "precision": runtime.precision},
     }
+    if data.named_tests:
+        results["glt"] = glt_protocols(session, data)
     write_report(out_dir, results)
     return results
