@@ -54,3 +54,50 @@ def write_list_file_dataset(root: Path, num_classes: int = 4, train_counts: list
     for split in ("train", "test"):
         (root / f"{split}.txt").write_text("\n".join(lines[split]) + "\n")
     return {"root": root / "images", "train_list": root / "train.txt", "test_list": root / "test.txt"}
+
+
+def write_image_folder(root: Path, train_per_class: list[int], test_per_class: list[int], size: int = 32, seed: int = 0) -> Path:
+    """``root/{train,test}/c<k>/<i>.jpg`` random JPEGs: a stand-in ImageFolder tree."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, counts in (("train", train_per_class), ("test", test_per_class)):
+        for label, count in enumerate(counts):
+            folder = root / split / f"c{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{index:04d}.jpg", quality=90)
+    return root
+
+
+def write_glt_annotation_files(root: Path, num_classes: int = 4, size: int = 40) -> dict:
+    """JPEGs and a Train-GLT / Train-CBL pair of annotation files in ImageNet-GLT's published schema.
+
+    Keys are absolute image paths; every split holds ``label``, ``frequency`` and ``attribute``.
+    """
+    import json
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    sizes = {"train": [8, 6, 4, 3][:num_classes], "val": [2] * num_classes, "test_lt": [3, 2, 1, 1][:num_classes], "test_bl": [3] * num_classes, "test_bbl": [3] * num_classes}
+    balanced = {"train": [5] * num_classes, "val": [1] * num_classes, "test_bl": [3] * num_classes, "test_bbl": [3] * num_classes}
+    files = {}
+    for kind, plan in (("lt", sizes), ("bl", balanced)):
+        content = {"cat2id": {f"n{c:08d}": c for c in range(num_classes)}, "id2cat": {str(c): f"n{c:08d}" for c in range(num_classes)}}
+        for split, counts in plan.items():
+            entries = {"label": {}, "frequency": {}, "attribute": {}}
+            for label, count in enumerate(counts):
+                for index in range(count):
+                    path = root / "images" / kind / split / f"n{label:08d}_{index}.JPEG"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(rng.integers(0, 256, (size, size + 4, 3), dtype=np.uint8)).save(path, quality=90)
+                    key = str(path.resolve())
+                    entries["label"][key] = label
+                    entries["frequency"][key] = min(2, label * 3 // num_classes)
+                    entries["attribute"][key] = index % 3
+            content[split] = entries
+        files[kind] = root / f"toy_intra_lt_inter_{kind}.json"
+        files[kind].write_text(json.dumps(content))
+    return files

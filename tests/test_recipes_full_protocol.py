@@ -102,3 +102,53 @@ def test_imagenet_lt_recipes_run_their_first_steps(recipe, tmp_path):
     assert results["epochs"] == 1 and results["test"]["num_samples"] == 8
     assert (tmp_path / "imagenet_lt_ffn_kps_stage1" / "results.json").is_file()
     assert (tmp_path / "imagenet_lt_ffn_ce_stage1" / "results.json").is_file()
+
+
+GLT_RECIPES = sorted(path.stem for path in builtin_recipe_dir().glob("*_glt_*.yaml") if path.stem.startswith(("imagenet_glt", "mscoco_glt")))
+
+
+def test_every_glt_recipe_is_there():
+    rows = {"baseline", "bsm", "la", "focal", "mixup", "randaug", "ldam", "ifl", "bsm_ifl", "la_ifl", "mixup_ifl", "randaug_ifl",
+            "ifl_1env", "ifl_3env", "crt", "lws", "crt_ifl", "lws_ifl", "baseline_momentum0", "ifl_momentum0"}
+    for benchmark in ("imagenet_glt", "mscoco_glt"):
+        assert {name[len(benchmark) + 1 :] for name in GLT_RECIPES if name.startswith(benchmark)} == rows
+
+
+@pytest.fixture(scope="module")
+def glt_files(tmp_path_factory):
+    from .fakes import write_glt_annotation_files
+
+    return write_glt_annotation_files(tmp_path_factory.mktemp("glt"))
+
+
+@pytest.mark.parametrize("recipe", GLT_RECIPES)
+def test_glt_recipes_run_their_first_steps(recipe, glt_files, tmp_path_factory):
+    """ImageNet-GLT / MSCOCO-GLT recipes on tiny annotation files in the published schema (ResNeXt-50, 32 px)."""
+    config = load_recipe(recipe)
+    assert config.model.backbone == "resnext50_32x4d" and not config.model.head_bias
+    assert config.optimizer.momentum == (0.0 if recipe.endswith("momentum0") else 0.9)
+    if config.method.name == "ifl":
+        assert config.method.update_milestones == [60, 80] and config.method.epoch_images == "per_environment"
+    train_set = "cbl" if recipe.endswith(("ifl", "crt", "lws")) else "glt"  # both kinds, half the cost
+    budget = [
+        "train.epochs=1",
+        "train.max_steps_per_epoch=1",
+        "train.batch_size=6",
+        "train.progress=false",
+        "train.precision=fp32",
+        "data.num_workers=0",
+        "data.augment.crop_size=32",
+        "data.augment.resize=36",
+        f"data.annotation={glt_files['lt']}",
+        f"data.annotation_cbl={glt_files['bl']}",
+        f"data.glt.train_set={train_set}",
+    ]
+    overrides = list(budget)
+    if config.init is not None:
+        quoted = f"{budget!r}".replace("'", '"')
+        shared = tmp_path_factory.getbasetemp() / f"glt_stage1_{train_set}"
+        overrides += [f"init.run_dir={shared / config.init.recipe}", f"init.overrides={quoted}"]
+    results = tailfuse.train(recipe, tmp_path_factory.mktemp(recipe), overrides)
+    expected = {"glt": ["test_bl", "test_bbl", "test_lt"], "cbl": ["test_bl", "test_bbl"]}[train_set]
+    assert list(results["glt"]) == expected
+    assert results["glt"]["test_bbl"]["metrics"]["overall"]["count"] == 12

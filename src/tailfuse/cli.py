@@ -29,12 +29,53 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("checkpoint")
     evaluate.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. data.root=PATH")
     evaluate.add_argument("--out", default=None, help="report directory (default: RUN/eval_<checkpoint>)")
+    evaluate.add_argument(
+        "--with", dest="with_checkpoint", default=None,
+        help="GLT: a checkpoint trained on the other training set (Train-CBL for a Train-GLT run, or the reverse); "
+        "prints and saves the CLT/GLT/ALT table of the pair",
+    )
 
     data = commands.add_parser("data", help="inspect datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     summary = data_commands.add_parser("summary", help="class counts, groups and subset checksum as JSON")
     summary.add_argument("recipe")
     summary.add_argument("overrides", nargs="*")
+
+    build = data_commands.add_parser(
+        "build-glt", help="build CIFAR-10-GLT annotation files (Train-GLT and Train-CBL) from an ImageFolder tree"
+    )
+    build.add_argument("--root", required=True, help="folder with train/<class>/ and test/<class>/ images")
+    build.add_argument("--out", required=True, help="folder for the two annotation JSON files")
+    build.add_argument("--attribute", choices=["tint", "rotation"], default="tint")
+    build.add_argument("--mode", choices=["cyclic", "aligned"], default="cyclic")
+    build.add_argument("--rho", type=float, default=100.0, help="class imbalance ratio (spec: 100; also 10, 50)")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--max-per-class", type=int, default=None, help="n_max of the class profile (default: smallest class)")
+    build.add_argument("--gbl-per-rank", type=int, default=100, help="Test-GBL images per (class, attribute)")
+    build.add_argument("--cbl-test-per-class", type=int, default=300, help="Test-CBL images per class (7:2:1)")
+    build.add_argument("--cbl-val-per-class", type=int, default=30, help="val images per class of the Train-CBL file")
+    build.add_argument("--test-lt-pool-per-class", type=int, default=400, help="test images per class Test-GLT is drawn from")
+
+    imagenet = data_commands.add_parser(
+        "build-imagenet-glt", help="build ImageNet-GLT annotation files from an ILSVRC-2012 train folder (spec glt_ifl §1.3)"
+    )
+    imagenet.add_argument("--train-dir", required=True, help="ILSVRC-2012 CLS-LOC train folder (<wnid>/<images>)")
+    imagenet.add_argument("--weights", required=True, help="torchvision ResNet-50 state dict (.pth) for the features")
+    imagenet.add_argument("--profile", required=True, help="JSON list of per-class Train-GLT targets (the authors' 1000 counts)")
+    imagenet.add_argument("--out", required=True)
+    imagenet.add_argument("--batch-size", type=int, default=128)
+    imagenet.add_argument("--num-workers", type=int, default=4)
+    imagenet.add_argument("--device", default="auto")
+    imagenet.add_argument("--seed", type=int, default=25, help="seed of the val draw and of K-Means")
+
+    coco = data_commands.add_parser(
+        "build-mscoco-glt", help="build MSCOCO-GLT annotation files and object crops from cocottributes + COCO (spec §1.4)"
+    )
+    coco.add_argument("--attributes", required=True, help="cocottributes_py3.jbl (joblib)")
+    coco.add_argument("--coco-annotations", nargs="+", required=True, help="COCO 2014 instances_*.json files")
+    coco.add_argument("--coco-images", nargs="+", required=True, help="folders holding the COCO 2014 images")
+    coco.add_argument("--out", required=True)
+    coco.add_argument("--seed", type=int, default=25)
 
     bench = commands.add_parser("bench", help="end-to-end training throughput vs the model-only loop")
     bench.add_argument("recipe")
@@ -50,6 +91,20 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", nargs="+", type=int, default=[0])
     sweep.add_argument("--out", required=True)
 
+    glt_bench = commands.add_parser(
+        "glt-bench", help="train a GLT recipe on Train-GLT and Train-CBL over seeds: the CLT/GLT/ALT table"
+    )
+    glt_bench.add_argument("recipe")
+    glt_bench.add_argument("overrides", nargs="*")
+    glt_bench.add_argument("--seeds", nargs="+", type=int, default=[0])
+    glt_bench.add_argument("--label", default=None, help="row label in the table (default: the recipe)")
+    glt_bench.add_argument("--out", required=True)
+
+    glt_table = commands.add_parser("glt-table", help="one CLT/GLT/ALT table from several glt-bench folders")
+    glt_table.add_argument("folders", nargs="+")
+    glt_table.add_argument("--labels", nargs="+", default=None)
+    glt_table.add_argument("--out", required=True, help="markdown file to write")
+
     commands.add_parser("recipes", help="list the shipped recipes")
     return parser
 
@@ -64,12 +119,73 @@ def _run(arguments: argparse.Namespace) -> int:
             + f" (selection: {results['selection']['rule']}, epoch {results['selection']['epoch']}); "
             f"report in {arguments.out}/report.md"
         )
+        if results.get("glt"):
+            from tailfuse.eval.glt import protocol_text
+
+            print(protocol_text(results["glt"]))
     elif arguments.command == "eval":
         results = tailfuse.evaluate(arguments.checkpoint, arguments.out, arguments.overrides)
         summary = {key: results["test"][key] for key in ("top1", "top5", "group_accuracy", "macro_precision", "ece")}
         print(json.dumps(summary, indent=2))
-    elif arguments.command == "data":
+        if results.get("glt"):
+            from tailfuse.eval.glt import protocol_text
+
+            print(protocol_text(results["glt"]))
+        if arguments.with_checkpoint:
+            _evaluate_glt_pair(arguments, results)
+    elif arguments.command == "data" and arguments.data_command == "summary":
         print(json.dumps(tailfuse.data_summary(arguments.recipe, arguments.overrides), indent=2))
+    elif arguments.command == "data" and arguments.data_command == "build-glt":
+        from tailfuse.data.glt import (
+            CifarGltOptions,
+            annotation_summary,
+            read_glt_annotation,
+            write_cifar_glt,
+            write_preview,
+        )
+
+        options = CifarGltOptions(
+            attribute=arguments.attribute, mode=arguments.mode, rho=arguments.rho, seed=arguments.seed,
+            max_per_class=arguments.max_per_class, gbl_per_rank=arguments.gbl_per_rank,
+            cbl_test_per_class=arguments.cbl_test_per_class, cbl_val_per_class=arguments.cbl_val_per_class,
+            test_lt_pool_per_class=arguments.test_lt_pool_per_class,
+        )
+        for kind, path in write_cifar_glt(arguments.root, arguments.out, options).items():
+            annotation = read_glt_annotation(path, arguments.root)
+            sizes = ", ".join(f"{name} {info['size']}" for name, info in annotation_summary(annotation)["splits"].items())
+            print(f"{path} (Train-{kind.upper()}): {sizes}")
+        preview = write_preview(annotation, path.with_name(path.name.replace("_intra_lt_inter_bl.json", "_preview.png")))
+        print(f"{preview}: one Test-GBL image per class and attribute")
+        print(f"train with: data.source=glt data.root={arguments.root} data.annotation=<the inter_lt file> data.annotation_cbl=<the inter_bl file>")
+    elif arguments.command == "data" and arguments.data_command == "build-imagenet-glt":
+        from tailfuse.data.glt_builders import build_imagenet_glt_files
+
+        for kind, path in build_imagenet_glt_files(
+            arguments.train_dir, arguments.weights, arguments.profile, arguments.out, batch_size=arguments.batch_size,
+            num_workers=arguments.num_workers, device=arguments.device, seed=arguments.seed,
+        ).items():
+            print(f"{path} (Train-{kind.upper()})")
+    elif arguments.command == "data" and arguments.data_command == "build-mscoco-glt":
+        from tailfuse.data.glt_builders import build_mscoco_glt_files
+
+        for kind, path in build_mscoco_glt_files(
+            arguments.attributes, arguments.coco_annotations, arguments.coco_images, arguments.out, seed=arguments.seed
+        ).items():
+            print(f"{path} (Train-{kind.upper()})")
+    elif arguments.command == "glt-bench":
+        from tailfuse.engine.glt_bench import run_glt_benchmark
+        from tailfuse.eval.glt_table import glt_table_markdown
+
+        summary = run_glt_benchmark(arguments.recipe, arguments.seeds, arguments.out, arguments.overrides, arguments.label)
+        print(glt_table_markdown([summary]))
+        print(f"table in {arguments.out}/glt_table.md")
+    elif arguments.command == "glt-table":
+        from pathlib import Path
+
+        from tailfuse.eval.glt_table import combine_bench_dirs, write_glt_table
+
+        write_glt_table(combine_bench_dirs(arguments.folders, arguments.labels), Path(arguments.out))
+        print(Path(arguments.out).read_text())
     elif arguments.command == "bench":
         from tailfuse.engine.benchmark import format_benchmark
 
@@ -86,6 +202,27 @@ def _run(arguments: argparse.Namespace) -> int:
         for path in sorted(builtin_recipe_dir().glob("[!_]*.yaml")):
             print(path.stem)
     return 0
+
+
+def _evaluate_glt_pair(arguments: argparse.Namespace, first: dict) -> None:
+    """``tailfuse eval A --with B``: both checkpoints' protocols, then the CLT/GLT/ALT table."""
+    from pathlib import Path
+
+    from tailfuse.errors import TailfuseError
+    from tailfuse.eval.glt import protocol_text
+    from tailfuse.eval.glt_table import bench_summary, glt_table_markdown, write_glt_table
+
+    other_out = Path(arguments.out) / "with" if arguments.out else None
+    second = tailfuse.evaluate(arguments.with_checkpoint, other_out, arguments.overrides)
+    kinds = {results["data"].get("glt_train_set") for results in (first, second)}
+    if kinds != {"glt", "cbl"}:
+        raise TailfuseError("eval --with needs one Train-GLT and one Train-CBL checkpoint of a GLT dataset")
+    print(protocol_text(second["glt"]))
+    runs = {results["data"]["glt_train_set"]: [results] for results in (first, second)}
+    summary = bench_summary(first["name"], runs)
+    print(glt_table_markdown([summary]))
+    if arguments.out:
+        write_glt_table([summary], Path(arguments.out) / "glt_table.md")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,7 +68,10 @@ class AugmentConfig(StrictModel):
     ``imagenet`` (streamed storage): RandomResizedCrop(crop_size), flip, ColorJitter
     (brightness/contrast/saturation ``color_jitter``, hue 0), normalise; evaluation
     resizes the short side to ``resize`` and centre-crops ``crop_size`` (spec ffn §3.4,
-    spec h2t §2.5).
+    spec h2t §2.5). ``crop_scale``: RandomResizedCrop's area range (MSCOCO-GLT: 0.5–1).
+    ``rand_augment``: torchvision's RandAugment (``rand_augment_ops`` ops of magnitude
+    ``rand_augment_magnitude``) per image after crop and flip (spec glt_ifl §4 "RandAug";
+    the authors used the PyPI ``randaugment`` package, a UDA-style variant).
     """
 
     kind: Literal["cifar", "imagenet"] = "cifar"
@@ -77,15 +80,55 @@ class AugmentConfig(StrictModel):
     crop_size: int = Field(224, ge=8)
     resize: int = Field(256, ge=8)
     color_jitter: float = Field(0.4, ge=0.0)
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    rand_augment: bool = False
+    rand_augment_ops: int = Field(2, ge=1)
+    rand_augment_magnitude: int = Field(9, ge=0, le=30)
     mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
     std: tuple[float, float, float] = (0.2023, 0.1994, 0.2010)
 
 
-class DataConfig(StrictModel):
-    """Where the images are and which long-tailed subset of them to train on."""
+class GltConfig(StrictModel):
+    """CIFAR-10-GLT, built from ``data.root`` (an ImageFolder tree) when a run starts (spec glt_ifl §7.2).
 
-    source: Literal["cifar10", "cifar100", "image_folder", "list_file"] = "cifar10"
+    ``attribute``: ``tint`` (colour tint λ = ``tint_strength``) or ``rotation``
+    (0/90/180°); ``mode``: ``cyclic`` (rank r of class c is value (c + r) mod 3: a
+    cross-class spurious cue) or ``aligned`` (rank r is value r in every class: pure
+    within-class rarity). ``train_set``: ``glt`` trains on Train-GLT (CLT and GLT
+    protocols), ``cbl`` on Train-CBL (ALT protocol).
+    """
+
+    attribute: Literal["tint", "rotation"] = "tint"
+    mode: Literal["cyclic", "aligned"] = "cyclic"
+    rho: float = Field(100.0, ge=1.0)
+    seed: int = 0
+    train_set: Literal["glt", "cbl"] = "glt"
+    tint_strength: float = Field(0.4, ge=0.0, le=1.0)
+    max_per_class: int | None = Field(None, ge=1)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    cbl_val_per_class: int = Field(30, ge=0)
+    gbl_per_rank: int = Field(100, ge=1)
+    cbl_test_per_class: int = Field(300, ge=1)
+    test_lt_pool_per_class: int = Field(400, ge=0)
+
+
+class DataConfig(StrictModel):
+    """Where the images are and which long-tailed subset of them to train on.
+
+    ``source: glt`` reads a GLT annotation file (``annotation``: ImageNet-GLT, MSCOCO-GLT
+    or a built CIFAR-10-GLT; ``annotation_cbl``: the Train-CBL file, used when
+    ``glt.train_set`` is ``cbl``); relative image keys are joined to ``root`` and
+    ``replace_prefix`` rewrites absolute ones. ``source: cifar10_glt`` builds CIFAR-10-GLT
+    from ``root`` with the ``glt`` options. Both take train/val/test sets from the
+    annotation; the long-tail profile keys do not apply.
+    """
+
+    source: Literal["cifar10", "cifar100", "image_folder", "list_file", "glt", "cifar10_glt"] = "cifar10"
     root: str = "./data"
+    annotation: str | None = None
+    annotation_cbl: str | None = None
+    replace_prefix: dict[str, str] = {}
+    glt: GltConfig = GltConfig()
     train_list: str | None = None
     test_list: str | None = None
     storage: Literal["device", "stream"] = "device"
@@ -106,8 +149,12 @@ class DataConfig(StrictModel):
     def _check(self) -> DataConfig:
         if self.source == "list_file" and not (self.train_list and self.test_list):
             raise ValueError("data.source=list_file needs data.train_list and data.test_list")
-        if self.storage == "stream" and self.source in ("cifar10", "cifar100"):
-            raise ValueError("data.storage=stream needs an image_folder or list_file source")
+        if self.source == "glt" and not self.annotation:
+            raise ValueError("data.source=glt needs data.annotation (a GLT annotation JSON)")
+        if self.source == "glt" and self.glt.train_set == "cbl" and not self.annotation_cbl:
+            raise ValueError("data.glt.train_set=cbl with data.source=glt needs data.annotation_cbl (the Train-CBL file)")
+        if self.storage == "stream" and self.source in ("cifar10", "cifar100", "cifar10_glt"):
+            raise ValueError("data.storage=stream needs an image_folder, list_file or glt source")
         if (self.augment.kind == "imagenet") != (self.storage == "stream"):
             raise ValueError("data.augment.kind=imagenet goes with data.storage=stream, cifar with device")
         return self
@@ -117,10 +164,14 @@ class DataConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
-    """Backbone (returns the last feature map before pooling) and head (pools)."""
+    """Backbone (returns the last feature map before pooling) and head (pools).
+
+    ``head_bias``: whether the linear head has a bias (the GLT code's has none).
+    """
 
     backbone: str = "resnet32"
     head: Literal["linear", "cosine"] = "linear"
+    head_bias: bool = True
     cosine_scale: float = Field(30.0, gt=0)
     weights: str | None = None
 

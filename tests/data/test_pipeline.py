@@ -67,3 +67,20 @@ def test_mixup_mixes_with_a_permutation():
     assert torch.allclose(mixed, lam * batch + (1 - lam) * batch[permutation])
     expected_lam = float(np.random.default_rng(0).beta(1.0, 1.0))
     assert lam == expected_lam
+
+
+def test_rand_augment_is_seeded_per_batch_and_changes_images():
+    from tailfuse.config import AugmentConfig
+    from tailfuse.data.pipeline import BatchAugmenter
+
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    plain = BatchAugmenter(AugmentConfig(crop_padding=0, horizontal_flip=False))
+    augmented = BatchAugmenter(AugmentConfig(crop_padding=0, horizontal_flip=False, rand_augment=True, rand_augment_magnitude=15))
+
+    def run(augmenter, seed):
+        return augmenter.train(images, torch.Generator().manual_seed(seed))
+
+    assert torch.equal(run(augmented, 1), run(augmented, 1))  # same stream, same policy
+    assert not torch.equal(run(augmented, 1), run(plain, 1))
+    assert not torch.equal(run(augmented, 1), run(augmented, 2))
+    assert run(augmented, 1).shape == (6, 3, 32, 32)

@@ -50,9 +50,22 @@ class BatchAugmenter:
         channel_index = torch.arange(channels, device=device).view(1, channels, 1, 1)
         return images[batch_index, channel_index, rows.view(batch, 1, height, 1), columns.view(batch, 1, 1, width)]
 
+    def rand_augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """torchvision's RandAugment on each uint8 image, seeded from ``generator`` (resume-safe)."""
+        from torchvision.transforms import v2
+
+        transform = v2.RandAugment(num_ops=self.config.rand_augment_ops, magnitude=self.config.rand_augment_magnitude)
+        seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device).item())
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return torch.stack([transform(image) for image in images.cpu()]).to(images.device)
+
     def train(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The training transform of one batch."""
-        return self.normalize(self.crop_and_flip(images, generator))
+        """The training transform of one batch: crop and flip, RandAugment when enabled, normalise."""
+        images = self.crop_and_flip(images, generator)
+        if self.config.rand_augment:
+            images = self.rand_augment(images, generator)
+        return self.normalize(images)
 
     def evaluate(self, images: torch.Tensor) -> torch.Tensor:
         """The evaluation transform: normalisation only."""
@@ -84,9 +97,11 @@ def streamed_transforms(config: AugmentConfig):
     from torchvision.transforms import v2
 
     normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(config.mean, config.std)]
-    training = [v2.RandomResizedCrop(config.crop_size, antialias=True)]
+    training = [v2.RandomResizedCrop(config.crop_size, scale=tuple(config.crop_scale), antialias=True)]
     if config.horizontal_flip:
         training.append(v2.RandomHorizontalFlip())
+    if config.rand_augment:
+        training.append(v2.RandAugment(num_ops=config.rand_augment_ops, magnitude=config.rand_augment_magnitude))
     if config.color_jitter > 0:
         jitter = config.color_jitter
         training.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=0))

@@ -8,11 +8,13 @@ that live on the device for the whole run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from tailfuse.config import DataConfig
+from tailfuse.data.glt import TEST_SPLITS
 from tailfuse.data.longtail import (
     balanced_indices,
     class_groups,
@@ -20,7 +22,7 @@ from tailfuse.data.longtail import (
     longtail_indices,
     profile_class_counts,
 )
-from tailfuse.data.sources import ImageSource, open_source
+from tailfuse.data.sources import ImageSource, glt_image_source, open_glt_annotation, open_source
 from tailfuse.errors import DataError
 
 
@@ -35,6 +37,10 @@ class SubsetPlan:
     validation_indices: np.ndarray | None
     groups: dict[str, list[int]]
     sources: dict[str, ImageSource] = field(repr=False, default_factory=dict)
+    #: GLT test sets: split name -> indices into ``sources["test"]`` (``test_indices`` is one of them)
+    named_tests: dict[str, np.ndarray] = field(default_factory=dict)
+    #: GLT: ``glt`` (Train-GLT) or ``cbl`` (Train-CBL); None for other datasets
+    glt_train_set: str | None = None
 
     @property
     def subset_checksum(self) -> str:
@@ -52,11 +58,21 @@ class SubsetPlan:
             "subset_checksum": self.subset_checksum,
             "test_size": int(len(self.test_indices)),
             "validation_size": 0 if self.validation_indices is None else int(len(self.validation_indices)),
+            **(
+                {
+                    "glt_train_set": self.glt_train_set,
+                    "glt_test_sizes": {name: int(len(indices)) for name, indices in self.named_tests.items()},
+                }
+                if self.glt_train_set
+                else {}
+            ),
         }
 
 
 def plan_subset(config: DataConfig) -> SubsetPlan:
     """Choose the long-tailed training subset, the validation and the test indices."""
+    if config.source in ("glt", "cifar10_glt"):
+        return _plan_glt(config)
     train_source = open_source(config, "train")
     test_source = open_source(config, "test")
     if train_source.class_names != test_source.class_names:
@@ -108,12 +124,51 @@ def plan_subset(config: DataConfig) -> SubsetPlan:
     )
 
 
+def _plan_glt(config: DataConfig) -> SubsetPlan:
+    """A GLT annotation's splits: train, val, and the test sets as named tests (spec glt_ifl §1.2)."""
+    annotation, source_name = open_glt_annotation(config)
+    train_kind = annotation.train_kind(source_name)
+    cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else None
+    identity = f"glt:{source_name}"
+    train_splits = [annotation.splits["train"]] + ([annotation.splits["val"]] if "val" in annotation.splits else [])
+    test_names = [name for name in TEST_SPLITS if name in annotation.splits]
+    train_source = glt_image_source(train_splits, annotation.class_names, f"{identity}:train", config, cache_dir)
+    test_source = glt_image_source([annotation.splits[n] for n in test_names], annotation.class_names, f"{identity}:test", config, cache_dir)
+    train_size = len(annotation.splits["train"])
+    train_indices = np.arange(train_size, dtype=np.int64)
+    validation_indices = np.arange(train_size, len(train_source.labels), dtype=np.int64) if len(train_splits) > 1 else None
+    named_tests, start = {}, 0
+    for name in test_names:
+        size = len(annotation.splits[name])
+        named_tests[name] = np.arange(start, start + size, dtype=np.int64)
+        start += size
+    primary = "test_bbl" if train_kind == "cbl" else "test_bl"
+    if primary not in named_tests:
+        primary = test_names[0]
+    class_counts = np.bincount(annotation.splits["train"].labels, minlength=annotation.num_classes).tolist()
+    return SubsetPlan(
+        class_names=annotation.class_names,
+        class_counts=[int(c) for c in class_counts],
+        train_indices=train_indices,
+        test_indices=named_tests[primary],
+        validation_indices=validation_indices,
+        groups=annotation.frequency_groups(),
+        sources={"train": train_source, "test": test_source},
+        named_tests=named_tests,
+        glt_train_set=train_kind,
+    )
+
+
 @dataclass
 class LabelledImages:
-    """Decoded images as uint8 (N, 3, H, W) and int64 labels, both on one device."""
+    """Decoded images as uint8 (N, 3, H, W) and int64 labels, both on one device.
+
+    ``attributes`` (GLT test sets): the attribute of each image, 0/1/2 = head/medium/tail.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
+    attributes: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])  # labels are always complete, images may be absent
@@ -125,6 +180,7 @@ class StreamedImages:
 
     paths: list[str]
     labels: torch.Tensor
+    attributes: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -138,6 +194,8 @@ class PreparedData:
     train: LabelledImages | StreamedImages
     test: LabelledImages | StreamedImages
     validation: LabelledImages | StreamedImages | None
+    #: GLT test sets by split name (``test_bl``, ``test_bbl``, ``test_lt``); empty otherwise
+    named_tests: dict[str, LabelledImages | StreamedImages] = field(default_factory=dict)
 
     @property
     def class_counts(self) -> list[int]:
@@ -148,11 +206,22 @@ class PreparedData:
         return len(self.plan.class_counts)
 
 
+def _attributes(source: ImageSource, indices: np.ndarray) -> torch.Tensor | None:
+    if source.attributes is None:
+        return None
+    return torch.from_numpy(source.attributes[indices].astype(np.int64))
+
+
 def _to_device(source: ImageSource, indices: np.ndarray, device: torch.device) -> LabelledImages:
     """Decode the chosen images once into a uint8 tensor on ``device``."""
     images = torch.from_numpy(np.ascontiguousarray(source.load(indices))).permute(0, 3, 1, 2)
     labels = torch.from_numpy(source.labels[indices].astype(np.int64))
-    return LabelledImages(images.contiguous().to(device), labels.to(device))
+    return LabelledImages(images.contiguous().to(device), labels.to(device), _attributes(source, indices))
+
+
+def _named_tests(plan: SubsetPlan, make) -> dict:
+    """The GLT test sets, sharing the primary test set's tensors instead of decoding it twice."""
+    return {name: make(plan.sources["test"], indices) for name, indices in plan.named_tests.items()}
 
 
 def load_data(config: DataConfig, device: torch.device | str = "cpu", include_train: bool = True) -> PreparedData:
@@ -165,8 +234,10 @@ def load_data(config: DataConfig, device: torch.device | str = "cpu", include_tr
     plan = plan_subset(config)
     if config.storage == "stream":
         def streamed(source: ImageSource, indices: np.ndarray) -> StreamedImages:
+            if source.transforms_images:
+                raise DataError("synthetic GLT attributes (tint/rotation) need data.storage=device")
             labels = torch.from_numpy(source.labels[indices].astype(np.int64))
-            return StreamedImages([source.paths[i] for i in indices], labels)
+            return StreamedImages([source.paths[i] for i in indices], labels, _attributes(source, indices))
 
         validation = None
         if plan.validation_indices is not None:
@@ -176,6 +247,7 @@ def load_data(config: DataConfig, device: torch.device | str = "cpu", include_tr
             train=streamed(plan.sources["train"], plan.train_indices),
             test=streamed(plan.sources["test"], plan.test_indices),
             validation=validation,
+            named_tests=_named_tests(plan, streamed),
         )
     if include_train:
         train = _to_device(plan.sources["train"], plan.train_indices, device)
@@ -183,8 +255,12 @@ def load_data(config: DataConfig, device: torch.device | str = "cpu", include_tr
         size = config.image_size
         labels = torch.from_numpy(plan.sources["train"].labels[plan.train_indices].astype(np.int64))
         train = LabelledImages(torch.empty((0, 3, size, size), dtype=torch.uint8, device=device), labels.to(device))
-    test = _to_device(plan.sources["test"], plan.test_indices, device)
     validation = None
     if plan.validation_indices is not None:
         validation = _to_device(plan.sources["train"], plan.validation_indices, device)
-    return PreparedData(plan=plan, train=train, test=test, validation=validation)
+    if plan.named_tests:
+        named_tests = _named_tests(plan, lambda source, indices: _to_device(source, indices, device))
+        test = next(split for name, split in named_tests.items() if plan.named_tests[name] is plan.test_indices)
+    else:
+        named_tests, test = {}, _to_device(plan.sources["test"], plan.test_indices, device)
+    return PreparedData(plan=plan, train=train, test=test, validation=validation, named_tests=named_tests)

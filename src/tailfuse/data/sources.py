@@ -47,6 +47,10 @@ class ImageSource:
     load: Callable[[np.ndarray], np.ndarray]
     identity: str
     paths: list[str] | None = None
+    #: GLT splits: the attribute (0 head, 1 medium, 2 tail) of every image; None elsewhere
+    attributes: np.ndarray | None = None
+    #: whether ``load`` applies a synthetic attribute transform (CIFAR-10-GLT tint/rotation)
+    transforms_images: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -248,3 +252,72 @@ def open_source(config: DataConfig, split: str) -> ImageSource:
             f"{CIFAR_NUM_CLASSES[name]}"
         )
     return source
+
+
+# ----------------------------------------------------------------------------- GLT
+
+
+@functools.lru_cache(maxsize=8)
+def _built_cifar_glt(root: str, options_items: tuple) -> dict:
+    from tailfuse.data.glt import CifarGltOptions, build_cifar_glt
+
+    return build_cifar_glt(root, CifarGltOptions(**dict(options_items)))
+
+
+def open_glt_annotation(config: DataConfig):
+    """The GLT annotation a recipe names, and a name for it (file name, or the CIFAR-10-GLT build)."""
+    from tailfuse.data.glt import CifarGltOptions, cifar_glt_file_stem, read_glt_annotation
+
+    if config.source == "glt":
+        path = config.annotation_cbl if config.glt.train_set == "cbl" else config.annotation
+        annotation = read_glt_annotation(path, config.root, config.replace_prefix)
+        return annotation, Path(path).name
+    glt = config.glt
+    options = {
+        "attribute": glt.attribute,
+        "mode": glt.mode,
+        "rho": glt.rho,
+        "seed": glt.seed,
+        "max_per_class": glt.max_per_class,
+        "val_fraction": glt.val_fraction,
+        "cbl_val_per_class": glt.cbl_val_per_class,
+        "gbl_per_rank": glt.gbl_per_rank,
+        "cbl_test_per_class": glt.cbl_test_per_class,
+        "test_lt_pool_per_class": glt.test_lt_pool_per_class,
+    }
+    root = str(Path(config.root).expanduser().resolve())
+    annotations = _built_cifar_glt(root, tuple(sorted(options.items())))
+    stem = cifar_glt_file_stem(CifarGltOptions(**options))
+    return annotations[glt.train_set], f"{stem}_{glt.train_set}"
+
+
+def glt_image_source(splits: list, class_names: list[str], identity: str, config: DataConfig, cache_dir: Path | None) -> ImageSource:
+    """One image source over the concatenated GLT ``splits``; applies their tint/rotation when loading."""
+    from tailfuse.data.glt import apply_attribute_transforms
+
+    paths = [path for split in splits for path in split.paths]
+    labels = np.concatenate([split.labels for split in splits])
+    attributes = np.concatenate([split.attributes for split in splits])
+    transform_names = set.intersection(*(set(split.transforms) for split in splits))
+    if any(set(split.transforms) != transform_names for split in splits):
+        raise DataError(f"{identity}: splits disagree on their attribute transforms")
+    transforms = {name: np.concatenate([split.transforms[name] for split in splits]) for name in transform_names}
+    decode = _cached_decoder(paths, identity, config.image_size, cache_dir)
+    strength = config.glt.tint_strength
+
+    def load(indices: np.ndarray) -> np.ndarray:
+        indices = np.asarray(indices, dtype=np.int64)
+        images = decode(indices)
+        if not transforms:
+            return images
+        return apply_attribute_transforms(images, {name: values[indices] for name, values in transforms.items()}, strength)
+
+    return ImageSource(
+        labels=labels,
+        class_names=list(class_names),
+        load=load,
+        identity=identity,
+        paths=paths,
+        attributes=attributes,
+        transforms_images=bool(transforms),
+    )

@@ -21,7 +21,7 @@ from tailfuse.config import RunConfig
 from tailfuse.data.pipeline import BatchAugmenter, StreamedImageDataset, streamed_transforms
 from tailfuse.data.prepare import LabelledImages, PreparedData, StreamedImages
 from tailfuse.data.randomness import EpochRandomness, derive_seed
-from tailfuse.data.samplers import build_sampler, rank_share
+from tailfuse.data.samplers import IndexSampler, build_sampler, rank_share
 from tailfuse.engine.runtime import Runtime
 from tailfuse.engine.schedules import learning_rate
 from tailfuse.eval.metrics import classification_metrics
@@ -71,11 +71,18 @@ class TrainingSession:
             self.streamed_transforms = streamed_transforms(config.data.augment)
             self.streamed_train = StreamedImageDataset(data.train.paths, data.train.labels, self.streamed_transforms[0])
         train_labels = data.train.labels
+        self.method.bind_training_set(train_labels)
         self.samplers = {
-            branch: build_sampler(sampler_name, train_labels, data.num_classes)
-            for branch, sampler_name in self.method.branches().items()
+            branch: sampler if isinstance(sampler, IndexSampler) else build_sampler(sampler, train_labels, data.num_classes)
+            for branch, sampler in self.method.branches().items()
         }
-        self.steps_per_epoch = math.ceil(len(data.train) / config.train.batch_size)
+        self.batch_sizes = {
+            branch: self.method.branch_batch_size(branch, config.train.batch_size) for branch in self.samplers
+        }
+        # each branch's sampler draws one epoch of indices; the longest sets the step count
+        self.steps_per_epoch = max(
+            math.ceil(sampler.num_samples / self.batch_sizes[branch]) for branch, sampler in self.samplers.items()
+        )
         if self.optimizer is None:  # a post-hoc method (tau_norm): nothing to train
             self.steps_per_epoch = 0
         if config.train.max_steps_per_epoch:
@@ -91,7 +98,7 @@ class TrainingSession:
 
     def _branch_batches(self, order: torch.Tensor, steps: int, randomness: EpochRandomness, branch: str) -> Iterator[Batch]:
         """The ``steps`` augmented batches of one branch, in the order of ``order``."""
-        size = self.config.train.batch_size
+        size = self.batch_sizes[branch]
         shares = [rank_share(order[step * size : (step + 1) * size], self.rank, self.world_size) for step in range(steps)]
         device = self.runtime.device
         if isinstance(self.data.train, StreamedImages):
@@ -105,13 +112,15 @@ class TrainingSession:
                 generator=randomness.torch_generator(f"loader:{branch}"),
                 pin_memory=device.type == "cuda",
             )
-            for images, labels in loader:
-                yield Batch(self.runtime.prepare_images(images.to(device, non_blocking=True)), labels.to(device))
+            for (images, labels), share in zip(loader, shares, strict=True):
+                yield Batch(
+                    self.runtime.prepare_images(images.to(device, non_blocking=True)), labels.to(device), share.to(device)
+                )
             return
         for share in shares:
             indices = share.to(device, non_blocking=True)
             images = self.augmenter.train(self.data.train.images[indices], randomness.augment)
-            yield Batch(self.runtime.prepare_images(images), self.data.train.labels[indices])
+            yield Batch(self.runtime.prepare_images(images), self.data.train.labels[indices], indices)
 
     def train_epoch(self, epoch: int, progress: bool = False, max_steps: int | None = None) -> dict:
         """Run one epoch of training steps; returns loss, learning rate, time and throughput."""
@@ -147,7 +156,8 @@ class TrainingSession:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             loss_sum += loss.detach()
-            images_seen += len(next(iter(batches.values())).labels)
+            images_seen += sum(len(batch.labels) for batch in batches.values())
+        self.method.end_epoch(context)
         seconds = time.perf_counter() - start
         return {
             "epoch": epoch + 1,

@@ -68,6 +68,10 @@ def markdown_report(results: dict) -> str:
     ]
     if results.get("validation"):
         lines.append(f"| validation top-1 | {_number(results['validation']['top1'])} |")
+    if results.get("glt"):
+        from tailfuse.eval.glt import protocol_markdown
+
+        lines += ["", "## GLT protocols (spec glt_ifl §2: accuracy / macro precision)", "", protocol_markdown(results["glt"])]
     lines += ["", "| class | train images | accuracy | precision |", "|---|---|---|---|"]
     names = results["data"]["class_names"]
     for c, count in enumerate(results["data"]["class_counts"]):

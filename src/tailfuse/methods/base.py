@@ -28,6 +28,8 @@ class Batch:
 
     images: torch.Tensor
     labels: torch.Tensor
+    #: positions of the batch's images in the training set (IFL records per-sample confidence)
+    indices: torch.Tensor | None = None
 
 
 @dataclass
@@ -60,9 +62,25 @@ class Method(abc.ABC):
         self.config = config
         self.auxiliary = auxiliary or {}
 
-    def branches(self) -> dict[str, str]:
-        """Branch name -> sampler name, one batch of each per step (default: one instance batch)."""
+    def branches(self) -> dict[str, Any]:
+        """Branch name -> sampler name (or a sampler object), one batch of each per step.
+
+        Default: one instance-sampled batch. A method that keeps its own samplers (IFL's
+        environments) returns :class:`~tailfuse.data.samplers.IndexSampler` objects.
+        """
         return {"main": "instance"}
+
+    def branch_batch_size(self, branch: str, batch_size: int) -> int:
+        """The batch size of ``branch`` given the recipe's (default: all of it)."""
+        return batch_size
+
+    def bind_training_set(self, labels: torch.Tensor) -> None:
+        """Called once with the training labels, before samplers are built (default: nothing)."""
+        return None
+
+    def end_epoch(self, context: StepContext) -> None:
+        """Called after the last step of every epoch (IFL rebuilds its environments here)."""
+        return None
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Optimiser parameter groups; a group may carry ``lr_scale`` (default: the whole model)."""

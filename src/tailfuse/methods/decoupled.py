@@ -164,7 +164,8 @@ class TauNormalization(DecoupledStage2):
 def _reset_head(head: nn.Module) -> None:
     if isinstance(head, LinearHead):
         nn.init.kaiming_normal_(head.fc.weight)
-        nn.init.zeros_(head.fc.bias)
+        if head.fc.bias is not None:
+            nn.init.zeros_(head.fc.bias)
     elif isinstance(head, CosineHead):
         head.weight.data.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)
 

@@ -52,7 +52,7 @@ def build_model(config: ModelConfig, num_classes: int) -> Classifier:
         head: Head = CosineHead(backbone.out_channels, num_classes, config.cosine_scale)
     else:
         head = LinearHead(
-            backbone.out_channels, num_classes, kaiming_init=config.backbone in SMALL_IMAGE_BACKBONES
+            backbone.out_channels, num_classes, kaiming_init=config.backbone in SMALL_IMAGE_BACKBONES, bias=config.head_bias
         )
     return Classifier(backbone, head)
 

@@ -30,11 +30,14 @@ class Head(nn.Module, abc.ABC):
 
 
 class LinearHead(Head):
-    """GAP + Linear(C → classes); Kaiming-normal weights for the CIFAR models (spec h2t §3.2)."""
+    """GAP + Linear(C → classes); Kaiming-normal weights for the CIFAR models (spec h2t §3.2).
 
-    def __init__(self, in_features: int, num_classes: int, kaiming_init: bool = False):
+    ``bias=False``: the GLT code's classifier (spec glt_ifl §4).
+    """
+
+    def __init__(self, in_features: int, num_classes: int, kaiming_init: bool = False, bias: bool = True):
         super().__init__()
-        self.fc = nn.Linear(in_features, num_classes)
+        self.fc = nn.Linear(in_features, num_classes, bias=bias)
         if kaiming_init:
             nn.init.kaiming_normal_(self.fc.weight)
 

@@ -1,0 +1,71 @@
+"""GLT accuracy and precision on hand-built prediction tables (spec glt_ifl §2)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tailfuse.eval.glt import glt_metrics, glt_scores, protocol_markdown, protocol_text
+from tailfuse.eval.glt_table import bench_summary, glt_table_markdown
+
+LABELS = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+PREDICTIONS = torch.tensor([0, 0, 1, 1, 1, 0, 1, 0, 0])  # class 2 is never predicted
+ATTRIBUTES = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])
+GROUPS = {"many": [0], "medium": [1], "few": [2]}
+
+
+def test_overall_accuracy_precision_and_f1_with_a_class_never_predicted():
+    scores = glt_scores(PREDICTIONS, LABELS, 3)
+    assert scores["accuracy"] == pytest.approx(100 * 4 / 9)
+    # TP/#predicted: class 0 2/5, class 1 2/4, class 2 never predicted -> 0; mean over 3 classes
+    assert scores["precision"] == pytest.approx(100 * (2 / 5 + 2 / 4 + 0) / 3)
+    a, p = 100 * 4 / 9, 30.0
+    assert scores["f1"] == pytest.approx(2 * a * p / (a + p))
+    assert scores["count"] == 9
+
+
+def test_class_splits_use_whole_set_prediction_counts():
+    metrics = glt_metrics(PREDICTIONS, LABELS, GROUPS, ATTRIBUTES, num_classes=3)
+    splits = metrics["class_splits"]
+    assert splits["many"]["accuracy"] == pytest.approx(200 / 3)
+    assert splits["many"]["precision"] == pytest.approx(40.0)  # 2 of the 5 predicted as class 0
+    assert splits["medium"]["precision"] == pytest.approx(50.0)
+    assert splits["few"] == {"accuracy": 0.0, "precision": 0.0, "count": 3}
+
+
+def test_attribute_splits_are_scored_as_their_own_test_sets():
+    attributes = glt_metrics(PREDICTIONS, LABELS, GROUPS, ATTRIBUTES, num_classes=3)["attribute_splits"]
+    # attribute 0: labels 0,1,2 predicted 0,1,1 -> counts within the subset: class 0 once, class 1 twice
+    assert attributes["many_a"]["accuracy"] == pytest.approx(200 / 3)
+    assert attributes["many_a"]["precision"] == pytest.approx(100 * (1 / 1 + 1 / 2 + 0) / 3)
+    assert attributes["medium_a"]["precision"] == pytest.approx(100 * (1 / 2 + 1 / 1 + 0) / 3)
+    assert attributes["few_a"]["accuracy"] == 0.0 and attributes["few_a"]["precision"] == 0.0
+
+
+def test_logits_and_predictions_give_the_same_scores():
+    logits = torch.nn.functional.one_hot(PREDICTIONS, 3).float() * 5 + 0.1 * torch.randn(9, 3)
+    assert glt_metrics(logits, LABELS, GROUPS, ATTRIBUTES) == glt_metrics(PREDICTIONS, LABELS, GROUPS, ATTRIBUTES, 3)
+
+
+def test_precision_divides_by_the_classes_present_in_the_test_set():
+    # only classes 0 and 1 occur; a wrong prediction of class 2 lowers class-0 recall, not the divisor
+    scores = glt_scores(torch.tensor([0, 2, 1, 1]), torch.tensor([0, 0, 1, 1]), 3)
+    assert scores["precision"] == pytest.approx(100 * (1 / 1 + 2 / 2) / 2)
+
+
+def test_reports_and_seed_table(tmp_path):
+    protocols = {"test_bl": {"protocol": "CLT", "metrics": glt_metrics(PREDICTIONS, LABELS, GROUPS, ATTRIBUTES, 3)}}
+    assert "44.44 / 30.00" in protocol_markdown(protocols)
+    assert protocol_text(protocols).strip().startswith("CLT [test_bl] (Acc / Prec): overall 44.44 / 30.00")
+    runs = {
+        "glt": [{"glt": {**protocols, "test_bbl": protocols["test_bl"]}, "seed": s, "epochs": 1} for s in (0, 1)],
+        "cbl": [{"glt": {"test_bbl": protocols["test_bl"]}, "seed": s, "epochs": 1} for s in (0, 1)],
+    }
+    summary = bench_summary("toy", runs)
+    assert summary["cells"]["CLT overall"]["accuracy"] == pytest.approx(100 * 4 / 9)
+    assert summary["cells"]["ALT tail attr."]["precision"] == 0.0 and summary["seeds"] == [0, 1]
+    table = glt_table_markdown([summary])
+    assert "| toy | 44.44±0.00 / 30.00±0.00 |" in table and "**ALT**" in table
+    json.dumps(summary)

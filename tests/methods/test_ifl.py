@@ -1,0 +1,170 @@
+"""IFL (spec glt_ifl §3): environment weights, center update, steps, resume, end to end."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tailfuse.config import load_recipe
+from tailfuse.data.prepare import load_data
+from tailfuse.data.randomness import EpochRandomness
+from tailfuse.engine.runtime import make_runtime
+from tailfuse.engine.session import TrainingSession
+from tailfuse.methods import Batch, StepContext, build_method
+from tailfuse.methods.ifl import center_weight, confidence_beta, intra_class_environment_weights
+from tailfuse.models import build_model
+
+from ..fakes import write_image_folder
+
+NAN = float("nan")
+
+
+def test_environment_weights_on_a_hand_made_confidence_table():
+    labels = torch.tensor([0] * 5 + [1] * 3 + [2] * 10 + [3] * 2)
+    confidence = torch.tensor(
+        [0.0, 0.25, 0.5, 0.75, 1.0]  # class 0: evenly spread
+        + [0.9, 0.2, NAN]  # class 1: two seen (< 5) -> 1/2 each, the unseen one 0
+        + [1.0] + [0.0] * 9  # class 2: beta clamps at 10
+        + [NAN, NAN]  # class 3: never seen -> all 0
+    )
+    weights = intra_class_environment_weights(labels, confidence, 4, sample_scale=4.0)
+    sums = torch.zeros(4, dtype=torch.float64).index_add_(0, labels, weights)
+    assert sums.tolist() == pytest.approx([1.0, 1.0, 1.0, 0.0])
+    assert weights[5:8].tolist() == [0.5, 0.5, 0.0]
+    # class 0: u = 1 - p + 1e-5; h = mean of the 4 smallest, t = the largest; beta = ln 4 / ln(t/h)
+    u = torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0], dtype=torch.float64) + 1e-5
+    beta = math.log(4.0) / math.log(float(u.max() / u.sort().values[:4].mean()) + 1e-5)
+    assert beta == pytest.approx(1.4134, abs=1e-3)
+    expected = (u**beta + 1e-12) / (u**beta + 1e-12).sum()
+    assert weights[:5].tolist() == pytest.approx(expected.tolist(), rel=1e-6, abs=1e-10)
+    assert weights[4] < 1e-6  # the most confident sample is (almost) never drawn
+    # class 2: u = [1e-5, 1, ..., 1] -> t/h = 1 / (7/8) -> ln4/ln(8/7) = 10.4 -> clamped to 10
+    assert confidence_beta(torch.tensor([1e-5] + [1.0 + 1e-5] * 9), 4.0) == 10.0
+    assert weights[8] < 1e-10 and weights[9:18].tolist() == pytest.approx([1 / 9] * 9)
+    # low clamp: a class whose tail is far above its head gets beta = 1
+    assert confidence_beta(torch.tensor([1.0, 1e-5, 1e-5, 1e-5, 1e-5]), 4.0) == 1.0
+
+
+def test_center_weight_follows_the_milestones():
+    options = load_recipe("cifar10_glt_quick_ifl").method
+    assert [center_weight(options, e) for e in (0, 9, 10, 12, 13, 15)] == [0.0, 0.0, 0.001, 0.001, 0.005, 0.005]
+
+
+def _method(overrides=(), class_counts=(3, 2, 1)):
+    config = load_recipe("cifar10_glt_quick_ifl", list(overrides))
+    torch.manual_seed(0)
+    model = build_model(config.model, len(class_counts))
+    method = build_method(config, model, list(class_counts))
+    labels = torch.repeat_interleave(torch.arange(len(class_counts)), torch.tensor(class_counts))
+    method.bind_training_set(labels)
+    return method, model, labels
+
+
+def test_center_update_is_the_moving_average_rule():
+    method, _, _ = _method()
+    centers = torch.randn(3, 64)
+    method.state.centers.copy_(centers)
+    features = torch.randn(8, 64)
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    method._update_centers(features, labels, None, 1.0)
+    expected = centers.clone()
+    for c in range(3):
+        members = labels == c
+        share = members.sum() / len(labels)
+        expected[c] = (1 - share) * centers[c] + share * features[members].mean(0)
+    assert torch.allclose(method.state.centers, expected, atol=1e-5)
+
+
+def test_a_step_records_confidence_and_moves_centers_only_when_alpha_is_positive():
+    method, model, labels = _method()
+    batches = {
+        f"env{k}": Batch(torch.randn(3, 3, 32, 32), labels[[0, 3, 5]], torch.tensor([0, 3, 5])) for k in (1, 2)
+    }
+    before = method.state.centers.clone()
+    context = StepContext(epoch=0, total_epochs=16, randomness=EpochRandomness(0, 0))
+    loss = method.loss(batches, context)
+    assert loss.requires_grad and torch.equal(method.state.centers, before)  # alpha = 0 before epoch 10
+    recorded = ~torch.isnan(method.confidence)
+    assert recorded.nonzero().flatten().tolist() == [0, 3, 5]
+    late = StepContext(epoch=13, total_epochs=16, randomness=EpochRandomness(0, 13))
+    method.loss(batches, late)
+    assert not torch.equal(method.state.centers, before)
+    method.end_epoch(late)  # epoch 13 is an update milestone
+    env2 = method.state.environment_weights[1]
+    assert env2[[0, 3, 5]].tolist() == [1.0, 1.0, 1.0] and env2.sum() == 3.0  # one seen sample per class
+    assert torch.equal(method.state.environment_weights[0], torch.ones(6, dtype=torch.float64))
+    assert torch.isnan(method.confidence).all()  # records restart every epoch
+
+
+@pytest.fixture(scope="module")
+def tiny_glt(tmp_path_factory):
+    return write_image_folder(tmp_path_factory.mktemp("glt"), [40, 40, 40], [40, 40, 40])
+
+
+def tiny_glt_overrides(root, epochs=2, **extra):
+    values = {
+        "data.root": str(root),
+        "data.glt.rho": 4,
+        "data.glt.gbl_per_rank": 3,
+        "data.glt.cbl_test_per_class": 10,
+        "data.glt.cbl_val_per_class": 10,
+        "data.glt.test_lt_pool_per_class": 10,
+        "train.epochs": epochs,
+        "train.batch_size": 16,
+        "train.eval_every": 1,
+        "train.progress": "false",
+        "train.precision": "fp32",
+        "method.update_milestones": "[0]",
+        "method.center_milestones": "[0,1]",
+        "method.center_weights": "[0.0,0.005]",
+    }
+    values.update(extra)
+    return [f"{key}={value}" for key, value in values.items()]
+
+
+@pytest.mark.parametrize(("epoch_images", "environments", "steps"), [("per_environment", 2, 8), ("shared", 2, 4), ("per_environment", 3, 13)])
+def test_steps_per_epoch_and_branch_batches(tiny_glt, epoch_images, environments, steps):
+    # per environment: ceil(63 / 8); shared: ceil(ceil(63 / 2) / 8); three environments: ceil(63 / 5)
+    config = load_recipe(
+        "cifar10_glt_quick_ifl",
+        tiny_glt_overrides(tiny_glt, **{"method.epoch_images": epoch_images, "method.environments": environments}),
+    )
+    runtime = make_runtime(config.train)
+    data = load_data(config.data, runtime.device)
+    assert len(data.train) == 63  # pools 40, 20, 10 (rho 4) at 7:2:1 = 70 images, minus the 10 % val (7)
+    session = TrainingSession(config, data, runtime)
+    assert session.steps_per_epoch == steps
+    assert set(session.batch_sizes.values()) == {16 // environments}
+    record = session.train_epoch(0)
+    draws = 63 if epoch_images == "per_environment" else 32  # indices each environment draws per epoch
+    expected_images = environments * draws
+    assert record["images_per_second"] * record["seconds"] == pytest.approx(expected_images, rel=1e-6)
+
+
+def test_resumed_ifl_run_equals_an_uninterrupted_one(tiny_glt, tmp_path):
+    from tailfuse.engine.checkpoint import load_checkpoint
+    from tailfuse.engine.trainer import train
+
+    config = load_recipe("cifar10_glt_quick_ifl", tiny_glt_overrides(tiny_glt, epochs=2))
+    train(config, tmp_path / "whole")
+    first = load_recipe("cifar10_glt_quick_ifl", tiny_glt_overrides(tiny_glt, epochs=2, **{"train.epochs": 2}))
+    # stop after epoch 1 by training a copy whose last checkpoint we cut back to epoch 1
+    partial = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")
+    assert partial["epoch"] == 2
+    one_epoch = load_recipe("cifar10_glt_quick_ifl", tiny_glt_overrides(tiny_glt, epochs=1))
+    train(one_epoch, tmp_path / "resumed")
+    # continue the one-epoch run with the two-epoch recipe: only train.epochs differs
+    saved = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    saved["config"]["train"]["epochs"] = 2
+    torch.save(saved, tmp_path / "resumed" / "checkpoints" / "last.pt")
+    train(first, tmp_path / "resumed", resume=True)
+    whole = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")["session"]
+    resumed = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["session"]
+    for key, value in whole["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    for key, value in whole["method_modules"]["ifl"].items():
+        assert torch.equal(value, resumed["method_modules"]["ifl"][key]), key
+    env2 = whole["method_modules"]["ifl"]["environment_weights"][1]
+    assert not torch.equal(env2, torch.ones_like(env2))  # environments were rebuilt at epoch 0
