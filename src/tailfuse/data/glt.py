@@ -272,7 +272,8 @@ def attribute_value(class_index: int, rank: int, mode: str) -> int:
     return (class_index + rank) % 3 if mode == "cyclic" else rank
 
 
-def _list_image_folder(folder: Path) -> tuple[list[str], list[list[str]]]:
+def list_image_folder(folder: Path, resolve: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Class names and each class's image paths of an ImageFolder tree (torchvision's listing, sorted)."""
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
     try:
@@ -282,7 +283,7 @@ def _list_image_folder(folder: Path) -> tuple[list[str], list[list[str]]]:
         raise DataError(f"cannot read image folder {folder}: {error}") from None
     per_class: list[list[str]] = [[] for _ in class_names]
     for path, label in samples:
-        per_class[label].append(path)
+        per_class[label].append(str(Path(path).resolve()) if resolve else path)
     return list(class_names), per_class
 
 
@@ -294,8 +295,8 @@ def build_cifar_glt(root: str | Path, options: CifarGltOptions | None = None) ->
     options = options or CifarGltOptions()
     options.check()
     root = Path(root).expanduser().resolve()
-    class_names, train_paths = _list_image_folder(root / "train")
-    test_names, test_paths = _list_image_folder(root / "test")
+    class_names, train_paths = list_image_folder(root / "train")
+    test_names, test_paths = list_image_folder(root / "test")
     if test_names != class_names:
         raise DataError(f"{root}/train and {root}/test hold different classes")
     num_classes = len(class_names)
@@ -402,13 +403,17 @@ def write_cifar_glt(root: str | Path, out_dir: str | Path, options: CifarGltOpti
     """
     options = options or CifarGltOptions()
     annotations = build_cifar_glt(root, options)
-    out_dir = Path(out_dir)
-    stem = cifar_glt_file_stem(options)
+    return write_annotation_pair(annotations, out_dir, cifar_glt_file_stem(options), Path(root).expanduser().resolve())
+
+
+def write_annotation_pair(
+    annotations: dict[str, GltAnnotation], out_dir: str | Path, stem: str, relative_to: Path | None = None
+) -> dict[str, Path]:
+    """Write ``<stem>_intra_lt_inter_lt.json`` (Train-GLT) and ``..._inter_bl.json`` (Train-CBL)."""
     written = {}
-    resolved_root = Path(root).expanduser().resolve()
     for kind, suffix in (("glt", "intra_lt_inter_lt"), ("cbl", "intra_lt_inter_bl")):
-        path = out_dir / f"{stem}_{suffix}.json"
-        write_json_atomically(annotations[kind].to_json(relative_to=resolved_root), path)
+        path = Path(out_dir) / f"{stem}_{suffix}.json"
+        write_json_atomically(annotations[kind].to_json(relative_to=relative_to), path)
         written[kind] = path
     return written
 

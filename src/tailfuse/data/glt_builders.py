@@ -25,7 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tailfuse.data.glt import GltAnnotation, GltSplit, rank_sizes, write_json_atomically
+from tailfuse.data.glt import (
+    GltAnnotation,
+    GltSplit,
+    list_image_folder,
+    rank_sizes,
+    write_annotation_pair,
+    write_json_atomically,
+)
 from tailfuse.errors import DataError
 
 
@@ -209,20 +216,6 @@ def cluster_attributes(features: np.ndarray, num_clusters: int = 6, seed: int = 
     return merge_clusters(cluster_ids, num_clusters)
 
 
-def _list_classes(train_dir: Path) -> tuple[list[str], list[list[str]]]:
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-
-    try:
-        class_names, class_to_index = find_classes(str(train_dir))
-        samples = make_dataset(str(train_dir), class_to_index, extensions=IMG_EXTENSIONS)
-    except (FileNotFoundError, OSError) as error:
-        raise DataError(f"cannot read the ILSVRC train folder {train_dir}: {error}") from None
-    per_class: list[list[str]] = [[] for _ in class_names]
-    for path, label in samples:
-        per_class[label].append(str(Path(path).resolve()))
-    return list(class_names), per_class
-
-
 def build_imagenet_glt_files(
     train_dir: str | Path,
     weights: str | Path,
@@ -238,7 +231,7 @@ def build_imagenet_glt_files(
     seed: int = 25,
 ) -> dict[str, Path]:
     """Build ``imagenet_sup_intra_lt_inter_{lt,bl}.json`` from an ILSVRC-2012 train folder (spec §1.3)."""
-    class_names, class_images = _list_classes(Path(train_dir).expanduser())
+    class_names, class_images = list_image_folder(Path(train_dir).expanduser(), resolve=True)
     if not isinstance(profile, (list, tuple)):
         profile_path = Path(profile).expanduser()
         if not profile_path.is_file():
@@ -251,13 +244,7 @@ def build_imagenet_glt_files(
         class_attributes.append(cluster_attributes(features[start : start + len(images)], seed=seed))
         start += len(images)
     annotations = imagenet_glt_splits(class_names, class_images, class_attributes, profile, sizes, seed)
-    out_dir = Path(out_dir)
-    written = {}
-    for kind, suffix in (("glt", "intra_lt_inter_lt"), ("cbl", "intra_lt_inter_bl")):
-        path = out_dir / f"imagenet_sup_{suffix}.json"
-        write_json_atomically(annotations[kind].to_json(), path)
-        written[kind] = path
-    return written
+    return write_annotation_pair(annotations, out_dir, "imagenet_sup")
 
 
 # =============================================================================== MSCOCO-GLT

@@ -24,6 +24,13 @@ def log_prior(class_counts: list[int]) -> torch.Tensor:
     return torch.log(counts / counts.sum() + 1e-12).float()
 
 
+def posthoc_adjust(logits: torch.Tensor, log_prior_values: torch.Tensor, tau: float) -> torch.Tensor:
+    """Post-hoc logit adjustment ``z − τ·log π`` (Menon et al. 2021); ``tau`` 0 returns ``logits``."""
+    if tau <= 0:
+        return logits
+    return logits.float() - tau * log_prior_values.to(logits.device)
+
+
 class LogitAdjustedLoss(nn.Module):
     """``CE(z + τ·log π, y)``; ``tau=1`` is Balanced Softmax."""
 

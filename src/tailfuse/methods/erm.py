@@ -16,7 +16,7 @@ from tailfuse.data.pipeline import mixup
 from tailfuse.errors import ConfigError
 from tailfuse.losses import build_loss
 from tailfuse.losses.cross_entropy import mixup_loss
-from tailfuse.losses.logit_adjustment import log_prior
+from tailfuse.losses.logit_adjustment import log_prior, posthoc_adjust
 from tailfuse.methods.base import Batch, Method, StepContext, register_method
 
 
@@ -72,6 +72,4 @@ class EmpiricalRiskMinimization(Method):
         logits = self.model(images)
         if self.options.prediction == "loss_logits":
             logits = self.criterion.training_logits(logits)
-        if self.options.posthoc_tau > 0:
-            logits = logits.float() - self.options.posthoc_tau * self.log_prior.to(logits.device)
-        return logits
+        return posthoc_adjust(logits, self.log_prior, self.options.posthoc_tau)

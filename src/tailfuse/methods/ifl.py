@@ -31,7 +31,7 @@ from tailfuse.data.pipeline import mixup
 from tailfuse.data.samplers import IndexSampler
 from tailfuse.errors import ConfigError
 from tailfuse.losses import build_loss
-from tailfuse.losses.logit_adjustment import log_prior
+from tailfuse.losses.logit_adjustment import log_prior, posthoc_adjust
 from tailfuse.methods.base import Batch, Method, StepContext, register_method
 
 
@@ -290,6 +290,4 @@ class InvariantFeatureLearning(Method):
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.model(images)
-        if self.options.posthoc_tau > 0:
-            logits = logits.float() - self.options.posthoc_tau * self.log_prior.to(logits.device)
-        return logits
+        return posthoc_adjust(logits, self.log_prior, self.options.posthoc_tau)
