@@ -56,3 +56,19 @@ def sweep(
     from tailfuse.engine.sweep import run_sweep
 
     return run_sweep(recipe, parameter, [str(v) for v in values], seeds, out, overrides)
+
+
+def compare(
+    rows: list[str],
+    seeds: list[int],
+    out: str | Path,
+    overrides: list[str] | None = None,
+    published: str | Path | None = None,
+    jobs: int = 1,
+    threads: int | None = None,
+) -> list[dict]:
+    """Run each row (``RECIPE`` or ``LABEL=RECIPE[:overrides]``) for each seed; one table + plot in ``out``."""
+    from tailfuse.engine.compare import parse_row, run_compare
+
+    command = "tailfuse compare " + " ".join(repr(row) for row in rows)
+    return run_compare([parse_row(row) for row in rows], seeds, out, overrides, published, jobs, threads, command)

@@ -1,4 +1,4 @@
-"""``tailfuse train | eval | sweep | data summary | bench | recipes``: the command line.
+"""``tailfuse train | eval | sweep | compare | data summary | bench | recipes``: the command line.
 
 User mistakes (a bad key, a missing path, an incompatible checkpoint) print one
 ``error:`` line and exit with status 2; nothing is half-written.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 import tailfuse
@@ -90,6 +91,21 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--values", nargs="+", required=True)
     sweep.add_argument("--seeds", nargs="+", type=int, default=[0])
     sweep.add_argument("--out", required=True)
+
+    compare = commands.add_parser(
+        "compare", help="run several recipes over seeds (what has not run yet) and write one comparison table"
+    )
+    compare.add_argument(
+        "rows", nargs="*", help="RECIPE or 'LABEL=RECIPE', overrides of that row after ':' (e.g. 'DR+H2T=cifar10_lt_quick_dr_h2t')"
+    )
+    compare.add_argument("--rows-file", default=None, help="YAML list of {label, recipe, overrides} rows (after the positional ones)")
+    compare.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override applied to every run, earlier stages included (repeatable)")
+    compare.add_argument("--seeds", nargs="+", type=int, default=[0])
+    compare.add_argument("--published", default=None, help="YAML list of published figures: {recipe or label, paper, source}")
+    compare.add_argument("--jobs", type=int, default=1, help="runs trained side by side as separate processes")
+    compare.add_argument("--threads", type=int, default=None, help="CPU threads in all, divided between the jobs")
+    compare.add_argument("--out", required=True)
 
     glt_bench = commands.add_parser(
         "glt-bench", help="train a GLT recipe on Train-GLT and Train-CBL over seeds: the CLT/GLT/ALT table"
@@ -198,6 +214,19 @@ def _run(arguments: argparse.Namespace) -> int:
         )
         print(markdown_table(arguments.param, summary))
         print(f"table, CSV and plot in {arguments.out}/sweep.md")
+    elif arguments.command == "compare":
+        from tailfuse.engine.compare import parse_row, read_rows, run_compare
+        from tailfuse.eval.compare_report import markdown_table as compare_table
+
+        rows = [parse_row(text) for text in arguments.rows]
+        rows += read_rows(arguments.rows_file) if arguments.rows_file else []
+        command = "tailfuse " + " ".join(map(shlex.quote, sys.argv[1:] if arguments.argv is None else arguments.argv))
+        summary = run_compare(
+            rows, arguments.seeds, arguments.out, arguments.overrides, arguments.published, arguments.jobs,
+            arguments.threads, command,
+        )
+        print(compare_table(summary))
+        print(f"table, CSV, JSON and plot in {arguments.out}/compare.md")
     elif arguments.command == "recipes":
         for path in sorted(builtin_recipe_dir().glob("[!_]*.yaml")):
             print(path.stem)
@@ -228,6 +257,7 @@ def _evaluate_glt_pair(arguments: argparse.Namespace, first: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tailfuse`` command."""
     arguments = _parser().parse_args(argv)
+    arguments.argv = argv
     try:
         return _run(arguments)
     except TailfuseError as error:

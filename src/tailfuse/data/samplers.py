@@ -169,3 +169,7 @@ def rank_share(global_batch: torch.Tensor, rank: int = 0, world_size: int = 1) -
     if world_size == 1:
         return global_batch
     return global_batch.tensor_split(world_size)[rank]
+
+
+# progressive, effective-number and CBEN samplers register themselves into SAMPLERS
+from tailfuse.data import rebalancing_samplers  # noqa: E402, F401

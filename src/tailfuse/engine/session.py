@@ -127,6 +127,9 @@ class TrainingSession:
         rate = self.set_learning_rate(epoch)
         self.method.train_mode()
         randomness = EpochRandomness(self.config.train.seed, epoch, self.runtime.device)
+        for sampler in self.samplers.values():
+            if hasattr(sampler, "set_epoch"):  # samplers whose distribution follows the epoch
+                sampler.set_epoch(epoch, self.config.train.epochs)
         orders = {
             branch: sampler.epoch_indices(randomness.torch_generator(f"sampler:{branch}"))
             for branch, sampler in self.samplers.items()

@@ -15,8 +15,10 @@ class CrossEntropy(nn.Module):
         weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", weights, persistent=False)
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), labels, weight=self.class_weights)
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """``class_weights`` (from a re-weighting schedule) replace the constructor's for this call."""
+        weight = class_weights if class_weights is not None else self.class_weights
+        return F.cross_entropy(logits.float(), labels, weight=weight)
 
 
 def mixup_loss(

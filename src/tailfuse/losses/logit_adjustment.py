@@ -38,18 +38,33 @@ class LogitAdjustedLoss(nn.Module):
         super().__init__()
         self.register_buffer("adjustment", tau * log_prior(class_counts), persistent=False)
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float() + self.adjustment.to(logits.device), labels)
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """``class_weights``: a weighted mean over the batch (as ``F.cross_entropy(weight=)``)."""
+        return F.cross_entropy(logits.float() + self.adjustment.to(logits.device), labels, weight=class_weights)
 
 
 class FocalLoss(nn.Module):
-    """``mean −(1−p_t)^γ·log p_t``, the modulating factor without gradient."""
+    """``mean −(1−p_t)^γ·log p_t``, the modulating factor without gradient.
+
+    With ``class_weights`` w (class-balanced focal, Cui et al. 2019): ``mean w_y·(1−p_t)^γ·(−log p_t)``,
+    a plain mean over the batch as the CB-focal and GCL codes compute it (not a weighted mean).
+    """
 
     def __init__(self, gamma: float = 2.0):
         super().__init__()
         self.gamma = gamma
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        log_p = F.log_softmax(logits.float(), dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
-        factor = (1.0 - log_p.detach().exp()) ** self.gamma
-        return -(factor * log_p).mean()
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+        return focal_mean(F.log_softmax(logits.float(), dim=1), labels, self.gamma, class_weights)
+
+
+def focal_mean(
+    log_probabilities: torch.Tensor, labels: torch.Tensor, gamma: float, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``mean_b w_{y_b}·(1−p_b)^γ·(−log p_b)`` with ``p_b`` the target probability, the factor detached."""
+    log_p = log_probabilities.gather(1, labels.view(-1, 1)).squeeze(1)
+    factor = (1.0 - log_p.detach().exp()) ** gamma
+    per_sample = -(factor * log_p)
+    if class_weights is not None:
+        per_sample = per_sample * class_weights.to(per_sample.device)[labels]
+    return per_sample.mean()

@@ -40,10 +40,10 @@ class LDAMLoss(nn.Module):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def forward(self, cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, cosine: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
         cosine = cosine.float()
         adjusted = cosine - F.one_hot(labels, cosine.shape[1]) * self.margins.to(cosine.device)
-        weight = None
+        weight = class_weights
         if self.drw_epoch is not None and self.epoch >= self.drw_epoch:
             weight = self.drw_weights.to(cosine.device)
         return F.cross_entropy(self.s * adjusted, labels, weight=weight)
@@ -95,11 +95,11 @@ class KPSLoss(nn.Module):
         """``r_j·cos θ_j``: the logits KPS trains on, without margin and scale."""
         return cosine.float() * self.multipliers.to(cosine.device)
 
-    def forward(self, cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, cosine: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
         logits = self.training_logits(cosine)
         logits = logits - F.one_hot(labels, cosine.shape[1]) * self.margins.to(cosine.device)
         if self.weighted_from_epoch is not None and self.epoch >= self.weighted_from_epoch:
             scale = self.sample_scales.to(cosine.device)[labels].unsqueeze(1)
         else:
             scale = self.s
-        return F.cross_entropy(scale * logits, labels)
+        return F.cross_entropy(scale * logits, labels, weight=class_weights)

@@ -1,6 +1,6 @@
 """Training methods. Importing this package registers every method and its options."""
 
-from tailfuse.methods import decoupled, erm, ffn, ifl  # noqa: F401  (registers the methods)
+from tailfuse.methods import cmo, decoupled, erm, ffn, gcl, ifl  # noqa: F401  (registers the methods)
 from tailfuse.methods.base import METHODS, Batch, Method, StepContext, build_method, register_method
 
 __all__ = ["METHODS", "Batch", "Method", "StepContext", "build_method", "register_method"]

@@ -23,7 +23,7 @@ from pydantic import Field
 from torch import nn
 
 from tailfuse.config import StrictModel
-from tailfuse.losses import build_loss
+from tailfuse.losses import advance_loss, build_loss
 from tailfuse.methods.base import Batch, Method, StepContext, register_method
 from tailfuse.methods.h2t import H2TOptions, fuse_channels
 from tailfuse.models import CosineHead, LinearHead
@@ -42,6 +42,7 @@ class DecoupledOptions(StrictModel):
 
     name: str
     loss: str = "cross_entropy"
+    loss_options: dict[str, float | int | str | None] = {}
     label_smoothing: LabelSmoothingOptions = LabelSmoothingOptions()
     sampler: str = "class_balanced"
     shift_bn: bool = True
@@ -103,10 +104,10 @@ class DecoupledStage2(Method):
             for parameter in model.head.parameters():
                 parameter.requires_grad_(False)
         self.scales = LearnedScales(len(class_counts)) if options.trains == "scales" else None
-        loss_options = {}
+        loss_options = dict(options.loss_options)
         if options.loss == "label_aware_smoothing":
             smoothing = options.label_smoothing
-            loss_options = {"smooth_head": smoothing.head, "smooth_tail": smoothing.tail, "shape": smoothing.shape}
+            loss_options.update(smooth_head=smoothing.head, smooth_tail=smoothing.tail, shape=smoothing.shape)
         self.criterion = build_loss(options.loss, class_counts, **loss_options)
 
     def branches(self) -> dict[str, str]:
@@ -135,6 +136,7 @@ class DecoupledStage2(Method):
 
     def loss(self, batches: dict[str, Batch], context: StepContext) -> torch.Tensor:
         balanced = batches["balanced"]
+        advance_loss(self.criterion, context.epoch, context.randomness.stream("loss"))
         with torch.no_grad():
             features = self.model.features(balanced.images)
             if self.options.h2t.enabled:

@@ -14,7 +14,7 @@ from pydantic import Field
 from tailfuse.config import StrictModel
 from tailfuse.data.pipeline import mixup
 from tailfuse.errors import ConfigError
-from tailfuse.losses import build_loss
+from tailfuse.losses import advance_loss, build_loss
 from tailfuse.losses.cross_entropy import mixup_loss
 from tailfuse.losses.logit_adjustment import log_prior, posthoc_adjust
 from tailfuse.methods.base import Batch, Method, StepContext, register_method
@@ -55,8 +55,7 @@ class EmpiricalRiskMinimization(Method):
 
     def loss(self, batches: dict[str, Batch], context: StepContext) -> torch.Tensor:
         batch = batches["main"]
-        if hasattr(self.criterion, "set_epoch"):
-            self.criterion.set_epoch(context.epoch)
+        advance_loss(self.criterion, context.epoch, context.randomness.stream("loss"))
         if self.options.mixup_alpha > 0:
             images, partner, lam = mixup(
                 batch.images,

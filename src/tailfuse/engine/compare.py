@@ -1,0 +1,204 @@
+"""``tailfuse compare``: several recipes (rows) over several seeds, one table.
+
+Every run lives in ``OUT/runs/<name>-<hash>``, the hash taken over its resolved recipe
+(less the keys that do not change a result: progress, threads, device, data location),
+so identical runs are trained once: the stage-1 model of every stage-2 row of a seed,
+and a stage-1 row that is itself some row's stage 1 (CE + mixup under DR, cRT, ...).
+A finished run (its ``results.json``) is reused, a stopped one resumed, so calling
+compare again completes the table. Stage-1 (and auxiliary) runs go first, then the
+rows; ``jobs`` > 1 runs them as that many processes, the CPU threads divided between
+them. The table, CSV, JSON and plot are written by :mod:`tailfuse.eval.compare_report`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import yaml
+
+from tailfuse.config import RunConfig, build_config, config_to_dict, load_recipe
+from tailfuse.engine.stages import stage1_config
+from tailfuse.engine.trainer import RESUMABLE_CHANGES, _flatten
+from tailfuse.errors import ConfigError
+from tailfuse.eval.compare_report import read_published, write_compare_report
+
+
+@dataclass
+class Row:
+    """One table row: a label, a recipe and its overrides."""
+
+    label: str
+    recipe: str
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PlannedRun:
+    """One training run: its resolved recipe and where it lives."""
+
+    config: RunConfig
+    run_dir: Path
+
+    @property
+    def finished(self) -> bool:
+        return (self.run_dir / "results.json").is_file()
+
+
+def parse_row(text: str) -> Row:
+    """``LABEL=RECIPE`` or ``RECIPE`` (label: the recipe's name), overrides after ``:`` separated by spaces.
+
+    Example: ``"CE + CMO=cifar10_lt_quick_cmo"`` or ``"cifar10_lt_quick_dr:method.h2t.ratio=0.5"``.
+    """
+    head, _, tail = text.partition(":")
+    label, _, recipe = head.rpartition("=")
+    recipe = recipe.strip()
+    return Row(label=label.strip() or Path(recipe).stem, recipe=recipe, overrides=shlex.split(tail))
+
+
+def read_rows(path: str | Path) -> list[Row]:
+    """Rows from a YAML list of ``{label, recipe, overrides}`` mappings."""
+    try:
+        content = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read rows file {path}: {error}") from None
+    if not isinstance(content, list) or not all(isinstance(item, dict) and "recipe" in item for item in content):
+        raise ConfigError(f"rows file {path} must be a YAML list of mappings with a 'recipe' (and 'label', 'overrides')")
+    return [Row(str(item.get("label") or Path(item["recipe"]).stem), str(item["recipe"]), list(item.get("overrides") or []))
+            for item in content]
+
+
+def run_identity(config: RunConfig) -> str:
+    """``<name>-<12 hex>``: the run's name and a hash of everything that changes its result."""
+    flat = {key: value for key, value in _flatten(config_to_dict(config)).items() if key not in RESUMABLE_CHANGES}
+    digest = hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"{config.name}-{digest}"
+
+
+def _with_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
+    from tailfuse.config import apply_overrides
+
+    return build_config(apply_overrides(config_to_dict(config), overrides), config.name)
+
+
+def plan_runs(rows: list[Row], seeds: list[int], out_dir: Path, overrides: list[str]) -> tuple[list[PlannedRun], dict]:
+    """Every run the table needs: earlier stages first (deduplicated), and each (row, seed) run.
+
+    ``overrides`` apply to every run, earlier stages included (e.g. ``train.epochs=2``).
+
+    Returns the ordered runs and ``{(label, seed): PlannedRun}`` of the table cells.
+    """
+    runs_dir = out_dir / "runs"
+    earlier: dict[Path, PlannedRun] = {}
+    cells: dict[tuple[str, int], PlannedRun] = {}
+    labels = [row.label for row in rows]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"row labels must differ: {labels}")
+    for row in rows:
+        for seed in seeds:
+            config = load_recipe(row.recipe, [*overrides, *row.overrides, f"train.seed={seed}"])
+            if config.init is not None:
+                config = _place_earlier_stages(config, seed, runs_dir, earlier, overrides)
+            cells[(row.label, seed)] = PlannedRun(config, runs_dir / run_identity(config))
+    ordered = list(earlier.values())
+    seen = {run.run_dir for run in ordered}
+    for run in cells.values():
+        if run.run_dir not in seen:
+            ordered.append(run)
+            seen.add(run.run_dir)
+    return ordered, cells
+
+
+def _place_earlier_stages(
+    config: RunConfig, seed: int, runs_dir: Path, earlier: dict[Path, PlannedRun], overrides: list[str]
+) -> RunConfig:
+    """Give each earlier stage of ``config`` the global ``overrides``, this seed and a content-addressed run directory."""
+    placements = []
+    sources = {"": config.init, **{f"auxiliary.{name}.": source for name, source in config.init.auxiliary.items()}}
+    for prefix, source in sources.items():
+        if source.checkpoint or source.run_dir:
+            continue  # the recipe names its earlier stage: use it as it is
+        seeded = source.model_copy(update={"overrides": [*source.overrides, *overrides, f"train.seed={seed}"]})
+        first = stage1_config(config, seeded)
+        run_dir = runs_dir / run_identity(first)
+        earlier.setdefault(run_dir, PlannedRun(first, run_dir))
+        quoted = json.dumps(seeded.overrides)
+        placements += [f"init.{prefix}overrides={quoted}", f"init.{prefix}run_dir={run_dir}"]
+    return _with_overrides(config, placements) if placements else config
+
+
+def _train_one(config_dict: dict, run_dir: str, threads: int | None) -> dict:
+    """Train (or resume) one run; a process-pool worker when ``jobs`` > 1."""
+    import torch
+
+    from tailfuse.engine.trainer import train
+
+    if threads:
+        torch.set_num_threads(threads)
+    config = build_config(config_dict, run_dir)
+    resume = (Path(run_dir) / "checkpoints" / "last.pt").exists()
+    return train(config, run_dir, resume=resume)
+
+
+def execute(runs: list[PlannedRun], jobs: int, threads_per_job: int | None) -> None:
+    """Train every unfinished run: earlier stages first, then the rest, ``jobs`` at a time."""
+    pending = [run for run in runs if not run.finished]
+    if not pending:
+        return
+    rows_first_stage = [run for run in pending if run.config.init is None]
+    later = [run for run in pending if run.config.init is not None]
+    for phase in (rows_first_stage, later):
+        if jobs <= 1:
+            for run in phase:
+                print(f"training {run.run_dir.name}")
+                _train_one(config_to_dict(run.config), str(run.run_dir), threads_per_job)
+            continue
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = {
+                pool.submit(_train_one, config_to_dict(_quiet(run.config)), str(run.run_dir), threads_per_job): run
+                for run in phase
+            }
+            for future, run in futures.items():
+                future.result()  # re-raises a worker's error (a TailfuseError stays one)
+                print(f"finished {run.run_dir.name}")
+
+
+def _quiet(config: RunConfig) -> RunConfig:
+    """Parallel runs print no progress bars (they would interleave)."""
+    return config.model_copy(update={"train": config.train.model_copy(update={"progress": False})})
+
+
+def run_compare(
+    rows: list[Row],
+    seeds: list[int],
+    out_dir: str | Path,
+    overrides: list[str] | None = None,
+    published: str | Path | None = None,
+    jobs: int = 1,
+    threads: int | None = None,
+    command: str = "",
+) -> list[dict]:
+    """Run what is missing and write ``compare.{md,csv,json,png}``; returns the table's summary rows.
+
+    ``threads``: CPU threads in all; each of the ``jobs`` processes gets ``threads // jobs``
+    (default: the machine's cores divided by ``jobs``).
+    """
+    if not rows:
+        raise ConfigError("compare needs at least one row (a recipe)")
+    if jobs < 1:
+        raise ConfigError("--jobs must be at least 1")
+    out_dir = Path(out_dir)
+    paper = read_published(published) if published else {}
+    runs, cells = plan_runs(rows, seeds, out_dir, list(overrides or []))
+    total_threads = threads or os.cpu_count() or 1
+    threads_per_job = max(1, total_threads // jobs) if (jobs > 1 or threads) else None
+    execute(runs, jobs, threads_per_job)
+    results = {key: json.loads((run.run_dir / "results.json").read_text()) for key, run in cells.items()}
+    runs_by_cell = {key: run.run_dir for key, run in cells.items()}
+    return write_compare_report(out_dir, rows, seeds, results, runs_by_cell, paper, command)

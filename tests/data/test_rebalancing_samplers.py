@@ -1,0 +1,83 @@
+"""Progressive, effective-number and CBEN samplers: class frequencies over many draws, epochs, resume."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tailfuse.data.randomness import EpochRandomness
+from tailfuse.data.samplers import build_sampler, rank_share
+
+COUNTS = [500, 200, 80, 20, 5]
+LABELS = torch.cat([torch.full((count,), c) for c, count in enumerate(COUNTS)])
+DRAWS = 200_000
+
+
+def frequencies(sampler) -> torch.Tensor:
+    indices = sampler.epoch_indices(torch.Generator().manual_seed(0))
+    assert len(indices) == DRAWS
+    return torch.bincount(LABELS[indices], minlength=len(COUNTS)).double() / DRAWS
+
+
+def test_progressive_moves_from_instance_to_balanced():
+    sampler = build_sampler("progressive", LABELS, 5, num_samples=DRAWS)
+    sampler.set_epoch(0, 4)  # t/T = 0: the instance distribution n_c / 805
+    assert torch.allclose(frequencies(sampler), torch.tensor([c / 805 for c in COUNTS], dtype=torch.float64), atol=0.01)
+    sampler.set_epoch(2, 4)  # t/T = 1/2: half instance, half uniform (0.1 each)
+    expected = [0.5 * c / 805 + 0.1 for c in COUNTS]  # 0.4106, 0.2242, 0.1497, 0.1124, 0.1031
+    assert torch.allclose(frequencies(sampler), torch.tensor(expected, dtype=torch.float64), atol=0.01)
+
+
+def test_progressive_power_goes_from_power_one_to_zero():
+    sampler = build_sampler("progressive_power", LABELS, 5, num_samples=DRAWS)
+    sampler.set_epoch(0, 5)
+    assert sampler.power() == 1.0
+    sampler.set_epoch(2, 5)  # q = 1 - 2/4 = 0.5: square-root sampling
+    roots = [math.sqrt(c) for c in COUNTS]  # 22.36, 14.14, 8.94, 4.47, 2.24 of 52.15
+    assert torch.allclose(frequencies(sampler), torch.tensor([r / sum(roots) for r in roots], dtype=torch.float64), atol=0.01)
+    sampler.set_epoch(4, 5)  # the last epoch: class-balanced
+    assert torch.allclose(frequencies(sampler), torch.full((5,), 0.2, dtype=torch.float64), atol=0.01)
+
+
+def test_effective_number_sampler_frequencies():
+    # image weight (1-b)/(1-b^n), b = 0.9999; class mass n*(1-b)/(1-b^n) = 1.0252, 1.0100, 1.0040, 1.0010, 1.0002
+    mass = [c * 1e-4 / (1 - 0.9999**c) for c in COUNTS]
+    assert mass[0] == pytest.approx(1.0252, abs=1e-4)
+    sampler = build_sampler("effective_number", LABELS, 5, num_samples=DRAWS)
+    expected = torch.tensor([m / sum(mass) for m in mass], dtype=torch.float64)
+    assert torch.allclose(sampler.class_probabilities(), expected)
+    assert torch.allclose(frequencies(sampler), expected, atol=0.01)
+
+
+def test_cben_uses_a_per_class_beta():
+    from tailfuse.data.rebalancing_samplers import cben_betas
+
+    betas = cben_betas(COUNTS)
+    # delta = (log 500 - log n)/(log 500 - log 5): 0, 0.199, 0.398, 0.699, 1
+    assert betas[0] == pytest.approx(0.9999) and betas[-1] == pytest.approx(0.99991)
+    assert betas[3] == pytest.approx(0.9999 + 1e-5 * math.log(25) / math.log(100))
+    cben = build_sampler("cben", LABELS, 5, num_samples=DRAWS)
+    plain = build_sampler("effective_number", LABELS, 5)
+    assert not torch.equal(cben.class_probabilities(), plain.class_probabilities())
+    mass = [c * (1 - b) / (1 - b**c) for c, b in zip(COUNTS, betas, strict=True)]
+    expected = torch.tensor([m / sum(mass) for m in mass], dtype=torch.float64)
+    assert torch.allclose(frequencies(cben), expected, atol=0.01)
+
+
+@pytest.mark.parametrize("name", ["progressive", "progressive_power", "effective_number", "cben"])
+def test_an_epoch_is_the_same_when_drawn_again_after_a_resume(name):
+    """A resumed run rebuilds its samplers and re-derives the epoch's generator: the same indices."""
+
+    def epoch_order(epoch: int) -> torch.Tensor:
+        sampler = build_sampler(name, LABELS, 5)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch, 10)
+        return sampler.epoch_indices(EpochRandomness(3, epoch).torch_generator("sampler:main"))
+
+    first = epoch_order(6)
+    assert torch.equal(first, epoch_order(6))
+    assert not torch.equal(first, epoch_order(7))
+    two_ranks = [rank_share(first[:64], rank, 2) for rank in (0, 1)]
+    assert torch.equal(torch.cat(two_ranks), first[:64]) and len(two_ranks[0]) == 32

@@ -1,0 +1,120 @@
+"""CMO (pasted area, label mix by area, epoch window) and the GCL stage-2 method, on small tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tailfuse  # noqa: F401
+from tailfuse.config import build_config
+from tailfuse.data.randomness import EpochRandomness, derive_seed
+from tailfuse.errors import ConfigError
+from tailfuse.methods import Batch, StepContext, build_method
+from tailfuse.methods.cmo import cutmix_box, paste_box
+from tailfuse.models import build_model
+
+COUNTS = [50, 20, 8, 3]
+
+
+class FixedCentres:
+    """A stand-in numpy generator whose ``integers`` returns the given centres in turn."""
+
+    def __init__(self, *values: int):
+        self.values = list(values)
+
+    def integers(self, high: int) -> int:
+        return self.values.pop(0)
+
+
+def test_cutmix_box_side_and_clipping_by_hand():
+    # lam 0.75 on 32 x 32: side 32*sqrt(0.25) = 16, centre (20, 10) -> rows [12, 28), columns [2, 18)
+    assert cutmix_box(32, 32, 0.75, FixedCentres(20, 10)) == (12, 28, 2, 18)
+    # centre at the corner: clipped to [0, 8) x [0, 8)
+    assert cutmix_box(32, 32, 0.75, FixedCentres(0, 0)) == (0, 8, 0, 8)
+
+
+def test_paste_box_copies_the_donor_area_and_returns_the_kept_fraction():
+    images, donors = torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8) * torch.tensor([1.0, 2.0]).view(2, 1, 1, 1)
+    mixed, kept = paste_box(images, donors, (2, 6, 1, 4))  # 4 x 3 = 12 of 64 pixels
+    assert kept == pytest.approx(1 - 12 / 64)
+    assert mixed[0].sum().item() == 3 * 12 * 1.0 and mixed[1].sum().item() == 3 * 12 * 2.0
+    assert torch.equal(mixed[:, :, 2:6, 1:4], donors[:, :, 2:6, 1:4]) and images.sum().item() == 0  # input untouched
+
+
+def _cmo(loss: str = "cross_entropy", **options):
+    config = build_config({"method": {"name": "cmo", "loss": loss, "mix_prob": 1.0, **options}, "model": {"backbone": "resnet32"}})
+    torch.manual_seed(0)
+    model = build_model(config.model, len(COUNTS))
+    return build_method(config, model, COUNTS), model
+
+
+def _batches():
+    generator = torch.Generator().manual_seed(1)
+    main = Batch(torch.randn(4, 3, 32, 32, generator=generator), torch.tensor([0, 0, 1, 0]))
+    minority = Batch(torch.randn(4, 3, 32, 32, generator=generator), torch.tensor([3, 2, 3, 1]))
+    return {"main": main, "minority": minority}
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "balanced_softmax"])
+def test_cmo_loss_mixes_labels_by_the_pasted_area(loss):
+    method, model = _cmo(loss)
+    assert method.branches() == {"main": "instance", "minority": "class_balanced"}
+    model.eval()  # no BatchNorm statistics change between the two forward passes
+    batches = _batches()
+    value = method.loss(batches, StepContext(epoch=5, total_epochs=20, randomness=EpochRandomness(0, 5)))
+    # the same draws by hand: r, then lam ~ Beta(1, 1), then the centre row and column
+    rng = np.random.default_rng(derive_seed(0, 5, "numpy"))
+    rng.random()
+    lam = rng.beta(1.0, 1.0)
+    side = int(32 * np.sqrt(1 - lam))
+    row, column = rng.integers(32), rng.integers(32)
+    r1, r2 = max(row - side // 2, 0), min(row + side // 2, 32)
+    c1, c2 = max(column - side // 2, 0), min(column + side // 2, 32)
+    images = batches["main"].images.clone()
+    images[:, :, r1:r2, c1:c2] = batches["minority"].images[:, :, r1:r2, c1:c2]
+    kept = 1 - (r2 - r1) * (c2 - c1) / 1024
+    assert 0 < kept < 1
+    logits = model(images)
+    if loss == "balanced_softmax":
+        prior = torch.tensor(COUNTS, dtype=torch.float64) / sum(COUNTS)
+        logits = logits + torch.log(prior + 1e-12).float()
+    expected = kept * F.cross_entropy(logits, batches["main"].labels) + (1 - kept) * F.cross_entropy(logits, batches["minority"].labels)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_cmo_with_ldam_drw_and_outside_its_epoch_window_is_the_plain_loss():
+    config_options = {"loss_options": {"max_m": 0.5, "s": 30.0, "drw_epoch": 2}}
+    config = build_config({"method": {"name": "cmo", "loss": "ldam", "mix_prob": 1.0, **config_options},
+                           "model": {"backbone": "resnet32", "head": "cosine", "cosine_scale": 1.0}})
+    torch.manual_seed(0)
+    model = build_model(config.model, len(COUNTS))
+    method = build_method(config, model, COUNTS)
+    model.eval()
+    batches = _batches()
+    for epoch in (3, 17):  # start_epoch 3 < e < 20 - 3 is the window: 3 and 17 are outside
+        value = method.loss(batches, StepContext(epoch=epoch, total_epochs=20, randomness=EpochRandomness(0, epoch)))
+        plain = method.criterion(model(batches["main"].images), batches["main"].labels)
+        assert value.item() == pytest.approx(plain.item(), rel=1e-6)
+    assert method.criterion.active()  # DRW on from epoch 2
+
+
+def test_gcl_stage2_trains_the_cosine_head_with_eval_mode_batchnorm_and_predicts_s_cos():
+    config = build_config({"method": {"name": "gcl", "h2t": {"ratio": 0.25}},
+                           "model": {"backbone": "resnet32", "head": "cosine", "cosine_scale": 1.0}})
+    torch.manual_seed(0)
+    model = build_model(config.model, len(COUNTS))
+    method = build_method(config, model, COUNTS)
+    assert method.branches() == {"balanced": "class_balanced", "fusing": "instance"}
+    method.train_mode()
+    assert not model.backbone.training and model.head.training
+    batches = {"balanced": Batch(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])),
+               "fusing": Batch(torch.randn(4, 3, 32, 32), torch.zeros(4, dtype=torch.long))}
+    method.loss(batches, StepContext(epoch=0, total_epochs=1, randomness=EpochRandomness(0, 0))).backward()
+    assert all(p.grad is None for p in model.backbone.parameters()) and model.head.weight.grad is not None
+    model.eval()
+    images = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(method.predict(images), 20.0 * model(images))
+    with pytest.raises(ConfigError, match="needs model.head=cosine"):
+        build_method(build_config({"method": {"name": "gcl"}}), build_model(build_config({}).model, 4), COUNTS)
