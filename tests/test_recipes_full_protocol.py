@@ -17,8 +17,9 @@ from tailfuse.config import builtin_recipe_dir, load_recipe
 from .fakes import write_cifar_pickles
 
 RECIPES = sorted(path.stem for path in builtin_recipe_dir().glob("cifar*_lt_if*.yaml") if not path.stem.endswith("stage1"))
-STAGE2 = [name for name in RECIPES if name.split("_")[-1] in ("dr", "h2t", "mislas")]
-OTHERS = [name for name in RECIPES if name not in STAGE2]
+GCL = [name for name in RECIPES if "_gcl" in name]
+STAGE2 = [name for name in RECIPES if name.split("_")[-1] in ("dr", "h2t", "mislas") and name not in GCL]
+OTHERS = [name for name in RECIPES if name not in STAGE2 and name not in GCL]
 BUDGET = ["train.epochs=1", "train.max_steps_per_epoch=2", "train.progress=false", "data.max_per_class=200", "data.test_per_class=2"]
 
 
@@ -34,6 +35,9 @@ def fake_roots(tmp_path_factory):
 def test_every_recipe_is_there():
     assert len(STAGE2) == 24  # {cifar10, cifar100} x IF {200, 100, 50} x {dr, dr_h2t, mislas, mislas_h2t}
     assert len(OTHERS) == 20  # {cifar10, cifar100} x IF {200, 100, 50, 20, 10} x {ffn, ldam_drw}
+    assert len(GCL) == 12  # {cifar10, cifar100} x IF {200, 100, 50} x {gcl, gcl_h2t} (+ their stage-1 recipes)
+    stage1 = {f"{dataset}_lt_if{factor}_gcl_stage1" for dataset in ("cifar10", "cifar100") for factor in (200, 100, 50)}
+    assert {load_recipe(name).init.recipe for name in GCL} == stage1
 
 
 def _run_with_budget(recipe, config, fake_roots, tmp_path_factory):
@@ -70,6 +74,22 @@ def test_ffn_and_ldam_drw_recipes_run_their_first_steps(recipe, fake_roots, tmp_
         assert config.method.loss == "ldam" and config.method.loss_options["drw_epoch"] == 160
     results = _run_with_budget(recipe, config, fake_roots, tmp_path_factory)
     assert results["epochs"] == 1
+
+
+@pytest.mark.parametrize("recipe", GCL)
+def test_gcl_recipes_run_their_first_steps(recipe, fake_roots, tmp_path_factory):
+    """GCL and GCL + H2T (spec h2t §3.1): stage 2 trains the stage-1 GCL model of the same data."""
+    config = load_recipe(recipe)
+    assert config.method.name == "gcl" and not config.method.shift_bn and config.method.sampler == "class_balanced"
+    assert config.method.loss_options == {"m": 0.1, "s": 20.0, "noise_mul": 0.5, "gamma": 1.0}
+    assert config.train.epochs == 30 and config.train.batch_size == 64 and config.schedule.name == "cosine"
+    assert config.optimizer.lr * config.schedule.lr_factor == pytest.approx(0.002)
+    assert (config.method.h2t.ratio == 0.25) == recipe.endswith("h2t")
+    stage1 = load_recipe(config.init.recipe)
+    assert stage1.method.loss == "gcl" and stage1.method.loss_options == {"m": 0.0, "s": 30.0, "noise_mul": 0.5}
+    assert stage1.model.head == "cosine" and stage1.train.batch_size == 64 and stage1.train.epochs == 200
+    results = _run_with_budget(recipe, config, fake_roots, tmp_path_factory)
+    assert results["epochs"] == 1 and results["method"] == "gcl"
 
 
 IMAGENET = ["imagenet_lt_ffn"]

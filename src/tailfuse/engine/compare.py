@@ -134,13 +134,11 @@ def _place_earlier_stages(
 
 
 def _train_one(config_dict: dict, run_dir: str, threads: int | None) -> dict:
-    """Train (or resume) one run; a process-pool worker when ``jobs`` > 1."""
-    import torch
-
+    """Train (or resume) one run with ``threads`` CPU threads; a process-pool worker when ``jobs`` > 1."""
     from tailfuse.engine.trainer import train
 
     if threads:
-        torch.set_num_threads(threads)
+        config_dict = {**config_dict, "train": {**config_dict["train"], "threads": threads}}
     config = build_config(config_dict, run_dir)
     resume = (Path(run_dir) / "checkpoints" / "last.pt").exists()
     return train(config, run_dir, resume=resume)

@@ -1,0 +1,98 @@
+"""``tailfuse compare``: two tiny recipes x two seeds, table values from the runs, reuse on a second call."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from tailfuse.cli import main
+from tailfuse.engine.compare import parse_row
+from tailfuse.errors import ConfigError
+from tailfuse.eval.compare_report import markdown_table, read_published
+
+from ..conftest import tiny_overrides
+
+
+def test_parse_row_label_recipe_and_overrides():
+    row = parse_row("DR + H2T=cifar10_lt_quick_dr_h2t:method.h2t.ratio=0.5 train.epochs=3")
+    assert (row.label, row.recipe, row.overrides) == ("DR + H2T", "cifar10_lt_quick_dr_h2t", ["method.h2t.ratio=0.5", "train.epochs=3"])
+    assert parse_row("cifar10_lt_quick").label == "cifar10_lt_quick"
+
+
+def test_markdown_table_prints_paper_figures_and_the_difference():
+    entry = {"value": "GCL", "runs": 2, "paper": 48.61}
+    for column, (mean, std) in {"all": (50.0, 1.0), "many": (60.0, 0.5), "medium": (40.0, 0.0), "few": (30.0, 2.0),
+                                "macro_precision": (55.5, 0.25), "ece": (3.0, 0.125)}.items():
+        entry[f"{column}_mean"], entry[f"{column}_std"] = mean, std
+    table = markdown_table([entry])
+    assert "paper (all) | Δ all |" in table.splitlines()[0]
+    assert "| GCL | 2 | 50.00 ± 1.00 | 60.00 ± 0.50 | 40.00 ± 0.00 | 30.00 ± 2.00 | 55.50 ± 0.25 | 3.00 ± 0.12 | 48.61 | +1.39 |" in table
+
+
+def test_published_figures_file_errors_are_clear(tmp_path):
+    path = tmp_path / "paper.yaml"
+    path.write_text("- {recipe: x}\n")
+    with pytest.raises(ConfigError, match="needs 'paper'"):
+        read_published(path)
+
+
+def test_compare_two_recipes_two_seeds_then_reuse(cifar10_jpeg_root, tmp_path, capsys):
+    out = tmp_path / "compare"
+    published = tmp_path / "paper.yaml"
+    published.write_text("- {label: CE, paper: 70.70, source: 'FFN Table 5'}\n")
+    overrides = [f"--set={item}" for item in tiny_overrides(cifar10_jpeg_root, epochs=1)]
+    overrides += ["--set=train.max_steps_per_epoch=2", "--set=train.eval_every=0"]
+    arguments = ["compare", "CE=cifar10_lt_quick_ce", "Balanced Softmax=cifar10_lt_quick_balanced_softmax",
+                 *overrides, "--seeds", "0", "1", "--published", str(published), "--out", str(out)]
+    assert main(arguments) == 0
+    printed = capsys.readouterr().out
+    assert "| CE | 2 |" in printed and "70.70 |" in printed
+
+    report = json.loads((out / "compare.json").read_text())
+    assert [(run["value"], run["seed"]) for run in report["runs"]] == [("CE", 0), ("CE", 1), ("Balanced Softmax", 0),
+                                                                      ("Balanced Softmax", 1)]
+    for run in report["runs"]:
+        results = json.loads((tmp_path / run["run_dir"] / "results.json").read_text())
+        assert results["seed"] == run["seed"]
+        assert run["all"] == results["test"]["top1"] and run["ece"] == results["test"]["ece"]
+        assert run["few"] == results["test"]["group_accuracy"]["few"]
+        assert run["macro_precision"] == results["test"]["macro_precision"]
+    ce = [run for run in report["runs"] if run["value"] == "CE"]
+    summary = report["summary"][0]
+    assert summary["value"] == "CE" and summary["all_mean"] == pytest.approx((ce[0]["all"] + ce[1]["all"]) / 2)
+    assert summary["all_std"] == pytest.approx(abs(ce[0]["all"] - ce[1]["all"]) / 2**0.5)
+    assert summary["difference"] == pytest.approx(summary["all_mean"] - 70.70)
+    assert report["summary"][1]["paper"] is None
+    with (out / "compare.csv").open() as handle:
+        assert [line["method"] for line in csv.DictReader(handle)] == ["CE", "Balanced Softmax"]
+    assert (out / "compare.png").stat().st_size > 1000 and "| CE | 2 |" in (out / "compare.md").read_text()
+
+    # a second call re-uses every finished run
+    stamps = {run["run_dir"]: (tmp_path / run["run_dir"] / "results.json").stat().st_mtime_ns for run in report["runs"]}
+    assert main(arguments) == 0
+    for run_dir, stamp in stamps.items():
+        assert (tmp_path / run_dir / "results.json").stat().st_mtime_ns == stamp
+    assert len(list((out / "runs").iterdir())) == 4
+
+
+@pytest.mark.slow
+def test_stage2_rows_share_the_stage1_run_of_each_seed_with_the_stage1_row(cifar10_jpeg_root, tmp_path):
+    """CE + mixup (cifar10_lt_quick) is cRT's stage 1: per seed, one run serves both rows."""
+    import tailfuse
+
+    overrides = [*tiny_overrides(cifar10_jpeg_root, epochs=1), "train.max_steps_per_epoch=2", "train.eval_every=0"]
+    rows = ["CE + mixup=cifar10_lt_quick", "cRT=cifar10_lt_quick_crt"]
+    summary = tailfuse.compare(rows, [0, 1], tmp_path, overrides, jobs=2, threads=2)  # two processes, a thread each
+    assert [entry["value"] for entry in summary] == ["CE + mixup", "cRT"]
+    runs = sorted(path.name for path in (tmp_path / "runs").iterdir())
+    assert len(runs) == 4 and sum(name.startswith("cifar10_lt_quick-") for name in runs) == 2
+    report = json.loads((tmp_path / "compare.json").read_text())
+    stage1_dirs = {run["seed"]: run["run_dir"] for run in report["runs"] if run["value"] == "CE + mixup"}
+    for run in report["runs"]:
+        if run["value"] == "cRT":
+            saved = json.loads((tmp_path / run["run_dir"] / "results.json").read_text())
+            assert saved["seed"] == run["seed"]
+            config = (tmp_path / run["run_dir"] / "config.yaml").read_text()
+            assert stage1_dirs[run["seed"]] in config  # init.run_dir: the CE + mixup run of the same seed
