@@ -81,3 +81,26 @@ def test_an_epoch_is_the_same_when_drawn_again_after_a_resume(name):
     assert not torch.equal(first, epoch_order(7))
     two_ranks = [rank_share(first[:64], rank, 2) for rank in (0, 1)]
     assert torch.equal(torch.cat(two_ranks), first[:64]) and len(two_ranks[0]) == 32
+
+
+def test_the_training_session_sets_the_epoch_before_drawing(tmp_path):
+    """A progressive sampler in a real session: epoch E-1 of E draws class-balanced (q = 0)."""
+    import tailfuse  # noqa: F401
+    from tailfuse.config import load_recipe
+    from tailfuse.data.prepare import load_data
+    from tailfuse.engine.runtime import make_runtime
+    from tailfuse.engine.session import TrainingSession
+
+    from ..fakes import write_cifar_pickles
+
+    root = write_cifar_pickles(tmp_path, "cifar10", 20, 1)
+    config = load_recipe("cifar10_lt_quick_ce", [f"data.root={root}", "data.max_per_class=20", "data.imbalance_factor=10",
+                                                "method.sampler=progressive_power", "train.epochs=3", "train.batch_size=8",
+                                                "train.precision=fp32", "train.progress=false"])
+    runtime = make_runtime(config.train)
+    session = TrainingSession(config, load_data(config.data, runtime.device), runtime)
+    sampler = session.samplers["main"]
+    session.train_epoch(1, max_steps=1)
+    assert (sampler.epoch, sampler.total_epochs, sampler.power()) == (1, 3, 0.5)
+    session.train_epoch(2, max_steps=1)
+    assert sampler.power() == 0.0

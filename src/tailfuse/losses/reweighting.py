@@ -31,7 +31,10 @@ class ClassReweighting(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            return getattr(self._modules["loss"], name)
+            inner = self.__dict__.get("_modules", {}).get("loss")
+            if inner is None:  # not built yet (copy, unpickling)
+                raise
+            return getattr(inner, name)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
