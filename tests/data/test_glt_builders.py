@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tailfuse.config import load_recipe
+from tailfuse.data import glt_builders
 from tailfuse.data.glt import read_glt_annotation
 from tailfuse.data.glt_builders import (
     CocoGltSizes,
@@ -36,13 +37,45 @@ def test_merge_clusters_ranks_by_size_and_merges_pairs():
     assert {int(c): int(attributes[ids == c][0]) for c in range(6)} == {5: 0, 1: 0, 3: 1, 4: 1, 2: 2, 0: 2}
 
 
-def test_imagenet_glt_split_sizes_follow_the_procedure():
-    def images(prefix, counts):
-        paths = [f"/{prefix}/{i}.JPEG" for i in range(sum(counts))]
-        return paths, np.repeat(np.arange(3), counts)
+def test_equal_cluster_sizes_rank_by_first_appearance():
+    # all six clusters hold 2 images; in listing order they first appear as 4, 1, 0, 2, 3, 5
+    # (the authors' dict of clusters in insertion order, then a stable sort by size)
+    ids = np.array([4, 1, 4, 0, 2, 1, 3, 0, 5, 2, 3, 5])
+    attributes = merge_clusters(ids)
+    assert {int(c): int(attributes[ids == c][0]) for c in range(6)} == {4: 0, 1: 0, 0: 1, 2: 1, 3: 2, 5: 2}
 
-    small_paths, small_attrs = images("b", [30, 20, 10])  # listed first, but smaller: class id 1
-    large_paths, large_attrs = images("a", [50, 30, 20])
+
+def test_attribute_lists_hold_the_larger_cluster_first():
+    """Spec §1.3 item 4 as the authors build it: attribute a = the images of the cluster ranked
+    2a (listing order), then those of the cluster ranked 2a + 1, so the tests, carved from the
+    list fronts, come from the larger cluster of each merged pair."""
+    sizes = {3: 30, 0: 26, 5: 20, 1: 18, 2: 14, 4: 12}  # ranks 0..5: clusters 3, 0, 5, 1, 2, 4
+    ids = np.concatenate([np.full(count, cluster) for cluster, count in sizes.items()])
+    ids = ids[np.random.default_rng(0).permutation(len(ids))]  # clusters interleaved in the listing
+    paths = [f"/a/{i:03d}.JPEG" for i in range(len(ids))]
+    in_listing = {c: [p for p, i in zip(paths, ids.tolist(), strict=True) if i == c] for c in sizes}
+    glt = imagenet_glt_splits(["a"], [paths], [ids], [20], SMALL_IMAGENET)["glt"]
+    gbl, cbl = glt.splits["test_bbl"], glt.splits["test_bl"]
+    # Test-GBL: s = min(3, 56 // 4, 38 // 4, 26 // 4) = 3 per attribute, from clusters 3, 5, 2
+    assert gbl.paths == in_listing[3][:3] + in_listing[5][:3] + in_listing[2][:3]
+    assert gbl.attributes.tolist() == [0] * 3 + [1] * 3 + [2] * 3
+    # Test-CBL 4 / 2 / 1: the next images of the same (larger) clusters
+    assert cbl.paths == in_listing[3][3:7] + in_listing[5][3:5] + in_listing[2][3:4]
+    # Train-GLT pool, profile 20 -> 14 / 4 / 2, still the larger clusters' next images
+    pool = set(glt.splits["train"].paths + glt.splits["val"].paths + glt.splits["test_lt"].paths)
+    assert pool == set(in_listing[3][7:21] + in_listing[5][5:9] + in_listing[2][4:6])
+    with pytest.raises(DataError, match="7 clusters"):
+        imagenet_glt_splits(["a"], [paths + ["/a/x.JPEG"]], [np.append(ids, 6)], [20], SMALL_IMAGENET)
+
+
+def test_imagenet_glt_split_sizes_follow_the_procedure():
+    def images(prefix, cluster_sizes):
+        paths = [f"/{prefix}/{i}.JPEG" for i in range(sum(cluster_sizes))]
+        return paths, np.repeat(np.arange(6), cluster_sizes)
+
+    # six clusters, listed largest first; merged pairs give attributes of 30 / 20 / 10 and 50 / 30 / 20
+    small_paths, small_attrs = images("b", [16, 14, 11, 9, 6, 4])  # listed first, but smaller: class id 1
+    large_paths, large_attrs = images("a", [26, 24, 16, 14, 11, 9])
     built = imagenet_glt_splits(["b", "a"], [small_paths, large_paths], [small_attrs, large_attrs], [20, 8], SMALL_IMAGENET)
     glt, cbl = built["glt"], built["cbl"]
     assert glt.class_names == ["a", "b"]
@@ -62,7 +95,7 @@ def test_imagenet_glt_split_sizes_follow_the_procedure():
         imagenet_glt_splits(["b", "a"], [small_paths, large_paths], [small_attrs, large_attrs], [8, 20], SMALL_IMAGENET)
 
 
-def test_build_imagenet_glt_end_to_end_with_user_weights(tmp_path):
+def test_build_imagenet_glt_end_to_end_with_user_weights(tmp_path, monkeypatch):
     import torch
     import torchvision
 
@@ -71,10 +104,19 @@ def test_build_imagenet_glt_end_to_end_with_user_weights(tmp_path):
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
     (tmp_path / "profile.json").write_text(json.dumps([20, 12, 8]))
+    extracted = []  # images per feature extraction: one class at a time, never all 1.28 M at once
+    real_extract = glt_builders.extract_features
+
+    def extract_one_call(paths, *args, **kwargs):
+        extracted.append(len(paths))
+        return real_extract(paths, *args, **kwargs)
+
+    monkeypatch.setattr(glt_builders, "extract_features", extract_one_call)
     written = build_imagenet_glt_files(
         train_dir / "train", weights, tmp_path / "profile.json", tmp_path / "out", sizes=SMALL_IMAGENET,
         architecture="resnet18", resize=32, crop=32, batch_size=32, num_workers=0, device="cpu",
     )
+    assert extracted == [60, 48, 40]
     assert sorted(p.name for p in written.values()) == ["imagenet_sup_intra_lt_inter_bl.json", "imagenet_sup_intra_lt_inter_lt.json"]
     glt = read_glt_annotation(written["glt"])
     assert all(path.startswith(str(tmp_path)) for path in glt.splits["train"].paths)  # absolute keys

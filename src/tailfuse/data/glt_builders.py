@@ -1,8 +1,9 @@
 """Builders of the published GLT benchmarks from their raw sources (spec glt_ifl §1.3, §1.4).
 
 - ImageNet-GLT: an ILSVRC-2012 train folder → ResNet-50 features (weights the user
-  supplies; Resize(260), CenterCrop(256), no normalisation) → per-class K-Means (K = 6) →
-  clusters sorted by size and merged in pairs into 3 attributes → the splits of §1.3.
+  supplies; Resize(260), CenterCrop(256), no normalisation) → per-class K-Means (K = 6),
+  one class at a time → clusters ranked by size (ties: first appearance) and merged in
+  pairs, each attribute list holding the larger cluster's images first → the splits of §1.3.
 - MSCOCO-GLT: cocottributes (joblib) + COCO 2014 instance annotations → 29 object
   classes by instance count → greedy minimum-std Test-GBL, random Test-CBL, exponential
   or balanced training pools → object crops (§1.4 item 8) → attribute tertiles (item 9).
@@ -63,27 +64,56 @@ class ImagenetGltSizes:
     few_fraction: float = 0.85  # class id ≥ 0.85·C → Few (850 of 1000)
 
 
-def merge_clusters(cluster_ids: np.ndarray, num_clusters: int = 6) -> np.ndarray:
+def rank_clusters(cluster_ids: np.ndarray) -> np.ndarray:
+    """Size rank of each image's cluster within its class (0 = largest), spec §1.3 item 4.
+
+    Equal sizes rank by first appearance in the listing, as the authors' ``cluster_ranking``
+    (a dict of clusters in insertion order, then a stable sort by size) does.
+    """
+    ids = np.asarray(cluster_ids)
+    values, first, counts = np.unique(ids, return_index=True, return_counts=True)
+    order = np.lexsort((first, -counts))  # by size descending, then by first appearance
+    rank_of_value = np.empty(len(values), dtype=np.int64)
+    rank_of_value[order] = np.arange(len(values))
+    return rank_of_value[np.searchsorted(values, ids)]
+
+
+def merge_clusters(cluster_ids: np.ndarray) -> np.ndarray:
     """Attribute of each image: clusters ranked by size (descending), pairs merged (1+2→0, 3+4→1, 5+6→2)."""
-    sizes = np.bincount(cluster_ids, minlength=num_clusters)
-    ranking = np.argsort(-sizes, kind="stable")  # rank → cluster
-    rank_of_cluster = np.empty(num_clusters, dtype=np.int64)
-    rank_of_cluster[ranking] = np.arange(num_clusters)
-    return rank_of_cluster[cluster_ids] // 2
+    return rank_clusters(cluster_ids) // 2
+
+
+def attribute_lists(images: Sequence[str], cluster_ids: np.ndarray) -> list[list[str]]:
+    """One class's three attribute lists as the authors build them (spec §1.3 item 4).
+
+    Attribute a holds the images of the cluster ranked 2a, in listing order, followed by
+    those of the cluster ranked 2a + 1; the test sets are then cut from the list fronts,
+    so they come from the larger cluster of each merged pair.
+    """
+    ranks = rank_clusters(cluster_ids)
+    if len(ranks) != len(images):
+        raise DataError(f"{len(images)} images but {len(ranks)} cluster ids")
+    if len(ranks) and ranks.max() > 5:
+        raise DataError(f"a class has {int(ranks.max()) + 1} clusters; ImageNet-GLT merges 6 into 3 attributes")
+    by_rank: list[list[str]] = [[] for _ in range(6)]
+    for path, rank in zip(images, ranks.tolist(), strict=True):
+        by_rank[rank].append(path)
+    return [by_rank[2 * a] + by_rank[2 * a + 1] for a in range(3)]
 
 
 def imagenet_glt_splits(
     class_names: list[str],
     class_images: list[list[str]],
-    class_attributes: list[np.ndarray],
+    class_clusters: list[np.ndarray],
     profile: Sequence[int],
     sizes: ImagenetGltSizes | None = None,
     seed: int = 25,
 ) -> dict[str, GltAnnotation]:
-    """The Train-GLT and Train-CBL annotations from per-image attributes (spec §1.3 items 5–7).
+    """The Train-GLT and Train-CBL annotations from per-image clusters (spec §1.3 items 4–7).
 
-    ``class_images[k]`` lists class k's images in listing order and ``class_attributes[k]``
-    their attributes (0/1/2). Class ids are assigned by image count (descending, ties in
+    ``class_images[k]`` lists class k's images in listing order and ``class_clusters[k]``
+    their K-Means cluster ids (6 clusters, merged into 3 attributes by
+    :func:`attribute_lists`). Class ids are assigned by image count (descending, ties in
     the given order); ``profile`` holds the Train-GLT pool target per class id.
     """
     sizes = sizes or ImagenetGltSizes()
@@ -98,8 +128,7 @@ def imagenet_glt_splits(
     frequency_of = [0 if i < many_until else 1 if i < few_from else 2 for i in range(num_classes)]
     rows = {name: [] for name in ("test_bbl", "test_bl", "glt_pool", "cbl_train", "cbl_val")}
     for class_id, source in enumerate(order):
-        images, attributes = class_images[source], class_attributes[source]
-        lists = [[p for p, a in zip(images, attributes, strict=True) if a == value] for value in range(3)]
+        lists = attribute_lists(class_images[source], class_clusters[source])
         gbl = min(sizes.gbl_per_attribute, min(len(lst) // 4 for lst in lists))
         for value in range(3):
             rows["test_bbl"] += [(p, class_id, value) for p in lists[value][:gbl]]
@@ -152,25 +181,13 @@ def imagenet_glt_splits(
     }
 
 
-def extract_features(
-    paths: list[str],
-    weights: str | Path,
-    architecture: str = "resnet50",
-    resize: int = 260,
-    crop: int = 256,
-    batch_size: int = 128,
-    num_workers: int = 4,
-    device: str = "auto",
-) -> np.ndarray:
-    """Pooled features of a torchvision ResNet (fc → ReLU) with the user's weights (spec §1.3 item 2).
+def load_feature_model(weights: str | Path, architecture: str = "resnet50", device: str = "auto"):
+    """A torchvision ResNet with the user's weights and ``fc`` → ReLU, in eval mode (spec §1.3 item 2).
 
-    Preprocessing: Resize(resize) → CenterCrop(crop) → ToTensor, no normalisation.
+    Returns the model and the device it sits on.
     """
     import torch
     import torchvision
-    from torch.utils.data import DataLoader, Dataset
-    from torchvision.transforms import v2
-    from tqdm.auto import tqdm
 
     weights = Path(weights)
     if not weights.is_file():
@@ -182,8 +199,30 @@ def extract_features(
     except (RuntimeError, KeyError, ValueError) as error:
         raise DataError(f"{weights} is not a {architecture} state dict: {error}") from None
     model.fc = torch.nn.ReLU()
-    resolved = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    model.eval().to(resolved)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    resolved = torch.device(device)
+    return model.eval().to(resolved), resolved
+
+
+def extract_features(
+    paths: list[str],
+    model,
+    device,
+    resize: int = 260,
+    crop: int = 256,
+    batch_size: int = 128,
+    num_workers: int = 4,
+) -> np.ndarray:
+    """Pooled features of ``paths`` (one class) from :func:`load_feature_model`'s model (spec §1.3 item 2).
+
+    Preprocessing: Resize(resize) → CenterCrop(crop) → ToTensor, no normalisation. The
+    output array is allocated once and filled batch by batch (no list to concatenate).
+    """
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision.transforms import v2
+
     transform = v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(crop), v2.ToDtype(torch.float32, scale=True)])
 
     class Images(Dataset):
@@ -196,24 +235,28 @@ def extract_features(
             return transform(decode_image(read_file(paths[index]), mode=ImageReadMode.RGB))
 
     loader = DataLoader(Images(), batch_size=batch_size, num_workers=num_workers)
-    outputs = []
+    features, start = None, 0
     with torch.inference_mode():
-        for batch in tqdm(loader, desc="features", leave=False):
-            outputs.append(model(batch.to(resolved)).float().cpu())
-    return torch.cat(outputs).numpy()
+        for batch in loader:
+            output = model(batch.to(device)).float().cpu().numpy()
+            if features is None:
+                features = np.empty((len(paths), output.shape[1]), dtype=np.float32)
+            features[start : start + len(output)] = output
+            start += len(output)
+    return features if features is not None else np.zeros((0, 0), dtype=np.float32)
 
 
-def cluster_attributes(features: np.ndarray, num_clusters: int = 6, seed: int = 25) -> np.ndarray:
-    """K-Means (K = 6) cluster of each image of one class, merged into 3 attributes (spec §1.3 items 3–4).
+def cluster_images(features: np.ndarray, num_clusters: int = 6, seed: int = 25) -> np.ndarray:
+    """K-Means (K = 6) cluster id of each image of one class (spec §1.3 item 3).
 
     The authors ran scikit-learn's KMeans unseeded; here ``random_state`` = ``seed``.
+    :func:`attribute_lists` ranks and merges the clusters.
     """
     from sklearn.cluster import KMeans
 
     if len(features) < num_clusters:
         raise DataError(f"a class has {len(features)} images, fewer than the {num_clusters} clusters")
-    cluster_ids = KMeans(n_clusters=num_clusters, random_state=seed, n_init=10).fit_predict(features)
-    return merge_clusters(cluster_ids, num_clusters)
+    return KMeans(n_clusters=num_clusters, random_state=seed, n_init=10).fit_predict(features)
 
 
 def build_imagenet_glt_files(
@@ -230,20 +273,29 @@ def build_imagenet_glt_files(
     device: str = "auto",
     seed: int = 25,
 ) -> dict[str, Path]:
-    """Build ``imagenet_sup_intra_lt_inter_{lt,bl}.json`` from an ILSVRC-2012 train folder (spec §1.3)."""
+    """Build ``imagenet_sup_intra_lt_inter_{lt,bl}.json`` from an ILSVRC-2012 train folder (spec §1.3).
+
+    Features are extracted and clustered one class at a time (as the authors' script does),
+    so memory holds one class's features (≤ 1,300 × 2048 floats), not all 1.28 M images'.
+    """
+    from tqdm.auto import tqdm
+
     class_names, class_images = list_image_folder(Path(train_dir).expanduser(), resolve=True)
     if not isinstance(profile, (list, tuple)):
         profile_path = Path(profile).expanduser()
         if not profile_path.is_file():
             raise DataError(f"long-tail profile {profile_path} does not exist (a JSON list of per-class counts)")
         profile = [int(v) for v in json.loads(profile_path.read_text())]
-    all_paths = [p for images in class_images for p in images]
-    features = extract_features(all_paths, weights, architecture, resize, crop, batch_size, num_workers, device)
-    class_attributes, start = [], 0
-    for images in class_images:
-        class_attributes.append(cluster_attributes(features[start : start + len(images)], seed=seed))
-        start += len(images)
-    annotations = imagenet_glt_splits(class_names, class_images, class_attributes, profile, sizes, seed)
+    too_small = [name for name, images in zip(class_names, class_images, strict=True) if len(images) < 6]
+    if too_small:
+        raise DataError(f"classes {too_small[:5]} have fewer than 6 images, the K-Means clusters of a class")
+    model, resolved = load_feature_model(weights, architecture, device)
+    class_clusters = []
+    for images in tqdm(class_images, desc="features and clusters per class", leave=False):
+        features = extract_features(images, model, resolved, resize, crop, batch_size, num_workers)
+        class_clusters.append(cluster_images(features, seed=seed))
+        del features
+    annotations = imagenet_glt_splits(class_names, class_images, class_clusters, profile, sizes, seed)
     return write_annotation_pair(annotations, out_dir, "imagenet_sup")
 
 
