@@ -32,6 +32,9 @@ def glt_tiny(root, epochs=1, **extra):
 
 
 IFL_EARLY = {"method.update_milestones": "[0]", "method.center_milestones": "[0,1]", "method.center_weights": "[0.0,0.005]"}
+# a one-epoch IFL run: environments rebuilt after epoch 0, center loss on from the start
+IFL_ONE_EPOCH = {"method.update_milestones": "[0]", "method.center_milestones": "[0]", "method.center_weights": "[0.005]"}
+STAGE1_IFL_TINY = STAGE1_TINY[:-1] + "," + ",".join(f'"{k}={v}"' for k, v in IFL_ONE_EPOCH.items()) + "]"
 
 
 def test_ifl_train_and_eval_print_and_save_every_protocol(cifar10_jpeg_root, tmp_path, capsys):
@@ -73,7 +76,7 @@ def test_ifl_train_and_eval_print_and_save_every_protocol(cifar10_jpeg_root, tmp
     ],
 )
 def test_every_quick_glt_variant_runs_end_to_end(cifar10_jpeg_root, tmp_path, recipe):
-    extra = IFL_EARLY if "ifl" in recipe else {}
+    extra = IFL_ONE_EPOCH if "ifl" in recipe else {}
     assert main(["train", recipe, *glt_tiny(cifar10_jpeg_root, **extra), "--out", str(tmp_path / "run")]) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     expected = ["test_bl", "test_bbl"] + ([] if recipe.endswith("_alt") else ["test_lt"])
@@ -84,7 +87,7 @@ def test_every_quick_glt_variant_runs_end_to_end(cifar10_jpeg_root, tmp_path, re
 @pytest.mark.parametrize("recipe", ["cifar10_glt_quick_crt_ifl", "cifar10_glt_quick_lws_ifl"])
 def test_stage2_on_ifl_trains_its_stage1_first(cifar10_jpeg_root, tmp_path, recipe):
     out = tmp_path / "stage2"
-    assert main(["train", recipe, *glt_tiny(cifar10_jpeg_root), STAGE1_TINY, "--out", str(out)]) == 0
+    assert main(["train", recipe, *glt_tiny(cifar10_jpeg_root), STAGE1_IFL_TINY, "--out", str(out)]) == 0
     stage1 = json.loads((tmp_path / "cifar10_glt_quick_ifl" / "results.json").read_text())
     assert stage1["method"] == "ifl"
     assert json.loads((out / "results.json").read_text())["glt"]["test_bl"]["protocol"] == "CLT"

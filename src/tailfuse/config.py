@@ -305,6 +305,14 @@ class RunConfig(StrictModel):
             raise ValueError(f"unknown method '{name}'; known methods: {known}")
         return METHOD_OPTIONS[name](**value)
 
+    @model_validator(mode="after")
+    def _check_method_against_run(self) -> RunConfig:
+        """Let the method's options check themselves against the rest (``check_run``, optional)."""
+        check_run = getattr(self.method, "check_run", None)
+        if callable(check_run):
+            check_run(self)
+        return self
+
 
 # ------------------------------------------------------------------------ loading
 

@@ -12,8 +12,14 @@ from tailfuse.data.prepare import load_data
 from tailfuse.data.randomness import EpochRandomness
 from tailfuse.engine.runtime import make_runtime
 from tailfuse.engine.session import TrainingSession
+from tailfuse.errors import ConfigError
 from tailfuse.methods import Batch, StepContext, build_method
-from tailfuse.methods.ifl import center_weight, confidence_beta, intra_class_environment_weights
+from tailfuse.methods.ifl import (
+    center_weight,
+    confidence_beta,
+    intra_class_environment_weights,
+    record_last,
+)
 from tailfuse.models import build_model
 
 from ..fakes import write_image_folder
@@ -45,6 +51,65 @@ def test_environment_weights_on_a_hand_made_confidence_table():
     assert weights[8] < 1e-10 and weights[9:18].tolist() == pytest.approx([1 / 9] * 9)
     # low clamp: a class whose tail is far above its head gets beta = 1
     assert confidence_beta(torch.tensor([1.0, 1e-5, 1e-5, 1e-5, 1e-5]), 4.0) == 1.0
+
+
+def test_beta_tail_is_the_floor_of_a_fifth_of_the_class():
+    # the authors: h = mean of the floor(0.8 n) smallest u, t = mean of the floor(0.2 n) largest.
+    # n = 6: h over 4 values, t over 1 (the fifth value is in neither); t/h = 2 -> beta = ln 4 / ln 2
+    u = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 2.0], dtype=torch.float64)
+    assert confidence_beta(u, 4.0) == pytest.approx(math.log(4.0) / math.log(2.0 + 1e-5), abs=1e-9)
+    assert confidence_beta(u, 4.0) == pytest.approx(2.0, abs=1e-4)
+    # n = 9: h over 7, t over 1: t/h = 3 / 1 -> beta = ln 4 / ln 3 = 1.2619
+    u = torch.tensor([1.0] * 8 + [3.0], dtype=torch.float64)
+    assert confidence_beta(u, 4.0) == pytest.approx(1.2619, abs=1e-4)
+    # n = 10 (a multiple of 5): t over the 2 largest, h over the 8 smallest: (2 + 4) / 2 / 1 = 3
+    u = torch.tensor([1.0] * 8 + [2.0, 4.0], dtype=torch.float64)
+    assert confidence_beta(u, 4.0) == pytest.approx(1.2619, abs=1e-4)
+
+
+def test_record_last_keeps_the_last_record_of_a_repeated_index():
+    # two million records of three samples, pattern 2, 0, 2, 1, 0: a plain indexed write with
+    # repeated indices lets any of them win (CUDA, and multi-threaded CPU writes of this size)
+    count = 2_000_000
+    indices = torch.tensor([2, 0, 2, 1, 0]).repeat(count // 5)
+    values = torch.arange(count, dtype=torch.float64)
+    for _ in range(4):  # a racy write picks the last record by chance; four tries rarely all do
+        target = torch.full((4,), float("nan"), dtype=torch.float64)
+        record_last(target, indices, values)
+        assert target[:3].tolist() == [count - 1, count - 2, count - 3]  # the last 0, 1, 2
+        assert math.isnan(target[3])  # never recorded
+    small = torch.zeros(3)
+    record_last(small, torch.tensor([1, 1, 0]), torch.tensor([5.0, 7.0, 9.0]))
+    assert small.tolist() == [9.0, 7.0, 0.0]
+
+
+@pytest.mark.gpu
+def test_record_last_on_cuda_keeps_the_last_record():
+    count = 2_000_000
+    indices = torch.tensor([2, 0, 2, 1, 0], device="cuda").repeat(count // 5)
+    values = torch.arange(count, dtype=torch.float64, device="cuda")
+    target = torch.zeros(3, dtype=torch.float64, device="cuda")
+    record_last(target, indices, values)
+    assert target.tolist() == [count - 1, count - 2, count - 3]
+
+
+def test_milestones_past_the_last_epoch_are_refused(tmp_path, capsys):
+    from tailfuse.cli import main
+
+    # the quick recipe rebuilds environments after epochs 10 and 13 and weights the center loss
+    # from epochs 10 and 13: with 12 epochs the second rebuild and weight would never happen
+    with pytest.raises(ConfigError, match=r"method.update_milestones \[10, 13\].*train.epochs=12"):
+        load_recipe("cifar10_glt_quick_ifl", ["train.epochs=12"])
+    with pytest.raises(ConfigError, match=r"method.center_milestones \[0, 10, 13\].*train.epochs=12"):
+        load_recipe("cifar10_glt_quick_ifl", ["train.epochs=12", "method.update_milestones=[10]"])
+    assert main(["train", "cifar10_glt_quick_ifl", "train.epochs=4", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert not (tmp_path / "run").exists()
+    # milestones that cannot take effect are not checked: one environment is never rebuilt, and
+    # always_update rebuilds after every epoch
+    for override in ("method.environments=1", "method.always_update=true"):
+        config = load_recipe("cifar10_glt_quick_ifl", ["train.epochs=14", override])
+        assert config.method.update_milestones == [10, 13]
 
 
 def test_center_weight_follows_the_milestones():
@@ -149,11 +214,14 @@ def test_resumed_ifl_run_equals_an_uninterrupted_one(tiny_glt, tmp_path):
 
     two_epochs = load_recipe("cifar10_glt_quick_ifl", tiny_glt_overrides(tiny_glt, epochs=2))
     train(two_epochs, tmp_path / "whole")
-    # an interrupted run: one epoch (cosine lr at epoch 0 does not depend on the length), then
-    # its checkpoint relabelled as the two-epoch recipe's and resumed
-    train(load_recipe("cifar10_glt_quick_ifl", tiny_glt_overrides(tiny_glt, epochs=1)), tmp_path / "resumed")
+    # an interrupted run: one epoch (cosine lr at epoch 0 does not depend on the length; the
+    # center weight of epoch 1 is left out, as a one-epoch run refuses it, and is 0 in epoch 0
+    # either way), then its checkpoint relabelled as the two-epoch recipe's and resumed
+    one_epoch = tiny_glt_overrides(tiny_glt, epochs=1, **{"method.center_milestones": "[0]", "method.center_weights": "[0.0]"})
+    train(load_recipe("cifar10_glt_quick_ifl", one_epoch), tmp_path / "resumed")
     saved = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
     saved["config"]["train"]["epochs"] = 2
+    saved["config"]["method"].update(center_milestones=[0, 1], center_weights=[0.0, 0.005])
     torch.save(saved, tmp_path / "resumed" / "checkpoints" / "last.pt")
     train(two_epochs, tmp_path / "resumed", resume=True)
     whole = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")["session"]

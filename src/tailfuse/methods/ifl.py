@@ -72,6 +72,21 @@ class IflOptions(StrictModel):
             raise ValueError("method.center_milestones must be increasing and start at 0")
         return self
 
+    def check_run(self, config) -> None:
+        """Refuse milestones at or past ``train.epochs``: they would never take effect, and a
+        run meant as IFL would silently train as a baseline (issue 9 item 3)."""
+        epochs = config.train.epochs
+        checked = [("center_milestones", self.center_milestones)]
+        if self.environments > 1 and not self.always_update:
+            checked.insert(0, ("update_milestones", self.update_milestones))
+        for key, milestones in checked:
+            late = [m for m in milestones if m >= epochs]
+            if late:
+                raise ValueError(
+                    f"method.{key} {milestones} has epochs {late} that a run of train.epochs={epochs} "
+                    f"never reaches (0-based epochs); scale the milestones with the epochs"
+                )
+
 
 def center_weight(options: IflOptions, epoch: int) -> float:
     """α of 0-based ``epoch``: the weight of the last center milestone ≤ epoch (spec §3.3)."""
@@ -92,11 +107,28 @@ def center_distance(features: torch.Tensor, centers: torch.Tensor, labels: torch
 
 def confidence_beta(u: torch.Tensor, sample_scale: float) -> float:
     """β of one class (spec §3.2 "Pareto" rule): h = mean of the ⌊0.8n⌋ smallest u, t = mean of
-    the rest, r = t/h + 1e-5, β = clamp(log T / log r, 1, 10), so that (t/h)^β ≈ T."""
+    the ⌊0.2n⌋ largest (the authors' two top-k calls; for n not a multiple of 5 one value is
+    in neither), r = t/h + 1e-5, β = clamp(log T / log r, 1, 10), so that (t/h)^β ≈ T."""
     ordered = torch.sort(u.double()).values
-    head_count = int(math.floor(0.8 * len(ordered)))
-    ratio = float(ordered[head_count:].mean() / ordered[:head_count].mean()) + 1e-5
+    head_count = int(0.8 * len(ordered))
+    tail_count = int(0.2 * len(ordered))
+    ratio = float(ordered[len(ordered) - tail_count :].mean() / ordered[:head_count].mean()) + 1e-5
     return min(max(math.log(sample_scale) / math.log(ratio), 1.0), 10.0)
+
+
+def record_last(target: torch.Tensor, indices: torch.Tensor, values: torch.Tensor) -> None:
+    """``target[indices] = values`` where, for a repeated index, the last record wins (spec §3.2).
+
+    A plain indexed write with repeated indices lets any record win on CUDA (and in
+    multi-threaded CPU writes); a stable sort finds each index's last position first.
+    """
+    indices = indices.to(target.device)
+    values = values.to(target.device, target.dtype)
+    order = torch.argsort(indices, stable=True)
+    ordered = indices[order]
+    is_last = torch.ones_like(ordered, dtype=torch.bool)
+    is_last[:-1] = ordered[1:] != ordered[:-1]
+    target[ordered[is_last]] = values[order[is_last]]
 
 
 def intra_class_environment_weights(
@@ -107,7 +139,7 @@ def intra_class_environment_weights(
     ``confidence`` holds p(y_i|x_i) or NaN for samples not seen this epoch (weight 0).
     Per class c over its seen samples S_c: fewer than 5 → 1/|S_c| each; otherwise
     s = min–max normalised p, u = |1 − s| + 1e-5, h = mean of the ⌊0.8|S_c|⌋ smallest u,
-    t = mean of the rest (the largest), r = t/h + 1e-5, β_c = clamp(log T / log r, 1, 10),
+    t = mean of the ⌊0.2|S_c|⌋ largest, r = t/h + 1e-5, β_c = clamp(log T / log r, 1, 10),
     w = (u^β_c + 1e-12) normalised to sum 1 within the class. So every class sums to 1
     (env is class-balanced) and, inside it, low-confidence samples are favoured.
     """
@@ -238,7 +270,7 @@ class InvariantFeatureLearning(Method):
         loss = self._classification(logits, labels, partner_labels, lam)
         with torch.no_grad():  # confidence of the (un-mixed) label; the last record of a sample wins
             probabilities = torch.softmax(logits.detach().float(), dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
-            self.confidence[indices.to(self.confidence.device)] = probabilities.to(self.confidence.device)
+            record_last(self.confidence, indices, probabilities)
         alpha = center_weight(self.options, context.epoch)
         if self.options.center_init == "class_mean" and context.epoch + 1 == self._first_center_epoch():
             self._accumulate_class_means(features.detach(), labels)
