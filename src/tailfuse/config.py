@@ -120,7 +120,8 @@ class DataConfig(StrictModel):
     ``glt.train_set`` is ``cbl``); relative image keys are joined to ``root`` and
     ``replace_prefix`` rewrites absolute ones. ``source: cifar10_glt`` builds CIFAR-10-GLT
     from ``root`` with the ``glt`` options. Both take train/val/test sets from the
-    annotation; the long-tail profile keys do not apply.
+    annotation: the long-tail keys (:data:`GLT_IGNORED_KEYS`) are refused unless left at
+    their defaults (``profile: none`` is accepted).
     """
 
     source: Literal["cifar10", "cifar100", "image_folder", "list_file", "glt", "cifar10_glt"] = "cifar10"
@@ -157,7 +158,29 @@ class DataConfig(StrictModel):
             raise ValueError("data.storage=stream needs an image_folder, list_file or glt source")
         if (self.augment.kind == "imagenet") != (self.storage == "stream"):
             raise ValueError("data.augment.kind=imagenet goes with data.storage=stream, cifar with device")
+        if self.source in ("glt", "cifar10_glt"):
+            _refuse_keys_glt_ignores(self)
         return self
+
+
+#: Long-tail keys a GLT source never reads: its splits, sizes and groups come from the annotation.
+GLT_IGNORED_KEYS = ("profile", "imbalance_factor", "max_per_class", "validation_per_class", "test_per_class", "groups")
+
+
+def _refuse_keys_glt_ignores(data: DataConfig) -> None:
+    """A GLT source refuses long-tail keys changed from their defaults (``profile: none`` is fine)."""
+    ignored = []
+    for key in GLT_IGNORED_KEYS:
+        value = getattr(data, key)
+        if value != DataConfig.model_fields[key].default and not (key == "profile" and value == "none"):
+            shown = value.model_dump() if isinstance(value, BaseModel) else value
+            ignored.append(f"data.{key}={shown}")
+    if ignored:
+        sizes = "data.glt.* sets CIFAR-10-GLT's sizes" if data.source == "cifar10_glt" else "the annotation sets them"
+        raise ValueError(
+            f"data.source={data.source} does not use {', '.join(ignored)}: splits, sizes and "
+            f"class groups come from the GLT annotation ({sizes}); remove the key"
+        )
 
 
 # -------------------------------------------------------------------------- model

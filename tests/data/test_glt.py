@@ -136,6 +136,57 @@ def test_bad_annotations_are_clear_errors(tmp_path):
         read_glt_annotation(bad)
 
 
+def test_mscoco_glt_files_map_patch_ids_to_image_paths(tmp_path):
+    """The authors' MSCOCO-GLT files key every map by patch id; a ``path`` map names the image."""
+    content = {
+        "id2cat": {"0": "person", "1": "dog"},
+        "train": {
+            "label": {"101": 0, "102": 1},
+            "frequency": {"101": 0, "102": 2},
+            "path": {"101": "./data/coco_lt/images/101.jpg", "102": "/elsewhere/102.jpg"},
+        },
+        "test_bl": {
+            "label": {"201": 1},
+            "frequency": {"201": 2},
+            "attribute": {"201": 0},
+            "path": {"201": "crops/201.jpg"},
+        },
+    }
+    annotation_file = tmp_path / "coco_intra_lt_inter_lt.json"
+    annotation_file.write_text(json.dumps(content))
+    root = tmp_path / "root"
+    annotation = read_glt_annotation(annotation_file, root, {"./data/coco_lt/": "/mnt/coco/"})
+    assert annotation.splits["train"].paths == ["/mnt/coco/images/101.jpg", "/elsewhere/102.jpg"]
+    assert annotation.splits["train"].labels.tolist() == [0, 1]
+    assert annotation.splits["test_bl"].paths == [str(root / "crops" / "201.jpg")]
+    del content["test_bl"]["path"]["201"]
+    annotation_file.write_text(json.dumps(content))
+    with pytest.raises(DataError, match="'test_bl' has no path for image '201'"):
+        read_glt_annotation(annotation_file, root)
+
+
+IGNORED_BY_GLT = [
+    "data.profile=step",
+    "data.imbalance_factor=50",
+    "data.max_per_class=40",
+    "data.validation_per_class=5",
+    "data.test_per_class=10",
+    "data.groups={by: index, boundaries: [3, 7]}",
+]
+
+
+@pytest.mark.parametrize("recipe", ["cifar10_glt_quick_baseline", "imagenet_glt_baseline"])
+@pytest.mark.parametrize("override", IGNORED_BY_GLT)
+def test_glt_sources_refuse_the_long_tail_keys_they_ignore(recipe, override):
+    from tailfuse.config import load_recipe
+    from tailfuse.errors import ConfigError
+
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"does not use {key}="):
+        load_recipe(recipe, [override])
+    assert load_recipe(recipe, ["data.profile=none"]).data.profile == "none"  # "no profile" is what GLT does
+
+
 def test_cifar10_glt_on_the_real_images_matches_the_spec_sizes(cifar10_jpeg_root):
     built = build_cifar_glt(cifar10_jpeg_root)  # rho 100, tint, cyclic: spec glt_ifl §7.2 items 4-6
     glt, cbl = built["glt"].splits, built["cbl"].splits

@@ -3,8 +3,9 @@
 An annotation file follows ImageNet-GLT's schema (spec glt_ifl §1.3 item 7): ``cat2id``,
 ``id2cat`` and the splits ``train``, ``val``, ``test_lt`` (Test-GLT), ``test_bl``
 (Test-CBL) and ``test_bbl`` (Test-GBL), each a dict of ``label``, ``frequency`` and
-``attribute`` maps keyed by image path. CIFAR-10-GLT files add a ``tint`` or ``rotation``
-map (the synthetic attribute's transform, spec §7.2) and a ``meta`` block.
+``attribute`` maps keyed by image path. The authors' MSCOCO-GLT files key them by patch id
+and add a ``path`` map (patch id → image path). CIFAR-10-GLT files add a ``tint`` or
+``rotation`` map (the synthetic attribute's transform, spec §7.2) and a ``meta`` block.
 
 The CIFAR-10-GLT builder (spec §7.2 and the note at its end) draws everything from seeded
 permutations of an ImageFolder tree (``train/<class>/``, ``test/<class>/``): an
@@ -130,7 +131,9 @@ def read_glt_annotation(
     """Read and check an annotation JSON (ImageNet-GLT / MSCOCO-GLT / CIFAR-10-GLT schema).
 
     Relative image keys are joined to ``root``; ``replace_prefix`` rewrites absolute keys
-    written on another machine (what ImageNet-GLT's ``4.ChangePath`` notebook does).
+    written on another machine (what ImageNet-GLT's ``4.ChangePath`` notebook does). A
+    split with a ``path`` map (the authors' MSCOCO-GLT files, keyed by patch id) takes each
+    image's path from it, with the same joining and rewriting.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -156,6 +159,12 @@ def read_glt_annotation(
         keys = list(labels_map)
         if not keys:
             continue
+        image_paths = keys
+        if "path" in raw:  # the authors' MSCOCO-GLT files: keys are patch ids, ``path`` names the image
+            missing = next((k for k in keys if k not in raw["path"]), None)
+            if missing is not None:
+                raise DataError(f"{path}: split '{split_name}' has no path for image '{missing}'")
+            image_paths = [str(raw["path"][k]) for k in keys]
         try:
             labels = np.asarray([int(labels_map[k]) for k in keys], dtype=np.int64)
             frequency = np.asarray([int(raw["frequency"][k]) for k in keys], dtype=np.int64)
@@ -171,7 +180,7 @@ def read_glt_annotation(
         if labels.min() < 0 or labels.max() >= len(class_names):
             raise DataError(f"{path}: split '{split_name}' has labels outside 0..{len(class_names) - 1}")
         splits[split_name] = GltSplit(
-            paths=[_rewrite(k, root_path, replace_prefix) for k in keys],
+            paths=[_rewrite(p, root_path, replace_prefix) for p in image_paths],
             labels=labels,
             frequency=frequency,
             attributes=attributes,
