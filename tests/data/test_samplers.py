@@ -79,3 +79,12 @@ def test_unknown_sampler_and_empty_class_are_clear_errors():
         build_sampler("nope", LABELS, 5)
     with pytest.raises(ConfigError, match=r"classes \[5\] have no training images"):
         build_sampler("instance", LABELS, 6)
+
+
+def test_class_aware_epoch_length_is_the_largest_class_times_c_capped_at_4n():
+    from tailfuse.data.samplers import class_aware_epoch_length
+
+    # the GLT authors' ClassAwareSampler: min(max_c n_c * C, 4 N)
+    assert class_aware_epoch_length([50, 20, 8, 3]) == 200  # 50 * 4 = 200 < 4 * 81 = 324
+    assert class_aware_epoch_length([100, 5, 5, 5, 5]) == 480  # 100 * 5 = 500 > 4 * 120 = 480
+    assert class_aware_epoch_length(COUNTS) == 2500  # 500 * 5 = 2500 < 4 * 805 = 3220

@@ -75,6 +75,25 @@ def test_evaluation_is_not_fused():
         assert torch.equal(method.predict(images), model(images))
 
 
+def test_crt_and_lws_epochs_are_the_class_aware_length():
+    """cRT / LWS sample min(max_c n_c * C, 4 N) images per epoch, the GLT authors' ClassAwareSampler:
+    COUNTS = 50, 20, 8, 3 -> min(50 * 4, 4 * 81) = 200 (N = 81 would be 2.5x fewer)."""
+    labels = torch.repeat_interleave(torch.arange(4), torch.tensor(COUNTS))
+    for name in ("crt", "lws"):
+        method, _ = make({"name": name, "h2t": {"ratio": 0.25}})
+        method.bind_training_set(labels)
+        branches = method.branches()
+        assert branches["balanced"].name == "class_aware" and branches["balanced"].num_samples == 200
+        assert branches["fusing"].name == "instance" and branches["fusing"].num_samples == 200
+        assert torch.equal(branches["balanced"].labels, labels)
+    method, _ = make({"name": "crt", "epoch_length": "dataset"})  # the option: one pass of N
+    method.bind_training_set(labels)
+    assert method.branches() == {"balanced": "class_aware"}
+    method, _ = make({"name": "dr"})  # DR keeps N images per epoch (spec h2t §1.2)
+    method.bind_training_set(labels)
+    assert method.branches() == {"balanced": "class_balanced"}
+
+
 def test_crt_reinitialises_the_head():
     config = build_config({"method": {"name": "crt"}})
     torch.manual_seed(0)

@@ -155,6 +155,16 @@ class ClassAwareSampler(IndexSampler):
         return torch.cat(chunks)[: self.num_samples]
 
 
+def class_aware_epoch_length(class_counts: list[int], max_repeat: int = 4) -> int:
+    """Epoch length of the GLT authors' ClassAwareSampler: ``min(max_c n_c · C, max_repeat · N)``.
+
+    Spec glt_ifl §4 (cRT, LWS): the largest class times the class count, capped at
+    ``max_repeat`` (4) passes over the training set; pass it as ``num_samples``.
+    """
+    counts = [int(count) for count in class_counts]
+    return min(max(counts) * len(counts), max_repeat * sum(counts))
+
+
 def build_sampler(
     name: str, labels: torch.Tensor, num_classes: int, num_samples: int | None = None
 ) -> IndexSampler:

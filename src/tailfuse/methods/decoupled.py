@@ -9,7 +9,10 @@ fused into the balanced branch's before the head (spec h2t §1.5).
 
 - ``dr``: fine-tune the stage-1 head with class-balanced CE (+ shift-BN): the "DR" rows.
 - ``crt``: re-initialise the head and train it with class-aware sampling (cRT).
-- ``lws``: keep the head, learn one scale per class on its logits (LWS).
+- ``lws``: keep the head, learn one scale per class on its logits (LWS), class-aware sampling.
+
+``epoch_length``: ``dataset`` (N images per epoch) or ``max_class``
+(``min(max_c n_c · C, 4·N)``, the GLT authors' ClassAwareSampler, default of cRT and LWS).
 - ``mislas``: fine-tune the head with label-aware smoothing and shift-BN (MiSLAS).
 - ``tau_norm``: no training; logits from ``w_j/‖w_j‖^τ`` without bias (τ-normalisation).
 """
@@ -23,6 +26,7 @@ from pydantic import Field
 from torch import nn
 
 from tailfuse.config import StrictModel
+from tailfuse.data.samplers import build_sampler, class_aware_epoch_length
 from tailfuse.losses import advance_loss, build_loss
 from tailfuse.methods.base import Batch, Method, StepContext, register_method
 from tailfuse.methods.h2t import H2TOptions, fuse_channels
@@ -48,6 +52,7 @@ class DecoupledOptions(StrictModel):
     shift_bn: bool = True
     reinitialize_head: bool = False
     trains: Literal["head", "scales", "nothing"] = "head"
+    epoch_length: Literal["dataset", "max_class"] = "dataset"
     h2t: H2TOptions = H2TOptions()
 
 
@@ -60,12 +65,15 @@ class CrtOptions(DecoupledOptions):
     sampler: str = "class_aware"
     shift_bn: bool = False
     reinitialize_head: bool = True
+    epoch_length: Literal["dataset", "max_class"] = "max_class"
 
 
 class LwsOptions(DecoupledOptions):
     name: Literal["lws"] = "lws"
+    sampler: str = "class_aware"
     shift_bn: bool = False
     trains: Literal["head", "scales", "nothing"] = "scales"
+    epoch_length: Literal["dataset", "max_class"] = "max_class"
 
 
 class MislasOptions(DecoupledOptions):
@@ -104,17 +112,30 @@ class DecoupledStage2(Method):
             for parameter in model.head.parameters():
                 parameter.requires_grad_(False)
         self.scales = LearnedScales(len(class_counts)) if options.trains == "scales" else None
+        self.training_labels: torch.Tensor | None = None
         loss_options = dict(options.loss_options)
         if options.loss == "label_aware_smoothing":
             smoothing = options.label_smoothing
             loss_options.update(smooth_head=smoothing.head, smooth_tail=smoothing.tail, shape=smoothing.shape)
         self.criterion = build_loss(options.loss, class_counts, **loss_options)
 
-    def branches(self) -> dict[str, str]:
+    def bind_training_set(self, labels: torch.Tensor) -> None:
+        self.training_labels = labels
+
+    def branches(self):
         branches = {"balanced": self.options.sampler}
         if self.options.h2t.enabled:
             branches["fusing"] = self.options.h2t.fusing_sampler
-        return branches
+        if self.options.epoch_length == "dataset":
+            return branches
+        if self.training_labels is None:
+            raise RuntimeError("epoch_length=max_class builds its samplers after bind_training_set")
+        # every branch draws the class-aware length, so the fusing branch covers each step
+        length = class_aware_epoch_length(self.class_counts)
+        return {
+            branch: build_sampler(name, self.training_labels, len(self.class_counts), length)
+            for branch, name in branches.items()
+        }
 
     def parameter_groups(self):
         if self.options.trains == "head":
