@@ -10,11 +10,11 @@ fused into the balanced branch's before the head (spec h2t §1.5).
 - ``dr``: fine-tune the stage-1 head with class-balanced CE (+ shift-BN): the "DR" rows.
 - ``crt``: re-initialise the head and train it with class-aware sampling (cRT).
 - ``lws``: keep the head, learn one scale per class on its logits (LWS), class-aware sampling.
-
-``epoch_length``: ``dataset`` (N images per epoch) or ``max_class``
-(``min(max_c n_c · C, 4·N)``, the GLT authors' ClassAwareSampler, default of cRT and LWS).
 - ``mislas``: fine-tune the head with label-aware smoothing and shift-BN (MiSLAS).
 - ``tau_norm``: no training; logits from ``w_j/‖w_j‖^τ`` without bias (τ-normalisation).
+
+``epoch_length``: ``dataset`` (N images per epoch) or ``max_class``
+(``min(max_c n_c · C, 4·N)``, the GLT authors' ClassAwareSampler; default of cRT and LWS).
 """
 
 from __future__ import annotations
