@@ -8,7 +8,11 @@ import pytest
 import torch
 
 from tailfuse.eval.glt import glt_metrics
-from tailfuse.eval.metrics import classification_metrics, expected_calibration_error, negative_log_likelihood
+from tailfuse.eval.metrics import (
+    classification_metrics,
+    expected_calibration_error,
+    negative_log_likelihood,
+)
 
 
 def two_class_logits(confidence: float, predicted: int) -> list[float]:

@@ -153,11 +153,14 @@ def test_another_fusing_sampler_feeds_the_fusing_branch_inside_a_training_sessio
         )
         session = TrainingSession(config, data, Runtime(torch.device("cpu"), "fp32", False))
         assert session.method.branches() == {"balanced": "class_balanced", "fusing": sampler}
-        seen = []
+        seen: list[torch.Tensor] = []
         original = session.method.loss
-        session.method.loss = lambda batches, context, original=original: seen.append(batches["fusing"].labels) or original(
-            batches, context
-        )
+
+        def recording_loss(batches, context, original=original, seen=seen):
+            seen.append(batches["fusing"].labels)
+            return original(batches, context)
+
+        session.method.loss = recording_loss
         session.train_epoch(0)
         donors[sampler] = torch.cat(seen)
     # instance sampling: 60 of 68 images are class 0; class-balanced: a quarter are
