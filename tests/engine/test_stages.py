@@ -94,6 +94,14 @@ def test_tau_norm_evaluates_without_training(cifar10_jpeg_root, tmp_path):
     expected = 100.0 * (normalised.argmax(1) == test.labels).double().mean().item()
     assert results["test"]["top1"] == pytest.approx(expected)
     assert not torch.equal(normalised.argmax(1), plain.argmax(1))  # the normalisation changes predictions here
+    # tau = 1 makes each class row a unit vector: scaling row j by j + 1 must not move a prediction
+    from tailfuse.engine.trainer import evaluate_checkpoint
+
+    saved = load_checkpoint(tmp_path / "tau" / "checkpoints" / "last.pt")
+    saved["session"]["model"]["head.fc.weight"] *= torch.arange(1.0, 11.0).view(10, 1)
+    torch.save(saved, tmp_path / "scaled.pt")
+    rescaled = evaluate_checkpoint(tmp_path / "scaled.pt", tmp_path / "scaled")
+    assert rescaled["test"]["confusion_matrix"] == results["test"]["confusion_matrix"]
 
 
 @pytest.mark.parametrize("recipe", ["cifar10_lt_quick_crt", "cifar10_lt_quick_lws", "cifar10_lt_quick_mislas", "cifar10_lt_quick_tau_norm"])
