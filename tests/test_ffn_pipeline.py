@@ -25,9 +25,13 @@ def test_quick_ffn_recipe_runs_the_whole_pipeline(cifar10_jpeg_root, tmp_path):
     ce = load_checkpoint(tmp_path / "cifar10_lt_quick_ffn_ce" / "checkpoints" / "last.pt")
     ffn = load_checkpoint(tmp_path / "ffn" / "checkpoints" / "last.pt")
     assert kps["config"]["method"]["loss"] == "kps" and ce["config"]["method"]["loss"] == "cross_entropy"
+    # both backbones are frozen and, by default (ce_batchnorm: eval), their BatchNorm statistics too
     for key, value in ce["session"]["model"].items():
-        if key.startswith("backbone.") and "running" not in key and "num_batches" not in key:
-            assert torch.equal(value, ffn["session"]["method_modules"]["second_backbone"][key.removeprefix("backbone.")])
+        if key.startswith("backbone."):
+            assert torch.equal(value, ffn["session"]["method_modules"]["second_backbone"][key.removeprefix("backbone.")]), key
+    for key, value in kps["session"]["model"].items():
+        if key.startswith("backbone."):
+            assert torch.equal(value, ffn["session"]["model"][key]), key
     assert not torch.equal(kps["session"]["model"]["head.weight"], ffn["session"]["model"]["head.weight"])
     results = json.loads((tmp_path / "ffn" / "results.json").read_text())
     assert results["method"] == "ffn" and set(results["test"]["group_accuracy"]) == {"many", "medium", "few"}

@@ -10,6 +10,7 @@ and imbalance factor and is shared by its stage-2 recipes.
 from __future__ import annotations
 
 import pytest
+import torch
 
 import tailfuse
 from tailfuse.config import builtin_recipe_dir, load_recipe
@@ -48,7 +49,19 @@ def _run_with_budget(recipe, config, fake_roots, tmp_path_factory):
         overrides += [f"init.run_dir={shared / config.init.recipe}", f"init.overrides={budget}"]
         for name, source in config.init.auxiliary.items():
             overrides += [f"init.auxiliary.{name}.run_dir={shared / source.recipe}", f"init.auxiliary.{name}.overrides={budget}"]
-    return tailfuse.train(recipe, tmp_path_factory.mktemp(recipe), overrides)
+    out = tmp_path_factory.mktemp(recipe)
+    return tailfuse.train(recipe, out, overrides), out
+
+
+def _imbalance_factor(recipe: str) -> int:
+    return int(next(part for part in recipe.split("_") if part.startswith("if"))[2:])
+
+
+def _images_seen(out) -> float:
+    import json
+
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    return record["images_per_second"] * record["seconds"]
 
 
 @pytest.mark.parametrize("recipe", STAGE2)
@@ -58,8 +71,21 @@ def test_stage2_recipe_runs_its_first_steps(recipe, fake_roots, tmp_path_factory
     assert config.optimizer.lr * config.schedule.lr_factor == pytest.approx(0.02 if "mislas" not in recipe or "if50" not in recipe else 0.01)
     assert config.method.shift_bn and config.method.sampler == "class_balanced"
     assert (config.method.h2t.ratio == 0.25) == recipe.endswith("h2t")
-    results = _run_with_budget(recipe, config, fake_roots, tmp_path_factory)
+    results, out = _run_with_budget(recipe, config, fake_roots, tmp_path_factory)
     assert results["epochs"] == 1 and "few" in results["test"]["group_accuracy"]
+    counts = results["data"]["class_counts"]  # n_max 200, exponential profile down to 200 / IF
+    assert counts[0] == 200 and counts[-1] == 200 // _imbalance_factor(recipe)
+    # two steps of the recipe's batch, twice the images when H2T draws its fusing branch
+    branches = 2 if recipe.endswith("h2t") else 1
+    assert _images_seen(out) == pytest.approx(2 * config.train.batch_size * branches)
+    from tailfuse.engine.checkpoint import load_checkpoint
+
+    stage1 = load_checkpoint(tmp_path_factory.getbasetemp() / "stage1" / config.init.recipe / "checkpoints" / "last.pt")
+    stage2 = load_checkpoint(out / "checkpoints" / "last.pt")
+    for key, value in stage1["session"]["model"].items():  # the backbone's weights stay stage 1's
+        if key.startswith("backbone.") and key.endswith(("conv1.weight", "conv2.weight")):
+            assert torch.equal(value, stage2["session"]["model"][key]), key
+    assert not torch.equal(stage1["session"]["model"]["head.fc.weight"], stage2["session"]["model"]["head.fc.weight"])
 
 
 @pytest.mark.parametrize("recipe", OTHERS)
@@ -72,8 +98,11 @@ def test_ffn_and_ldam_drw_recipes_run_their_first_steps(recipe, fake_roots, tmp_
         assert set(config.init.auxiliary) == {"ce"}
     else:
         assert config.method.loss == "ldam" and config.method.loss_options["drw_epoch"] == 160
-    results = _run_with_budget(recipe, config, fake_roots, tmp_path_factory)
+    results, out = _run_with_budget(recipe, config, fake_roots, tmp_path_factory)
     assert results["epochs"] == 1
+    counts = results["data"]["class_counts"]
+    assert counts[0] == 200 and counts[-1] == 200 // _imbalance_factor(recipe)
+    assert _images_seen(out) == pytest.approx(2 * config.train.batch_size)
 
 
 @pytest.mark.parametrize("recipe", GCL)

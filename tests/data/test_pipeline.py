@@ -73,7 +73,7 @@ def test_rand_augment_is_seeded_per_batch_and_changes_images():
     from tailfuse.config import AugmentConfig
     from tailfuse.data.pipeline import BatchAugmenter
 
-    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    images = torch.randint(0, 256, (6, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     plain = BatchAugmenter(AugmentConfig(crop_padding=0, horizontal_flip=False))
     augmented = BatchAugmenter(AugmentConfig(crop_padding=0, horizontal_flip=False, rand_augment=True, rand_augment_magnitude=15))
 
@@ -84,3 +84,11 @@ def test_rand_augment_is_seeded_per_batch_and_changes_images():
     assert not torch.equal(run(augmented, 1), run(plain, 1))
     assert not torch.equal(run(augmented, 1), run(augmented, 2))
     assert run(augmented, 1).shape == (6, 3, 32, 32)
+    # with no crop or flip, the stream's first draw seeds torchvision's RandAugment for the batch
+    from torchvision.transforms import v2
+
+    seed = int(torch.randint(2**62, (1,), generator=torch.Generator().manual_seed(1)).item())
+    torch.manual_seed(seed)
+    reference = v2.RandAugment(num_ops=2, magnitude=15)
+    expected = torch.stack([reference(image) for image in images])
+    assert torch.equal(run(augmented, 1), plain.normalize(expected))

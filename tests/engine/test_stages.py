@@ -75,6 +75,33 @@ def test_tau_norm_evaluates_without_training(cifar10_jpeg_root, tmp_path):
     record = json.loads((tmp_path / "tau" / "metrics.jsonl").read_text().splitlines()[0])
     assert record["train_loss"] != record["train_loss"]  # NaN: no step was taken
     assert results["method"] == "tau_norm"
+    # the reported top-1 is that of the stage-1 network with rows w_j / ||w_j|| and no bias
+    from tailfuse.config import load_recipe
+    from tailfuse.data.pipeline import BatchAugmenter
+    from tailfuse.data.prepare import load_data
+    from tailfuse.models import build_model
+
+    config = load_recipe("cifar10_lt_quick_dr", overrides)
+    test = load_data(config.data, "cpu").test
+    model = build_model(config.model, 10)
+    model.load_state_dict(load_checkpoint(tmp_path / "stage1" / "checkpoints" / "last.pt")["session"]["model"])
+    model.eval()
+    with torch.no_grad():
+        pooled = model.backbone(BatchAugmenter(config.data.augment).evaluate(test.images)).mean(dim=(2, 3))
+        weight = model.head.fc.weight
+        normalised = pooled @ (weight / weight.norm(dim=1, keepdim=True)).t()
+        plain = model.head.fc(pooled)
+    expected = 100.0 * (normalised.argmax(1) == test.labels).double().mean().item()
+    assert results["test"]["top1"] == pytest.approx(expected)
+    assert not torch.equal(normalised.argmax(1), plain.argmax(1))  # the normalisation changes predictions here
+    # tau = 1 makes each class row a unit vector: scaling row j by j + 1 must not move a prediction
+    from tailfuse.engine.trainer import evaluate_checkpoint
+
+    saved = load_checkpoint(tmp_path / "tau" / "checkpoints" / "last.pt")
+    saved["session"]["model"]["head.fc.weight"] *= torch.arange(1.0, 11.0).view(10, 1)
+    torch.save(saved, tmp_path / "scaled.pt")
+    rescaled = evaluate_checkpoint(tmp_path / "scaled.pt", tmp_path / "scaled")
+    assert rescaled["test"]["confusion_matrix"] == results["test"]["confusion_matrix"]
 
 
 @pytest.mark.parametrize("recipe", ["cifar10_lt_quick_crt", "cifar10_lt_quick_lws", "cifar10_lt_quick_mislas", "cifar10_lt_quick_tau_norm"])

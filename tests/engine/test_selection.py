@@ -1,0 +1,61 @@
+"""Model selection on a run whose validation and test curves disagree.
+
+Training is replaced by a marker: after epoch e the head's first bias holds e, so every
+saved model says which epoch it is. Evaluation is the real one, except that top-1 is read
+from a scripted table per split and marker. Validation peaks at epoch 2 (tied at 3), test
+at epoch 3: ``best_validation`` must report epoch 2 and the test score of epoch 2's model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import tailfuse
+from tailfuse.engine import session as session_module
+
+from ..conftest import tiny_overrides
+
+VALIDATION_TOP1 = {1: 10.0, 2: 30.0, 3: 30.0}
+TEST_TOP1 = {1: 50.0, 2: 10.0, 3: 90.0}
+
+
+@pytest.fixture
+def scripted_training(monkeypatch):
+    original_evaluate = session_module.TrainingSession.evaluate
+
+    def train_epoch(self, epoch, progress=False, max_steps=None):
+        with torch.no_grad():
+            self.model.head.fc.bias[0] = float(epoch + 1)
+        return {"epoch": epoch + 1, "lr": 0.1, "train_loss": 1.0, "seconds": 1.0, "images_per_second": 1.0}
+
+    def evaluate(self, split):
+        metrics = original_evaluate(self, split)
+        marker = round(float(self.model.head.fc.bias[0].detach()))
+        table = VALIDATION_TOP1 if split is self.data.validation else TEST_TOP1
+        metrics["top1"] = table[marker]
+        return metrics
+
+    monkeypatch.setattr(session_module.TrainingSession, "train_epoch", train_epoch)
+    monkeypatch.setattr(session_module.TrainingSession, "evaluate", evaluate)
+
+
+@pytest.mark.parametrize(
+    ("selection", "epoch", "test_top1"),
+    [("best_validation", 2, 10.0), ("best_test", 3, 90.0)],
+)
+def test_the_selected_epoch_and_its_test_score(cifar10_jpeg_root, tmp_path, scripted_training, selection, epoch, test_top1):
+    overrides = tiny_overrides(
+        cifar10_jpeg_root, epochs=3, **{"data.validation_per_class": 2, "data.test_per_class": 2, "train.selection": selection}
+    )
+    results = tailfuse.train("cifar10_lt_quick", tmp_path / "run", overrides)
+    assert results["selection"] == {"rule": selection, "epoch": epoch}
+    assert results["test"]["top1"] == test_top1  # the selected model's own test score
+    assert results["validation"]["top1"] == 30.0  # the last epoch's validation
+    assert results["final_epoch_test"]["top1"] == 90.0
+    saved = torch.load(tmp_path / "run" / "checkpoints" / f"{selection}.pt", weights_only=False)
+    assert saved["epoch"] == epoch and float(saved["session"]["model"]["head.fc.bias"][0]) == epoch
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["validation_top1"], r["test_top1"]) for r in log] == [(10.0, 50.0), (30.0, 10.0), (30.0, 90.0)]
