@@ -443,3 +443,34 @@ def test_eval_of_a_run_directory_evaluates_its_selected_checkpoint(trees, tmp_pa
     assert json.loads(captured.out[captured.out.index("{"):])["top1"] == results["test"]["top1"]
     line = one_error_line(capsys, ["eval", str(tmp_path), "--out", str(tmp_path / "e2")])
     assert "without checkpoints/" in line
+
+
+# ------------------------------------------------------------- the same faults elsewhere
+
+
+def test_a_stage1_run_of_another_recipe_is_not_reused(trees, tmp_path, capsys):
+    stage1_tiny = 'init.overrides=["train.epochs=1","train.batch_size=4","train.threads=1","train.progress=false"]'
+    overrides = [*tree_overrides(trees["a"]), stage1_tiny]
+    tailfuse.train("cifar10_lt_quick_dr", tmp_path / "dr", overrides)
+    stage1 = tmp_path / "cifar10_lt_quick"
+    before = snapshot(stage1)
+    # the stage-1 recipe changed (no mixup): the run in the sibling folder is not that recipe's
+    changed = [*tree_overrides(trees["a"]), stage1_tiny.replace('"]', '","method.mixup_alpha=0"]')]
+    line = one_error_line(capsys, ["train", "cifar10_lt_quick_dr", *changed, "--out", str(tmp_path / "dr2")])
+    assert "another recipe" in line and "method.mixup_alpha" in line and "init.run_dir" in line
+    assert snapshot(stage1) == before
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["train.seed=-1"], "train.seed: Input should be greater than or equal to 0"),
+        (["data.subset_seed=-3"], "data.subset_seed: Input should be greater than or equal to 0"),
+        (["--resume"], "nothing to resume"),
+    ],
+)
+def test_other_bad_inputs_are_one_line(trees, tmp_path, capsys, arguments, expected):
+    out = tmp_path / "never"
+    line = one_error_line(capsys, ["train", "cifar10_lt_quick", *tree_overrides(trees["a"]), *arguments, "--out", str(out)])
+    assert expected in line
+    assert not out.exists()
