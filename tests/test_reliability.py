@@ -439,8 +439,8 @@ def test_eval_of_a_run_directory_evaluates_its_selected_checkpoint(trees, tmp_pa
     capsys.readouterr()
     assert main(["eval", str(run), "--out", str(tmp_path / "e")]) == 0
     captured = capsys.readouterr()
-    assert f"evaluating {run / 'checkpoints' / 'last.pt'}" in captured.out
-    assert json.loads(captured.out[captured.out.index("{"):])["top1"] == results["test"]["top1"]
+    assert f"evaluating {run / 'checkpoints' / 'last.pt'}" in captured.err
+    assert json.loads(captured.out)["top1"] == results["test"]["top1"]
     line = one_error_line(capsys, ["eval", str(tmp_path), "--out", str(tmp_path / "e2")])
     assert "without checkpoints/" in line
 
@@ -474,3 +474,25 @@ def test_other_bad_inputs_are_one_line(trees, tmp_path, capsys, arguments, expec
     line = one_error_line(capsys, ["train", "cifar10_lt_quick", *tree_overrides(trees["a"]), *arguments, "--out", str(out)])
     assert expected in line
     assert not out.exists()
+
+
+def test_a_crafted_cocottributes_file_runs_no_code(tmp_path):
+    import joblib
+
+    from tailfuse.data.glt_builders import load_cocottributes
+    from tailfuse.errors import DataError
+
+    good = tmp_path / "good.jbl"
+    joblib.dump({"ann_vecs": {3: np.array([0.9, 0.2, 0.7])}, "patch_id_to_ann_id": {3: 41}}, good)
+    assert {key: value.tolist() for key, value in load_cocottributes(good).items()} == {41: [True, False, True]}
+    marker = tmp_path / "marker.txt"
+    crafted = tmp_path / "crafted.jbl"
+    joblib.dump({"ann_vecs": _RunsCode(marker), "patch_id_to_ann_id": {}}, crafted)
+    with pytest.raises(DataError, match="refused"):
+        load_cocottributes(crafted)
+    assert not marker.exists()
+
+
+def test_auxiliary_names_that_leave_the_output_folder_are_refused():
+    with pytest.raises(ConfigError, match="folder name"):
+        load_recipe("cifar10_lt_quick_ffn", ["init.auxiliary={'../../x': {recipe: cifar10_lt_quick}}"])

@@ -253,6 +253,26 @@ class TrainConfig(StrictModel):
         return value
 
 
+def check_path_name(value: str, what: str) -> str:
+    """Refuse a name that becomes a path component but would leave its folder.
+
+    Run names name sibling run directories (a stage-1 run next to its stage 2) and sweep
+    values name sub-folders, so ``../x``, ``/abs``, ``a/b``, ``.`` or ``..`` could write
+    outside the output folder (issue 10 item 10).
+    """
+    if (
+        not value
+        or value in (".", "..")
+        or any(character in value for character in ("/", "\\", "\0"))
+        or value != value.strip()
+    ):
+        raise ValueError(
+            f"{what} {value!r} is used as a folder name: it must be non-empty, without '/', '\\', "
+            "surrounding spaces, and not '.' or '..'"
+        )
+    return value
+
+
 class StageSource(StrictModel):
     """A trained model a stage starts from: a checkpoint file, or a recipe trained when missing.
 
@@ -285,6 +305,13 @@ class InitConfig(StageSource):
     load: Literal["all", "backbone"] = "all"
     auxiliary: dict[str, StageSource] = {}
 
+    @field_validator("auxiliary")
+    @classmethod
+    def _auxiliary_names(cls, value: dict[str, StageSource]) -> dict[str, StageSource]:
+        for name in value:  # a sweep trains each into OUT/stage1_<name>
+            check_path_name(name, "init.auxiliary name")
+        return value
+
 
 # ------------------------------------------------------------------------ method
 
@@ -300,26 +327,6 @@ def register_method_options(name: str):
         return options_class
 
     return decorator
-
-
-def check_path_name(value: str, what: str) -> str:
-    """Refuse a name that becomes a path component but would leave its folder.
-
-    Run names name sibling run directories (a stage-1 run next to its stage 2) and sweep
-    values name sub-folders, so ``../x``, ``/abs``, ``a/b``, ``.`` or ``..`` could write
-    outside the output folder (issue 10 item 10).
-    """
-    if (
-        not value
-        or value in (".", "..")
-        or any(character in value for character in ("/", "\\", "\0"))
-        or value != value.strip()
-    ):
-        raise ValueError(
-            f"{what} {value!r} is used as a folder name: it must be non-empty, without '/', '\\', "
-            "surrounding spaces, and not '.' or '..'"
-        )
-    return value
 
 
 class RunConfig(StrictModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import platform
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -356,7 +357,7 @@ def resolve_checkpoint_argument(path: str | Path) -> Path:
     chosen = checkpoints / ("last.pt" if rule == "final" else f"{rule}.pt")
     if not chosen.is_file():
         chosen = checkpoints / "last.pt"
-    print(f"evaluating {chosen}")
+    print(f"evaluating {chosen}", file=sys.stderr)  # stdout stays the metrics' JSON
     return chosen
 
 
