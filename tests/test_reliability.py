@@ -334,6 +334,7 @@ def test_an_unusable_out_fails_at_once_with_one_line(tmp_path, capsys):
     assert a_file.read_text() == "keep me"
 
 
+@pytest.mark.slow  # a child process (torch import) on top of two runs
 def test_a_full_disk_and_an_unwritable_cache_are_one_line_and_a_warning(trees, tmp_path):
     """A real write failure: the process may write files of at most 40 kB (RLIMIT_FSIZE)."""
     run = tmp_path / "run"
@@ -356,13 +357,16 @@ def test_a_full_disk_and_an_unwritable_cache_are_one_line_and_a_warning(trees, t
     # decoded images over the limit could not be cached: a warning, and the run went on to its checkpoint
     assert any(line.startswith("warning: decoded images not cached") for line in lines)
 
-    # a cache folder that cannot be created: the run succeeds without caching
+
+def test_a_cache_folder_that_cannot_be_created_is_a_warning(trees, tmp_path, capsys):
     blocker = tmp_path / "blocker"
     blocker.write_text("")
     results = tailfuse.train(
         "cifar10_lt_quick", tmp_path / "ok", [*tree_overrides(trees["a"]), f"data.cache_dir={blocker / 'cache'}"]
     )
     assert results["test"]["num_samples"] == 12
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2 and all(str(blocker / "cache") in line for line in warnings)  # train and test images
 
 
 def _environment() -> dict:
