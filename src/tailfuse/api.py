@@ -18,18 +18,34 @@ def _config(recipe: str | Path | RunConfig, overrides: list[str] | None) -> RunC
     return load_recipe(recipe, overrides)
 
 
-def train(recipe: str | Path | RunConfig, out: str | Path, overrides: list[str] | None = None, resume: bool = False) -> dict:
-    """Train a recipe (name, path or :class:`RunConfig`) into the run directory ``out``; returns results."""
+def train(
+    recipe: str | Path | RunConfig,
+    out: str | Path,
+    overrides: list[str] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> dict:
+    """Train a recipe (name, path or :class:`RunConfig`) into the run directory ``out``; returns results.
+
+    ``out`` holding an earlier run is refused unless ``resume`` (continue it) or
+    ``overwrite`` (delete its files first).
+    """
     from tailfuse.engine.trainer import train as run_training
 
-    return run_training(_config(recipe, overrides), out, resume=resume)
+    return run_training(_config(recipe, overrides), out, resume=resume, overwrite=overwrite)
 
 
-def evaluate(checkpoint: str | Path, out: str | Path | None = None, overrides: list[str] | None = None) -> dict:
-    """Evaluate a checkpoint on its recipe's test set; writes results.json, report.md and the plot."""
+def evaluate(
+    checkpoint: str | Path, out: str | Path | None = None, overrides: list[str] | None = None, overwrite: bool = False
+) -> dict:
+    """Evaluate a checkpoint (or a run directory's selected one) on its recipe's test set.
+
+    Writes results.json, report.md and the plot to ``out``; a training run's directory or
+    another checkpoint's report there is refused unless ``overwrite``.
+    """
     from tailfuse.engine.trainer import evaluate_checkpoint
 
-    return evaluate_checkpoint(checkpoint, out, overrides)
+    return evaluate_checkpoint(checkpoint, out, overrides, overwrite=overwrite)
 
 
 def data_summary(recipe: str | Path | RunConfig, overrides: list[str] | None = None) -> dict:

@@ -25,11 +25,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.epochs=2")
     train.add_argument("--out", required=True, help="run directory")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="delete an earlier run's files in --out first")
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on its recipe's test set")
-    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("checkpoint", help="checkpoint file, or a run directory (its selected checkpoint)")
     evaluate.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. data.root=PATH")
     evaluate.add_argument("--out", default=None, help="report directory (default: RUN/eval_<checkpoint>)")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     evaluate.add_argument(
         "--with", dest="with_checkpoint", default=None,
         help="GLT: a checkpoint trained on the other training set (Train-CBL for a Train-GLT run, or the reverse); "
@@ -127,7 +129,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(arguments: argparse.Namespace) -> int:
     if arguments.command == "train":
-        results = tailfuse.train(arguments.recipe, arguments.out, arguments.overrides, resume=arguments.resume)
+        results = tailfuse.train(
+            arguments.recipe, arguments.out, arguments.overrides, resume=arguments.resume, overwrite=arguments.overwrite
+        )
         groups = results["test"]["group_accuracy"]
         print(
             f"{results['name']}: test top-1 {results['test']['top1']:.2f} "
@@ -140,7 +144,7 @@ def _run(arguments: argparse.Namespace) -> int:
 
             print(protocol_text(results["glt"]))
     elif arguments.command == "eval":
-        results = tailfuse.evaluate(arguments.checkpoint, arguments.out, arguments.overrides)
+        results = tailfuse.evaluate(arguments.checkpoint, arguments.out, arguments.overrides, overwrite=arguments.overwrite)
         summary = {key: results["test"][key] for key in ("top1", "top5", "group_accuracy", "macro_precision", "ece")}
         print(json.dumps(summary, indent=2))
         if results.get("glt"):
@@ -242,7 +246,7 @@ def _evaluate_glt_pair(arguments: argparse.Namespace, first: dict) -> None:
     from tailfuse.eval.glt_table import bench_summary, glt_table_markdown, write_glt_table
 
     other_out = Path(arguments.out) / "with" if arguments.out else None
-    second = tailfuse.evaluate(arguments.with_checkpoint, other_out, arguments.overrides)
+    second = tailfuse.evaluate(arguments.with_checkpoint, other_out, arguments.overrides, overwrite=arguments.overwrite)
     kinds = {results["data"].get("glt_train_set") for results in (first, second)}
     if kinds != {"glt", "cbl"}:
         raise TailfuseError("eval --with needs one Train-GLT and one Train-CBL checkpoint of a GLT dataset")
@@ -262,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         return _run(arguments)
     except TailfuseError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file the system refused (full disk, permissions): name it
+        if error.filename is None:
+            raise
+        print(f"error: {error.filename}: {error.strerror or type(error).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the last complete checkpoint is intact (use --resume)", file=sys.stderr)

@@ -101,7 +101,7 @@ class GltConfig(StrictModel):
     attribute: Literal["tint", "rotation"] = "tint"
     mode: Literal["cyclic", "aligned"] = "cyclic"
     rho: float = Field(100.0, ge=1.0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # numpy's seed range
     train_set: Literal["glt", "cbl"] = "glt"
     tint_strength: float = Field(0.4, ge=0.0, le=1.0)
     max_per_class: int | None = Field(None, ge=1)
@@ -138,7 +138,7 @@ class DataConfig(StrictModel):
     profile: Literal["exponential", "step", "none"] = "exponential"
     imbalance_factor: float = Field(100.0, ge=1.0)
     max_per_class: int | None = Field(None, ge=1)
-    subset_seed: int = 0
+    subset_seed: int = Field(0, ge=0, lt=2**32)
     test_per_class: int | None = Field(None, ge=1)
     validation_per_class: int = Field(0, ge=0)
     image_size: int = Field(32, ge=8)
@@ -233,7 +233,7 @@ class TrainConfig(StrictModel):
 
     epochs: int = Field(200, ge=1)
     batch_size: int = Field(128, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # numpy's seed range
     deterministic: bool = False
     device: str = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
@@ -251,6 +251,26 @@ class TrainConfig(StrictModel):
         if value not in ("auto", "cpu") and not value.startswith("cuda"):
             raise ValueError("train.device must be auto, cpu or cuda[:N]")
         return value
+
+
+def check_path_name(value: str, what: str) -> str:
+    """Refuse a name that becomes a path component but would leave its folder.
+
+    Run names name sibling run directories (a stage-1 run next to its stage 2) and sweep
+    values name sub-folders, so ``../x``, ``/abs``, ``a/b``, ``.`` or ``..`` could write
+    outside the output folder (issue 10 item 10).
+    """
+    if (
+        not value
+        or value in (".", "..")
+        or any(character in value for character in ("/", "\\", "\0"))
+        or value != value.strip()
+    ):
+        raise ValueError(
+            f"{what} {value!r} is used as a folder name: it must be non-empty, without '/', '\\', "
+            "surrounding spaces, and not '.' or '..'"
+        )
+    return value
 
 
 class StageSource(StrictModel):
@@ -285,6 +305,13 @@ class InitConfig(StageSource):
     load: Literal["all", "backbone"] = "all"
     auxiliary: dict[str, StageSource] = {}
 
+    @field_validator("auxiliary")
+    @classmethod
+    def _auxiliary_names(cls, value: dict[str, StageSource]) -> dict[str, StageSource]:
+        for name in value:  # a sweep trains each into OUT/stage1_<name>
+            check_path_name(name, "init.auxiliary name")
+        return value
+
 
 # ------------------------------------------------------------------------ method
 
@@ -314,6 +341,11 @@ class RunConfig(StrictModel):
     train: TrainConfig = TrainConfig()
     method: SerializeAsAny[BaseModel] = Field(default_factory=lambda: {"name": "erm"})
     init: InitConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_path_name(value, "name")
 
     @field_validator("method", mode="before")
     @classmethod
@@ -346,16 +378,25 @@ def builtin_recipe_dir() -> Path:
 
 
 def find_recipe(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
-    """Resolve a recipe argument: an existing path, or the name of a shipped recipe."""
+    """Resolve a recipe argument: an existing path, or the name of a shipped recipe.
+
+    Only a bare name (no folder part) may mean a shipped recipe: a path that does not
+    exist is an error, never the shipped recipe of the same stem.
+    """
     candidate = Path(name_or_path)
     options = [candidate]
     if relative_to is not None and not candidate.is_absolute():
         options.insert(0, relative_to / candidate)
-    stem = candidate.name[:-5] if candidate.name.endswith(".yaml") else candidate.name
-    options.append(builtin_recipe_dir() / f"{stem}.yaml")
+    bare_name = len(candidate.parts) == 1 and str(name_or_path) not in (".", "..")
+    if bare_name:
+        stem = candidate.name[:-5] if candidate.name.endswith(".yaml") else candidate.name
+        options.append(builtin_recipe_dir() / f"{stem}.yaml")
     for option in options:
         if option.is_file():
             return option
+    if not bare_name:
+        where = " or ".join(str(option) for option in options)
+        raise ConfigError(f"recipe file {where} does not exist")
     shipped = ", ".join(sorted(p.stem for p in builtin_recipe_dir().glob("*.yaml")))
     raise ConfigError(
         f"recipe '{name_or_path}' not found: not a file, and not a shipped recipe ({shipped})"
@@ -383,9 +424,13 @@ def read_recipe_dict(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> 
     if path in _seen:
         raise ConfigError(f"recipe base cycle: {' -> '.join(str(p) for p in (*_seen, path))}")
     try:
-        content = yaml.safe_load(path.read_text()) or {}
+        content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"recipe {path} is not valid YAML: {error}") from None
+        raise ConfigError(f"recipe {path} is not valid YAML: {' '.join(str(error).split())}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"recipe {path} is not UTF-8 text (byte {error.start}: {error.reason})") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read recipe {path}: {error.strerror}") from None
     if not isinstance(content, dict):
         raise ConfigError(f"recipe {path} must be a mapping at the top level")
     base = content.pop("base", None)
@@ -421,7 +466,8 @@ def apply_overrides(recipe: dict, overrides: list[str]) -> dict:
             if not isinstance(child, dict):
                 raise ConfigError(f"override '{item}': '{part}' is not a section")
             node = child
-        if parts[-1] == "name" and node.get("name", value) != value:
+        # a section's new name (method.name=crt) starts it afresh; the run's own name does not
+        if len(parts) > 1 and parts[-1] == "name" and node.get("name", value) != value:
             node.clear()
         node[parts[-1]] = value
     return result

@@ -15,3 +15,7 @@ class DataError(TailfuseError):
 
 class CheckpointError(TailfuseError):
     """A checkpoint that is missing, unreadable or incompatible with the recipe."""
+
+
+class TrainingError(TailfuseError):
+    """Training that cannot go on, such as a loss that became NaN or infinite."""

@@ -146,7 +146,10 @@ def read_glt_annotation(
         raise DataError(f"GLT annotation {path} has no 'train' split (expected keys {', '.join(GLT_SPLITS)})")
     root_path = Path(root).expanduser() if root else None
     replace_prefix = replace_prefix or {}
-    class_names = _class_names(content, path)
+    try:
+        class_names = _class_names(content, path)
+    except (ValueError, TypeError, AttributeError) as error:
+        raise DataError(f"{path}: a class id or label is not an integer ({' '.join(str(error).split())[:120]})") from None
     splits = {}
     for split_name in GLT_SPLITS:
         if split_name not in content:
@@ -177,6 +180,10 @@ def read_glt_annotation(
             }
         except KeyError as error:
             raise DataError(f"{path}: split '{split_name}' lacks an entry for image {error}") from None
+        except (ValueError, TypeError, AttributeError) as error:
+            raise DataError(
+                f"{path}: split '{split_name}' has an entry that is not an integer ({' '.join(str(error).split())[:120]})"
+            ) from None
         if labels.min() < 0 or labels.max() >= len(class_names):
             raise DataError(f"{path}: split '{split_name}' has labels outside 0..{len(class_names) - 1}")
         splits[split_name] = GltSplit(

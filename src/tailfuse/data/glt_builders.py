@@ -34,6 +34,7 @@ from tailfuse.data.glt import (
     write_annotation_pair,
     write_json_atomically,
 )
+from tailfuse.data.sources import CIFAR_PICKLE_GLOBALS
 from tailfuse.errors import DataError
 
 
@@ -417,19 +418,53 @@ def mscoco_glt_splits(objects: list[CocoObject], sizes: CocoGltSizes | None = No
     return results
 
 
+#: Globals a cocottributes joblib file may name: numpy arrays (also joblib's wrapper of
+#: them) and plain Python containers and numbers; anything else would run code from data.
+JOBLIB_SAFE_GLOBALS = CIFAR_PICKLE_GLOBALS | {
+    ("joblib.numpy_pickle", "NumpyArrayWrapper"),
+    ("collections", "OrderedDict"),
+    ("collections", "defaultdict"),
+    *{("builtins", name) for name in ("set", "frozenset", "list", "dict", "tuple", "int", "float", "str", "bytes")},
+}
+
+
+def restricted_joblib_load(path: Path):
+    """``joblib.load`` that admits only :data:`JOBLIB_SAFE_GLOBALS` (no code run from a data file).
+
+    Uses joblib's own unpickler (which reads its array wrappers and compressed files)
+    with a whitelist in ``find_class``; joblib's module layout is private, so a joblib
+    that moved it is one clear error rather than an unrestricted load.
+    """
+    import pickle
+
+    try:
+        from joblib.numpy_pickle import NumpyUnpickler, _validate_fileobject_and_memmap
+    except ImportError as error:
+        raise DataError(f"this joblib cannot be read safely here ({error}); pin joblib 1.x") from None
+
+    class RestrictedUnpickler(NumpyUnpickler):
+        def find_class(self, module: str, name: str):
+            if (module, name) not in JOBLIB_SAFE_GLOBALS:
+                raise pickle.UnpicklingError(f"it names {module}.{name}, which cocottributes never holds; refused")
+            return super().find_class(module, name)
+
+    with open(path, "rb") as stream, _validate_fileobject_and_memmap(stream, str(path), None) as (handle, _):
+        if isinstance(handle, str):
+            raise DataError(f"{path} is in a joblib format older than 0.10")
+        return RestrictedUnpickler(str(path), handle, True).load()
+
+
 def load_cocottributes(path: str | Path) -> dict[int, np.ndarray]:
     """COCO annotation id → binary attribute vector (score > 0.5) from ``cocottributes_py3.jbl``.
 
     Reads the keys the cocottributes release uses: ``ann_vecs`` (patch id → 204 scores)
     and ``patch_id_to_ann_id``.
     """
-    import joblib
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"cocottributes file {path} does not exist")
     try:
-        content = joblib.load(path)
+        content = restricted_joblib_load(path)
         vectors, patch_to_annotation = content["ann_vecs"], content["patch_id_to_ann_id"]
     except (KeyError, TypeError) as error:
         raise DataError(f"{path} lacks the cocottributes keys ann_vecs / patch_id_to_ann_id: {error}") from None

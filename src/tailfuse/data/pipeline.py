@@ -128,3 +128,30 @@ class StreamedImageDataset(torch.utils.data.Dataset):
         except (RuntimeError, ValueError) as error:
             raise DataError(f"cannot decode image {self.paths[index]}: {error}") from None
         return self.transform(image), self.labels[index]
+
+
+def loader_batches(loader: torch.utils.data.DataLoader):
+    """Iterate ``loader``; a failure inside a worker becomes one :class:`DataError` line.
+
+    PyTorch re-raises a worker's exception with the worker's whole traceback as its
+    message; the last line (``DataError: cannot decode image PATH: ...``) is what a user
+    needs, and a worker killed by the system is a data-loading failure too.
+    """
+    from tailfuse.errors import DataError
+
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except Exception as error:  # noqa: BLE001 - only worker failures are rewritten
+            message = str(error)
+            if message.startswith("Caught ") and "DataLoader worker" in message:
+                last = [line for line in message.splitlines() if line.strip()][-1].strip()
+                last = last.removeprefix("tailfuse.errors.DataError: ")
+                raise DataError(f"a data-loading worker failed: {last}") from None
+            if isinstance(error, RuntimeError) and message.startswith("DataLoader worker"):
+                raise DataError(f"{' '.join(message.split())} (out of memory? lower data.num_workers)") from None
+            raise
+        yield batch

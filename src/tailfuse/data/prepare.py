@@ -7,6 +7,8 @@ that live on the device for the whole run.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,6 +202,32 @@ class PreparedData:
     @property
     def class_counts(self) -> list[int]:
         return self.plan.class_counts
+
+    def content_checksum(self) -> str | None:
+        """A checksum of what the training subset holds, not only which indices it uses.
+
+        Decoded pixels and labels (device storage) or file sizes and labels (streamed
+        storage, where decoding everything up front would cost an epoch). Another dataset
+        of the same layout has the same ``subset_checksum`` but not this one (issue 10
+        item 3). None when the training images were not loaded (evaluation).
+        """
+        split = self.train
+        digest = hashlib.sha256(split.labels.cpu().numpy().astype(np.int64).tobytes())
+        if isinstance(split, StreamedImages):
+            for path in split.paths:
+                try:
+                    digest.update(os.stat(path).st_size.to_bytes(8, "little"))
+                except OSError as error:
+                    raise DataError(f"cannot read image {path}: {error.strerror}") from None
+        elif split.images.shape[0] == len(split):
+            digest.update(np.ascontiguousarray(split.images.cpu().numpy()))
+        else:
+            return None
+        return digest.hexdigest()[:16]
+
+    def summary(self) -> dict:
+        """The plan's summary plus :meth:`content_checksum` (saved as ``data_summary.json``)."""
+        return {**self.plan.summary(), "content_checksum": self.content_checksum()}
 
     @property
     def num_classes(self) -> int:

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import os
 import pickle
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,12 +63,41 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("TAILFUSE_CACHE", Path.home() / ".cache" / "tailfuse"))
 
 
+#: The only globals a CIFAR batch pickle may name: what rebuilds a numpy array (old and
+#: new numpy module names) and the bytes codec Python 3's protocol-2 pickles use.
+CIFAR_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only numpy arrays, lists, dicts, strings and numbers.
+
+    A plain ``pickle.load`` of a crafted ``data_batch_1`` runs arbitrary code; this one
+    refuses every global outside :data:`CIFAR_PICKLE_GLOBALS` (issue 10 item 11).
+    """
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in CIFAR_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never holds; refused")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as handle:
-            return pickle.load(handle, encoding="latin1")
-    except (OSError, pickle.UnpicklingError, EOFError) as error:
+            content = CifarUnpickler(handle, encoding="latin1").load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
         raise DataError(f"cannot read CIFAR file {path}: {error}") from None
+    if not isinstance(content, dict):
+        raise DataError(f"cannot read CIFAR file {path}: it holds a {type(content).__name__}, not a dict")
+    return content
 
 
 @functools.lru_cache(maxsize=4)
@@ -77,11 +107,19 @@ def _read_cifar_pickles(name: str, folder: Path, split: str, modified: tuple[int
     arrays, labels = [], []
     for file_name in spec[split]:
         batch = _unpickle(folder / file_name)
-        arrays.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.extend(batch[spec["label_key"]])
+        try:
+            arrays.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.extend(int(label) for label in batch[spec["label_key"]])
+        except (KeyError, ValueError, TypeError) as error:
+            raise DataError(f"CIFAR file {folder / file_name} is not a CIFAR batch ({type(error).__name__}: {error})") from None
+        if len(labels) != sum(len(array) for array in arrays):
+            raise DataError(f"CIFAR file {folder / file_name} has a different number of labels and images")
     images = np.ascontiguousarray(np.concatenate(arrays).transpose(0, 2, 3, 1))
     meta_file, meta_key = spec["meta"]
-    class_names = list(_unpickle(folder / meta_file)[meta_key])
+    meta = _unpickle(folder / meta_file)
+    if meta_key not in meta:
+        raise DataError(f"CIFAR file {folder / meta_file} has no '{meta_key}'")
+    class_names = [str(name) for name in meta[meta_key]]
     images.setflags(write=False)
     return images, np.asarray(labels, dtype=np.int64), class_names
 
@@ -118,13 +156,34 @@ def _decode_files(paths: list[str], image_size: int) -> np.ndarray:
     return output
 
 
+def file_fingerprints(paths: list[str]) -> list[str]:
+    """Size, modification and change time of each file: what changes when its pixels change.
+
+    Replacing a file under the same name (a copy, a move, an edit) always sets a new
+    change time (``st_ctime_ns``, which no tool can set back), so a decode cache keyed on
+    these is never served for other pixels (issue 10 item 3).
+    """
+    fingerprints = []
+    for path in paths:
+        try:
+            status = os.stat(path)
+        except OSError as error:
+            raise DataError(f"cannot read image {path}: {error.strerror}") from None
+        fingerprints.append(f"{status.st_size}:{status.st_mtime_ns}:{status.st_ctime_ns}")
+    return fingerprints
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def _cached_decoder(
     paths: list[str], identity: str, image_size: int, cache_dir: Path | None
 ) -> Callable[[np.ndarray], np.ndarray]:
     def load(indices: np.ndarray) -> np.ndarray:
         chosen = [paths[i] for i in np.asarray(indices, dtype=np.int64)]
         key = hashlib.sha256(
-            "\n".join([identity, str(image_size), *chosen]).encode()
+            "\n".join([identity, str(image_size), *chosen, *file_fingerprints(chosen)]).encode()
         ).hexdigest()[:24]
         cache_path = (cache_dir or default_cache_dir()) / f"images-{key}.npy"
         if cache_path.is_file():
@@ -135,10 +194,17 @@ def _cached_decoder(
             except (OSError, ValueError):
                 pass  # a damaged cache entry is rebuilt below
         images = _decode_files(chosen, image_size)
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
         temporary = cache_path.with_suffix(f".tmp{os.getpid()}.npy")
-        np.save(temporary, images)
-        os.replace(temporary, cache_path)
+        try:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(temporary, images)
+            os.replace(temporary, cache_path)
+        except OSError as error:  # a full or read-only cache only costs the next run a decode
+            _warn(f"decoded images not cached in {cache_path.parent} ({error.strerror or error}); continuing")
+            try:
+                temporary.unlink(missing_ok=True)
+            except OSError:
+                pass
         return images
 
     return load

@@ -18,12 +18,18 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from tailfuse.config import RunConfig
-from tailfuse.data.pipeline import BatchAugmenter, StreamedImageDataset, streamed_transforms
+from tailfuse.data.pipeline import (
+    BatchAugmenter,
+    StreamedImageDataset,
+    loader_batches,
+    streamed_transforms,
+)
 from tailfuse.data.prepare import LabelledImages, PreparedData, StreamedImages
 from tailfuse.data.randomness import EpochRandomness, derive_seed
 from tailfuse.data.samplers import IndexSampler, build_sampler, rank_share
 from tailfuse.engine.runtime import Runtime
 from tailfuse.engine.schedules import learning_rate
+from tailfuse.errors import TrainingError
 from tailfuse.eval.metrics import classification_metrics
 from tailfuse.methods import Batch, Method, StepContext, build_method
 from tailfuse.models import Classifier, build_model
@@ -112,7 +118,7 @@ class TrainingSession:
                 generator=randomness.torch_generator(f"loader:{branch}"),
                 pin_memory=device.type == "cuda",
             )
-            for (images, labels), share in zip(loader, shares, strict=True):
+            for (images, labels), share in zip(loader_batches(loader), shares, strict=True):
                 yield Batch(
                     self.runtime.prepare_images(images.to(device, non_blocking=True)), labels.to(device), share.to(device)
                 )
@@ -153,7 +159,7 @@ class TrainingSession:
             with self.runtime.autocast():
                 loss = self.method.loss(batches, context)
             if not torch.isfinite(loss.detach()).all():
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
+                raise TrainingError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -177,7 +183,7 @@ class TrainingSession:
         if isinstance(split, StreamedImages):
             dataset = StreamedImageDataset(split.paths, split.labels, self.streamed_transforms[1])
             loader = DataLoader(dataset, batch_size=size, num_workers=self.config.data.num_workers)
-            for images, _ in loader:
+            for images, _ in loader_batches(loader):
                 yield images.to(self.runtime.device, non_blocking=True)
             return
         for start in range(0, len(split), size):

@@ -12,7 +12,7 @@ from tailfuse.config import (
     config_to_dict,
     read_recipe_dict,
 )
-from tailfuse.engine.checkpoint import load_checkpoint
+from tailfuse.engine.checkpoint import load_run_checkpoint
 from tailfuse.errors import CheckpointError
 
 #: Settings a stage-1 run takes from the stage-2 recipe that starts from it.
@@ -46,7 +46,8 @@ def ensure_stage1_checkpoint(config: RunConfig, source: StageSource, out_dir: Pa
     run_dir = stage1_run_dir(config, source, out_dir)
     last = run_dir / "checkpoints" / "last.pt"
     if last.exists():
-        state = load_checkpoint(last)
+        state = load_run_checkpoint(last)
+        _check_same_stage1_recipe(state, first_stage, run_dir)
         if state["epoch"] >= first_stage.train.epochs:
             return last
         print(f"stage 1 in {run_dir} stopped at epoch {state['epoch']}; resuming it")
@@ -57,15 +58,35 @@ def ensure_stage1_checkpoint(config: RunConfig, source: StageSource, out_dir: Pa
     return last
 
 
+def _check_same_stage1_recipe(state: dict, first_stage: RunConfig, run_dir: Path) -> None:
+    """Refuse to reuse a stage-1 run trained from another recipe (e.g. changed ``init.overrides``)."""
+    from tailfuse.engine.trainer import RESUMABLE_CHANGES, config_differences
+
+    differences = [
+        key for key in config_differences(state["config"], config_to_dict(first_stage)) if key not in RESUMABLE_CHANGES
+    ]
+    if differences:
+        raise CheckpointError(
+            f"the stage-1 run in {run_dir} was trained from another recipe than {first_stage.name} asks for "
+            f"(differs in {', '.join(differences[:5])}); set init.run_dir to another folder, or remove that run"
+        )
+
+
 def checked_checkpoint(
-    config: RunConfig, checkpoint_path: Path, class_counts: list[int], subset_checksum: str, check_head: bool
+    config: RunConfig,
+    checkpoint_path: Path,
+    class_counts: list[int],
+    subset_checksum: str,
+    check_head: bool,
+    summary: dict | None = None,
 ) -> dict:
     """Load an earlier-stage checkpoint and refuse, with the reason, one that does not fit.
 
     It must have this recipe's backbone, class count and training subset (and head, when
-    ``check_head``).
+    ``check_head``); with the data ``summary``, also its classes in the same order and,
+    when both recorded it, the same training pixels (``content_checksum``).
     """
-    saved = load_checkpoint(checkpoint_path)
+    saved = load_run_checkpoint(checkpoint_path)
     saved_model = saved["config"]["model"]
     problems = []
     if saved_model["backbone"] != config.model.backbone:
@@ -73,9 +94,21 @@ def checked_checkpoint(
     saved_classes = len(saved["data"]["class_counts"])
     if saved_classes != len(class_counts):
         problems.append(f"{saved_classes} classes (recipe: {len(class_counts)})")
+    elif summary is not None and list(saved["data"]["class_names"]) != list(summary["class_names"]):
+        problems.append("classes in another order or with other names (the class folders differ)")
     elif saved["data"]["subset_checksum"] != subset_checksum:
         problems.append(
             f"training subset {saved['data']['subset_checksum']} (recipe: {subset_checksum}; same data.* settings?)"
+        )
+    elif (
+        summary is not None
+        and saved["data"].get("content_checksum")
+        and summary.get("content_checksum")
+        and saved["data"]["content_checksum"] != summary["content_checksum"]
+    ):
+        problems.append(
+            f"training images {saved['data']['content_checksum']} (here: {summary['content_checksum']}; "
+            "same layout but other pixels: is data.root the same dataset?)"
         )
     if check_head and saved_model["head"] != config.model.head:
         problems.append(f"head {saved_model['head']} (recipe: {config.model.head}; use init.load=backbone)")
@@ -84,22 +117,34 @@ def checked_checkpoint(
     return saved
 
 
-def initial_model_state(config: RunConfig, checkpoint_path: Path, class_counts: list[int], subset_checksum: str, model_state: dict) -> dict:
+def initial_model_state(
+    config: RunConfig,
+    checkpoint_path: Path,
+    class_counts: list[int],
+    subset_checksum: str,
+    model_state: dict,
+    summary: dict | None = None,
+) -> dict:
     """Stage-1 weights to start stage 2 from, after :func:`checked_checkpoint`.
 
     ``model_state`` is the freshly built model's state (kept for the head with ``load: backbone``).
     """
-    saved = checked_checkpoint(config, checkpoint_path, class_counts, subset_checksum, config.init.load == "all")
+    saved = checked_checkpoint(
+        config, checkpoint_path, class_counts, subset_checksum, config.init.load == "all", summary=summary
+    )
     weights = saved["session"]["model"]
     if config.init.load == "backbone":
         weights = {**model_state, **{k: v for k, v in weights.items() if k.startswith("backbone.")}}
     return weights
 
 
-def auxiliary_models(config: RunConfig, out_dir: Path, class_counts: list[int], subset_checksum: str) -> dict[str, dict]:
+def auxiliary_models(
+    config: RunConfig, out_dir: Path, class_counts: list[int], subset_checksum: str, summary: dict | None = None
+) -> dict[str, dict]:
     """Train-if-missing, check and load every ``init.auxiliary`` model: name -> model state dict."""
     states = {}
     for name, source in config.init.auxiliary.items():
         path = ensure_stage1_checkpoint(config, source, out_dir)
-        states[name] = checked_checkpoint(config, path, class_counts, subset_checksum, check_head=False)["session"]["model"]
+        saved = checked_checkpoint(config, path, class_counts, subset_checksum, check_head=False, summary=summary)
+        states[name] = saved["session"]["model"]
     return states

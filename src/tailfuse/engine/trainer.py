@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import platform
+import random
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from tqdm.auto import tqdm
@@ -21,14 +24,24 @@ from tailfuse.config import RunConfig, build_config, config_to_dict
 from tailfuse.data.prepare import load_data
 from tailfuse.engine.checkpoint import (
     capture_rng_state,
-    load_checkpoint,
+    load_run_checkpoint,
+    load_weights,
     restore_rng_state,
     save_checkpoint,
+)
+from tailfuse.engine.rundir import (
+    checkpoint_record,
+    legacy_log,
+    make_output_folder,
+    open_run_directory,
+    restored_log,
+    write_metrics_log,
+    write_text_atomically,
 )
 from tailfuse.engine.runtime import make_runtime
 from tailfuse.engine.session import TrainingSession
 from tailfuse.engine.stages import auxiliary_models, ensure_stage1_checkpoint, initial_model_state
-from tailfuse.errors import CheckpointError, TailfuseError
+from tailfuse.errors import CheckpointError, ConfigError, TailfuseError, TrainingError
 from tailfuse.eval.report import write_report
 
 #: Keys that may differ between a run and its resumption (they do not change the result).
@@ -67,20 +80,64 @@ def _is_eval_epoch(config: RunConfig, epoch_number: int) -> bool:
     return epoch_number == config.train.epochs or (every > 0 and epoch_number % every == 0)
 
 
-def _truncate_log(path: Path, completed_epochs: int) -> None:
-    if not path.exists():
+def check_starting_point(config: RunConfig) -> None:
+    """Refuse a stage-2 method without a trained model to start from.
+
+    Such a method freezes the backbone and re-trains the classifier; without ``init``
+    (or ``model.weights``) it would train a head on a random frozen backbone.
+    """
+    from tailfuse.methods import METHODS
+
+    method_class = METHODS.get(config.method.name)
+    if getattr(method_class, "needs_trained_model", False) and config.init is None and not config.model.weights:
+        raise ConfigError(
+            f"method {config.method.name} re-trains the classifier on a frozen, already trained backbone: "
+            "set init.recipe or init.checkpoint (the stage-1 run) or model.weights"
+        )
+
+
+def check_same_classes(saved_names: list[str], names: list[str], what: str) -> None:
+    """Refuse data whose classes (names, in label order) differ from the ones a model was trained on."""
+    if list(saved_names) == list(names):
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["epoch"] <= completed_epochs]
-    path.write_text("".join(f"{line}\n" for line in kept))
+    position = next((i for i, (a, b) in enumerate(zip(saved_names, names)) if a != b), None)  # noqa: B905
+    if position is not None:
+        detail = f"label {position} is '{names[position]}' here but was '{saved_names[position]}'"
+    else:
+        detail = f"{len(names)} classes here, {len(saved_names)} in training"
+    raise CheckpointError(f"{what}: the class folders differ from the ones it was trained on ({detail})")
 
 
-def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> dict:
-    """Train the recipe ``config`` into ``out_dir`` and return its results (``results.json``)."""
+def seed_everything(seed: int) -> None:
+    """Seed torch's, numpy's and Python's global generators from the recipe.
+
+    Model initialisation draws from torch's; the others are saved in every checkpoint,
+    so seeding them makes two identical runs write bit-identical checkpoints.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(config: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train the recipe ``config`` into ``out_dir`` and return its results (``results.json``).
+
+    The directory is created and locked first (another run on it is refused), an earlier
+    run in it is kept unless ``overwrite`` (or continued with ``resume``).
+    """
     out_dir = Path(out_dir)
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in --out and --overwrite deletes it: pass one of them")
+    check_starting_point(config)
+    with open_run_directory(out_dir, resume, overwrite):
+        return _train_locked(config, out_dir, resume)
+
+
+def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
     last_path = out_dir / "checkpoints" / "last.pt"
     saved = None
     if resume:
-        saved = load_checkpoint(last_path)
+        saved = load_run_checkpoint(last_path)
         differences = [
             key for key in config_differences(saved["config"], config_to_dict(config)) if key not in RESUMABLE_CHANGES
         ]
@@ -88,65 +145,95 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> dict:
             raise CheckpointError(
                 f"cannot resume {out_dir}: the recipe differs from the saved run in {', '.join(differences)}"
             )
-    elif last_path.exists():
-        raise TailfuseError(f"{out_dir} already holds a run; pass --resume to continue it, or choose another --out")
 
     runtime = make_runtime(config.train)
     data = load_data(config.data, runtime.device)
-    summary = data.plan.summary()
-    if saved is not None and saved["data"]["subset_checksum"] != summary["subset_checksum"]:
-        raise CheckpointError(
-            f"cannot resume {out_dir}: the training subset changed (checksum {summary['subset_checksum']} "
-            f"vs saved {saved['data']['subset_checksum']}); is data.root the same dataset?"
-        )
+    summary = data.summary()
+    if saved is not None:
+        _check_resumed_data(out_dir, saved["data"], summary)
     initialize, auxiliary = None, None
     if config.init is not None and saved is None:
         stage1_checkpoint = ensure_stage1_checkpoint(config, config.init, out_dir)
-        auxiliary = auxiliary_models(config, out_dir, data.class_counts, summary["subset_checksum"])
+        auxiliary = auxiliary_models(config, out_dir, data.class_counts, summary["subset_checksum"], summary=summary)
 
         def initialize(model):
             state = initial_model_state(
-                config, stage1_checkpoint, data.class_counts, summary["subset_checksum"], model.state_dict()
+                config, stage1_checkpoint, data.class_counts, summary["subset_checksum"], model.state_dict(),
+                summary=summary,
             )
-            model.load_state_dict(state)
+            load_weights(model, state, stage1_checkpoint)
 
-    torch.manual_seed(config.train.seed)  # model initialisation draws from the global generator
+    seed_everything(config.train.seed)
     session = TrainingSession(config, data, runtime, initialize=initialize, auxiliary=auxiliary)
     rule = selection_rule(config, data.validation is not None)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    (out_dir / "data_summary.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomically(out_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    write_text_atomically(out_dir / "data_summary.json", json.dumps(summary, indent=2))
     log_path = out_dir / "metrics.jsonl"
 
-    start_epoch, best = 0, {"score": float("-inf"), "epoch": 0}
+    start_epoch, best, history = 0, {"score": float("-inf"), "epoch": 0}, []
     if saved is not None:
-        session.load_state_dict(saved["session"])
-        restore_rng_state(saved["rng"])
+        try:
+            session.load_state_dict(saved["session"])
+            restore_rng_state(saved["rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:
+            detail = " ".join(str(error).split())[:200]
+            raise CheckpointError(f"cannot resume from {last_path}: {type(error).__name__}: {detail}") from None
         start_epoch, best = saved["epoch"], dict(saved["best"])
-        _truncate_log(log_path, start_epoch)
+        if "history" in saved:
+            history = [dict(record) for record in saved["history"]]
+            log_records = restored_log(log_path, history)
+        else:  # a checkpoint written before the history was kept in it
+            log_records = legacy_log(log_path, start_epoch)
+            history = [checkpoint_record(record) for record in log_records]
     else:
-        log_path.write_text("")
+        log_records = []
+    write_metrics_log(log_path, log_records)
 
     progress = config.train.progress
     evaluated: dict = {}
     for epoch in range(start_epoch, config.train.epochs):
-        record = session.train_epoch(epoch, progress=progress)
+        try:
+            record = session.train_epoch(epoch, progress=progress)
+        except TrainingError as error:
+            kept = f"the last good checkpoint (epoch {epoch}) is kept in {last_path}" if epoch else "no checkpoint was written"
+            raise TrainingError(f"training diverged in {out_dir}: {error}; {kept}") from None
         if _is_eval_epoch(config, epoch + 1):
             evaluated = _evaluate_splits(session, data)
             record.update(_log_entries(evaluated))
             selection_split = {"best_validation": "validation", "best_test": "test"}.get(rule)
             if selection_split and record[f"{selection_split}_top1"] > best["score"]:
                 best = {"score": record[f"{selection_split}_top1"], "epoch": epoch + 1}
-                save_checkpoint(_checkpoint(config, session, summary, epoch + 1, best), out_dir / "checkpoints" / f"{rule}.pt")
-        save_checkpoint(_checkpoint(config, session, summary, epoch + 1, best), last_path)
-        with log_path.open("a") as log:
-            log.write(json.dumps(record) + "\n")
+                save_checkpoint(
+                    _checkpoint(config, session, summary, epoch + 1, best, [*history, checkpoint_record(record)]),
+                    out_dir / "checkpoints" / f"{rule}.pt",
+                )
+        history.append(checkpoint_record(record))
+        log_records.append(record)
+        # the checkpoint holds the whole history, so a kill before the log is rewritten loses no line
+        save_checkpoint(_checkpoint(config, session, summary, epoch + 1, best, history), last_path)
+        write_metrics_log(log_path, log_records)
         if progress:
             tqdm.write(_format_record(record))
 
     final_epoch_metrics = evaluated if start_epoch < config.train.epochs else {}
     return finish_run(config, session, out_dir, rule, best, final_epoch_metrics)
+
+
+def _check_resumed_data(out_dir: Path, saved_data: dict, summary: dict) -> None:
+    """A resumed run must see the same classes, subset and (when recorded) pixels."""
+    check_same_classes(saved_data["class_names"], summary["class_names"], f"cannot resume {out_dir}")
+    if saved_data["subset_checksum"] != summary["subset_checksum"]:
+        raise CheckpointError(
+            f"cannot resume {out_dir}: the training subset changed (checksum {summary['subset_checksum']} "
+            f"vs saved {saved_data['subset_checksum']}); is data.root the same dataset?"
+        )
+    saved_content = saved_data.get("content_checksum")
+    if saved_content and summary["content_checksum"] and saved_content != summary["content_checksum"]:
+        raise CheckpointError(
+            f"cannot resume {out_dir}: the training images changed (content checksum {summary['content_checksum']} "
+            f"vs saved {saved_content}); is data.root the same dataset?"
+        )
 
 
 def _evaluate_splits(session: TrainingSession, data) -> dict:
@@ -171,14 +258,18 @@ def _format_record(record: dict) -> str:
     return text
 
 
-def _checkpoint(config: RunConfig, session: TrainingSession, summary: dict, epoch: int, best: dict) -> dict:
+def _checkpoint(
+    config: RunConfig, session: TrainingSession, summary: dict, epoch: int, best: dict, history: list[dict]
+) -> dict:
+    data_keys = ("class_names", "class_counts", "subset_checksum", "content_checksum", "total")
     return {
         "config": config_to_dict(config),
         "epoch": epoch,
         "session": session.state_dict(),
         "rng": capture_rng_state(),
         "best": best,
-        "data": {key: summary[key] for key in ("class_names", "class_counts", "subset_checksum", "total")},
+        "data": {key: summary[key] for key in data_keys},
+        "history": [dict(record) for record in history],
     }
 
 
@@ -207,10 +298,9 @@ def finish_run(
     final_test = final_epoch_metrics["test"]
     selected_epoch, test_metrics = config.train.epochs, final_test
     if rule != "final":
-        selected = load_checkpoint(out_dir / "checkpoints" / f"{rule}.pt")
-        session.model.load_state_dict(selected["session"]["model"])
-        for name, module in session.method.modules_to_save().items():  # LWS scales belong to the model
-            module.load_state_dict(selected["session"]["method_modules"][name])
+        selected_path = out_dir / "checkpoints" / f"{rule}.pt"
+        selected = load_run_checkpoint(selected_path)
+        _load_model_weights(session, selected, selected_path)  # LWS scales belong to the model
         selected_epoch, test_metrics = selected["epoch"], session.evaluate(data.test)
     results = {
         "name": config.name,
@@ -237,25 +327,91 @@ def finish_run(
     return results
 
 
-def evaluate_checkpoint(checkpoint_path: str | Path, out_dir: str | Path | None = None, overrides: list[str] | None = None) -> dict:
-    """Evaluate a saved checkpoint on its recipe's test set; writes the report to ``out_dir``."""
+def _load_model_weights(session: TrainingSession, saved: dict, path: Path) -> None:
+    """The model's and the method's saved modules' weights; a mismatch is one clear error."""
+    load_weights(session.model, saved["session"]["model"], path)
+    modules = saved["session"]["method_modules"]
+    for name, module in session.method.modules_to_save().items():
+        if name not in modules:
+            raise CheckpointError(f"checkpoint {path} has no '{name}' weights, which method {session.method.name} needs")
+        load_weights(module, modules[name], path, f"{session.method.name} '{name}'")
+
+
+def resolve_checkpoint_argument(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory meaning the checkpoint its results report.
+
+    ``eval RUN_DIR`` evaluates the model the run selected (``checkpoints/<rule>.pt`` of its
+    ``results.json``, or ``last.pt``).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    checkpoints = path / "checkpoints"
+    if not checkpoints.is_dir():
+        raise CheckpointError(f"{path} is a folder without checkpoints/; pass a checkpoint file or a run directory")
+    rule = "final"
+    try:
+        rule = json.loads((path / "results.json").read_text())["selection"]["rule"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    chosen = checkpoints / ("last.pt" if rule == "final" else f"{rule}.pt")
+    if not chosen.is_file():
+        chosen = checkpoints / "last.pt"
+    print(f"evaluating {chosen}", file=sys.stderr)  # stdout stays the metrics' JSON
+    return chosen
+
+
+def _check_evaluation_folder(out_dir: Path, checkpoint_path: Path, overwrite: bool) -> None:
+    """Refuse to write an evaluation over a training run's files or another checkpoint's report."""
+    make_output_folder(out_dir)
+    if overwrite:
+        return
+    if (out_dir / "config.yaml").exists() or (out_dir / "checkpoints").exists():
+        raise TailfuseError(
+            f"{out_dir} is a training run's directory; its results.json and report.md would be replaced. "
+            "Choose another eval --out (default: RUN/eval_<checkpoint>), or pass --overwrite"
+        )
+    results = out_dir / "results.json"
+    if results.exists():
+        try:
+            earlier = json.loads(results.read_text()).get("checkpoint")
+        except (OSError, ValueError, AttributeError):
+            earlier = None
+        if earlier is None or Path(earlier).resolve() != checkpoint_path.resolve():
+            raise TailfuseError(
+                f"{out_dir} already holds results of {earlier or 'another run'}; choose another --out "
+                "or pass --overwrite"
+            )
+
+
+def evaluate_checkpoint(
+    checkpoint_path: str | Path,
+    out_dir: str | Path | None = None,
+    overrides: list[str] | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Evaluate a saved checkpoint (or a run directory's) on its recipe's test set; writes the report to ``out_dir``.
+
+    The report folder may not be a training run's directory, nor hold another
+    checkpoint's results, unless ``overwrite``.
+    """
     from tailfuse.config import apply_overrides
 
-    checkpoint_path = Path(checkpoint_path)
-    saved = load_checkpoint(checkpoint_path)
+    checkpoint_path = resolve_checkpoint_argument(checkpoint_path)
+    saved = load_run_checkpoint(checkpoint_path)
     config = build_config(apply_overrides(saved["config"], list(overrides or [])), str(checkpoint_path))
+    out_dir = Path(out_dir) if out_dir else checkpoint_path.parent.parent / f"eval_{checkpoint_path.stem}"
+    _check_evaluation_folder(out_dir, checkpoint_path, overwrite)
     runtime = make_runtime(config.train)
     data = load_data(config.data, runtime.device, include_train=False)
+    check_same_classes(saved["data"]["class_names"], data.plan.class_names, f"cannot evaluate {checkpoint_path}")
     if data.plan.subset_checksum != saved["data"]["subset_checksum"]:
         raise CheckpointError(
             f"the recipe's training subset (checksum {data.plan.subset_checksum}) is not the one "
             f"{checkpoint_path} was trained on ({saved['data']['subset_checksum']})"
         )
     session = TrainingSession(config, data, runtime)
-    session.model.load_state_dict(saved["session"]["model"])
-    for name, module in session.method.modules_to_save().items():
-        module.load_state_dict(saved["session"]["method_modules"][name])
-    out_dir = Path(out_dir) if out_dir else checkpoint_path.parent.parent / f"eval_{checkpoint_path.stem}"
+    _load_model_weights(session, saved, checkpoint_path)
     results = {
         "name": config.name,
         "method": config.method.name,

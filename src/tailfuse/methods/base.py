@@ -45,6 +45,9 @@ class Method(abc.ABC):
     """Base class of training methods (one stage of training)."""
 
     name: ClassVar[str] = "method"
+    #: whether the method only re-trains part of an already trained model (stage 2): the
+    #: trainer refuses it without ``init`` or ``model.weights``
+    needs_trained_model: ClassVar[bool] = False
     options_class: ClassVar[type[BaseModel]]
 
     def __init__(

@@ -102,6 +102,8 @@ class LearnedScales(nn.Module):
 class DecoupledStage2(Method):
     """Classifier re-balancing on a frozen backbone, with the optional H2T fusion."""
 
+    needs_trained_model = True
+
     def __init__(self, options, model, class_counts, config, auxiliary=None):
         super().__init__(options, model, class_counts, config, auxiliary)
         for parameter in model.backbone.parameters():

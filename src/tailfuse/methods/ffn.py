@@ -43,6 +43,8 @@ class FfnOptions(StrictModel):
 class FeatureFusionNetwork(Method):
     """Train the shared cosine classifier on the λ-fusion of the KPS and CE features."""
 
+    needs_trained_model = True
+
     def __init__(self, options, model, class_counts, config, auxiliary=None):
         super().__init__(options, model, class_counts, config, auxiliary)
         if not isinstance(model.head, CosineHead):
