@@ -15,3 +15,13 @@ class DataError(TailfuseError):
 
 class CheckpointError(TailfuseError):
     """A checkpoint that is missing, unreadable or incompatible with the recipe."""
+
+
+def did_you_mean(name: str, choices, hint: str = "") -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to ``name`` (difflib), else ``hint``."""
+    import difflib
+
+    matches = difflib.get_close_matches(str(name), [str(choice) for choice in choices], n=3, cutoff=0.6)
+    if not matches:
+        return hint
+    return " (did you mean " + " or ".join(f"'{match}'" for match in matches) + "?)"

@@ -37,20 +37,35 @@ def stage1_run_dir(config: RunConfig, source: StageSource, out_dir: Path) -> Pat
 
 
 def ensure_stage1_checkpoint(config: RunConfig, source: StageSource, out_dir: Path) -> Path:
-    """The checkpoint of ``source``, training (or resuming) that run first when it is missing."""
+    """The checkpoint of ``source``, training that run first when its directory holds none.
+
+    A run directory is never resumed unasked: a finished stage-1 run of the same recipe is
+    used; one that stopped early, or one of another recipe, is refused with what to do.
+    """
     if source.checkpoint:
         return Path(source.checkpoint)
-    from tailfuse.engine.trainer import train
+    from tailfuse.engine.trainer import RESUMABLE_CHANGES, config_differences, train
 
     first_stage = stage1_config(config, source)
     run_dir = stage1_run_dir(config, source, out_dir)
     last = run_dir / "checkpoints" / "last.pt"
     if last.exists():
         state = load_checkpoint(last)
+        differences = [
+            key for key in config_differences(state["config"], config_to_dict(first_stage)) if key not in RESUMABLE_CHANGES
+        ]
+        if differences:
+            raise CheckpointError(
+                f"{run_dir} holds another run than the stage 1 this recipe needs (it differs in "
+                f"{', '.join(differences[:6])}{', ...' if len(differences) > 6 else ''}); "
+                f"set init.run_dir to another folder, or init.checkpoint to use that run anyway"
+            )
         if state["epoch"] >= first_stage.train.epochs:
             return last
-        print(f"stage 1 in {run_dir} stopped at epoch {state['epoch']}; resuming it")
-        train(first_stage, run_dir, resume=True)
+        raise CheckpointError(
+            f"stage 1 in {run_dir} stopped at epoch {state['epoch']} of {first_stage.train.epochs}; "
+            f"continue it with `tailfuse train {run_dir / 'config.yaml'} --out {run_dir} --resume`, then rerun"
+        )
     else:
         print(f"stage-1 checkpoint {last} not found; training {first_stage.name} into {run_dir}")
         train(first_stage, run_dir)
