@@ -173,7 +173,7 @@ def test_torchscript_export_of_lws_and_the_predict_table(new_images, tmp_path):
     for row, values, indices in zip(rows, top.values.tolist(), top.indices.tolist(), strict=True):
         assert [p["index"] for p in row["predictions"]] == indices
         assert [p["class"] for p in row["predictions"]] == [FREQUENCY_ORDER[i] for i in indices]
-        assert [p["probability"] for p in row["predictions"]] == pytest.approx(values, abs=1e-9)
+        assert [p["probability"] for p in row["predictions"]] == pytest.approx(values, abs=1e-6)  # batches of 4 vs 6: float32 rounding
     text = predictions_text(rows, "csv").splitlines()
     assert text[0] == "path,class_1,probability_1,class_2,probability_2" and len(text) == 7
     assert json.loads(predictions_text(rows, "json"))[0]["predictions"][0]["class"] == rows[0]["predictions"][0]["class"]
