@@ -8,14 +8,22 @@ from tailfuse.config import RunConfig, load_recipe
 from tailfuse.data.prepare import plan_subset
 
 
-def _config(recipe: str | Path | RunConfig, overrides: list[str] | None) -> RunConfig:
+def _config(recipe: str | Path | RunConfig, overrides: list[str] | None, reach_earlier_stages: bool = False) -> RunConfig:
     if isinstance(recipe, RunConfig):
         if overrides:
-            from tailfuse.config import apply_overrides, build_config, config_to_dict
+            from tailfuse.config import (
+                apply_overrides,
+                build_config,
+                config_to_dict,
+                pass_overrides_to_earlier_stages,
+            )
 
-            return build_config(apply_overrides(config_to_dict(recipe), overrides))
+            resolved = apply_overrides(config_to_dict(recipe), overrides)
+            if reach_earlier_stages:
+                resolved = pass_overrides_to_earlier_stages(resolved, overrides)
+            return build_config(resolved)
         return recipe
-    return load_recipe(recipe, overrides)
+    return load_recipe(recipe, overrides, reach_earlier_stages)
 
 
 def train(
@@ -28,11 +36,13 @@ def train(
     """Train a recipe (name, path or :class:`RunConfig`) into the run directory ``out``; returns results.
 
     ``out`` holding an earlier run is refused unless ``resume`` (continue it) or
-    ``overwrite`` (delete its files first).
+    ``overwrite`` (delete its files first). The overrides also reach the stage-1 run a stage-2
+    recipe trains (all but ``method.*``, ``init.*``, ``name``:
+    :func:`tailfuse.config.pass_overrides_to_earlier_stages`).
     """
     from tailfuse.engine.trainer import train as run_training
 
-    return run_training(_config(recipe, overrides), out, resume=resume, overwrite=overwrite)
+    return run_training(_config(recipe, overrides, reach_earlier_stages=True), out, resume=resume, overwrite=overwrite)
 
 
 def evaluate(
@@ -88,3 +98,26 @@ def compare(
 
     command = "tailfuse compare " + " ".join(repr(row) for row in rows)
     return run_compare([parse_row(row) for row in rows], seeds, out, overrides, published, jobs, threads, command)
+
+
+def predict(
+    checkpoint: str | Path,
+    paths: list[str],
+    top_k: int = 5,
+    batch_size: int = 64,
+    device: str = "auto",
+) -> list[dict]:
+    """Top-k class names and probabilities for image files, folders or globs, by the method's own prediction."""
+    from tailfuse.engine.predict import Predictor, expand_image_paths
+
+    predictor = Predictor.from_checkpoint(checkpoint, device)
+    return predictor.predict_files(expand_image_paths(paths), top_k=top_k, batch_size=batch_size)
+
+
+def export(
+    checkpoint: str | Path, out: str | Path, format: str = "onnx", check_images: list[str] | None = None
+) -> dict:
+    """Export the method's prediction path (ONNX or TorchScript) with its preprocessing metadata, parity-checked."""
+    from tailfuse.engine.export import export_checkpoint
+
+    return export_checkpoint(checkpoint, out, format, check_images)

@@ -1,4 +1,4 @@
-"""``tailfuse train | eval | sweep | compare | data summary | bench | recipes``: the command line.
+"""tailfuse: long-tailed visual recognition from one recipe file (``tailfuse COMMAND --help``).
 
 User mistakes (a bad key, a missing path, an incompatible checkpoint) print one
 ``error:`` line and exit with status 2; nothing is half-written.
@@ -7,18 +7,18 @@ User mistakes (a bad key, a missing path, an incompatible checkpoint) print one
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 
 import tailfuse
-from tailfuse.config import builtin_recipe_dir
+from tailfuse import commands as extra_commands
 from tailfuse.errors import TailfuseError
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tailfuse", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"tailfuse {tailfuse.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a recipe into a run directory")
     train.add_argument("recipe", help="recipe file or shipped recipe name (see `tailfuse recipes`)")
@@ -123,11 +123,13 @@ def _parser() -> argparse.ArgumentParser:
     glt_table.add_argument("--labels", nargs="+", default=None)
     glt_table.add_argument("--out", required=True, help="markdown file to write")
 
-    commands.add_parser("recipes", help="list the shipped recipes")
+    extra_commands.add_commands(commands)
     return parser
 
 
 def _run(arguments: argparse.Namespace) -> int:
+    if arguments.command in extra_commands.COMMANDS:
+        return extra_commands.run(arguments)
     if arguments.command == "train":
         results = tailfuse.train(
             arguments.recipe, arguments.out, arguments.overrides, resume=arguments.resume, overwrite=arguments.overwrite
@@ -146,7 +148,7 @@ def _run(arguments: argparse.Namespace) -> int:
     elif arguments.command == "eval":
         results = tailfuse.evaluate(arguments.checkpoint, arguments.out, arguments.overrides, overwrite=arguments.overwrite)
         summary = {key: results["test"][key] for key in ("top1", "top5", "group_accuracy", "macro_precision", "ece")}
-        print(json.dumps(summary, indent=2))
+        print(json_text(summary, indent=2))
         if results.get("glt"):
             from tailfuse.eval.glt import protocol_text
 
@@ -154,7 +156,7 @@ def _run(arguments: argparse.Namespace) -> int:
         if arguments.with_checkpoint:
             _evaluate_glt_pair(arguments, results)
     elif arguments.command == "data" and arguments.data_command == "summary":
-        print(json.dumps(tailfuse.data_summary(arguments.recipe, arguments.overrides), indent=2))
+        print(json_text(tailfuse.data_summary(arguments.recipe, arguments.overrides), indent=2))
     elif arguments.command == "data" and arguments.data_command == "build-glt":
         from tailfuse.data.glt import (
             CifarGltOptions,
@@ -231,10 +233,14 @@ def _run(arguments: argparse.Namespace) -> int:
         )
         print(compare_table(summary))
         print(f"table, CSV, JSON and plot in {arguments.out}/compare.md")
-    elif arguments.command == "recipes":
-        for path in sorted(builtin_recipe_dir().glob("[!_]*.yaml")):
-            print(path.stem)
     return 0
+
+
+def json_text(value, indent: int | None = None) -> str:
+    """Strict JSON (NaN -> null), as the run files hold."""
+    from tailfuse.eval.report import json_text as strict
+
+    return strict(value, indent)
 
 
 def _evaluate_glt_pair(arguments: argparse.Namespace, first: dict) -> None:

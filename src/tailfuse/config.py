@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from tailfuse.errors import ConfigError
+from tailfuse.errors import ConfigError, did_you_mean
 
 
 class StrictModel(BaseModel):
@@ -112,6 +112,18 @@ class GltConfig(StrictModel):
     test_lt_pool_per_class: int = Field(400, ge=0)
 
 
+class SplitConfig(StrictModel):
+    """Split one ImageFolder tree (``root/<class>/``) into train/validation/test.
+
+    Per class, a seeded shuffle puts ``round(n·test)`` images in the test set and
+    ``round(n·validation)`` in the validation set (stratified); the rest train.
+    """
+
+    validation: float = Field(0.1, ge=0.0, lt=1.0)
+    test: float = Field(0.2, gt=0.0, lt=1.0)
+    seed: int = 0
+
+
 class DataConfig(StrictModel):
     """Where the images are and which long-tailed subset of them to train on.
 
@@ -142,12 +154,20 @@ class DataConfig(StrictModel):
     test_per_class: int | None = Field(None, ge=1)
     validation_per_class: int = Field(0, ge=0)
     image_size: int = Field(32, ge=8)
+    #: ``frequency``: class 0 has the most training images (ties keep name order); ``name``: folder order
+    class_order: Literal["name", "frequency"] = "name"
+    #: image_folder only: split one tree ``root/<class>/`` instead of reading ``train/`` and ``test/``
+    split: SplitConfig | None = None
     cache_dir: str | None = None
     groups: GroupsConfig = GroupsConfig()
     augment: AugmentConfig = AugmentConfig()
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
+        if self.split is not None and self.source != "image_folder":
+            raise ValueError("data.split applies to data.source=image_folder")
+        if self.split is not None and self.split.validation + self.split.test >= 1.0:
+            raise ValueError("data.split.validation + data.split.test must leave images to train on")
         if self.source == "list_file" and not (self.train_list and self.test_list):
             raise ValueError("data.source=list_file needs data.train_list and data.test_list")
         if self.source == "glt" and not self.annotation:
@@ -242,6 +262,8 @@ class TrainConfig(StrictModel):
     eval_batch_size: int = Field(512, ge=1)
     selection: Literal["auto", "final", "best_validation", "best_test"] = "auto"
     progress: bool = True
+    #: also write each epoch's record to RUN/tensorboard (needs the ``tensorboard`` extra)
+    tensorboard: bool = False
     max_steps_per_epoch: int | None = Field(None, ge=1)
     threads: int | None = Field(None, ge=1)
 
@@ -334,6 +356,9 @@ class RunConfig(StrictModel):
 
     name: str = "run"
     description: str = ""
+    #: plugin modules imported before the recipe is validated: module names, or ``.py`` files
+    #: (relative to the recipe's folder) that register methods, backbones, losses or samplers
+    imports: list[str] = []
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
@@ -356,8 +381,12 @@ class RunConfig(StrictModel):
             raise ValueError("method must be a mapping with a 'name'")
         name = value["name"]
         if name not in METHOD_OPTIONS:
+            from tailfuse.plugins import load_plugins
+
+            load_plugins()  # the built-in methods and entry-point plugins, when not loaded yet
+        if name not in METHOD_OPTIONS:
             known = ", ".join(sorted(METHOD_OPTIONS)) or "(none registered)"
-            raise ValueError(f"unknown method '{name}'; known methods: {known}")
+            raise ValueError(f"unknown method '{name}'{did_you_mean(name, METHOD_OPTIONS)}; known methods: {known}")
         return METHOD_OPTIONS[name](**value)
 
     @model_validator(mode="after")
@@ -397,9 +426,10 @@ def find_recipe(name_or_path: str | Path, relative_to: Path | None = None) -> Pa
     if not bare_name:
         where = " or ".join(str(option) for option in options)
         raise ConfigError(f"recipe file {where} does not exist")
-    shipped = ", ".join(sorted(p.stem for p in builtin_recipe_dir().glob("*.yaml")))
+    shipped = [p.stem for p in builtin_recipe_dir().glob("[!_]*.yaml")]
     raise ConfigError(
-        f"recipe '{name_or_path}' not found: not a file, and not a shipped recipe ({shipped})"
+        f"recipe '{name_or_path}' not found: not a file, and not a shipped recipe"
+        f"{did_you_mean(stem, shipped)} (`tailfuse recipes` lists them)"
     )
 
 
@@ -433,10 +463,58 @@ def read_recipe_dict(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> 
         raise ConfigError(f"cannot read recipe {path}: {error.strerror}") from None
     if not isinstance(content, dict):
         raise ConfigError(f"recipe {path} must be a mapping at the top level")
+    _resolve_relative_references(content, path.parent)
     base = content.pop("base", None)
     if base is None:
         return content
     return _deep_merge(read_recipe_dict(base, (*_seen, path)), content)
+
+
+def _resolve_relative_references(content: dict, folder: Path) -> None:
+    """Make ``init.recipe`` (and auxiliary recipes) and ``.py`` imports absolute, like ``base:``.
+
+    A relative reference that names a file next to the recipe becomes that file's path;
+    anything else (a shipped recipe name, a module name) is left as written.
+    """
+
+    def resolved(value: Any) -> Any:
+        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+            candidate = folder / value
+            if candidate.is_file():
+                return str(candidate.resolve())
+        return value
+
+    init = content.get("init")
+    if isinstance(init, dict):
+        sources = [init, *(s for s in (init.get("auxiliary") or {}).values() if isinstance(s, dict))]
+        for source in sources:
+            if "recipe" in source:
+                source["recipe"] = resolved(source["recipe"])
+    if isinstance(content.get("imports"), list):
+        content["imports"] = [resolved(item) for item in content["imports"]]
+
+
+#: Override prefixes that describe one stage only and so do not reach the stage 1 it trains.
+STAGE_ONLY_KEYS = ("method", "init", "name", "description")
+
+
+def pass_overrides_to_earlier_stages(recipe: dict, overrides: list[str]) -> dict:
+    """Prepend the user's overrides to ``init.overrides`` (and every auxiliary source's).
+
+    So ``tailfuse train STAGE2 train.epochs=5`` trains a 5-epoch stage 1 too. Keys under
+    :data:`STAGE_ONLY_KEYS` stay with this stage; overrides written in the recipe's own
+    ``init.overrides`` come after, so they win.
+    """
+    shared = [item for item in overrides if item.split("=", 1)[0].strip().split(".")[0] not in STAGE_ONLY_KEYS]
+    init = recipe.get("init")
+    if not shared or not isinstance(init, dict):
+        return recipe
+    result = copy.deepcopy(recipe)
+    sources = [result["init"], *(s for s in (result["init"].get("auxiliary") or {}).values() if isinstance(s, dict))]
+    for source in sources:
+        if not source.get("checkpoint"):
+            source["overrides"] = [*shared, *(source.get("overrides") or [])]
+    return result
 
 
 def apply_overrides(recipe: dict, overrides: list[str]) -> dict:
@@ -473,29 +551,78 @@ def apply_overrides(recipe: dict, overrides: list[str]) -> dict:
     return result
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
+def _pydantic_model(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """The config model inside a field annotation, and whether it sits in a dict (keyed by name)."""
+    from typing import get_args, get_origin
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    for argument in get_args(annotation):
+        model, _ = _pydantic_model(argument)
+        if model is not None:
+            return model, get_origin(annotation) is dict
+    return None, False
+
+
+def _known_keys(section: list, recipe: dict) -> list[str]:
+    """The valid keys of the recipe section at ``section`` (for close-match suggestions)."""
+    model: type[BaseModel] | None = RunConfig
+    keyed = False
+    for part in section:
+        if keyed:  # a name inside a dict of sections (init.auxiliary.<name>)
+            keyed = False
+            continue
+        if model is RunConfig and part == "method":
+            method = recipe.get("method") if isinstance(recipe.get("method"), dict) else {}
+            model = METHOD_OPTIONS.get(method.get("name"))
+            continue
+        field = model.model_fields.get(str(part)) if model is not None else None
+        if field is None:
+            return []
+        model, keyed = _pydantic_model(field.annotation)
+    return list(model.model_fields) if model is not None else []
+
+
+def format_validation_error(error: ValidationError, source: str, recipe: dict | None = None) -> str:
     """Turn pydantic's report into one message naming each bad key."""
     lines = []
     for detail in error.errors():
         location = ".".join(str(part) for part in detail["loc"] if part != "__root__")
         message = detail["msg"]
         if detail["type"] == "extra_forbidden":
-            message = "unknown key"
+            location_parts = [part for part in detail["loc"] if part != "__root__"]
+            message = "unknown key" + did_you_mean(location_parts[-1], _known_keys(location_parts[:-1], recipe or {}))
         lines.append(f"{location or '(recipe)'}: {message}")
     return f"invalid recipe {source}: " + "; ".join(lines)
 
 
 def build_config(recipe: dict, source: str = "(recipe)") -> RunConfig:
-    """Validate a recipe dict into a :class:`RunConfig`."""
+    """Validate a recipe dict into a :class:`RunConfig`.
+
+    First the registries are filled: the built-in methods, the ``tailfuse.plugins`` entry
+    points and the recipe's ``imports`` (see :mod:`tailfuse.plugins`).
+    """
+    from tailfuse.plugins import load_plugins
+
+    load_plugins(recipe.get("imports") or [] if isinstance(recipe, dict) else [])
     try:
         return RunConfig.model_validate(recipe)
     except ValidationError as error:
-        raise ConfigError(format_validation_error(error, source)) from None
+        raise ConfigError(format_validation_error(error, source, recipe)) from None
 
 
-def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Load, merge, override and validate a recipe. The one entry point for recipes."""
-    recipe = apply_overrides(read_recipe_dict(name_or_path), list(overrides or []))
+def load_recipe(
+    name_or_path: str | Path, overrides: list[str] | None = None, reach_earlier_stages: bool = False
+) -> RunConfig:
+    """Load, merge, override and validate a recipe. The one entry point for recipes.
+
+    ``reach_earlier_stages``: the overrides also reach the stage-1 runs this recipe trains
+    (:func:`pass_overrides_to_earlier_stages`; what ``tailfuse train`` does).
+    """
+    overrides = list(overrides or [])
+    recipe = apply_overrides(read_recipe_dict(name_or_path), overrides)
+    if reach_earlier_stages:
+        recipe = pass_overrides_to_earlier_stages(recipe, overrides)
     return build_config(recipe, str(name_or_path))
 
 

@@ -111,3 +111,36 @@ def class_groups(config: GroupsConfig, class_counts: list[int]) -> dict[str, lis
         else:
             groups["medium"].append(class_index)
     return groups
+
+
+def stratified_split(
+    labels: np.ndarray, validation_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split indices into (train, validation, test), per class, seeded (``data.split``).
+
+    Numpy is seeded once with ``seed``; for each class in label order its indices are
+    shuffled, the first ``round(n·test)`` go to test, the next ``round(n·validation)`` to
+    validation, the rest to training. Each part is returned sorted.
+    """
+    labels = np.asarray(labels)
+    random_state = np.random.RandomState(seed)
+    parts: tuple[list, list, list] = ([], [], [])
+    for class_index in range(int(labels.max()) + 1 if len(labels) else 0):
+        positions = np.where(labels == class_index)[0]
+        random_state.shuffle(positions)
+        test_size = int(round(len(positions) * test_fraction))
+        validation_size = int(round(len(positions) * validation_fraction))
+        if len(positions) - test_size - validation_size < 1:
+            raise DataError(
+                f"class {class_index} has {len(positions)} images: too few to keep one for training after "
+                f"data.split takes test {test_fraction} and validation {validation_fraction}"
+            )
+        parts[2].append(positions[:test_size])
+        parts[1].append(positions[test_size : test_size + validation_size])
+        parts[0].append(positions[test_size + validation_size :])
+    return tuple(np.sort(np.concatenate(part)).astype(np.int64) for part in parts)
+
+
+def frequency_order(class_counts: list[int]) -> list[int]:
+    """Old class indices from most to fewest training images; ties keep their order (stable)."""
+    return sorted(range(len(class_counts)), key=lambda c: -class_counts[c])

@@ -7,6 +7,7 @@ that live on the device for the whole run.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -20,9 +21,11 @@ from tailfuse.data.glt import TEST_SPLITS
 from tailfuse.data.longtail import (
     balanced_indices,
     class_groups,
+    frequency_order,
     indices_checksum,
     longtail_indices,
     profile_class_counts,
+    stratified_split,
 )
 from tailfuse.data.sources import ImageSource, glt_image_source, open_glt_annotation, open_source
 from tailfuse.errors import DataError
@@ -43,6 +46,8 @@ class SubsetPlan:
     named_tests: dict[str, np.ndarray] = field(default_factory=dict)
     #: GLT: ``glt`` (Train-GLT) or ``cbl`` (Train-CBL); None for other datasets
     glt_train_set: str | None = None
+    #: ``data.split``: seed, fractions, sizes and the test checksum of the split; None otherwise
+    split: dict | None = None
 
     @property
     def subset_checksum(self) -> str:
@@ -60,6 +65,7 @@ class SubsetPlan:
             "subset_checksum": self.subset_checksum,
             "test_size": int(len(self.test_indices)),
             "validation_size": 0 if self.validation_indices is None else int(len(self.validation_indices)),
+            **({"split": self.split} if self.split else {}),
             **(
                 {
                     "glt_train_set": self.glt_train_set,
@@ -72,20 +78,53 @@ class SubsetPlan:
 
 
 def plan_subset(config: DataConfig) -> SubsetPlan:
-    """Choose the long-tailed training subset, the validation and the test indices."""
+    """Choose the long-tailed training subset, the validation and the test indices.
+
+    ImageFolder data: a ``val/`` folder beside ``train/`` is the validation set;
+    ``data.split`` divides one tree ``root/<class>/`` (stratified, seeded, recorded in the
+    summary); ``data.class_order: frequency`` renumbers classes from most to fewest
+    training images (ties keep folder order).
+    """
     if config.source in ("glt", "cifar10_glt"):
         return _plan_glt(config)
-    train_source = open_source(config, "train")
-    test_source = open_source(config, "test")
+    split = config.split
+    train_source = open_source(config, "all" if split else "train")
+    test_source = train_source if split else open_source(config, "test")
     if train_source.class_names != test_source.class_names:
         raise DataError(
             f"train and test splits under {config.root} have different classes"
         )
+    validation_source = train_source
+    val_folder = Path(config.root).expanduser() / "val"
+    if config.source == "image_folder" and not split and val_folder.is_dir():
+        validation_source = open_source(config, "val")
+        if validation_source.class_names != train_source.class_names:
+            raise DataError(f"{val_folder} has other classes than {Path(config.root) / 'train'}")
     labels = train_source.labels
     num_classes = train_source.num_classes
-    available = np.bincount(labels, minlength=num_classes)
+    split_record = None
+    validation_indices = None
+    if split:
+        pool, validation_indices, test_indices = stratified_split(labels, split.validation, split.test, split.seed)
+        if not len(validation_indices):
+            validation_indices = None
+        split_record = {
+            "seed": split.seed,
+            "validation": split.validation,
+            "test": split.test,
+            "sizes": {
+                "train": int(len(pool)),
+                "validation": 0 if validation_indices is None else int(len(validation_indices)),
+                "test": int(len(test_indices)),
+            },
+            "test_checksum": indices_checksum(test_indices),
+        }
+    else:
+        pool = np.arange(len(labels), dtype=np.int64)
+        test_indices = np.arange(len(test_source.labels), dtype=np.int64)
+    available = np.bincount(labels[pool], minlength=num_classes)
     if config.profile == "none" and config.max_per_class is None:
-        train_indices = np.arange(len(labels), dtype=np.int64)
+        train_indices = pool
         class_counts = [int(count) for count in available]
     else:
         max_per_class = config.max_per_class or int(available.min())
@@ -95,35 +134,61 @@ def plan_subset(config: DataConfig) -> SubsetPlan:
         if min(class_counts) < 1:
             raise DataError(
                 f"the profile leaves a class with no images (n_max={max_per_class}, "
-                f"imbalance factor {config.imbalance_factor})"
+                f"imbalance factor {config.imbalance_factor}); data.profile=none keeps the data's own counts"
             )
-        train_indices = longtail_indices(labels, class_counts, config.subset_seed)
+        train_indices = pool[longtail_indices(labels[pool], class_counts, config.subset_seed)]
 
-    validation_indices = None
-    if config.validation_per_class:
+    if validation_source is not train_source:
+        validation_indices = np.arange(len(validation_source.labels), dtype=np.int64)
+    elif config.validation_per_class and validation_indices is None:
         try:
             validation_indices = balanced_indices(
-                labels, config.validation_per_class, config.subset_seed + 1, exclude=train_indices
+                labels, config.validation_per_class, config.subset_seed + 1,
+                exclude=np.concatenate([train_indices, test_indices]) if split else train_indices,
             )
         except DataError as error:
+            advice = (  # with profile none, a lower max_per_class would balance the training set
+                "put a val/ folder beside train/, or use data.split"
+                if config.profile == "none"
+                else "lower data.max_per_class to leave some (own data: a val/ folder or data.split)"
+            )
             raise DataError(
                 f"data.validation_per_class={config.validation_per_class} is drawn from training images "
-                f"outside the long-tailed subset, and there are too few: {error}; lower "
-                f"data.max_per_class to leave some"
+                f"outside the long-tailed subset, and there are too few: {error}; {advice}"
             ) from None
     if config.test_per_class:
-        test_indices = balanced_indices(test_source.labels, config.test_per_class, config.subset_seed)
-    else:
-        test_indices = np.arange(len(test_source.labels), dtype=np.int64)
+        chosen = balanced_indices(test_source.labels[test_indices], config.test_per_class, config.subset_seed)
+        test_indices = test_indices[chosen]
+    sources = {"train": train_source, "test": test_source, "validation": validation_source}
+    class_names = train_source.class_names
+    if config.class_order == "frequency":
+        order = frequency_order(class_counts)
+        class_counts = [class_counts[c] for c in order]
+        class_names = [class_names[c] for c in order]
+        sources = _renumbered(sources, order)
     return SubsetPlan(
-        class_names=train_source.class_names,
+        class_names=class_names,
         class_counts=class_counts,
         train_indices=train_indices,
         test_indices=test_indices,
         validation_indices=validation_indices,
         groups=class_groups(config.groups, class_counts),
-        sources={"train": train_source, "test": test_source},
+        sources=sources,
+        split=split_record,
     )
+
+
+def _renumbered(sources: dict[str, ImageSource], order: list[int]) -> dict[str, ImageSource]:
+    """The sources with class ``order[i]`` renamed to class ``i`` (labels and class names)."""
+    new_label = np.empty(len(order), dtype=np.int64)
+    new_label[np.asarray(order, dtype=np.int64)] = np.arange(len(order))
+    renumbered: dict[int, ImageSource] = {}
+    for source in sources.values():
+        if id(source) not in renumbered:
+            renumbered[id(source)] = dataclasses.replace(
+                source, labels=new_label[source.labels], class_names=[source.class_names[c] for c in order]
+            )
+    return {name: renumbered[id(source)] for name, source in sources.items()}
 
 
 def _plan_glt(config: DataConfig) -> SubsetPlan:
@@ -269,7 +334,7 @@ def load_data(config: DataConfig, device: torch.device | str = "cpu", include_tr
 
         validation = None
         if plan.validation_indices is not None:
-            validation = streamed(plan.sources["train"], plan.validation_indices)
+            validation = streamed(plan.sources.get("validation", plan.sources["train"]), plan.validation_indices)
         return PreparedData(
             plan=plan,
             train=streamed(plan.sources["train"], plan.train_indices),
@@ -285,7 +350,7 @@ def load_data(config: DataConfig, device: torch.device | str = "cpu", include_tr
         train = LabelledImages(torch.empty((0, 3, size, size), dtype=torch.uint8, device=device), labels.to(device))
     validation = None
     if plan.validation_indices is not None:
-        validation = _to_device(plan.sources["train"], plan.validation_indices, device)
+        validation = _to_device(plan.sources.get("validation", plan.sources["train"]), plan.validation_indices, device)
     if plan.named_tests:
         named_tests = _named_tests(plan, lambda source, indices: _to_device(source, indices, device))
         test = next(split for name, split in named_tests.items() if plan.named_tests[name] is plan.test_indices)

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from tailfuse.errors import ConfigError
+from tailfuse.errors import ConfigError, did_you_mean
 
 SAMPLERS: dict[str, type[IndexSampler]] = {}
 
@@ -170,7 +170,9 @@ def build_sampler(
 ) -> IndexSampler:
     """Create a sampler by name (see :data:`SAMPLERS`)."""
     if name not in SAMPLERS:
-        raise ConfigError(f"unknown sampler '{name}'; choose from {', '.join(sorted(SAMPLERS))}")
+        raise ConfigError(
+            f"unknown sampler '{name}'{did_you_mean(name, SAMPLERS)}; choose from {', '.join(sorted(SAMPLERS))}"
+        )
     return SAMPLERS[name](labels, num_classes, num_samples)
 
 

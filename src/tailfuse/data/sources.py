@@ -139,20 +139,28 @@ def _cifar_pickle_source(name: str, folder: Path, split: str) -> ImageSource:
     )
 
 
-def _decode_files(paths: list[str], image_size: int) -> np.ndarray:
-    """Decode image files to uint8 (N, H, W, 3), resizing when they are not square ``image_size``."""
+def _decode_files(paths: list[str], image_size: int, warn: bool = True) -> np.ndarray:
+    """Decode image files to uint8 (N, H, W, 3), resizing when they are not square ``image_size``.
+
+    With ``warn``, resized images are reported on stderr (:func:`warn_resized`).
+    """
     from torchvision.io import ImageReadMode, decode_image, read_file
     from torchvision.transforms.v2.functional import resize
 
     output = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
+    resized: dict[tuple[int, int], int] = {}
     for position, path in enumerate(paths):
         try:
             image = decode_image(read_file(path), mode=ImageReadMode.RGB)
         except (RuntimeError, ValueError) as error:
             raise DataError(f"cannot decode image {path}: {error}") from None
         if image.shape[1] != image_size or image.shape[2] != image_size:
+            size = (int(image.shape[2]), int(image.shape[1]))
+            resized[size] = resized.get(size, 0) + 1
             image = resize(image, [image_size, image_size], antialias=True)
         output[position] = image.permute(1, 2, 0).numpy()
+    if resized and warn:
+        warn_resized(resized, len(paths), image_size)
     return output
 
 
@@ -175,6 +183,23 @@ def file_fingerprints(paths: list[str]) -> list[str]:
 
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
+
+
+decode_image_files = _decode_files
+
+
+def warn_resized(sizes: dict[tuple[int, int], int], total: int, image_size: int) -> None:
+    """Say, on stderr, that images were resized to ``image_size`` squares (and which sizes they had)."""
+    import sys
+
+    count = sum(sizes.values())
+    common = ", ".join(f"{width}x{height} ({number})" for (width, height), number in sorted(sizes.items(), key=lambda item: -item[1])[:3])
+    print(
+        f"warning: resized {count} of {total} images to {image_size}x{image_size} (data.image_size); "
+        f"they were {common}{', ...' if len(sizes) > 3 else ''}"
+        f"{'; the aspect ratio is not kept' if any(w != h for w, h in sizes) else ''}",
+        file=sys.stderr,
+    )
 
 
 def _cached_decoder(
@@ -283,7 +308,7 @@ def _download_cifar(name: str, root: Path) -> None:
 
 
 def open_source(config: DataConfig, split: str) -> ImageSource:
-    """Open the ``split`` ('train' or 'test') of the dataset a recipe names.
+    """Open the ``split`` ('train', 'test', 'val', or 'all' for a tree to split) of the dataset a recipe names.
 
     For ``cifar10``/``cifar100`` the root may hold torchvision's pickles or an ImageFolder
     tree (``train/<class>/``, ``test/<class>/``); when it holds neither and
@@ -294,7 +319,7 @@ def open_source(config: DataConfig, split: str) -> ImageSource:
     if config.source == "list_file":
         return _list_file_source(config, split, cache_dir)
     if config.source == "image_folder":
-        folder = root / split
+        folder = root if split == "all" else root / split  # "all": one tree that data.split divides
         if not folder.is_dir():
             raise DataError(f"image folder {folder} does not exist (data.root={config.root})")
         return _image_folder_source(folder, config.image_size, cache_dir)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tailfuse.engine.sweep import run_sweep
 from tailfuse.eval.glt_table import bench_summary, write_glt_table
+from tailfuse.eval.report import json_text
 
 TRAIN_SET_KEY = "data.glt.train_set"
 
@@ -31,6 +32,6 @@ def run_glt_benchmark(
             for seed in seeds
         ]
     summary = bench_summary(label or recipe, runs)
-    (out_dir / "glt_summary.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / "glt_summary.json").write_text(json_text(summary, indent=2))
     write_glt_table([summary], out_dir / "glt_table.md")
     return summary

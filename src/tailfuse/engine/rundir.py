@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from tailfuse.errors import TailfuseError
+from tailfuse.eval.report import json_text
 
 LOCK_NAME = ".tailfuse.lock"
 #: Files and folders a training run writes into its directory.
@@ -164,7 +165,7 @@ def write_text_atomically(path: Path, text: str) -> None:
 
 def write_metrics_log(path: Path, records: list[dict]) -> None:
     """Rewrite ``metrics.jsonl`` (one JSON record per epoch) in one atomic step."""
-    write_text_atomically(path, "".join(json.dumps(record) + "\n" for record in records))
+    write_text_atomically(path, "".join(json_text(record) + "\n" for record in records))
 
 
 def checkpoint_record(record: dict) -> dict:

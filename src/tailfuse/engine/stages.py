@@ -37,7 +37,11 @@ def stage1_run_dir(config: RunConfig, source: StageSource, out_dir: Path) -> Pat
 
 
 def ensure_stage1_checkpoint(config: RunConfig, source: StageSource, out_dir: Path) -> Path:
-    """The checkpoint of ``source``, training (or resuming) that run first when it is missing."""
+    """The checkpoint of ``source``, training that run first when its directory holds none.
+
+    A run directory is never resumed unasked: a finished stage-1 run of the same recipe is
+    used; one that stopped early, or one of another recipe, is refused with what to do.
+    """
     if source.checkpoint:
         return Path(source.checkpoint)
     from tailfuse.engine.trainer import train
@@ -50,8 +54,10 @@ def ensure_stage1_checkpoint(config: RunConfig, source: StageSource, out_dir: Pa
         _check_same_stage1_recipe(state, first_stage, run_dir)
         if state["epoch"] >= first_stage.train.epochs:
             return last
-        print(f"stage 1 in {run_dir} stopped at epoch {state['epoch']}; resuming it")
-        train(first_stage, run_dir, resume=True)
+        raise CheckpointError(
+            f"stage 1 in {run_dir} stopped at epoch {state['epoch']} of {first_stage.train.epochs}; "
+            f"continue it with `tailfuse train {run_dir / 'config.yaml'} --out {run_dir} --resume`, then rerun"
+        )
     else:
         print(f"stage-1 checkpoint {last} not found; training {first_stage.name} into {run_dir}")
         train(first_stage, run_dir)
@@ -67,8 +73,9 @@ def _check_same_stage1_recipe(state: dict, first_stage: RunConfig, run_dir: Path
     ]
     if differences:
         raise CheckpointError(
-            f"the stage-1 run in {run_dir} was trained from another recipe than {first_stage.name} asks for "
-            f"(differs in {', '.join(differences[:5])}); set init.run_dir to another folder, or remove that run"
+            f"{run_dir} holds another run than the stage 1 this recipe needs ({first_stage.name}; it differs in "
+            f"{', '.join(differences[:6])}{', ...' if len(differences) > 6 else ''}); set init.run_dir to another "
+            f"folder, or init.checkpoint to use that run anyway"
         )
 
 

@@ -29,6 +29,7 @@ from tailfuse.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from tailfuse.engine.provenance import provenance
 from tailfuse.engine.rundir import (
     checkpoint_record,
     legacy_log,
@@ -42,10 +43,12 @@ from tailfuse.engine.runtime import make_runtime
 from tailfuse.engine.session import TrainingSession
 from tailfuse.engine.stages import auxiliary_models, ensure_stage1_checkpoint, initial_model_state
 from tailfuse.errors import CheckpointError, ConfigError, TailfuseError, TrainingError
-from tailfuse.eval.report import write_report
+from tailfuse.eval.report import json_text, write_report
 
 #: Keys that may differ between a run and its resumption (they do not change the result).
-RESUMABLE_CHANGES = {"train.progress", "train.threads", "train.device", "data.root", "data.cache_dir", "data.download"}
+RESUMABLE_CHANGES = {
+    "train.progress", "train.threads", "train.device", "train.tensorboard", "data.root", "data.cache_dir", "data.download"
+}
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -168,7 +171,7 @@ def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
     rule = selection_rule(config, data.validation is not None)
 
     write_text_atomically(out_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    write_text_atomically(out_dir / "data_summary.json", json.dumps(summary, indent=2))
+    write_text_atomically(out_dir / "data_summary.json", json_text(summary, indent=2))
     log_path = out_dir / "metrics.jsonl"
 
     start_epoch, best, history = 0, {"score": float("-inf"), "epoch": 0}, []
@@ -191,6 +194,11 @@ def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
     write_metrics_log(log_path, log_records)
 
     progress = config.train.progress
+    tensorboard = None
+    if config.train.tensorboard:
+        from tailfuse.engine.tensorboard import EpochLogger
+
+        tensorboard = EpochLogger(out_dir)
     evaluated: dict = {}
     for epoch in range(start_epoch, config.train.epochs):
         try:
@@ -213,8 +221,11 @@ def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
         # the checkpoint holds the whole history, so a kill before the log is rewritten loses no line
         save_checkpoint(_checkpoint(config, session, summary, epoch + 1, best, history), last_path)
         write_metrics_log(log_path, log_records)
-        if progress:
-            tqdm.write(_format_record(record))
+        if tensorboard is not None:
+            tensorboard.log(record)
+        (tqdm.write if progress else print)(_format_record(record))  # one line per epoch, bars or not
+    if tensorboard is not None:
+        tensorboard.close()
 
     final_epoch_metrics = evaluated if start_epoch < config.train.epochs else {}
     return finish_run(config, session, out_dir, rule, best, final_epoch_metrics)
@@ -254,7 +265,7 @@ def _format_record(record: dict) -> str:
         text += f" val {record['validation_top1']:.2f}"
     if "test_top1" in record:
         groups = record["test_group_accuracy"]
-        text += f" test {record['test_top1']:.2f} (" + " / ".join(f"{groups[g]:.1f}" for g in groups) + ")"
+        text += f" test {record['test_top1']:.2f} (" + ", ".join(f"{g} {groups[g]:.1f}" for g in groups) + ")"
     return text
 
 
@@ -313,9 +324,7 @@ def finish_run(
         "validation": final_epoch_metrics.get("validation"),
         "data": data.plan.summary(),
         "environment": {
-            "torch": torch.__version__,
-            "device": str(session.runtime.device),
-            "precision": session.runtime.precision,
+            **provenance(str(session.runtime.device), session.runtime.precision),
             "machine": platform.machine(),
             "threads": torch.get_num_threads(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -422,7 +431,7 @@ def evaluate_checkpoint(
         "final_epoch_test": None,
         "validation": session.evaluate(data.validation) if data.validation is not None else None,
         "data": data.plan.summary(),
-        "environment": {"torch": torch.__version__, "device": str(runtime.device), "precision": runtime.precision},
+        "environment": provenance(str(runtime.device), runtime.precision),
     }
     if data.named_tests:
         results["glt"] = glt_protocols(session, data)

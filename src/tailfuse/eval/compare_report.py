@@ -9,13 +9,13 @@ printed in their own column with the difference measured − paper.
 from __future__ import annotations
 
 import csv
-import json
 import statistics
 from pathlib import Path
 
 import yaml
 
 from tailfuse.errors import ConfigError
+from tailfuse.eval.report import json_text
 from tailfuse.eval.sweep_report import COLUMNS, run_row, summarise
 
 METRICS = (*COLUMNS, "macro_precision", "ece")
@@ -131,7 +131,7 @@ def write_compare_report(
         entry["difference"] = None if figure is None or entry["all_mean"] is None else entry["all_mean"] - figure["paper"]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "compare.json").write_text(
-        json.dumps({"command": command, "seeds": seeds, "runs": run_rows, "summary": summary}, indent=2)
+        json_text({"command": command, "seeds": seeds, "runs": run_rows, "summary": summary}, indent=2)
     )
     fields = ["method", "recipe", "runs"] + [f"{c}_{s}" for c in METRICS for s in ("mean", "std")] + ["paper", "difference"]
     with (out_dir / "compare.csv").open("w", newline="") as handle:

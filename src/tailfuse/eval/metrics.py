@@ -70,6 +70,25 @@ def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, bins:
     return 100.0 * total
 
 
+def calibration_bins(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> dict:
+    """Per confidence bin (the bins of :func:`expected_calibration_error`): image count, accuracy
+    and mean confidence, as fractions (NaN for an empty bin). The data of a reliability diagram."""
+    probabilities = torch.softmax(logits.double(), dim=1)
+    confidence, predictions = probabilities.max(dim=1)
+    correct = (predictions == labels).double()
+    bin_index = confidence_bins(confidence, bins)
+    counts = torch.bincount(bin_index, minlength=bins)
+    correct_sums = torch.zeros(bins, dtype=torch.float64).index_add_(0, bin_index, correct)
+    confidence_sums = torch.zeros(bins, dtype=torch.float64).index_add_(0, bin_index, confidence)
+    safe = counts.clamp_min(1).double()
+    empty = counts == 0
+    return {
+        "count": counts.tolist(),
+        "accuracy": torch.where(empty, float("nan"), correct_sums / safe).tolist(),
+        "confidence": torch.where(empty, float("nan"), confidence_sums / safe).tolist(),
+    }
+
+
 def negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean cross-entropy of the predictions (nats)."""
     return torch.nn.functional.cross_entropy(logits.double(), labels).item()
@@ -95,6 +114,7 @@ def classification_metrics(
         "macro_precision": _mean(precision_by_class),
         "group_precision": group_means(precision_by_class, groups),
         "ece": expected_calibration_error(logits, labels, 15),
+        "calibration": calibration_bins(logits, labels, 15),
         "nll": negative_log_likelihood(logits, labels),
         "per_class_accuracy": accuracy_by_class,
         "per_class_precision": precision_by_class,

@@ -9,6 +9,22 @@ from pathlib import Path
 GROUP_ORDER = ("many", "medium", "few")
 
 
+def strict_json(value):
+    """``value`` with every NaN or infinite float replaced by None (JSON ``null``), recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    return value
+
+
+def json_text(value, indent: int | None = None) -> str:
+    """Strictly valid JSON (NaN -> null) for results, summaries and metrics.jsonl lines."""
+    return json.dumps(strict_json(value), indent=indent, allow_nan=False)
+
+
 def _number(value: float) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
 
@@ -36,6 +52,42 @@ def plot_per_class_accuracy(
     count_axis.set_yscale("log")
     count_axis.set_ylabel("training images (log)", color="#DD8452")
     accuracy_axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_reliability_diagram(path: Path, calibration: dict, title: str) -> None:
+    """Reliability diagram: accuracy against mean confidence per confidence bin, with the diagonal.
+
+    Bars are the bins' accuracies at their confidence ranges; the gap to the diagonal, weighted
+    by the bins' sizes (the lower panel), is what ECE sums.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins = len(calibration["count"])
+    width = 1.0 / bins
+    lefts = [b * width for b in range(bins)]
+    accuracy = [a if a is not None and a == a else 0.0 for a in calibration["accuracy"]]
+    confidence = [c if c is not None and c == c else 0.0 for c in calibration["confidence"]]
+    figure, (axis, count_axis) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=[3, 1], sharex=True)
+    axis.bar(lefts, accuracy, width=width, align="edge", color="#4C72B0", edgecolor="white", label="accuracy")
+    axis.bar(
+        lefts, [c - a for a, c in zip(accuracy, confidence, strict=True)], bottom=accuracy, width=width, align="edge",
+        color="#C44E52", alpha=0.35, label="gap to mean confidence",
+    )
+    axis.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1)
+    axis.set_ylabel("accuracy")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.legend(loc="upper left")
+    axis.set_title(title)
+    count_axis.bar(lefts, calibration["count"], width=width, align="edge", color="#8C8C8C")
+    count_axis.set_xlabel("confidence (max softmax probability)")
+    count_axis.set_ylabel("images")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -79,6 +131,8 @@ def markdown_report(results: dict) -> str:
             f"| {names[c]} | {count} | {_number(test['per_class_accuracy'][c])} | {_number(test['per_class_precision'][c])} |"
         )
     lines += ["", "![per-class accuracy](per_class_accuracy.png)", ""]
+    if test.get("calibration"):
+        lines += ["![reliability diagram](reliability.png)", ""]
     return "\n".join(lines)
 
 
@@ -86,7 +140,7 @@ def write_report(directory: Path, results: dict) -> None:
     """Write ``results.json``, ``report.md`` and ``per_class_accuracy.png`` into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     temporary = directory / ".results.json.tmp"
-    temporary.write_text(json.dumps(results, indent=2, allow_nan=True))
+    temporary.write_text(json_text(results, indent=2))
     temporary.replace(directory / "results.json")
     (directory / "report.md").write_text(markdown_report(results))
     plot_per_class_accuracy(
@@ -96,3 +150,7 @@ def write_report(directory: Path, results: dict) -> None:
         results["data"]["class_names"],
         f"{results['name']}: top-1 {results['test']['top1']:.2f}%",
     )
+    if results["test"].get("calibration"):
+        plot_reliability_diagram(
+            directory / "reliability.png", results["test"]["calibration"], f"{results['name']}: ECE {results['test']['ece']:.2f}%"
+        )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import csv
-import json
 import statistics
 from pathlib import Path
+
+from tailfuse.eval.report import json_text
 
 COLUMNS = ("all", "many", "medium", "few")
 
@@ -91,7 +92,7 @@ def write_sweep_report(out_dir: Path, recipe: str, parameter: str, rows: list[di
     summary = summarise(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "sweep.json").write_text(
-        json.dumps({"recipe": recipe, "parameter": parameter, "command": command, "runs": rows, "summary": summary}, indent=2)
+        json_text({"recipe": recipe, "parameter": parameter, "command": command, "runs": rows, "summary": summary}, indent=2)
     )
     with (out_dir / "sweep.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

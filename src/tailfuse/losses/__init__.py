@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from tailfuse.errors import ConfigError
+from tailfuse.errors import ConfigError, did_you_mean
 from tailfuse.losses.cross_entropy import CrossEntropy
 from tailfuse.losses.gcl import GaussianCloudedLogitLoss
 from tailfuse.losses.label_aware_smoothing import LabelAwareSmoothing
@@ -45,7 +45,7 @@ REWEIGHTING_OPTIONS = ("reweight_from_epoch", "drw_epoch", "beta")
 def build_loss(name: str, class_counts: list[int], **options) -> nn.Module:
     """Create the loss ``name`` for a training set with ``class_counts``."""
     if name not in LOSSES:
-        raise ConfigError(f"unknown loss '{name}'; choose from {', '.join(sorted(LOSSES))}")
+        raise ConfigError(f"unknown loss '{name}'{did_you_mean(name, LOSSES)}; choose from {', '.join(sorted(LOSSES))}")
     reweighting = {key: options.pop(key) for key in REWEIGHTING_OPTIONS if key in options}
     try:
         loss = LOSSES[name](class_counts, **options)

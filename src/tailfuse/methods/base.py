@@ -18,7 +18,7 @@ from torch import nn
 
 from tailfuse.config import RunConfig, register_method_options
 from tailfuse.data.randomness import EpochRandomness
-from tailfuse.errors import ConfigError
+from tailfuse.errors import ConfigError, did_you_mean
 from tailfuse.models import Classifier
 
 
@@ -129,5 +129,5 @@ def build_method(
     """Create the method a recipe names, with its validated options."""
     name = config.method.name
     if name not in METHODS:
-        raise ConfigError(f"unknown method '{name}'; choose from {', '.join(sorted(METHODS))}")
+        raise ConfigError(f"unknown method '{name}'{did_you_mean(name, METHODS)}; choose from {', '.join(sorted(METHODS))}")
     return METHODS[name](config.method, model, class_counts, config, auxiliary)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from tailfuse.config import ModelConfig
-from tailfuse.errors import ConfigError
+from tailfuse.errors import ConfigError, did_you_mean
 from tailfuse.models.heads import CosineHead, Head, LinearHead
 from tailfuse.models.resnet_cifar import CifarResNet, resnet32
 from tailfuse.models.torchvision_backbones import TorchvisionResNetBackbone
@@ -43,7 +43,8 @@ def build_model(config: ModelConfig, num_classes: int) -> Classifier:
     """Create the backbone and head a recipe names."""
     if config.backbone not in BACKBONES:
         raise ConfigError(
-            f"unknown model.backbone '{config.backbone}'; choose from {', '.join(sorted(BACKBONES))}"
+            f"unknown model.backbone '{config.backbone}'{did_you_mean(config.backbone, BACKBONES)}; "
+            f"choose from {', '.join(sorted(BACKBONES))}"
         )
     if config.weights and config.backbone in SMALL_IMAGE_BACKBONES:
         raise ConfigError("model.weights is only supported for torchvision backbones")
