@@ -102,6 +102,15 @@ class Method(abc.ABC):
         """Evaluation logits for normalised images (default: the model's)."""
         return self.model(images)
 
+    @property
+    def calibration_scale(self) -> float:
+        """What the loss multiplies the predicted logits by (LDAM, KPS: s); ECE and NLL use logits × this."""
+        return float(getattr(getattr(self, "criterion", None), "logit_scale", 1.0))
+
+    def evaluation_batching(self, num_samples: int, batch_size: int) -> tuple[int, torch.Tensor | None]:
+        """Evaluation batch size and image order (None: the split's order); default: unchanged."""
+        return batch_size, None
+
 
 #: Method name -> class. Filled by :func:`register_method` where each method is defined.
 METHODS: dict[str, type[Method]] = {}
