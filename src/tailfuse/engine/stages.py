@@ -23,6 +23,8 @@ def stage1_config(config: RunConfig, source: StageSource) -> RunConfig:
     """The earlier-stage recipe of ``source``, on exactly the later recipe's data."""
     recipe = apply_overrides(read_recipe_dict(source.recipe), source.overrides)
     recipe["data"] = config_to_dict(config)["data"]
+    if source.subset_seed is not None:  # FFN's quirk: the earlier stage on another subset
+        recipe["data"]["subset_seed"] = source.subset_seed
     recipe.setdefault("train", {})
     for key in INHERITED_TRAIN_KEYS:
         recipe["train"][key] = getattr(config.train, key)
@@ -37,9 +39,24 @@ def stage1_run_dir(config: RunConfig, source: StageSource, out_dir: Path) -> Pat
 
 
 def ensure_stage1_checkpoint(config: RunConfig, source: StageSource, out_dir: Path) -> Path:
-    """The checkpoint of ``source``, training (or resuming) that run first when it is missing."""
+    """The checkpoint ``source.select`` names, training (or resuming) that run first when it is missing."""
     if source.checkpoint:
         return Path(source.checkpoint)
+    last = _ensure_trained(config, source, out_dir)
+    if source.select == "last":
+        return last
+    selected = last.parent / f"{source.select}.pt"
+    if not selected.is_file():
+        kept = load_checkpoint(last)["config"]["train"]["selection"]
+        raise CheckpointError(
+            f"init.select={source.select}: {selected} does not exist (that run's train.selection is {kept}); "
+            f"train it with train.selection={source.select} (init.overrides) or choose init.select=last"
+        )
+    return selected
+
+
+def _ensure_trained(config: RunConfig, source: StageSource, out_dir: Path) -> Path:
+    """The final checkpoint of ``source``'s run, training or resuming it first when it is incomplete."""
     from tailfuse.engine.trainer import train
 
     first_stage = stage1_config(config, source)
@@ -58,12 +75,18 @@ def ensure_stage1_checkpoint(config: RunConfig, source: StageSource, out_dir: Pa
 
 
 def checked_checkpoint(
-    config: RunConfig, checkpoint_path: Path, class_counts: list[int], subset_checksum: str, check_head: bool
+    config: RunConfig,
+    checkpoint_path: Path,
+    class_counts: list[int],
+    subset_checksum: str,
+    check_head: bool,
+    subset_seed: int | None = None,
 ) -> dict:
     """Load an earlier-stage checkpoint and refuse, with the reason, one that does not fit.
 
     It must have this recipe's backbone, class count and training subset (and head, when
-    ``check_head``).
+    ``check_head``). With ``subset_seed`` (FFN's quirk) it must instead have been trained on
+    that ``data.subset_seed`` with this recipe's class counts.
     """
     saved = load_checkpoint(checkpoint_path)
     saved_model = saved["config"]["model"]
@@ -73,6 +96,12 @@ def checked_checkpoint(
     saved_classes = len(saved["data"]["class_counts"])
     if saved_classes != len(class_counts):
         problems.append(f"{saved_classes} classes (recipe: {len(class_counts)})")
+    elif subset_seed is not None:
+        saved_seed = saved["config"]["data"]["subset_seed"]
+        if saved_seed != subset_seed:
+            problems.append(f"data.subset_seed {saved_seed} (init.subset_seed: {subset_seed})")
+        if list(saved["data"]["class_counts"]) != list(class_counts):
+            problems.append(f"class counts {saved['data']['class_counts']} (recipe: {class_counts})")
     elif saved["data"]["subset_checksum"] != subset_checksum:
         problems.append(
             f"training subset {saved['data']['subset_checksum']} (recipe: {subset_checksum}; same data.* settings?)"
@@ -89,7 +118,9 @@ def initial_model_state(config: RunConfig, checkpoint_path: Path, class_counts: 
 
     ``model_state`` is the freshly built model's state (kept for the head with ``load: backbone``).
     """
-    saved = checked_checkpoint(config, checkpoint_path, class_counts, subset_checksum, config.init.load == "all")
+    saved = checked_checkpoint(
+        config, checkpoint_path, class_counts, subset_checksum, config.init.load == "all", config.init.subset_seed
+    )
     weights = saved["session"]["model"]
     if config.init.load == "backbone":
         weights = {**model_state, **{k: v for k, v in weights.items() if k.startswith("backbone.")}}
@@ -101,5 +132,6 @@ def auxiliary_models(config: RunConfig, out_dir: Path, class_counts: list[int], 
     states = {}
     for name, source in config.init.auxiliary.items():
         path = ensure_stage1_checkpoint(config, source, out_dir)
-        states[name] = checked_checkpoint(config, path, class_counts, subset_checksum, check_head=False)["session"]["model"]
+        saved = checked_checkpoint(config, path, class_counts, subset_checksum, False, source.subset_seed)
+        states[name] = saved["session"]["model"]
     return states

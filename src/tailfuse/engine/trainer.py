@@ -18,7 +18,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from tailfuse.config import RunConfig, build_config, config_to_dict
-from tailfuse.data.prepare import load_data
+from tailfuse.data.prepare import load_data, with_absolute_data_paths
 from tailfuse.engine.checkpoint import (
     capture_rng_state,
     load_checkpoint,
@@ -62,8 +62,11 @@ def selection_rule(config: RunConfig, has_validation: bool) -> str:
     return rule
 
 
-def _is_eval_epoch(config: RunConfig, epoch_number: int) -> bool:
+def _is_eval_epoch(config: RunConfig, epoch_number: int, rule: str) -> bool:
+    """Evaluate at the last epoch, every ``eval_every`` epochs, and every epoch under best_test."""
     every = config.train.eval_every
+    if rule == "best_test":  # the authors' best epoch is the best of all of them
+        return True
     return epoch_number == config.train.epochs or (every > 0 and epoch_number % every == 0)
 
 
@@ -77,6 +80,7 @@ def _truncate_log(path: Path, completed_epochs: int) -> None:
 def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> dict:
     """Train the recipe ``config`` into ``out_dir`` and return its results (``results.json``)."""
     out_dir = Path(out_dir)
+    config = with_absolute_data_paths(config)  # stored so: eval from any folder finds the data
     last_path = out_dir / "checkpoints" / "last.pt"
     saved = None
     if resume:
@@ -127,12 +131,16 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> dict:
         _truncate_log(log_path, start_epoch)
     else:
         log_path.write_text("")
+        if rule == "best_test" and config.init is not None and config.init.inherit_best:
+            # H2T/MiSLAS start best_acc1 from stage 1: the initial model competes as epoch 0
+            best = {"score": session.evaluate(data.test)["top1"], "epoch": 0}
+            save_checkpoint(_checkpoint(config, session, summary, 0, best), out_dir / "checkpoints" / f"{rule}.pt")
 
     progress = config.train.progress
     evaluated: dict = {}
     for epoch in range(start_epoch, config.train.epochs):
         record = session.train_epoch(epoch, progress=progress)
-        if _is_eval_epoch(config, epoch + 1):
+        if _is_eval_epoch(config, epoch + 1, rule):
             evaluated = _evaluate_splits(session, data)
             record.update(_log_entries(evaluated))
             selection_split = {"best_validation": "validation", "best_test": "test"}.get(rule)
@@ -244,6 +252,7 @@ def evaluate_checkpoint(checkpoint_path: str | Path, out_dir: str | Path | None 
     checkpoint_path = Path(checkpoint_path)
     saved = load_checkpoint(checkpoint_path)
     config = build_config(apply_overrides(saved["config"], list(overrides or [])), str(checkpoint_path))
+    config = with_absolute_data_paths(config)
     runtime = make_runtime(config.train)
     data = load_data(config.data, runtime.device, include_train=False)
     if data.plan.subset_checksum != saved["data"]["subset_checksum"]:
