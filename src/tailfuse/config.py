@@ -280,7 +280,9 @@ class StageSource(StrictModel):
         if not (self.recipe or self.checkpoint):
             raise ValueError("a stage source needs a recipe or a checkpoint")
         if self.checkpoint and self.select != "last":
-            raise ValueError("select chooses a checkpoint of a run directory; checkpoint already names the file")
+            raise ValueError(
+                "select chooses a checkpoint of a run directory; checkpoint already names the file"
+            )
         return self
 
 
@@ -355,9 +357,11 @@ class RunConfig(StrictModel):
     @model_validator(mode="after")
     def _margin_losses_need_raw_cosines(self) -> RunConfig:
         loss = getattr(self.method, "loss", None)
-        if loss in RAW_COSINE_LOSSES and (self.model.head != "cosine" or self.model.cosine_scale != 1.0):
+        raw_cosines = self.model.head == "cosine" and self.model.cosine_scale == 1.0
+        if loss in RAW_COSINE_LOSSES and not raw_cosines:
             raise ValueError(
-                f"loss '{loss}' adds its margins to raw cosines and applies its own scale s: it needs "
+                f"loss '{loss}' adds its margins to raw cosines and applies its own scale s: "
+                "it needs "
                 f"model.head=cosine with model.cosine_scale=1 (got head={self.model.head}, "
                 f"cosine_scale={self.model.cosine_scale:g})"
             )

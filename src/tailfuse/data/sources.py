@@ -213,7 +213,8 @@ def _download_cifar(name: str, root: Path) -> None:
 
     import torchvision.datasets
 
-    dataset_class = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    datasets = torchvision.datasets
+    dataset_class = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
     with tempfile.TemporaryDirectory(prefix="tailfuse-download-") as staging:
         try:
             dataset_class(staging, train=True, download=True)

@@ -178,7 +178,8 @@ class TrainingSession:
         if isinstance(split, StreamedImages):
             dataset = StreamedImageDataset(split.paths, split.labels, self.streamed_transforms[1])
             sampler = None if order is None else order.tolist()
-            loader = DataLoader(dataset, batch_size=size, sampler=sampler, num_workers=self.config.data.num_workers)
+            workers = self.config.data.num_workers
+            loader = DataLoader(dataset, batch_size=size, sampler=sampler, num_workers=workers)
             for images, _ in loader:
                 yield images.to(self.runtime.device, non_blocking=True)
             return
@@ -209,7 +210,7 @@ class TrainingSession:
         return in_split_order
 
     def evaluate(self, split: LabelledImages) -> dict:
-        """All metrics of :func:`classification_metrics` on one split (ECE/NLL at the loss's scale)."""
+        """All metrics of :func:`classification_metrics` on one split (ECE, NLL: loss scale)."""
         return classification_metrics(
             self.predict(split), split.labels, self.data.plan.groups, self.method.calibration_scale
         )

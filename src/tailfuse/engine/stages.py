@@ -39,7 +39,7 @@ def stage1_run_dir(config: RunConfig, source: StageSource, out_dir: Path) -> Pat
 
 
 def ensure_stage1_checkpoint(config: RunConfig, source: StageSource, out_dir: Path) -> Path:
-    """The checkpoint ``source.select`` names, training (or resuming) that run first when it is missing."""
+    """The checkpoint ``source.select`` names; trains or resumes that run first."""
     if source.checkpoint:
         return Path(source.checkpoint)
     last = _ensure_trained(config, source, out_dir)
@@ -49,14 +49,15 @@ def ensure_stage1_checkpoint(config: RunConfig, source: StageSource, out_dir: Pa
     if not selected.is_file():
         kept = load_checkpoint(last)["config"]["train"]["selection"]
         raise CheckpointError(
-            f"init.select={source.select}: {selected} does not exist (that run's train.selection is {kept}); "
-            f"train it with train.selection={source.select} (init.overrides) or choose init.select=last"
+            f"init.select={source.select}: {selected} does not exist (that run's train.selection "
+            f"is {kept}); train it with train.selection={source.select} (init.overrides) or "
+            f"choose init.select=last"
         )
     return selected
 
 
 def _ensure_trained(config: RunConfig, source: StageSource, out_dir: Path) -> Path:
-    """The final checkpoint of ``source``'s run, training or resuming it first when it is incomplete."""
+    """The final checkpoint of ``source``'s run; trains or resumes it first when incomplete."""
     from tailfuse.engine.trainer import train
 
     first_stage = stage1_config(config, source)
@@ -101,7 +102,8 @@ def checked_checkpoint(
         if saved_seed != subset_seed:
             problems.append(f"data.subset_seed {saved_seed} (init.subset_seed: {subset_seed})")
         if list(saved["data"]["class_counts"]) != list(class_counts):
-            problems.append(f"class counts {saved['data']['class_counts']} (recipe: {class_counts})")
+            saved_counts = saved["data"]["class_counts"]
+            problems.append(f"class counts {saved_counts} (recipe: {class_counts})")
     elif saved["data"]["subset_checksum"] != subset_checksum:
         problems.append(
             f"training subset {saved['data']['subset_checksum']} (recipe: {subset_checksum}; same data.* settings?)"
@@ -118,8 +120,9 @@ def initial_model_state(config: RunConfig, checkpoint_path: Path, class_counts: 
 
     ``model_state`` is the freshly built model's state (kept for the head with ``load: backbone``).
     """
+    init = config.init
     saved = checked_checkpoint(
-        config, checkpoint_path, class_counts, subset_checksum, config.init.load == "all", config.init.subset_seed
+        config, checkpoint_path, class_counts, subset_checksum, init.load == "all", init.subset_seed
     )
     weights = saved["session"]["model"]
     if config.init.load == "backbone":
@@ -132,6 +135,8 @@ def auxiliary_models(config: RunConfig, out_dir: Path, class_counts: list[int], 
     states = {}
     for name, source in config.init.auxiliary.items():
         path = ensure_stage1_checkpoint(config, source, out_dir)
-        saved = checked_checkpoint(config, path, class_counts, subset_checksum, False, source.subset_seed)
+        saved = checked_checkpoint(
+            config, path, class_counts, subset_checksum, False, source.subset_seed
+        )
         states[name] = saved["session"]["model"]
     return states

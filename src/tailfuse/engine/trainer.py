@@ -134,7 +134,8 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> dict:
         if rule == "best_test" and config.init is not None and config.init.inherit_best:
             # H2T/MiSLAS start best_acc1 from stage 1: the initial model competes as epoch 0
             best = {"score": session.evaluate(data.test)["top1"], "epoch": 0}
-            save_checkpoint(_checkpoint(config, session, summary, 0, best), out_dir / "checkpoints" / f"{rule}.pt")
+            initial = _checkpoint(config, session, summary, 0, best)
+            save_checkpoint(initial, out_dir / "checkpoints" / f"{rule}.pt")
 
     progress = config.train.progress
     evaluated: dict = {}

@@ -76,7 +76,10 @@ def negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> float
 
 
 def classification_metrics(
-    logits: torch.Tensor, labels: torch.Tensor, groups: dict[str, list[int]], calibration_scale: float = 1.0
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    groups: dict[str, list[int]],
+    calibration_scale: float = 1.0,
 ) -> dict:
     """Every metric tailfuse reports for one test set, as JSON-ready data.
 

@@ -21,9 +21,13 @@ from torch import nn
 
 
 def smoothing_per_class(
-    class_counts: list[int], smooth_head: float, smooth_tail: float, shape: str = "concave", power: float | None = None
+    class_counts: list[int],
+    smooth_head: float,
+    smooth_tail: float,
+    shape: str = "concave",
+    power: float | None = None,
 ) -> list[float]:
-    """``ε_j`` of every class for the given shape (MiSLAS ``LabelAwareSmoothing``, spec h2t §3.1)."""
+    """``ε_j`` of every class for the given shape (MiSLAS's ``LabelAwareSmoothing``, h2t §3.1)."""
     if (shape == "exp") != (power is not None):
         raise ValueError("the exp smoothing shape takes a power, and only it does")
     n_max, n_min = max(class_counts), min(class_counts)

@@ -104,10 +104,12 @@ class Method(abc.ABC):
 
     @property
     def calibration_scale(self) -> float:
-        """What the loss multiplies the predicted logits by (LDAM, KPS: s); ECE and NLL use logits × this."""
+        """The loss's scale of the predicted logits (LDAM, KPS: s); ECE and NLL use logits×it."""
         return float(getattr(getattr(self, "criterion", None), "logit_scale", 1.0))
 
-    def evaluation_batching(self, num_samples: int, batch_size: int) -> tuple[int, torch.Tensor | None]:
+    def evaluation_batching(
+        self, num_samples: int, batch_size: int
+    ) -> tuple[int, torch.Tensor | None]:
         """Evaluation batch size and image order (None: the split's order); default: unchanged."""
         return batch_size, None
 

@@ -57,7 +57,9 @@ class LabelSmoothingOptions(StrictModel):
         if self.shape == "exp" and self.power is None:
             raise ValueError("label_smoothing.shape=exp needs label_smoothing.power")
         if self.shape != "exp" and self.power is not None:
-            raise ValueError(f"label_smoothing.power applies only to shape=exp (shape is {self.shape})")
+            raise ValueError(
+                f"label_smoothing.power applies only to shape=exp (shape is {self.shape})"
+            )
         return self
 
 
@@ -88,13 +90,18 @@ class DecoupledOptions(StrictModel):
             if self.label_smoothing is None:
                 self.label_smoothing = LabelSmoothingOptions()
             if SMOOTHING_KEYS & set(self.loss_options):
-                raise ValueError("set the smoothing with method.label_smoothing, not method.loss_options")
+                raise ValueError(
+                    "set the smoothing with method.label_smoothing, not method.loss_options"
+                )
         elif self.label_smoothing is not None:
             raise ValueError(
-                f"method.label_smoothing applies only to loss=label_aware_smoothing (loss is {self.loss})"
+                "method.label_smoothing applies only to loss=label_aware_smoothing "
+                f"(loss is {self.loss})"
             )
         if self.scales_at_full_lr and self.trains not in ("scales", "head_and_scales"):
-            raise ValueError(f"method.scales_at_full_lr needs learned scales (trains is {self.trains})")
+            raise ValueError(
+                f"method.scales_at_full_lr needs learned scales (trains is {self.trains})"
+            )
         return self
 
 
@@ -168,7 +175,10 @@ class DecoupledStage2(Method):
         if options.loss == "label_aware_smoothing":
             smoothing = options.label_smoothing
             loss_options.update(
-                smooth_head=smoothing.head, smooth_tail=smoothing.tail, shape=smoothing.shape, power=smoothing.power
+                smooth_head=smoothing.head,
+                smooth_tail=smoothing.tail,
+                shape=smoothing.shape,
+                power=smoothing.power,
             )
         self.criterion = build_loss(options.loss, class_counts, **loss_options)
 
@@ -196,7 +206,7 @@ class DecoupledStage2(Method):
             groups.append({"params": list(self.model.head.parameters())})
         if self.scales is not None:
             scales = {"params": list(self.scales.parameters())}
-            if self.options.scales_at_full_lr:  # MiSLAS: group 0 at lr_factor·lr, the LWS group at lr
+            if self.options.scales_at_full_lr:  # MiSLAS: head at lr_factor·lr, LWS group at lr
                 scales["lr_scale"] = 1.0 / self.config.schedule.lr_factor
             groups.append(scales)
         return groups
@@ -272,7 +282,7 @@ class Mislas(DecoupledStage2):
 
 @register_method("mislas_lws", MislasLwsOptions)
 class MislasWithLws(DecoupledStage2):
-    """MiSLAS's own stage 2: head + LWS layer (at full lr), label-aware smoothing, class-aware sampling.
+    """MiSLAS's own stage 2: head + LWS layer (full lr), label-aware smoothing, class-aware sampler.
 
     MiSLAS's loop stops after batch index ``ceil(N/B)`` of its class-aware loader, so an
     epoch is ``ceil(N/B) + 1`` batches; the H2T fusing branch, when on, draws as many.
@@ -283,7 +293,8 @@ class MislasWithLws(DecoupledStage2):
         samples = (math.ceil(len(labels) / batch_size) + 1) * batch_size
         num_classes = len(self.class_counts)
         self.balanced_sampler = build_sampler(self.options.sampler, labels, num_classes, samples)
-        self.fusing_sampler = build_sampler(self.options.h2t.fusing_sampler, labels, num_classes, samples)
+        fusing = self.options.h2t.fusing_sampler
+        self.fusing_sampler = build_sampler(fusing, labels, num_classes, samples)
 
     def branches(self) -> dict:
         branches = {"balanced": self.balanced_sampler}

@@ -95,11 +95,14 @@ class FeatureFusionNetwork(Method):
         batch = batches["balanced"]
         return self.criterion(self.fused_cosine(batch.images), batch.labels)
 
-    def evaluation_batching(self, num_samples: int, batch_size: int) -> tuple[int, torch.Tensor | None]:
-        """With ``ce_batchnorm: train``: batches of 256 in one seeded shuffled order of the split."""
+    def evaluation_batching(
+        self, num_samples: int, batch_size: int
+    ) -> tuple[int, torch.Tensor | None]:
+        """With ``ce_batchnorm: train``: batches of 256, one seeded shuffled order."""
         if self.options.ce_batchnorm != "train":
             return batch_size, None
-        generator = torch.Generator().manual_seed(derive_seed(self.config.train.seed, 0, "ffn:evaluation-order"))
+        seed = derive_seed(self.config.train.seed, 0, "ffn:evaluation-order")
+        generator = torch.Generator().manual_seed(seed)
         return AUTHORS_EVALUATION_BATCH, torch.randperm(num_samples, generator=generator)
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:

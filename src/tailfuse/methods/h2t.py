@@ -35,7 +35,10 @@ class H2TOptions(StrictModel):
     @model_validator(mode="after")
     def _channels_apply_to_hard_mixing(self) -> H2TOptions:
         if self.mixing == "soft" and self.channels != "shared":
-            raise ValueError("h2t.channels chooses replaced channels; mixing=soft mixes all of them (drop h2t.channels)")
+            raise ValueError(
+                "h2t.channels chooses replaced channels; mixing=soft mixes all of them "
+                "(drop h2t.channels)"
+            )
         return self
 
     @property
