@@ -230,7 +230,7 @@ def test_stage2_methods_take_loss_options_and_follow_the_epoch():
         },
     }
     method, _ = make(recipe)
-    assert method.criterion.drw_epoch == 1 and method.criterion.s == 30.0
+    assert method.criterion.from_epoch == 1 and method.criterion.s == 30.0  # DRW wraps LDAM
     batch = {
         "balanced": Batch(
             torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)),
@@ -243,5 +243,5 @@ def test_stage2_methods_take_loss_options_and_follow_the_epoch():
         method.loss(
             batch, StepContext(epoch=epoch, total_epochs=2, randomness=EpochRandomness(0, epoch))
         )
-        losses.append(method.criterion.epoch)
-    assert losses == [0, 1]  # DRW switches its class weights on at epoch 1
+        losses.append(method.criterion.active())
+    assert losses == [False, True]  # DRW switches its class weights on at epoch 1

@@ -42,8 +42,8 @@ REWEIGHTABLE = {"cross_entropy", "ldam", "kps", "balanced_softmax", "logit_adjus
 
 REWEIGHTING_OPTIONS = ("reweight_from_epoch", "drw_epoch", "beta")
 
-#: LDAM and KPS take raw cosines (a cosine head with scale 1) and scale them themselves.
-RAW_COSINE_LOSSES.update({"ldam", "kps"})
+#: LDAM, KPS and GCL take raw cosines (a cosine head with scale 1) and scale them themselves.
+RAW_COSINE_LOSSES.update({"ldam", "kps", "gcl"})
 
 
 def build_loss(name: str, class_counts: list[int], **options) -> nn.Module:
