@@ -19,7 +19,8 @@ from .fakes import write_cifar_pickles
 
 RECIPES = sorted(path.stem for path in builtin_recipe_dir().glob("cifar*_lt_if*.yaml") if not path.stem.endswith("stage1"))
 GCL = [name for name in RECIPES if "_gcl" in name]
-STAGE2 = [name for name in RECIPES if name.split("_")[-1] in ("dr", "h2t", "mislas") and name not in GCL]
+STAGE2_METHODS = ("dr", "h2t", "mislas", "lws", "crt", "norm")
+STAGE2 = [name for name in RECIPES if name.split("_")[-1] in STAGE2_METHODS and name not in GCL]
 OTHERS = [name for name in RECIPES if name not in STAGE2 and name not in GCL]
 BUDGET = ["train.epochs=1", "train.max_steps_per_epoch=2", "train.progress=false", "data.max_per_class=200", "data.test_per_class=2"]
 
@@ -34,11 +35,28 @@ def fake_roots(tmp_path_factory):
 
 
 def test_every_recipe_is_there():
-    assert len(STAGE2) == 24  # {cifar10, cifar100} x IF {200, 100, 50} x {dr, dr_h2t, mislas, mislas_h2t}
+    # {cifar10, cifar100} x IF {200, 100, 50} x {dr, dr_h2t, mislas, mislas_h2t, mislas_lws}
+    # + cifar10 IF 100 x {crt, lws, tau_norm}
+    assert len(STAGE2) == 33
     assert len(OTHERS) == 20  # {cifar10, cifar100} x IF {200, 100, 50, 20, 10} x {ffn, ldam_drw}
     assert len(GCL) == 12  # {cifar10, cifar100} x IF {200, 100, 50} x {gcl, gcl_h2t} (+ their stage-1 recipes)
     stage1 = {f"{dataset}_lt_if{factor}_gcl_stage1" for dataset in ("cifar10", "cifar100") for factor in (200, 100, 50)}
     assert {load_recipe(name).init.recipe for name in GCL} == stage1
+
+
+def _expected_stage2(recipe: str) -> dict:
+    """Peak lr, shift-BN and sampler of each stage-2 recipe (spec h2t §2.3, §2.5)."""
+    method = recipe.split("_if")[1].split("_", 1)[1]
+    mislas = method.startswith("mislas")
+    cifar10 = recipe.startswith("cifar10_")
+    peak = 0.02
+    if mislas and cifar10:  # MiSLAS's CIFAR-10 configs: lr_factor 0.5 (IF 100; IF 200 uses it), 0.2 (IF 50)
+        peak = 0.02 if "_if50_" in recipe else 0.05
+    elif mislas and "_if50_" in recipe:  # MiSLAS's CIFAR-100 IF 50: lr_factor 0.1
+        peak = 0.01
+    shift_bn = method in ("dr", "dr_h2t") or (mislas and not cifar10)
+    sampler = {"mislas_lws": "class_aware", "crt": "class_aware"}.get(method, "class_balanced")
+    return {"peak": peak, "shift_bn": shift_bn, "sampler": sampler, "epochs": 1 if method == "tau_norm" else 10}
 
 
 def _run_with_budget(recipe, config, fake_roots, tmp_path_factory):
@@ -67,9 +85,12 @@ def _images_seen(out) -> float:
 @pytest.mark.parametrize("recipe", STAGE2)
 def test_stage2_recipe_runs_its_first_steps(recipe, fake_roots, tmp_path_factory):
     config = load_recipe(recipe)
-    assert config.train.epochs == 10 and config.schedule.name == "cosine"
-    assert config.optimizer.lr * config.schedule.lr_factor == pytest.approx(0.02 if "mislas" not in recipe or "if50" not in recipe else 0.01)
-    assert config.method.shift_bn and config.method.sampler == "class_balanced"
+    expected = _expected_stage2(recipe)
+    assert config.train.epochs == expected["epochs"] and config.schedule.name == "cosine"
+    assert config.optimizer.lr * config.schedule.lr_factor == pytest.approx(expected["peak"])
+    assert config.method.shift_bn == expected["shift_bn"]
+    if recipe.split("_")[-1] != "lws" or "mislas" in recipe:  # LWS: the method's default sampler
+        assert config.method.sampler == expected["sampler"]
     assert (config.method.h2t.ratio == 0.25) == recipe.endswith("h2t")
     results, out = _run_with_budget(recipe, config, fake_roots, tmp_path_factory)
     assert results["epochs"] == 1 and "few" in results["test"]["group_accuracy"]

@@ -301,18 +301,30 @@ class StageSource(StrictModel):
     ``checkpoint`` names a file; otherwise the run lives in ``run_dir`` (default: a sibling
     of this run's directory, named after ``recipe``) and is trained there from ``recipe``
     (+ ``overrides``, always on this recipe's ``data`` section) when its final checkpoint
-    does not exist yet.
+    does not exist yet. ``select`` picks that run's ``last.pt`` (default) or the checkpoint
+    its ``train.selection`` rule kept (``best_validation``, ``best_test``: FFN's authors load
+    their best-on-test stage-1 checkpoints, spec ffn §1.1). ``subset_seed`` trains that run
+    on another ``data.subset_seed`` and accepts its different subset of the same class
+    counts (FFN's code: stage 1 on 666, stage 2 on 0, spec ffn §6.7); off by default.
     """
 
     recipe: str | None = None
     overrides: list[str] = []
     checkpoint: str | None = None
     run_dir: str | None = None
+    #: which checkpoint of the run: its final one, or the one its selection rule kept
+    select: Literal["last", "best_validation", "best_test"] = "last"
+    #: train (and accept) the run on this data.subset_seed instead of this recipe's (FFN's quirk)
+    subset_seed: int | None = None
 
     @model_validator(mode="after")
     def _check(self) -> StageSource:
         if not (self.recipe or self.checkpoint):
             raise ValueError("a stage source needs a recipe or a checkpoint")
+        if self.checkpoint and self.select != "last":
+            raise ValueError(
+                "select chooses a checkpoint of a run directory; checkpoint already names the file"
+            )
         return self
 
 
@@ -326,6 +338,9 @@ class InitConfig(StageSource):
 
     load: Literal["all", "backbone"] = "all"
     auxiliary: dict[str, StageSource] = {}
+    #: under train.selection=best_test, score the initial model too (H2T and MiSLAS start
+    #: their best accuracy from the stage-1 checkpoint's, spec h2t §4.4)
+    inherit_best: bool = False
 
     @field_validator("auxiliary")
     @classmethod
@@ -339,6 +354,9 @@ class InitConfig(StageSource):
 
 #: Method name -> pydantic model of its options. Filled by ``tailfuse.methods``.
 METHOD_OPTIONS: dict[str, type[BaseModel]] = {}
+
+#: Losses that add margins to raw cosines and apply their own scale (filled by ``tailfuse.losses``).
+RAW_COSINE_LOSSES: set[str] = set()
 
 
 def register_method_options(name: str):
@@ -395,6 +413,19 @@ class RunConfig(StrictModel):
         check_run = getattr(self.method, "check_run", None)
         if callable(check_run):
             check_run(self)
+        return self
+
+    @model_validator(mode="after")
+    def _margin_losses_need_raw_cosines(self) -> RunConfig:
+        loss = getattr(self.method, "loss", None)
+        raw_cosines = self.model.head == "cosine" and self.model.cosine_scale == 1.0
+        if loss in RAW_COSINE_LOSSES and not raw_cosines:
+            raise ValueError(
+                f"loss '{loss}' adds its margins to raw cosines and applies its own scale s: "
+                "it needs "
+                f"model.head=cosine with model.cosine_scale=1 (got head={self.model.head}, "
+                f"cosine_scale={self.model.cosine_scale:g})"
+            )
         return self
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tailfuse.config import DataConfig
+from tailfuse.config import DataConfig, RunConfig
 from tailfuse.data.glt import TEST_SPLITS
 from tailfuse.data.longtail import (
     balanced_indices,
@@ -75,6 +75,28 @@ class SubsetPlan:
                 else {}
             ),
         }
+
+
+#: ``data`` keys that name files or folders, resolved against the launch folder once.
+DATA_PATH_KEYS = ("root", "annotation", "annotation_cbl", "train_list", "test_list", "cache_dir")
+
+
+def with_absolute_data_paths(config: RunConfig) -> RunConfig:
+    """``config`` with relative data paths made absolute against the current folder.
+
+    A run stores the result in its ``config.yaml``, so evaluating or resuming it from another
+    folder reads the same data. Empty values (``root: ""``: absolute keys) stay as they are.
+    """
+    updates = {}
+    for key in DATA_PATH_KEYS:
+        value = getattr(config.data, key)
+        if value:
+            absolute = os.path.abspath(os.path.expanduser(value))
+            if absolute != value:
+                updates[key] = absolute
+    if not updates:
+        return config
+    return config.model_copy(update={"data": config.data.model_copy(update=updates)})
 
 
 def plan_subset(config: DataConfig) -> SubsetPlan:

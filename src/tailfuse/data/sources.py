@@ -294,17 +294,31 @@ def _list_file_source(config: DataConfig, split: str, cache_dir: Path | None) ->
 
 
 def _download_cifar(name: str, root: Path) -> None:
-    from torchvision.datasets import CIFAR10, CIFAR100
+    """Download torchvision's pickles into a temporary folder, then move them under ``root``.
 
-    dataset_class = CIFAR10 if name == "cifar10" else CIFAR100
-    try:
-        dataset_class(str(root), train=True, download=True)
-    except Exception as error:  # noqa: BLE001 - any failure means: no data here
-        raise DataError(
-            f"{name} is not under {root} (expected {CIFAR_FOLDERS[name]}/ or train/<class>/ "
-            f"image folders) and downloading it failed ({type(error).__name__}: {error}). "
-            f"Set data.root to a local copy."
-        ) from None
+    A failed download leaves nothing behind: torchvision creates its root before it
+    downloads, so downloading there directly would leave empty folders.
+    """
+    import shutil
+    import tempfile
+
+    import torchvision.datasets
+
+    datasets = torchvision.datasets
+    dataset_class = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    with tempfile.TemporaryDirectory(prefix="tailfuse-download-") as staging:
+        try:
+            dataset_class(staging, train=True, download=True)
+            if not (Path(staging) / CIFAR_FOLDERS[name]).is_dir():
+                raise FileNotFoundError(f"the download holds no {CIFAR_FOLDERS[name]}/")
+        except Exception as error:  # noqa: BLE001 - any failure means: no data here
+            raise DataError(
+                f"{name} is not under {root} (expected {CIFAR_FOLDERS[name]}/ or train/<class>/ "
+                f"image folders) and downloading it failed ({type(error).__name__}: {error}). "
+                f"Set data.root to a local copy."
+            ) from None
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(Path(staging) / CIFAR_FOLDERS[name]), str(root / CIFAR_FOLDERS[name]))
 
 
 def open_source(config: DataConfig, split: str) -> ImageSource:

@@ -178,30 +178,48 @@ class TrainingSession:
 
     # ---------------------------------------------------------------- evaluation
 
-    def _evaluation_batches(self, split: LabelledImages | StreamedImages) -> Iterator[torch.Tensor]:
-        size = self.config.train.eval_batch_size
+    def _evaluation_batches(
+        self, split: LabelledImages | StreamedImages, size: int, order: torch.Tensor | None
+    ) -> Iterator[torch.Tensor]:
         if isinstance(split, StreamedImages):
             dataset = StreamedImageDataset(split.paths, split.labels, self.streamed_transforms[1])
-            loader = DataLoader(dataset, batch_size=size, num_workers=self.config.data.num_workers)
+            sampler = None if order is None else order.tolist()
+            workers = self.config.data.num_workers
+            loader = DataLoader(dataset, batch_size=size, sampler=sampler, num_workers=workers)
             for images, _ in loader_batches(loader):
                 yield images.to(self.runtime.device, non_blocking=True)
             return
         for start in range(0, len(split), size):
-            yield self.augmenter.evaluate(split.images[start : start + size])
+            if order is None:
+                yield self.augmenter.evaluate(split.images[start : start + size])
+            else:
+                chosen = order[start : start + size].to(split.images.device)
+                yield self.augmenter.evaluate(split.images[chosen])
 
     @torch.inference_mode()
     def predict(self, split: LabelledImages | StreamedImages) -> torch.Tensor:
-        """Evaluation logits (float32, CPU) for a split, with the model in eval mode."""
+        """Evaluation logits (float32, CPU) for a split, in its order, with the model in eval mode.
+
+        The method may ask for its own batch size and image order (FFN's train-mode BN quirk).
+        """
         self.model.eval()
+        size, order = self.method.evaluation_batching(len(split), self.config.train.eval_batch_size)
         outputs = []
-        for images in self._evaluation_batches(split):
+        for images in self._evaluation_batches(split, size, order):
             with self.runtime.autocast():
                 outputs.append(self.method.predict(self.runtime.prepare_images(images)).float().cpu())
-        return torch.cat(outputs)
+        logits = torch.cat(outputs)
+        if order is None:
+            return logits
+        in_split_order = torch.empty_like(logits)
+        in_split_order[order] = logits
+        return in_split_order
 
     def evaluate(self, split: LabelledImages) -> dict:
-        """All metrics of :func:`classification_metrics` on one split."""
-        return classification_metrics(self.predict(split), split.labels, self.data.plan.groups)
+        """All metrics of :func:`classification_metrics` on one split (ECE, NLL: loss scale)."""
+        return classification_metrics(
+            self.predict(split), split.labels, self.data.plan.groups, self.method.calibration_scale
+        )
 
     # -------------------------------------------------------------------- state
 

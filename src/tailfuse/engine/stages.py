@@ -23,6 +23,8 @@ def stage1_config(config: RunConfig, source: StageSource) -> RunConfig:
     """The earlier-stage recipe of ``source``, on exactly the later recipe's data."""
     recipe = apply_overrides(read_recipe_dict(source.recipe), source.overrides)
     recipe["data"] = config_to_dict(config)["data"]
+    if source.subset_seed is not None:  # FFN's quirk: the earlier stage on another subset
+        recipe["data"]["subset_seed"] = source.subset_seed
     recipe.setdefault("train", {})
     for key in INHERITED_TRAIN_KEYS:
         recipe["train"][key] = getattr(config.train, key)
@@ -37,13 +39,29 @@ def stage1_run_dir(config: RunConfig, source: StageSource, out_dir: Path) -> Pat
 
 
 def ensure_stage1_checkpoint(config: RunConfig, source: StageSource, out_dir: Path) -> Path:
-    """The checkpoint of ``source``, training that run first when its directory holds none.
+    """The checkpoint ``source.select`` names, training that run first when its directory holds none.
 
     A run directory is never resumed unasked: a finished stage-1 run of the same recipe is
     used; one that stopped early, or one of another recipe, is refused with what to do.
     """
     if source.checkpoint:
         return Path(source.checkpoint)
+    last = _ensure_trained(config, source, out_dir)
+    if source.select == "last":
+        return last
+    selected = last.parent / f"{source.select}.pt"
+    if not selected.is_file():
+        kept = load_run_checkpoint(last)["config"]["train"]["selection"]
+        raise CheckpointError(
+            f"init.select={source.select}: {selected} does not exist (that run's train.selection "
+            f"is {kept}); train it with train.selection={source.select} (init.overrides) or "
+            f"choose init.select=last"
+        )
+    return selected
+
+
+def _ensure_trained(config: RunConfig, source: StageSource, out_dir: Path) -> Path:
+    """The final checkpoint of ``source``'s run; trains it first when its folder holds none."""
     from tailfuse.engine.trainer import train
 
     first_stage = stage1_config(config, source)
@@ -86,12 +104,14 @@ def checked_checkpoint(
     subset_checksum: str,
     check_head: bool,
     summary: dict | None = None,
+    subset_seed: int | None = None,
 ) -> dict:
     """Load an earlier-stage checkpoint and refuse, with the reason, one that does not fit.
 
     It must have this recipe's backbone, class count and training subset (and head, when
     ``check_head``); with the data ``summary``, also its classes in the same order and,
-    when both recorded it, the same training pixels (``content_checksum``).
+    when both recorded it, the same training pixels (``content_checksum``). With ``subset_seed`` (FFN's quirk) it must instead have been
+    trained on that ``data.subset_seed`` with this recipe's class counts.
     """
     saved = load_run_checkpoint(checkpoint_path)
     saved_model = saved["config"]["model"]
@@ -103,6 +123,13 @@ def checked_checkpoint(
         problems.append(f"{saved_classes} classes (recipe: {len(class_counts)})")
     elif summary is not None and list(saved["data"]["class_names"]) != list(summary["class_names"]):
         problems.append("classes in another order or with other names (the class folders differ)")
+    elif subset_seed is not None:
+        saved_seed = saved["config"]["data"]["subset_seed"]
+        if saved_seed != subset_seed:
+            problems.append(f"data.subset_seed {saved_seed} (init.subset_seed: {subset_seed})")
+        if list(saved["data"]["class_counts"]) != list(class_counts):
+            saved_counts = saved["data"]["class_counts"]
+            problems.append(f"class counts {saved_counts} (recipe: {class_counts})")
     elif saved["data"]["subset_checksum"] != subset_checksum:
         problems.append(
             f"training subset {saved['data']['subset_checksum']} (recipe: {subset_checksum}; same data.* settings?)"
@@ -136,8 +163,9 @@ def initial_model_state(
 
     ``model_state`` is the freshly built model's state (kept for the head with ``load: backbone``).
     """
+    init = config.init
     saved = checked_checkpoint(
-        config, checkpoint_path, class_counts, subset_checksum, config.init.load == "all", summary=summary
+        config, checkpoint_path, class_counts, subset_checksum, init.load == "all", init.subset_seed, summary=summary
     )
     weights = saved["session"]["model"]
     if config.init.load == "backbone":
@@ -152,6 +180,8 @@ def auxiliary_models(
     states = {}
     for name, source in config.init.auxiliary.items():
         path = ensure_stage1_checkpoint(config, source, out_dir)
-        saved = checked_checkpoint(config, path, class_counts, subset_checksum, check_head=False, summary=summary)
+        saved = checked_checkpoint(
+            config, path, class_counts, subset_checksum, False, source.subset_seed, summary=summary
+        )
         states[name] = saved["session"]["model"]
     return states

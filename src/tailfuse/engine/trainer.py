@@ -21,7 +21,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from tailfuse.config import RunConfig, build_config, config_to_dict
-from tailfuse.data.prepare import load_data
+from tailfuse.data.prepare import load_data, with_absolute_data_paths
 from tailfuse.engine.checkpoint import (
     capture_rng_state,
     load_run_checkpoint,
@@ -78,8 +78,11 @@ def selection_rule(config: RunConfig, has_validation: bool) -> str:
     return rule
 
 
-def _is_eval_epoch(config: RunConfig, epoch_number: int) -> bool:
+def _is_eval_epoch(config: RunConfig, epoch_number: int, rule: str) -> bool:
+    """Evaluate at the last epoch, every ``eval_every`` epochs, and every epoch under best_test."""
     every = config.train.eval_every
+    if rule == "best_test":  # the authors' best epoch is the best of all of them
+        return True
     return epoch_number == config.train.epochs or (every > 0 and epoch_number % every == 0)
 
 
@@ -131,6 +134,7 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False, overwrit
     out_dir = Path(out_dir)
     if resume and overwrite:
         raise ConfigError("--resume continues the run in --out and --overwrite deletes it: pass one of them")
+    config = with_absolute_data_paths(config)  # stored so: eval from any folder finds the data
     check_starting_point(config)
     with open_run_directory(out_dir, resume, overwrite):
         return _train_locked(config, out_dir, resume)
@@ -191,6 +195,11 @@ def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
             history = [checkpoint_record(record) for record in log_records]
     else:
         log_records = []
+        if rule == "best_test" and config.init is not None and config.init.inherit_best:
+            # H2T/MiSLAS start best_acc1 from stage 1: the initial model competes as epoch 0
+            best = {"score": session.evaluate(data.test)["top1"], "epoch": 0}
+            initial = _checkpoint(config, session, summary, 0, best, [])
+            save_checkpoint(initial, out_dir / "checkpoints" / f"{rule}.pt")
     write_metrics_log(log_path, log_records)
 
     progress = config.train.progress
@@ -206,7 +215,7 @@ def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
         except TrainingError as error:
             kept = f"the last good checkpoint (epoch {epoch}) is kept in {last_path}" if epoch else "no checkpoint was written"
             raise TrainingError(f"training diverged in {out_dir}: {error}; {kept}") from None
-        if _is_eval_epoch(config, epoch + 1):
+        if _is_eval_epoch(config, epoch + 1, rule):
             evaluated = _evaluate_splits(session, data)
             record.update(_log_entries(evaluated))
             selection_split = {"best_validation": "validation", "best_test": "test"}.get(rule)
@@ -409,6 +418,7 @@ def evaluate_checkpoint(
     checkpoint_path = resolve_checkpoint_argument(checkpoint_path)
     saved = load_run_checkpoint(checkpoint_path)
     config = build_config(apply_overrides(saved["config"], list(overrides or [])), str(checkpoint_path))
+    config = with_absolute_data_paths(config)
     out_dir = Path(out_dir) if out_dir else checkpoint_path.parent.parent / f"eval_{checkpoint_path.stem}"
     _check_evaluation_folder(out_dir, checkpoint_path, overwrite)
     runtime = make_runtime(config.train)

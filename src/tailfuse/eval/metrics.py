@@ -95,9 +95,17 @@ def negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> float
 
 
 def classification_metrics(
-    logits: torch.Tensor, labels: torch.Tensor, groups: dict[str, list[int]]
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    groups: dict[str, list[int]],
+    calibration_scale: float = 1.0,
 ) -> dict:
-    """Every metric tailfuse reports for one test set, as JSON-ready data."""
+    """Every metric tailfuse reports for one test set, as JSON-ready data.
+
+    ECE and NLL are computed on ``calibration_scale × logits``: a cosine model trained with
+    LDAM or KPS predicts raw cosines, whose softmax means nothing; its loss's logits are
+    ``s·cos`` (the scale is reported as ``calibration_scale``).
+    """
     logits = logits.detach().float().cpu()
     labels = labels.detach().long().cpu()
     num_classes = logits.shape[1]
@@ -113,9 +121,10 @@ def classification_metrics(
         "group_accuracy": group_means(accuracy_by_class, groups),
         "macro_precision": _mean(precision_by_class),
         "group_precision": group_means(precision_by_class, groups),
-        "ece": expected_calibration_error(logits, labels, 15),
-        "calibration": calibration_bins(logits, labels, 15),
-        "nll": negative_log_likelihood(logits, labels),
+        "ece": expected_calibration_error(calibration_scale * logits, labels, 15),
+        "calibration": calibration_bins(calibration_scale * logits, labels, 15),
+        "nll": negative_log_likelihood(calibration_scale * logits, labels),
+        "calibration_scale": float(calibration_scale),
         "per_class_accuracy": accuracy_by_class,
         "per_class_precision": precision_by_class,
         "confusion_matrix": confusion.tolist(),

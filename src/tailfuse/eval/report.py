@@ -118,6 +118,9 @@ def markdown_report(results: dict) -> str:
         f"| ECE (15 bins) | {_number(test['ece'])} |",
         f"| NLL | {test['nll']:.4f} |",
     ]
+    scale = test.get("calibration_scale", 1.0)
+    if scale != 1.0:  # cosine models trained with LDAM/KPS predict raw cosines
+        lines.append(f"| ECE and NLL measured on | {scale:g} × the logits (the loss's scale) |")
     if results.get("validation"):
         lines.append(f"| validation top-1 | {_number(results['validation']['top1'])} |")
     if results.get("glt"):

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from tailfuse.config import RAW_COSINE_LOSSES
 from tailfuse.errors import ConfigError, did_you_mean
 from tailfuse.losses.cross_entropy import CrossEntropy
 from tailfuse.losses.gcl import GaussianCloudedLogitLoss
@@ -41,6 +42,9 @@ REWEIGHTABLE = {"cross_entropy", "ldam", "kps", "balanced_softmax", "logit_adjus
 
 REWEIGHTING_OPTIONS = ("reweight_from_epoch", "drw_epoch", "beta")
 
+#: LDAM, KPS and GCL take raw cosines (a cosine head with scale 1) and scale them themselves.
+RAW_COSINE_LOSSES.update({"ldam", "kps", "gcl"})
+
 
 def build_loss(name: str, class_counts: list[int], **options) -> nn.Module:
     """Create the loss ``name`` for a training set with ``class_counts``."""
@@ -51,6 +55,8 @@ def build_loss(name: str, class_counts: list[int], **options) -> nn.Module:
         loss = LOSSES[name](class_counts, **options)
     except TypeError as error:
         raise ConfigError(f"loss '{name}' does not take these options {sorted(options)}: {error}") from None
+    except ValueError as error:
+        raise ConfigError(f"loss '{name}': {error}") from None
     if not reweighting:
         return loss
     if name not in REWEIGHTABLE:

@@ -4,8 +4,9 @@
 
 - Balanced Softmax (Ren et al. 2020): ``CE(z + log π, y)`` in training, raw z at test.
 - Logit-adjusted loss (Menon et al. 2021): ``CE(z + τ·log π, y)``; τ = 1 is Balanced Softmax.
-- Focal (Lin et al. 2017): ``−(1−p_t)^γ log p_t`` with the factor computed from a detached
-  p_t (as the GLT code), γ = 2.
+- Focal (Lin et al. 2017): ``−(1−p_t)^γ log p_t``, γ = 2. By default the factor is computed
+  from a detached p_t, as the GLT and KPS code do; ``detach_factor=False`` differentiates it
+  too, as LDAM-DRW's focal loss does (gradients differ by 10–16 %).
 
 The post-hoc form of logit adjustment (``z − τ·log π`` at test) is a prediction rule:
 ``method.posthoc_tau`` of ``erm``.
@@ -44,26 +45,38 @@ class LogitAdjustedLoss(nn.Module):
 
 
 class FocalLoss(nn.Module):
-    """``mean −(1−p_t)^γ·log p_t``, the modulating factor without gradient.
+    """``mean −(1−p_t)^γ·log p_t``.
 
+    ``detach_factor=True`` (default; the GLT and KPS code): the modulating factor
+    ``(1−p_t)^γ`` carries no gradient. ``False``: it does (LDAM-DRW's ``FocalLoss``).
     With ``class_weights`` w (class-balanced focal, Cui et al. 2019): ``mean w_y·(1−p_t)^γ·(−log p_t)``,
     a plain mean over the batch as the CB-focal and GCL codes compute it (not a weighted mean).
     """
 
-    def __init__(self, gamma: float = 2.0):
+    def __init__(self, gamma: float = 2.0, detach_factor: bool = True):
         super().__init__()
         self.gamma = gamma
+        self.detach_factor = detach_factor
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
-        return focal_mean(F.log_softmax(logits.float(), dim=1), labels, self.gamma, class_weights)
+        log_probabilities = F.log_softmax(logits.float(), dim=1)
+        return focal_mean(log_probabilities, labels, self.gamma, class_weights, self.detach_factor)
 
 
 def focal_mean(
-    log_probabilities: torch.Tensor, labels: torch.Tensor, gamma: float, class_weights: torch.Tensor | None = None
+    log_probabilities: torch.Tensor,
+    labels: torch.Tensor,
+    gamma: float,
+    class_weights: torch.Tensor | None = None,
+    detach_factor: bool = True,
 ) -> torch.Tensor:
-    """``mean_b w_{y_b}·(1−p_b)^γ·(−log p_b)`` with ``p_b`` the target probability, the factor detached."""
+    """``mean_b w_{y_b}·(1−p_b)^γ·(−log p_b)`` with ``p_b`` the target probability.
+
+    The factor ``(1−p_b)^γ`` is detached unless ``detach_factor`` is false (LDAM-DRW's focal).
+    """
     log_p = log_probabilities.gather(1, labels.view(-1, 1)).squeeze(1)
-    factor = (1.0 - log_p.detach().exp()) ** gamma
+    probability = log_p.detach().exp() if detach_factor else log_p.exp()
+    factor = (1.0 - probability) ** gamma
     per_sample = -(factor * log_p)
     if class_weights is not None:
         per_sample = per_sample * class_weights.to(per_sample.device)[labels]

@@ -37,6 +37,11 @@ class LDAMLoss(nn.Module):
         self.drw_epoch = drw_epoch
         self.epoch = 0
 
+    @property
+    def logit_scale(self) -> float:
+        """``s``: the loss's logits are ``s·cos``, so calibration is measured on them."""
+        return self.s
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -87,6 +92,11 @@ class KPSLoss(nn.Module):
         self.s = s
         self.weighted_from_epoch = weighted_from_epoch
         self.epoch = 0
+
+    @property
+    def logit_scale(self) -> float:
+        """``s``, the base scale (the per-sample scale needs the label, unknown at test)."""
+        return self.s
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -105,6 +105,17 @@ class Method(abc.ABC):
         """Evaluation logits for normalised images (default: the model's)."""
         return self.model(images)
 
+    @property
+    def calibration_scale(self) -> float:
+        """The loss's scale of the predicted logits (LDAM, KPS: s); ECE and NLL use logits×it."""
+        return float(getattr(getattr(self, "criterion", None), "logit_scale", 1.0))
+
+    def evaluation_batching(
+        self, num_samples: int, batch_size: int
+    ) -> tuple[int, torch.Tensor | None]:
+        """Evaluation batch size and image order (None: the split's order); default: unchanged."""
+        return batch_size, None
+
 
 #: Method name -> class. Filled by :func:`register_method` where each method is defined.
 METHODS: dict[str, type[Method]] = {}

@@ -10,7 +10,11 @@ fused into the balanced branch's before the head (spec h2t §1.5).
 - ``dr``: fine-tune the stage-1 head with class-balanced CE (+ shift-BN): the "DR" rows.
 - ``crt``: re-initialise the head and train it with class-aware sampling (cRT).
 - ``lws``: keep the head, learn one scale per class on its logits (LWS), class-aware sampling.
-- ``mislas``: fine-tune the head with label-aware smoothing and shift-BN (MiSLAS).
+- ``mislas``: fine-tune the head with label-aware smoothing and shift-BN: the H2T authors'
+  simplification of MiSLAS (spec h2t §6.1 item 8), what their MisLAS(+H2T) rows ran.
+- ``mislas_lws``: MiSLAS's own stage 2 (``train_stage2.py``): label-aware smoothing, the head
+  and an LWS layer trained together, the LWS layer at the full learning rate (the head at
+  ``lr_factor``·lr), class-aware sampling, ``ceil(N/B) + 1`` batches per epoch.
 - ``tau_norm``: no training; logits from ``w_j/‖w_j‖^τ`` without bias (τ-normalisation).
 
 ``epoch_length``: ``dataset`` (N images per epoch) or ``max_class``
@@ -19,10 +23,11 @@ fused into the balanced branch's before the head (spec h2t §1.5).
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from tailfuse.config import StrictModel
@@ -32,28 +37,72 @@ from tailfuse.methods.base import Batch, Method, StepContext, register_method
 from tailfuse.methods.h2t import H2TOptions, fuse_channels
 from tailfuse.models import CosineHead, LinearHead
 
+Trains = Literal["head", "scales", "head_and_scales", "nothing"]
+SMOOTHING_KEYS = {"smooth_head", "smooth_tail", "shape", "power"}
+
 
 class LabelSmoothingOptions(StrictModel):
-    """MiSLAS label-aware smoothing strengths ε_head → ε_tail and the curve between them."""
+    """MiSLAS label-aware smoothing strengths ε_head → ε_tail and the curve between them.
+
+    ``shape: exp`` is ``ε_t + (ε_h − ε_t)·r^power`` and needs ``power`` (spec h2t §3.1).
+    """
 
     head: float = Field(0.4, ge=0.0, le=1.0)
     tail: float = Field(0.1, ge=0.0, le=1.0)
-    shape: Literal["concave", "linear", "convex"] = "concave"
+    shape: Literal["concave", "linear", "convex", "exp"] = "concave"
+    power: float | None = Field(None, gt=0.0)
+
+    @model_validator(mode="after")
+    def _power_goes_with_exp(self) -> LabelSmoothingOptions:
+        if self.shape == "exp" and self.power is None:
+            raise ValueError("label_smoothing.shape=exp needs label_smoothing.power")
+        if self.shape != "exp" and self.power is not None:
+            raise ValueError(
+                f"label_smoothing.power applies only to shape=exp (shape is {self.shape})"
+            )
+        return self
 
 
 class DecoupledOptions(StrictModel):
-    """Options shared by the stage-2 methods; each method below changes the defaults."""
+    """Options shared by the stage-2 methods; each method below changes the defaults.
+
+    ``loss_options`` go to the loss (LDAM's ``drw_epoch``, margins, focal's ``gamma``);
+    ``label_smoothing`` is the label-aware smoothing's (only with that loss).
+    ``trains: head_and_scales`` trains the head and an LWS layer together;
+    ``scales_at_full_lr`` gives that layer ``lr`` where the schedule gives ``lr_factor``·lr.
+    """
 
     name: str
     loss: str = "cross_entropy"
     loss_options: dict[str, float | int | str | None] = {}
-    label_smoothing: LabelSmoothingOptions = LabelSmoothingOptions()
+    label_smoothing: LabelSmoothingOptions | None = None
     sampler: str = "class_balanced"
     shift_bn: bool = True
     reinitialize_head: bool = False
-    trains: Literal["head", "scales", "nothing"] = "head"
+    trains: Trains = "head"
+    scales_at_full_lr: bool = False
     epoch_length: Literal["dataset", "max_class"] = "dataset"
     h2t: H2TOptions = H2TOptions()
+
+    @model_validator(mode="after")
+    def _options_that_apply(self) -> DecoupledOptions:
+        if self.loss == "label_aware_smoothing":
+            if self.label_smoothing is None:
+                self.label_smoothing = LabelSmoothingOptions()
+            if SMOOTHING_KEYS & set(self.loss_options):
+                raise ValueError(
+                    "set the smoothing with method.label_smoothing, not method.loss_options"
+                )
+        elif self.label_smoothing is not None:
+            raise ValueError(
+                "method.label_smoothing applies only to loss=label_aware_smoothing "
+                f"(loss is {self.loss})"
+            )
+        if self.scales_at_full_lr and self.trains not in ("scales", "head_and_scales"):
+            raise ValueError(
+                f"method.scales_at_full_lr needs learned scales (trains is {self.trains})"
+            )
+        return self
 
 
 class DrOptions(DecoupledOptions):
@@ -72,7 +121,7 @@ class LwsOptions(DecoupledOptions):
     name: Literal["lws"] = "lws"
     sampler: str = "class_aware"
     shift_bn: bool = False
-    trains: Literal["head", "scales", "nothing"] = "scales"
+    trains: Trains = "scales"
     epoch_length: Literal["dataset", "max_class"] = "max_class"
 
 
@@ -81,10 +130,18 @@ class MislasOptions(DecoupledOptions):
     loss: str = "label_aware_smoothing"
 
 
+class MislasLwsOptions(DecoupledOptions):
+    name: Literal["mislas_lws"] = "mislas_lws"
+    loss: str = "label_aware_smoothing"
+    sampler: str = "class_aware"
+    trains: Trains = "head_and_scales"
+    scales_at_full_lr: bool = True
+
+
 class TauNormOptions(DecoupledOptions):
     name: Literal["tau_norm"] = "tau_norm"
     shift_bn: bool = False
-    trains: Literal["head", "scales", "nothing"] = "nothing"
+    trains: Trains = "nothing"
     tau: float = Field(1.0, ge=0.0)
 
 
@@ -110,15 +167,21 @@ class DecoupledStage2(Method):
             parameter.requires_grad_(False)
         if options.reinitialize_head:
             _reset_head(model.head)
-        if options.trains != "head":
+        if options.trains not in ("head", "head_and_scales"):
             for parameter in model.head.parameters():
                 parameter.requires_grad_(False)
-        self.scales = LearnedScales(len(class_counts)) if options.trains == "scales" else None
+        learns_scales = options.trains in ("scales", "head_and_scales")
+        self.scales = LearnedScales(len(class_counts)) if learns_scales else None
         self.training_labels: torch.Tensor | None = None
         loss_options = dict(options.loss_options)
         if options.loss == "label_aware_smoothing":
             smoothing = options.label_smoothing
-            loss_options.update(smooth_head=smoothing.head, smooth_tail=smoothing.tail, shape=smoothing.shape)
+            loss_options.update(
+                smooth_head=smoothing.head,
+                smooth_tail=smoothing.tail,
+                shape=smoothing.shape,
+                power=smoothing.power,
+            )
         self.criterion = build_loss(options.loss, class_counts, **loss_options)
 
     def bind_training_set(self, labels: torch.Tensor) -> None:
@@ -140,11 +203,15 @@ class DecoupledStage2(Method):
         }
 
     def parameter_groups(self):
-        if self.options.trains == "head":
-            return [{"params": list(self.model.head.parameters())}]
-        if self.options.trains == "scales":
-            return [{"params": list(self.scales.parameters())}]
-        return []
+        groups = []
+        if self.options.trains in ("head", "head_and_scales"):
+            groups.append({"params": list(self.model.head.parameters())})
+        if self.scales is not None:
+            scales = {"params": list(self.scales.parameters())}
+            if self.options.scales_at_full_lr:  # MiSLAS: head at lr_factor·lr, LWS group at lr
+                scales["lr_scale"] = 1.0 / self.config.schedule.lr_factor
+            groups.append(scales)
+        return groups
 
     def train_mode(self) -> None:
         self.model.backbone.train(self.options.shift_bn)
@@ -212,7 +279,30 @@ class LearnableWeightScaling(DecoupledStage2):
 
 @register_method("mislas", MislasOptions)
 class Mislas(DecoupledStage2):
-    """MiSLAS stage 2: fine-tune the head with label-aware smoothing and shift-BN."""
+    """MiSLAS stage 2 as the H2T authors ran it: the head fine-tuned with label-aware smoothing."""
+
+
+@register_method("mislas_lws", MislasLwsOptions)
+class MislasWithLws(DecoupledStage2):
+    """MiSLAS's own stage 2: head + LWS layer (full lr), label-aware smoothing, class-aware sampler.
+
+    MiSLAS's loop stops after batch index ``ceil(N/B)`` of its class-aware loader, so an
+    epoch is ``ceil(N/B) + 1`` batches; the H2T fusing branch, when on, draws as many.
+    """
+
+    def bind_training_set(self, labels: torch.Tensor) -> None:
+        batch_size = self.config.train.batch_size
+        samples = (math.ceil(len(labels) / batch_size) + 1) * batch_size
+        num_classes = len(self.class_counts)
+        self.balanced_sampler = build_sampler(self.options.sampler, labels, num_classes, samples)
+        fusing = self.options.h2t.fusing_sampler
+        self.fusing_sampler = build_sampler(fusing, labels, num_classes, samples)
+
+    def branches(self) -> dict:
+        branches = {"balanced": self.balanced_sampler}
+        if self.options.h2t.enabled:
+            branches["fusing"] = self.fusing_sampler
+        return branches
 
 
 register_method("tau_norm", TauNormOptions)(TauNormalization)

@@ -9,7 +9,10 @@ class-balanced batches.
 
 The authors' code leaves the CE backbone's BatchNorm in train mode, in training and at
 test time (spec ffn §1.2, §6.8, §8: about −25 points at small scale); eval-mode is the
-default and ``ce_batchnorm: train`` reproduces the quirk.
+default and ``ce_batchnorm: train`` reproduces the quirk: evaluation then runs in batches of
+256 (the authors' test loader) in a seeded shuffled order (a class-sorted test list would
+give label-correlated batch statistics), and the CE backbone's running statistics are put
+back after every evaluation batch, so evaluating does not change the checkpointed model.
 """
 
 from __future__ import annotations
@@ -21,10 +24,14 @@ from pydantic import Field
 from torch import nn
 
 from tailfuse.config import StrictModel
+from tailfuse.data.randomness import derive_seed
 from tailfuse.errors import ConfigError
 from tailfuse.losses import build_loss
 from tailfuse.methods.base import Batch, Method, StepContext, register_method
 from tailfuse.models import BACKBONES, CosineHead
+
+#: The authors' test loader batch (spec ffn §1.2), which train-mode BN statistics depend on.
+AUTHORS_EVALUATION_BATCH = 256
 
 
 class FfnOptions(StrictModel):
@@ -90,6 +97,24 @@ class FeatureFusionNetwork(Method):
         batch = batches["balanced"]
         return self.criterion(self.fused_cosine(batch.images), batch.labels)
 
+    def evaluation_batching(
+        self, num_samples: int, batch_size: int
+    ) -> tuple[int, torch.Tensor | None]:
+        """With ``ce_batchnorm: train``: batches of 256, one seeded shuffled order."""
+        if self.options.ce_batchnorm != "train":
+            return batch_size, None
+        seed = derive_seed(self.config.train.seed, 0, "ffn:evaluation-order")
+        generator = torch.Generator().manual_seed(seed)
+        return AUTHORS_EVALUATION_BATCH, torch.randperm(num_samples, generator=generator)
+
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        self.second_backbone.train(self.options.ce_batchnorm == "train")
-        return self.fused_cosine(images)
+        if self.options.ce_batchnorm != "train":
+            self.second_backbone.eval()
+            return self.fused_cosine(images)
+        self.second_backbone.train()
+        saved = [buffer.clone() for buffer in self.second_backbone.buffers()]
+        try:
+            return self.fused_cosine(images)
+        finally:  # train-mode BN updated its running statistics: put them back
+            for buffer, value in zip(self.second_backbone.buffers(), saved, strict=True):
+                buffer.copy_(value)

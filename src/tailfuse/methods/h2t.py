@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tailfuse.config import StrictModel
 
@@ -31,6 +31,15 @@ class H2TOptions(StrictModel):
     channels: Literal["shared", "per_sample"] = "shared"
     mixing: Literal["hard", "soft"] = "hard"
     fusing_sampler: str = "instance"
+
+    @model_validator(mode="after")
+    def _channels_apply_to_hard_mixing(self) -> H2TOptions:
+        if self.mixing == "soft" and self.channels != "shared":
+            raise ValueError(
+                "h2t.channels chooses replaced channels; mixing=soft mixes all of them "
+                "(drop h2t.channels)"
+            )
+        return self
 
     @property
     def enabled(self) -> bool:
