@@ -197,15 +197,16 @@ def test_a_stage1_run_directory_is_never_resumed_unasked(photos, tmp_path):
     first = stage1_config(stage2, stage2.init)
     assert first.train.epochs == 4  # the stage-2 override reached stage 1
     last = tmp_path / "image_folder" / "checkpoints" / "last.pt"
-    save_checkpoint({"config": config_to_dict(first), "epoch": 2}, last)  # stopped early
+    sections = {"session": {}, "data": {}, "best": {}}  # what a complete checkpoint holds besides these
+    save_checkpoint({"config": config_to_dict(first), "epoch": 2, **sections}, last)  # stopped early
     with pytest.raises(CheckpointError, match=r"stopped at epoch 2 of 4; continue it with `tailfuse train .*config.yaml --out .* --resume`"):
         ensure_stage1_checkpoint(stage2, stage2.init, tmp_path / "h2t")
     other = config_to_dict(first)
     other["train"]["seed"] = 5
-    save_checkpoint({"config": other, "epoch": 4}, last)  # another run in its place
+    save_checkpoint({"config": other, "epoch": 4, **sections}, last)  # another run in its place
     with pytest.raises(CheckpointError, match="holds another run than the stage 1 this recipe needs .*train.seed"):
         ensure_stage1_checkpoint(stage2, stage2.init, tmp_path / "h2t")
-    save_checkpoint({"config": config_to_dict(first), "epoch": 4}, last)  # the finished run: used as it is
+    save_checkpoint({"config": config_to_dict(first), "epoch": 4, **sections}, last)  # the finished run: used as it is
     assert ensure_stage1_checkpoint(stage2, stage2.init, tmp_path / "h2t") == last
 
 
