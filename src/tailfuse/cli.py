@@ -25,6 +25,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.epochs=2")
     train.add_argument("--out", required=True, help="run directory")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument(
+        "--nproc", type=int, default=1,
+        help="processes on this machine (DDP through torchrun --standalone; one per GPU, or CPU processes with gloo)",
+    )
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on its recipe's test set")
     evaluate.add_argument("checkpoint")
@@ -125,9 +129,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _launch_torchrun(argv: list[str], processes: int) -> int:
+    """``tailfuse train --nproc N ...``: the same command under ``torchrun --standalone``."""
+    import subprocess
+
+    rest, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            rest.append(item)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+        "-m", "tailfuse.cli", *rest,
+    ]
+    return subprocess.call(command)
+
+
 def _run(arguments: argparse.Namespace) -> int:
     if arguments.command == "train":
+        from tailfuse.engine.distributed import world
+
         results = tailfuse.train(arguments.recipe, arguments.out, arguments.overrides, resume=arguments.resume)
+        if not world().is_main:
+            return 0
         groups = results["test"]["group_accuracy"]
         print(
             f"{results['name']}: test top-1 {results['test']['top1']:.2f} "
@@ -258,6 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tailfuse`` command."""
     arguments = _parser().parse_args(argv)
     arguments.argv = argv
+    if getattr(arguments, "nproc", 1) < 1:
+        print("error: --nproc must be at least 1", file=sys.stderr)
+        return 2
+    if getattr(arguments, "nproc", 1) > 1:
+        from tailfuse.engine.distributed import launched_by_torchrun
+
+        if launched_by_torchrun():
+            print("error: --nproc inside a torchrun job; use one or the other", file=sys.stderr)
+            return 2
+        return _launch_torchrun(sys.argv[1:] if argv is None else list(argv), arguments.nproc)
     try:
         return _run(arguments)
     except TailfuseError as error:
@@ -266,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the last complete checkpoint is intact (use --resume)", file=sys.stderr)
         return 130
+    finally:
+        from tailfuse.engine.distributed import shutdown
+
+        shutdown()
 
 
 if __name__ == "__main__":

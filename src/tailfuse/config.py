@@ -206,14 +206,18 @@ class ScheduleConfig(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    """Loop settings: epochs, global batch size, seed, device, precision, logging."""
+    """Loop settings: epochs, global batch size, seed, device, precision, logging.
+
+    ``batch_size`` is the global batch: under torchrun each process trains on its share.
+    """
 
     epochs: int = Field(200, ge=1)
     batch_size: int = Field(128, ge=1)
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    #: ``fp64``: float64 weights and images, for parity checks (DDP vs one process) only
+    precision: Literal["fp32", "bf16", "fp16", "fp64"] = "fp32"
     channels_last: bool = True
     eval_every: int = Field(1, ge=0)
     eval_batch_size: int = Field(512, ge=1)
@@ -221,6 +225,12 @@ class TrainConfig(StrictModel):
     progress: bool = True
     max_steps_per_epoch: int | None = Field(None, ge=1)
     threads: int | None = Field(None, ge=1)
+    #: under torchrun: BatchNorm statistics of the global batch instead of each process's share
+    sync_batchnorm: bool = False
+    #: torch.compile the backbone and head (CUDA; first steps are slower while it compiles)
+    compile: bool = False
+    #: steps between checks that the loss stayed finite (one host sync each; 0: at epoch end only)
+    check_finite_every: int = Field(50, ge=0)
 
     @field_validator("device")
     @classmethod

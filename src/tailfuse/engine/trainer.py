@@ -4,6 +4,9 @@ Read top to bottom: :func:`train` prepares the run directory and data, builds a
 :class:`TrainingSession`, resumes it when asked, runs the epochs (evaluating and
 checkpointing as configured), selects the model to report without looking at the test
 set unless the recipe names ``best_test``, and writes the report.
+
+Under torchrun every process runs this function; only rank 0 writes the run directory
+(engine/distributed.py), and a run resumes on any number of processes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tailfuse.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from tailfuse.engine.distributed import world
 from tailfuse.engine.runtime import make_runtime
 from tailfuse.engine.session import TrainingSession
 from tailfuse.engine.stages import auxiliary_models, ensure_stage1_checkpoint, initial_model_state
@@ -32,7 +36,10 @@ from tailfuse.errors import CheckpointError, TailfuseError
 from tailfuse.eval.report import write_report
 
 #: Keys that may differ between a run and its resumption (they do not change the result).
-RESUMABLE_CHANGES = {"train.progress", "train.threads", "train.device", "data.root", "data.cache_dir", "data.download"}
+RESUMABLE_CHANGES = {
+    "train.progress", "train.threads", "train.device", "data.root", "data.cache_dir", "data.download",
+    "train.compile", "train.check_finite_every", "data.num_workers",
+}
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -113,10 +120,12 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> dict:
     torch.manual_seed(config.train.seed)  # model initialisation draws from the global generator
     session = TrainingSession(config, data, runtime, initialize=initialize, auxiliary=auxiliary)
     rule = selection_rule(config, data.validation is not None)
+    main = world().is_main  # under torchrun only rank 0 writes
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    (out_dir / "data_summary.json").write_text(json.dumps(summary, indent=2))
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        (out_dir / "data_summary.json").write_text(json.dumps(summary, indent=2))
     log_path = out_dir / "metrics.jsonl"
 
     start_epoch, best = 0, {"score": float("-inf"), "epoch": 0}
@@ -124,11 +133,12 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> dict:
         session.load_state_dict(saved["session"])
         restore_rng_state(saved["rng"])
         start_epoch, best = saved["epoch"], dict(saved["best"])
-        _truncate_log(log_path, start_epoch)
-    else:
+        if main:
+            _truncate_log(log_path, start_epoch)
+    elif main:
         log_path.write_text("")
 
-    progress = config.train.progress
+    progress = config.train.progress and main
     evaluated: dict = {}
     for epoch in range(start_epoch, config.train.epochs):
         record = session.train_epoch(epoch, progress=progress)
@@ -138,10 +148,13 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> dict:
             selection_split = {"best_validation": "validation", "best_test": "test"}.get(rule)
             if selection_split and record[f"{selection_split}_top1"] > best["score"]:
                 best = {"score": record[f"{selection_split}_top1"], "epoch": epoch + 1}
-                save_checkpoint(_checkpoint(config, session, summary, epoch + 1, best), out_dir / "checkpoints" / f"{rule}.pt")
-        save_checkpoint(_checkpoint(config, session, summary, epoch + 1, best), last_path)
-        with log_path.open("a") as log:
-            log.write(json.dumps(record) + "\n")
+                if main:
+                    save_checkpoint(_checkpoint(config, session, summary, epoch + 1, best), out_dir / "checkpoints" / f"{rule}.pt")
+        if main:
+            save_checkpoint(_checkpoint(config, session, summary, epoch + 1, best), last_path)
+            with log_path.open("a") as log:
+                log.write(json.dumps(record) + "\n")
+        world().barrier()  # no process reads a checkpoint before rank 0 has written it
         if progress:
             tqdm.write(_format_record(record))
 
@@ -228,12 +241,14 @@ def finish_run(
             "precision": session.runtime.precision,
             "machine": platform.machine(),
             "threads": torch.get_num_threads(),
+            "processes": world().world_size,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         },
     }
     if data.named_tests:
         results["glt"] = glt_protocols(session, data)
-    write_report(out_dir, results)
+    if world().is_main:
+        write_report(out_dir, results)
     return results
 
 
@@ -270,5 +285,6 @@ def evaluate_checkpoint(checkpoint_path: str | Path, out_dir: str | Path | None 
     }
     if data.named_tests:
         results["glt"] = glt_protocols(session, data)
-    write_report(out_dir, results)
+    if world().is_main:
+        write_report(out_dir, results)
     return results
