@@ -46,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     summary.add_argument("recipe")
     summary.add_argument("overrides", nargs="*")
 
+    verify = data_commands.add_parser(
+        "verify", help="decode every image of list files (txt or iNaturalist JSON); report missing/unreadable/corrupt ones"
+    )
+    verify.add_argument("lists", nargs="+", help="list files (relative/path label lines, or iNaturalist *.json)")
+    verify.add_argument("--root", required=True, help="the folder the listed paths are relative to (data.root)")
+    verify.add_argument("--report", default=None, help="JSON report to write (list checksums and every problem)")
+    verify.add_argument("--workers", type=int, default=0, help="decoding processes (0: this process)")
+
     build = data_commands.add_parser(
         "build-glt", help="build CIFAR-10-GLT annotation files (Train-GLT and Train-CBL) from an ImageFolder tree"
     )
@@ -178,6 +186,16 @@ def _run(arguments: argparse.Namespace) -> int:
             _evaluate_glt_pair(arguments, results)
     elif arguments.command == "data" and arguments.data_command == "summary":
         print(json.dumps(tailfuse.data_summary(arguments.recipe, arguments.overrides), indent=2))
+    elif arguments.command == "data" and arguments.data_command == "verify":
+        from tailfuse.data.verify import PROBLEM_KINDS, format_report, verify_list, write_report
+
+        reports = [verify_list(path, arguments.root, arguments.workers) for path in arguments.lists]
+        for report in reports:
+            print(format_report(report))
+        if arguments.report:
+            write_report(reports, arguments.report)
+            print(f"report in {arguments.report}")
+        return 1 if any(report[kind] for report in reports for kind in PROBLEM_KINDS) else 0
     elif arguments.command == "data" and arguments.data_command == "build-glt":
         from tailfuse.data.glt import (
             CifarGltOptions,

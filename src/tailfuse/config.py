@@ -120,7 +120,9 @@ class DataConfig(StrictModel):
     ``glt.train_set`` is ``cbl``); relative image keys are joined to ``root`` and
     ``replace_prefix`` rewrites absolute ones. ``source: cifar10_glt`` builds CIFAR-10-GLT
     from ``root`` with the ``glt`` options. Both take train/val/test sets from the
-    annotation; the long-tail profile keys do not apply.
+    annotation; the long-tail profile keys do not apply. ``source: list_file`` reads
+    ``relative/path label`` lines (ImageNet-LT, Places-LT, iNaturalist txt lists) or an
+    iNaturalist 2018 JSON file (``*.json``: ``images``, ``annotations``, ``categories``).
     """
 
     source: Literal["cifar10", "cifar100", "image_folder", "list_file", "glt", "cifar10_glt"] = "cifar10"
@@ -131,6 +133,9 @@ class DataConfig(StrictModel):
     glt: GltConfig = GltConfig()
     train_list: str | None = None
     test_list: str | None = None
+    #: list files: ``listed`` keeps their labels; ``frequency`` renumbers classes by descending
+    #: training count, ties in listed order (spec h2t §4.2: ImageNet-LT, iNaturalist, Places-LT)
+    label_order: Literal["listed", "frequency"] = "listed"
     storage: Literal["device", "stream"] = "device"
     num_workers: int = Field(0, ge=0)
     download: bool = True
