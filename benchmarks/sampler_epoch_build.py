@@ -48,7 +48,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, best of {arguments.repeats}")
     for name in sorted(SAMPLERS):
         sampler = build_sampler(name, labels, CLASSES)
-        seconds = best_of(arguments.repeats, lambda: sampler.epoch_indices(torch.Generator().manual_seed(0)))
+        seconds = best_of(arguments.repeats, lambda sampler=sampler: sampler.epoch_indices(torch.Generator().manual_seed(0)))
         print(f"  {name:15s} {seconds * 1000:8.1f} ms per epoch")
     confidence = torch.rand(len(labels), generator=torch.Generator().manual_seed(1))
     seconds = best_of(arguments.repeats, lambda: intra_class_environment_weights(labels, confidence, CLASSES, 4.0))
