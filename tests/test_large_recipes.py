@@ -41,14 +41,15 @@ def _data(stem: str, tmp_path) -> list[str]:
 
 
 def _run_first_steps(stem: str, tmp_path) -> dict:
-    overrides = _data(stem, tmp_path)
+    overrides, stage1_overrides = _data(stem, tmp_path), list(SHORT)
     if stem.startswith("places"):
         import torchvision
 
         weights = tmp_path / "resnet152-b121ed2d.pth"  # stands in for torchvision's ImageNet file
         torch.save(torchvision.models.resnet152(weights=None).state_dict(), weights)
         overrides.append(f"model.weights={weights}")
-    stage1 = json.dumps(SHORT)
+        stage1_overrides.append(f"model.weights={weights}")  # stage 1 has its own model section
+    stage1 = json.dumps(stage1_overrides)
     results = tailfuse.train(f"{stem}_mislas_h2t", tmp_path / "runs" / "stage2", [*overrides, *SHORT, f"init.overrides={stage1}"])
     assert (tmp_path / "runs" / f"{stem}_stage1" / "checkpoints" / "last.pt").is_file()
     assert results["data"]["class_counts"] == [6, 4, 3, 2]  # renumbered by training frequency
