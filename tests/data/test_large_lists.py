@@ -94,3 +94,35 @@ def test_verify_lists_the_missing_and_the_corrupt_image_and_records_the_checksum
     assert "1 missing" in printed and "1 corrupt" in printed and "train0003.jpg" in printed
     assert json.loads(saved.read_text())[0]["missing"][0]["path"].endswith("Plantae/1/train0003.jpg")
     assert main(["data", "verify", str(inaturalist["val_txt"]), "--root", str(root)]) == 0
+
+
+def test_streamed_crops_depend_on_the_draw_not_on_workers_or_epoch_loaders(tmp_path):
+    """Per-image augmentation seeds: 0 workers and 2 persistent workers give the same batches."""
+    import torch
+
+    from tailfuse.config import load_recipe
+    from tailfuse.data.prepare import load_data
+    from tailfuse.data.randomness import EpochRandomness
+    from tailfuse.engine.runtime import make_runtime
+    from tailfuse.engine.session import TrainingSession
+
+    from ..fakes import write_list_file_dataset
+
+    files = write_list_file_dataset(tmp_path)
+    batches = {}
+    for workers in (0, 2):
+        config = load_recipe("imagenet_lt_ffn_ce_stage1", [
+            f"data.root={files['root']}", f"data.train_list={files['train_list']}", f"data.test_list={files['test_list']}",
+            f"data.num_workers={workers}", "data.augment.crop_size=32", "data.augment.resize=36",
+            "model.backbone=resnet32", "train.batch_size=4", "train.precision=fp32",
+        ])
+        runtime = make_runtime(config.train)
+        session = TrainingSession(config, load_data(config.data, runtime.device), runtime)
+        for epoch in (0, 1):  # the second epoch reuses the persistent workers
+            randomness = EpochRandomness(0, epoch)
+            order = session.samplers["main"].epoch_indices(randomness.torch_generator("sampler:main"))
+            batches[workers, epoch] = [b.images for b in session._branch_batches(order, 2, randomness, "main")]
+    for epoch in (0, 1):
+        for zero, two in zip(batches[0, epoch], batches[2, epoch], strict=True):
+            assert torch.equal(zero, two)
+    assert not torch.equal(batches[0, 0][0], batches[0, 1][0])
