@@ -101,3 +101,50 @@ def write_glt_annotation_files(root: Path, num_classes: int = 4, size: int = 40)
         files[kind] = root / f"toy_intra_lt_inter_{kind}.json"
         files[kind].write_text(json.dumps(content))
     return files
+
+
+def _write_jpegs(root: Path, relative_paths: list[str], size: int = 40, seed: int = 0) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for relative in relative_paths:
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, size=(size, size + 4, 3), dtype=np.uint8)).save(path, quality=90)
+
+
+def write_inaturalist_dataset(root: Path, train_counts: list[int], val_per_class: int = 1) -> dict:
+    """iNaturalist 2018's layout: ``train_val2018/<kingdom>/<id>/<hash>.jpg`` with the official
+    COCO-style ``train2018.json`` / ``val2018.json`` and MiSLAS-style txt lists of the same images."""
+    import json
+
+    files: dict = {}
+    for split, counts in (("train", train_counts), ("val", [val_per_class] * len(train_counts))):
+        images, annotations, lines = [], [], []
+        for category, count in enumerate(counts):
+            for index in range(count):
+                name = f"train_val2018/Plantae/{category}/{split}{index:04d}.jpg"
+                image_id = len(images) + (0 if split == "train" else 100_000)
+                images.append({"id": image_id, "file_name": name, "width": 44, "height": 40})
+                annotations.append({"id": image_id, "image_id": image_id, "category_id": category})
+                lines.append(f"{name} {category}")
+        categories = [{"id": c, "name": f"species_{c}", "supercategory": "Plantae"} for c in range(len(train_counts))]
+        (root / f"{split}2018.json").write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+        (root / f"iNaturalist18_{split}.txt").write_text("\n".join(lines) + "\n")
+        _write_jpegs(root / "images", [image["file_name"] for image in images])
+        files[split] = (root / f"{split}2018.json", root / f"iNaturalist18_{split}.txt")
+    return {"root": root / "images", "train_json": files["train"][0], "val_json": files["val"][0],
+            "train_txt": files["train"][1], "val_txt": files["val"][1]}
+
+
+def write_places_lt_dataset(root: Path, train_counts: list[int], test_per_class: int = 1) -> dict:
+    """Places-LT's lists: ``data_256/<l>/<scene>/<n>.jpg label`` (train), ``val_256/Places365_val_<n>.jpg label`` (test)."""
+    lines = {"train": [], "test": []}
+    for label, count in enumerate(train_counts):
+        scene = f"scene{label}"
+        lines["train"] += [f"data_256/{scene[0]}/{scene}/{index:08d}.jpg {label}" for index in range(count)]
+        lines["test"] += [f"val_256/Places365_val_{label:04d}{index:04d}.jpg {label}" for index in range(test_per_class)]
+    for split in ("train", "test"):
+        (root / f"Places_LT_{split}.txt").write_text("\n".join(lines[split]) + "\n")
+        _write_jpegs(root / "places365", [line.split()[0] for line in lines[split]], seed=len(split))
+    return {"root": root / "places365", "train_list": root / "Places_LT_train.txt", "test_list": root / "Places_LT_test.txt"}

@@ -26,6 +26,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run directory")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--overwrite", action="store_true", help="delete an earlier run's files in --out first")
+    train.add_argument(
+        "--nproc", type=int, default=1,
+        help="processes on this machine (DDP through torchrun --standalone; one per GPU, or CPU processes with gloo)",
+    )
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on its recipe's test set")
     evaluate.add_argument("checkpoint", help="checkpoint file, or a run directory (its selected checkpoint)")
@@ -43,6 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     summary = data_commands.add_parser("summary", help="class counts, groups and subset checksum as JSON")
     summary.add_argument("recipe")
     summary.add_argument("overrides", nargs="*")
+
+    verify = data_commands.add_parser(
+        "verify", help="decode every image of list files (txt or iNaturalist JSON); report missing/unreadable/corrupt ones"
+    )
+    verify.add_argument("lists", nargs="+", help="list files (relative/path label lines, or iNaturalist *.json)")
+    verify.add_argument("--root", required=True, help="the folder the listed paths are relative to (data.root)")
+    verify.add_argument("--report", default=None, help="JSON report to write (list checksums and every problem)")
+    verify.add_argument("--workers", type=int, default=0, help="decoding processes (0: this process)")
 
     build = data_commands.add_parser(
         "build-glt", help="build CIFAR-10-GLT annotation files (Train-GLT and Train-CBL) from an ImageFolder tree"
@@ -127,13 +139,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _launch_torchrun(argv: list[str], processes: int) -> int:
+    """``tailfuse train --nproc N ...``: the same command under ``torchrun --standalone``."""
+    import subprocess
+
+    rest, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            rest.append(item)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+        "-m", "tailfuse.cli", *rest,
+    ]
+    return subprocess.call(command)
+
+
 def _run(arguments: argparse.Namespace) -> int:
     if arguments.command in extra_commands.COMMANDS:
         return extra_commands.run(arguments)
     if arguments.command == "train":
+        from tailfuse.engine.distributed import world
+
         results = tailfuse.train(
-            arguments.recipe, arguments.out, arguments.overrides, resume=arguments.resume, overwrite=arguments.overwrite
+            arguments.recipe, arguments.out, arguments.overrides, resume=arguments.resume,
+            overwrite=arguments.overwrite,
         )
+        if not world().is_main:
+            return 0
         groups = results["test"]["group_accuracy"]
         print(
             f"{results['name']}: test top-1 {results['test']['top1']:.2f} "
@@ -157,6 +193,16 @@ def _run(arguments: argparse.Namespace) -> int:
             _evaluate_glt_pair(arguments, results)
     elif arguments.command == "data" and arguments.data_command == "summary":
         print(json_text(tailfuse.data_summary(arguments.recipe, arguments.overrides), indent=2))
+    elif arguments.command == "data" and arguments.data_command == "verify":
+        from tailfuse.data.verify import PROBLEM_KINDS, format_report, verify_list, write_report
+
+        reports = [verify_list(path, arguments.root, arguments.workers) for path in arguments.lists]
+        for report in reports:
+            print(format_report(report))
+        if arguments.report:
+            write_report(reports, arguments.report)
+            print(f"report in {arguments.report}")
+        return 1 if any(report[kind] for report in reports for kind in PROBLEM_KINDS) else 0
     elif arguments.command == "data" and arguments.data_command == "build-glt":
         from tailfuse.data.glt import (
             CifarGltOptions,
@@ -268,6 +314,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tailfuse`` command."""
     arguments = _parser().parse_args(argv)
     arguments.argv = argv
+    if getattr(arguments, "nproc", 1) < 1:
+        print("error: --nproc must be at least 1", file=sys.stderr)
+        return 2
+    if getattr(arguments, "nproc", 1) > 1:
+        from tailfuse.engine.distributed import launched_by_torchrun
+
+        if launched_by_torchrun():
+            print("error: --nproc inside a torchrun job; use one or the other", file=sys.stderr)
+            return 2
+        return _launch_torchrun(sys.argv[1:] if argv is None else list(argv), arguments.nproc)
     try:
         return _run(arguments)
     except TailfuseError as error:
@@ -281,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the last complete checkpoint is intact (use --resume)", file=sys.stderr)
         return 130
+    finally:
+        from tailfuse.engine.distributed import shutdown
+
+        shutdown()
 
 
 if __name__ == "__main__":

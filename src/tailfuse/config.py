@@ -133,7 +133,9 @@ class DataConfig(StrictModel):
     ``replace_prefix`` rewrites absolute ones. ``source: cifar10_glt`` builds CIFAR-10-GLT
     from ``root`` with the ``glt`` options. Both take train/val/test sets from the
     annotation: the long-tail keys (:data:`GLT_IGNORED_KEYS`) are refused unless left at
-    their defaults (``profile: none`` is accepted).
+    their defaults (``profile: none`` is accepted); ``source: list_file`` reads
+    ``relative/path label`` lines (ImageNet-LT, Places-LT, iNaturalist txt lists) or an
+    iNaturalist 2018 JSON file (``*.json``: ``images``, ``annotations``, ``categories``).
     """
 
     source: Literal["cifar10", "cifar100", "image_folder", "list_file", "glt", "cifar10_glt"] = "cifar10"
@@ -144,6 +146,9 @@ class DataConfig(StrictModel):
     glt: GltConfig = GltConfig()
     train_list: str | None = None
     test_list: str | None = None
+    #: list files: ``listed`` keeps their labels; ``frequency`` renumbers classes by descending
+    #: training count, ties in listed order (spec h2t §4.2: ImageNet-LT, iNaturalist, Places-LT)
+    label_order: Literal["listed", "frequency"] = "listed"
     storage: Literal["device", "stream"] = "device"
     num_workers: int = Field(0, ge=0)
     download: bool = True
@@ -249,14 +254,18 @@ class ScheduleConfig(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    """Loop settings: epochs, global batch size, seed, device, precision, logging."""
+    """Loop settings: epochs, global batch size, seed, device, precision, logging.
+
+    ``batch_size`` is the global batch: under torchrun each process trains on its share.
+    """
 
     epochs: int = Field(200, ge=1)
     batch_size: int = Field(128, ge=1)
     seed: int = Field(0, ge=0, lt=2**32)  # numpy's seed range
     deterministic: bool = False
     device: str = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    #: ``fp64``: float64 weights and images, for parity checks (DDP vs one process) only
+    precision: Literal["fp32", "bf16", "fp16", "fp64"] = "fp32"
     channels_last: bool = True
     eval_every: int = Field(1, ge=0)
     eval_batch_size: int = Field(512, ge=1)
@@ -266,6 +275,12 @@ class TrainConfig(StrictModel):
     tensorboard: bool = False
     max_steps_per_epoch: int | None = Field(None, ge=1)
     threads: int | None = Field(None, ge=1)
+    #: under torchrun: BatchNorm statistics of the global batch instead of each process's share
+    sync_batchnorm: bool = False
+    #: torch.compile the backbone and head (CUDA; first steps are slower while it compiles)
+    compile: bool = False
+    #: steps between checks that the loss stayed finite (one host sync each; 0: at epoch end only)
+    check_finite_every: int = Field(50, ge=0)
 
     @field_validator("device")
     @classmethod

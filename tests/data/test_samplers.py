@@ -88,3 +88,18 @@ def test_class_aware_epoch_length_is_the_largest_class_times_c_capped_at_4n():
     assert class_aware_epoch_length([50, 20, 8, 3]) == 200  # 50 * 4 = 200 < 4 * 81 = 324
     assert class_aware_epoch_length([100, 5, 5, 5, 5]) == 480  # 100 * 5 = 500 > 4 * 120 = 480
     assert class_aware_epoch_length(COUNTS) == 2500  # 500 * 5 = 2500 < 4 * 805 = 3220
+
+
+def test_class_aware_visits_classes_in_cycles_and_reshuffles_a_class_after_it_is_used_up():
+    counts = [7, 3, 1, 2]
+    labels = torch.cat([torch.full((count,), c) for c, count in enumerate(counts)])
+    sampler = build_sampler("class_aware", labels, 4, num_samples=4 * 4 * 3)  # 3 cycles of the 4 classes
+    indices = sampler.epoch_indices(torch.Generator().manual_seed(5))
+    visits = labels[indices].view(-1, 4)[:, 0]
+    for cycle in visits.view(3, 4):
+        assert sorted(cycle.tolist()) == [0, 1, 2, 3]
+    # class 1 (3 images) drawn 12 times: every round of 3 is a permutation of its images 7, 8, 9
+    draws = indices[labels[indices] == 1].view(4, 3)
+    for round_ in draws:
+        assert sorted(round_.tolist()) == [7, 8, 9]
+    assert (indices[labels[indices] == 2] == 10).all()  # a one-image class repeats its image

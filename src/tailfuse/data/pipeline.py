@@ -77,16 +77,23 @@ def mixup(
     alpha: float,
     numpy_rng: np.random.Generator,
     generator: torch.Generator,
+    pool: torch.Tensor | None = None,
+    start: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Input mixup (Zhang et al. 2018): one λ ~ Beta(α, α) per batch, a random partner each.
 
-    Returns the mixed images, the partner permutation and λ; the loss is
-    ``λ·L(y) + (1−λ)·L(y[perm])``.
+    Returns the mixed images, the partners' positions and λ; the loss is
+    ``λ·L(y) + (1−λ)·L(y[partner])``. Under DDP ``images`` are rows ``start:`` of the
+    global batch ``pool``: the permutation is drawn over the whole global batch and the
+    partners come from it, so each process mixes exactly as one process would; the
+    partners' labels are then ``pool_labels[partner]``.
     """
     lam = float(numpy_rng.beta(alpha, alpha)) if alpha > 0 else 1.0
-    permutation = torch.randperm(images.shape[0], generator=generator, device=images.device)
-    mixed = lam * images + (1.0 - lam) * images[permutation]
-    return mixed, permutation, lam
+    pool = images if pool is None else pool
+    permutation = torch.randperm(pool.shape[0], generator=generator, device=images.device)
+    partner = permutation[start : start + images.shape[0]]
+    mixed = lam * images + (1.0 - lam) * pool[partner]
+    return mixed, partner, lam
 
 
 # ----------------------------------------------------------------- streamed (large) images
@@ -110,7 +117,12 @@ def streamed_transforms(config: AugmentConfig):
 
 
 class StreamedImageDataset(torch.utils.data.Dataset):
-    """Images decoded from files on demand (DataLoader workers), with a torchvision transform."""
+    """Images decoded from files on demand (DataLoader workers), with a torchvision transform.
+
+    An item is an index, or ``(index, seed)``: the random transform of that draw then uses
+    the global generator seeded with ``seed`` (restored afterwards), so the augmentation
+    of a drawn image depends on its seed only, not on which worker or process decodes it.
+    """
 
     def __init__(self, paths: list[str], labels: torch.Tensor, transform):
         self.paths, self.labels, self.transform = paths, labels, transform
@@ -118,16 +130,21 @@ class StreamedImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, item: int | tuple[int, int]):
         from torchvision.io import ImageReadMode, decode_image, read_file
 
         from tailfuse.errors import DataError
 
+        index, seed = item if isinstance(item, tuple) else (item, None)
         try:
             image = decode_image(read_file(self.paths[index]), mode=ImageReadMode.RGB)
         except (RuntimeError, ValueError) as error:
             raise DataError(f"cannot decode image {self.paths[index]}: {error}") from None
-        return self.transform(image), self.labels[index]
+        if seed is None:
+            return self.transform(image), self.labels[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(image), self.labels[index]
 
 
 def loader_batches(loader: torch.utils.data.DataLoader):

@@ -273,20 +273,73 @@ def read_list_file(root: Path, list_path: Path) -> tuple[list[str], np.ndarray]:
     return paths, np.asarray(labels, dtype=np.int64)
 
 
+def read_inaturalist_json(root: Path, json_path: Path) -> tuple[list[str], np.ndarray, dict[int, str]]:
+    """An iNaturalist 2017/2018 annotation file (COCO-style ``images``, ``annotations``,
+    ``categories``) → paths under ``root``, ``category_id`` labels, and category names by id."""
+    import json
+
+    if not json_path.is_file():
+        raise DataError(f"list file {json_path} does not exist")
+    try:
+        content = json.loads(json_path.read_text())
+        files = {image["id"]: image["file_name"] for image in content["images"]}
+        pairs = [(files[note["image_id"]], int(note["category_id"])) for note in content["annotations"]]
+        names = {int(category["id"]): str(category.get("name", category["id"])) for category in content.get("categories", [])}
+    except (ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{json_path} is not an iNaturalist annotation file (images, annotations): {error!r}") from None
+    if not pairs:
+        raise DataError(f"list file {json_path} has no annotated images")
+    return [str(root / name) for name, _ in pairs], np.asarray([label for _, label in pairs], dtype=np.int64), names
+
+
+def read_labelled_list(root: Path, list_path: Path) -> tuple[list[str], np.ndarray, dict[int, str]]:
+    """A txt list (``relative/path label`` lines) or an iNaturalist JSON file; names by label."""
+    if list_path.suffix.lower() == ".json":
+        return read_inaturalist_json(root, list_path)
+    paths, labels = read_list_file(root, list_path)
+    return paths, labels, {}
+
+
+def frequency_order(train_labels: np.ndarray) -> np.ndarray:
+    """``mapping[old] = new``: classes renumbered by descending training count, ties by old label.
+
+    The authors use numpy's unstable ``argsort(−counts)`` (spec h2t §4.2), whose tie order
+    is unspecified; here ties keep ascending label order, so the mapping is reproducible.
+    """
+    counts = np.bincount(train_labels)
+    if (counts == 0).any():
+        empty = np.nonzero(counts == 0)[0][:5].tolist()
+        raise DataError(f"the training list has no images of classes {empty} (labels must be 0..C-1)")
+    order = np.argsort(-counts, kind="stable")
+    mapping = np.empty_like(order)
+    mapping[order] = np.arange(len(order))
+    return mapping
+
+
 def _list_file_source(config: DataConfig, split: str, cache_dir: Path | None) -> ImageSource:
     root = Path(config.root).expanduser()
-    train_paths, train_labels = read_list_file(root, Path(config.train_list).expanduser())
+    train_paths, train_labels, names = read_labelled_list(root, Path(config.train_list).expanduser())
+    if train_labels.min() < 0:
+        raise DataError(f"{config.train_list} has negative labels")
     num_classes = int(train_labels.max()) + 1
     if split == "train":
         paths, labels = train_paths, train_labels
     else:
-        paths, labels = read_list_file(root, Path(config.test_list).expanduser())
+        paths, labels, _ = read_labelled_list(root, Path(config.test_list).expanduser())
         if labels.max() >= num_classes or labels.min() < 0:
             raise DataError(f"{config.test_list} has labels outside the {num_classes} training classes")
+    class_names = [names.get(index, str(index)) for index in range(num_classes)]
+    if config.label_order == "frequency":
+        mapping = frequency_order(train_labels)
+        labels = mapping[labels]
+        renamed = [""] * num_classes
+        for old, new in enumerate(mapping):
+            renamed[new] = class_names[old]
+        class_names = renamed
     identity = f"list-file:{root.resolve()}:{split}"
     return ImageSource(
         labels=labels,
-        class_names=[str(index) for index in range(num_classes)],
+        class_names=class_names,
         load=_cached_decoder(paths, identity, config.image_size, cache_dir),
         identity=identity,
         paths=paths,

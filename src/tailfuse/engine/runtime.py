@@ -21,16 +21,23 @@ class Runtime:
 
     def autocast(self):
         """The autocast context of a forward pass (a no-op in fp32)."""
-        if self.precision == "fp32":
+        if self.precision in ("fp32", "fp64"):
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Put a float batch in the memory format the model runs fastest in."""
+        """Put a float batch in the memory format the model runs fastest in (float64 for ``fp64``)."""
+        if self.precision == "fp64":
+            images = images.double()
         if self.channels_last:
             return images.contiguous(memory_format=torch.channels_last)
         return images
+
+    @property
+    def parameter_dtype(self) -> torch.dtype:
+        """The dtype of weights: float64 for ``fp64`` parity runs, float32 otherwise."""
+        return torch.float64 if self.precision == "fp64" else torch.float32
 
     def grad_scaler(self) -> torch.amp.GradScaler:
         """Loss scaling, needed only for float16 on CUDA."""
@@ -49,7 +56,9 @@ def resolve_device(name: str) -> torch.device:
 
 def make_runtime(config: TrainConfig) -> Runtime:
     """Apply threads and determinism settings and return the run's :class:`Runtime`."""
-    device = resolve_device(config.device)
+    from tailfuse.engine.distributed import rank_device, world
+
+    device = rank_device(resolve_device(config.device), world())  # cuda:LOCAL_RANK under torchrun
     if config.precision == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision=fp16 needs CUDA; use bf16 or fp32 on the CPU")
     if config.threads:

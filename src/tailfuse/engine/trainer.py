@@ -4,10 +4,14 @@ Read top to bottom: :func:`train` prepares the run directory and data, builds a
 :class:`TrainingSession`, resumes it when asked, runs the epochs (evaluating and
 checkpointing as configured), selects the model to report without looking at the test
 set unless the recipe names ``best_test``, and writes the report.
+
+Under torchrun every process runs this function; only rank 0 writes the run directory
+(engine/distributed.py), and a run resumes on any number of processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import random
@@ -29,6 +33,7 @@ from tailfuse.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from tailfuse.engine.distributed import world
 from tailfuse.engine.provenance import provenance
 from tailfuse.engine.rundir import (
     checkpoint_record,
@@ -47,7 +52,8 @@ from tailfuse.eval.report import json_text, write_report
 
 #: Keys that may differ between a run and its resumption (they do not change the result).
 RESUMABLE_CHANGES = {
-    "train.progress", "train.threads", "train.device", "train.tensorboard", "data.root", "data.cache_dir", "data.download"
+    "train.progress", "train.threads", "train.device", "train.tensorboard", "data.root", "data.cache_dir", "data.download",
+    "train.compile", "train.check_finite_every", "data.num_workers",
 }
 
 
@@ -136,7 +142,9 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False, overwrit
         raise ConfigError("--resume continues the run in --out and --overwrite deletes it: pass one of them")
     config = with_absolute_data_paths(config)  # stored so: eval from any folder finds the data
     check_starting_point(config)
-    with open_run_directory(out_dir, resume, overwrite):
+    # under torchrun only rank 0 owns (locks, creates, cleans) the run directory
+    owner = open_run_directory(out_dir, resume, overwrite) if world().is_main else contextlib.nullcontext()
+    with owner:
         return _train_locked(config, out_dir, resume)
 
 
@@ -173,9 +181,11 @@ def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
     seed_everything(config.train.seed)
     session = TrainingSession(config, data, runtime, initialize=initialize, auxiliary=auxiliary)
     rule = selection_rule(config, data.validation is not None)
+    main = world().is_main  # under torchrun only rank 0 writes
 
-    write_text_atomically(out_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    write_text_atomically(out_dir / "data_summary.json", json_text(summary, indent=2))
+    if main:
+        write_text_atomically(out_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        write_text_atomically(out_dir / "data_summary.json", json_text(summary, indent=2))
     log_path = out_dir / "metrics.jsonl"
 
     start_epoch, best, history = 0, {"score": float("-inf"), "epoch": 0}, []
@@ -198,13 +208,16 @@ def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
         if rule == "best_test" and config.init is not None and config.init.inherit_best:
             # H2T/MiSLAS start best_acc1 from stage 1: the initial model competes as epoch 0
             best = {"score": session.evaluate(data.test)["top1"], "epoch": 0}
-            initial = _checkpoint(config, session, summary, 0, best, [])
-            save_checkpoint(initial, out_dir / "checkpoints" / f"{rule}.pt")
-    write_metrics_log(log_path, log_records)
+            if main:
+                initial = _checkpoint(config, session, summary, 0, best, [])
+                save_checkpoint(initial, out_dir / "checkpoints" / f"{rule}.pt")
+    if main:
+        write_metrics_log(log_path, log_records)
 
-    progress = config.train.progress
+
+    progress = config.train.progress and main
     tensorboard = None
-    if config.train.tensorboard:
+    if config.train.tensorboard and main:
         from tailfuse.engine.tensorboard import EpochLogger
 
         tensorboard = EpochLogger(out_dir)
@@ -221,18 +234,22 @@ def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
             selection_split = {"best_validation": "validation", "best_test": "test"}.get(rule)
             if selection_split and record[f"{selection_split}_top1"] > best["score"]:
                 best = {"score": record[f"{selection_split}_top1"], "epoch": epoch + 1}
-                save_checkpoint(
-                    _checkpoint(config, session, summary, epoch + 1, best, [*history, checkpoint_record(record)]),
-                    out_dir / "checkpoints" / f"{rule}.pt",
-                )
+                if main:
+                    save_checkpoint(
+                        _checkpoint(config, session, summary, epoch + 1, best, [*history, checkpoint_record(record)]),
+                        out_dir / "checkpoints" / f"{rule}.pt",
+                    )
         history.append(checkpoint_record(record))
         log_records.append(record)
-        # the checkpoint holds the whole history, so a kill before the log is rewritten loses no line
-        save_checkpoint(_checkpoint(config, session, summary, epoch + 1, best, history), last_path)
-        write_metrics_log(log_path, log_records)
+        if main:
+            # the checkpoint holds the whole history, so a kill before the log is rewritten loses no line
+            save_checkpoint(_checkpoint(config, session, summary, epoch + 1, best, history), last_path)
+            write_metrics_log(log_path, log_records)
+        world().barrier()  # no process reads a checkpoint before rank 0 has written it
         if tensorboard is not None:
             tensorboard.log(record)
-        (tqdm.write if progress else print)(_format_record(record))  # one line per epoch, bars or not
+        if main:
+            (tqdm.write if progress else print)(_format_record(record))  # one line per epoch, bars or not
     if tensorboard is not None:
         tensorboard.close()
 
@@ -336,12 +353,14 @@ def finish_run(
             **provenance(str(session.runtime.device), session.runtime.precision),
             "machine": platform.machine(),
             "threads": torch.get_num_threads(),
+            "processes": world().world_size,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         },
     }
     if data.named_tests:
         results["glt"] = glt_protocols(session, data)
-    write_report(out_dir, results)
+    if world().is_main:
+        write_report(out_dir, results)
     return results
 
 
@@ -445,5 +464,6 @@ def evaluate_checkpoint(
     }
     if data.named_tests:
         results["glt"] = glt_protocols(session, data)
-    write_report(out_dir, results)
+    if world().is_main:
+        write_report(out_dir, results)
     return results

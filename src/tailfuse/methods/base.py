@@ -9,7 +9,7 @@ does not change.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -30,15 +30,36 @@ class Batch:
     labels: torch.Tensor
     #: positions of the batch's images in the training set (IFL records per-sample confidence)
     indices: torch.Tensor | None = None
+    #: positions of the images in the branch's epoch order (draw numbers; IFL orders its records)
+    positions: torch.Tensor | None = None
+    #: under DDP with images on the device: the whole global batch this process's share is
+    #: rows ``start:start+len`` of (mixup draws partners from it, as one process would)
+    whole: Batch | None = None
+    start: int = 0
+
+
+class OneProcess:
+    """The collectives of a one-process run (identities); the engine's ``World`` under torchrun."""
+
+    rank = 0
+    world_size = 1
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        return tensor
 
 
 @dataclass
 class StepContext:
-    """What a step may need besides its batches."""
+    """What a step may need besides its batches.
+
+    ``world``: collectives over the processes of a torchrun job (``all_reduce``), for
+    method state that must see the global batch (IFL's confidences and centers).
+    """
 
     epoch: int
     total_epochs: int
     randomness: EpochRandomness
+    world: Any = field(default_factory=OneProcess)
 
 
 class Method(abc.ABC):

@@ -57,14 +57,17 @@ class EmpiricalRiskMinimization(Method):
         batch = batches["main"]
         advance_loss(self.criterion, context.epoch, context.randomness.stream("loss"))
         if self.options.mixup_alpha > 0:
+            whole = batch.whole or batch  # under DDP: partners from the whole global batch
             images, partner, lam = mixup(
                 batch.images,
                 self.options.mixup_alpha,
                 context.randomness.numpy,
                 context.randomness.augment,
+                pool=whole.images,
+                start=batch.start,
             )
             logits = self.model(images)
-            return mixup_loss(self.criterion, logits, batch.labels, batch.labels[partner], lam)
+            return mixup_loss(self.criterion, logits, batch.labels, whole.labels[partner], lam)
         return self.criterion(self.model(batch.images), batch.labels)
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:

@@ -146,20 +146,32 @@ def intra_class_environment_weights(
     labels = labels.detach().cpu().long()
     confidence = confidence.detach().cpu().double()
     weights = torch.zeros(len(labels), dtype=torch.float64)
-    seen = ~torch.isnan(confidence)
-    for class_index in range(num_classes):
-        members = torch.nonzero((labels == class_index) & seen).flatten()
-        count = len(members)
-        if count == 0:
-            continue
-        if count < 5:
-            weights[members] = 1.0 / count
-            continue
-        p = confidence[members]
-        scaled = (p - p.min()) / (p.max() - p.min() + 1e-9)
-        u = (1.0 - scaled).abs() + 1e-5
-        raw = u.pow(confidence_beta(u, sample_scale)) + 1e-12
-        weights[members] = raw / raw.sum()
+    seen = torch.nonzero(~torch.isnan(confidence)).flatten()
+    if len(seen) == 0:
+        return weights
+    # every class at once (iNaturalist: 8,142 classes): per-class reductions by scatter,
+    # the within-class order of u by one stable sort
+    classes, p = labels[seen], confidence[seen]
+    count = torch.bincount(classes, minlength=num_classes).double()
+    low = torch.full((num_classes,), float("inf"), dtype=torch.float64).scatter_reduce(0, classes, p, "amin")
+    high = torch.full((num_classes,), float("-inf"), dtype=torch.float64).scatter_reduce(0, classes, p, "amax")
+    scaled = (p - low[classes]) / (high[classes] - low[classes] + 1e-9)
+    u = (1.0 - scaled).abs() + 1e-5
+    by_u = torch.argsort(u, stable=True)
+    ordered = by_u[torch.argsort(classes[by_u], stable=True)]
+    first = torch.cumsum(count, 0) - count
+    rank = torch.empty(len(seen), dtype=torch.float64)
+    rank[ordered] = torch.arange(len(seen), dtype=torch.float64) - first[classes[ordered]]
+    head_count = torch.floor(0.8 * count)
+    in_head = rank < head_count[classes]
+    head_sum = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, classes, torch.where(in_head, u, 0.0))
+    tail_sum = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, classes, torch.where(in_head, 0.0, u))
+    ratio = (tail_sum / (count - head_count)) / (head_sum / head_count) + 1e-5
+    beta = (math.log(sample_scale) / torch.log(ratio)).clamp(1.0, 10.0)
+    raw = u.pow(beta[classes]) + 1e-12
+    total = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, classes, raw)
+    few = count[classes] < 5
+    weights[seen] = torch.where(few, 1.0 / count[classes], raw / total[classes])
     return weights
 
 
@@ -206,7 +218,8 @@ class InvariantFeatureLearning(Method):
             raise ConfigError("method ifl needs a backbone that reports out_channels")
         self.state = IflState(options.environments, self.num_samples, self.num_classes, feature_dim)
         self.training_labels: torch.Tensor | None = None
-        self.confidence: torch.Tensor | None = None
+        self.confidence_slots: torch.Tensor | None = None
+        self.record_order: torch.Tensor | None = None
         self.mean_sums: torch.Tensor | None = None
         self.mean_counts: torch.Tensor | None = None
 
@@ -216,7 +229,15 @@ class InvariantFeatureLearning(Method):
         if len(labels) != self.num_samples:
             raise ConfigError(f"ifl: {len(labels)} training labels for {self.num_samples} counted images")
         self.training_labels = labels.detach().cpu()
-        self.confidence = torch.full((self.num_samples,), float("nan"), device=labels.device)
+        # one slot per training image, plus one that absorbs superseded records (no host sync)
+        self.confidence_slots = torch.full((self.num_samples + 1,), float("nan"), device=labels.device)
+        # when each confidence was recorded (step, environment, position): the latest wins
+        self.record_order = torch.full((self.num_samples,), -1, dtype=torch.int64, device=labels.device)
+
+    @property
+    def confidence(self) -> torch.Tensor:
+        """p(y_i|x_i) of each training image this epoch (NaN: not drawn yet)."""
+        return self.confidence_slots[: self.num_samples]
 
     def branches(self) -> dict[str, IndexSampler]:
         labels = self.training_labels
@@ -270,26 +291,69 @@ class InvariantFeatureLearning(Method):
         loss = self._classification(logits, labels, partner_labels, lam)
         with torch.no_grad():  # confidence of the (un-mixed) label; the last record of a sample wins
             probabilities = torch.softmax(logits.detach().float(), dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
-            record_last(self.confidence, indices, probabilities)
+            self._record_confidence(indices, self._record_stamps(ordered), probabilities)
         alpha = center_weight(self.options, context.epoch)
         if self.options.center_init == "class_mean" and context.epoch + 1 == self._first_center_epoch():
             self._accumulate_class_means(features.detach(), labels)
         if alpha > 0:
             centers = self.state.centers
             loss = loss + alpha * self._center_term(features, centers.detach().clone(), labels, partner_labels, lam)
-            self._update_centers(features.detach(), labels, partner_labels, lam)
+            self._update_centers(features.detach(), labels, partner_labels, lam, context.world)
         return loss
 
-    def _update_centers(self, features, labels, partner_labels, lam) -> None:
+    def _record_stamps(self, ordered: list[Batch]) -> torch.Tensor:
+        """The order in which one process would record these samples: (step, environment, position).
+
+        ``Batch.positions`` are draw numbers in each environment's epoch order, so the
+        stamps are the same whichever process of a torchrun job trained on the sample.
+        """
+        size = self.branch_batch_size("env1", self.config.train.batch_size)
+        stamps = []
+        for environment, batch in enumerate(ordered):
+            positions = batch.positions
+            if positions is None:
+                positions = torch.arange(len(batch.labels), device=batch.labels.device)
+            step, within = positions // size, positions % size
+            stamps.append((step * self.options.environments + environment) * size + within)
+        return torch.cat(stamps)
+
+    def _record_confidence(self, indices: torch.Tensor, stamps: torch.Tensor, probabilities: torch.Tensor) -> None:
+        """Keep each sample's latest confidence (a sample drawn twice keeps the later draw's)."""
+        device = self.confidence_slots.device
+        indices, stamps = indices.to(device), stamps.to(device)
+        self.record_order.scatter_reduce_(0, indices, stamps, reduce="amax")
+        latest = self.record_order[indices] == stamps
+        target = torch.where(latest, indices, torch.full_like(indices, self.num_samples))
+        self.confidence_slots[target] = probabilities.to(device)
+
+    def _gather_confidence(self, world) -> None:
+        """Every process's records combined (the latest per sample), before environments are rebuilt."""
+        if world.world_size == 1:
+            return
+        local_order = self.record_order.clone()
+        world.all_reduce(self.record_order, "max")
+        mine = (local_order == self.record_order) & (local_order >= 0)
+        values = torch.where(mine, self.confidence.nan_to_num(0.0), torch.zeros_like(self.confidence))
+        world.all_reduce(values)
+        self.confidence.copy_(torch.where(self.record_order >= 0, values, torch.full_like(values, float("nan"))))
+
+    def _update_centers(self, features, labels, partner_labels, lam, world=None) -> None:
         """One SGD step (lr ``center_lr``) on the α-free center loss (spec §3.3).
 
         For the squared L2 loss this is the moving average
-        ``C_c ← (1 − n_c/B)·C_c + (n_c/B)·mean_{i: y_i = c} f_i`` (lr 0.5).
+        ``C_c ← (1 − n_c/B)·C_c + (n_c/B)·mean_{i: y_i = c} f_i`` (lr 0.5). Under torchrun
+        the gradient is that of the mean over the global batch (each process's mean
+        gradient weighted by its share), so every process keeps the same centers.
         """
         with torch.enable_grad():
             centers = self.state.centers.detach().clone().requires_grad_(True)
             term = self._center_term(features, centers, labels, partner_labels, lam)
             (gradient,) = torch.autograd.grad(term, centers)
+        if world is not None and world.world_size > 1:
+            count = float(len(labels))
+            packed = torch.cat([gradient.flatten() * count, gradient.new_full((1,), count)])
+            world.all_reduce(packed)
+            gradient = (packed[:-1] / packed[-1]).view_as(gradient)
         self.state.centers.sub_(self.options.center_lr * gradient)
 
     def _first_center_epoch(self) -> int:
@@ -308,7 +372,10 @@ class InvariantFeatureLearning(Method):
     def end_epoch(self, context: StepContext) -> None:
         """Rebuild the environments at the update milestones; set centers to class means (paper init)."""
         epoch = context.epoch
+        self._gather_confidence(context.world)
         if self.mean_sums is not None and epoch + 1 == self._first_center_epoch():
+            context.world.all_reduce(self.mean_sums)
+            context.world.all_reduce(self.mean_counts)
             seen = self.mean_counts > 0
             means = (self.mean_sums[seen] / self.mean_counts[seen].unsqueeze(1)).float()
             self.state.centers[seen] = means.to(self.state.centers.device)
@@ -319,6 +386,7 @@ class InvariantFeatureLearning(Method):
                 weights = intra_class_environment_weights(self.training_labels, self.confidence, self.num_classes, scale)
                 self.state.environment_weights[position] = weights.to(self.state.environment_weights.device)
         self.confidence.fill_(float("nan"))
+        self.record_order.fill_(-1)
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.model(images)

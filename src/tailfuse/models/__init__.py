@@ -11,7 +11,7 @@ from tailfuse.config import ModelConfig
 from tailfuse.errors import ConfigError, did_you_mean
 from tailfuse.models.heads import CosineHead, Head, LinearHead
 from tailfuse.models.resnet_cifar import CifarResNet, resnet32
-from tailfuse.models.torchvision_backbones import TorchvisionResNetBackbone
+from tailfuse.models.torchvision_backbones import PlacesResNet152Backbone, TorchvisionResNetBackbone
 
 #: Backbone name -> factory(weights_path) returning a module with ``out_channels``.
 BACKBONES: dict[str, Callable[[str | None], nn.Module]] = {
@@ -19,6 +19,7 @@ BACKBONES: dict[str, Callable[[str | None], nn.Module]] = {
     "resnet50": lambda weights: TorchvisionResNetBackbone("resnet50", weights),
     "resnext50_32x4d": lambda weights: TorchvisionResNetBackbone("resnext50_32x4d", weights),
     "resnet152": lambda weights: TorchvisionResNetBackbone("resnet152", weights),
+    "resnet152_places": lambda weights: PlacesResNet152Backbone(weights),
 }
 
 SMALL_IMAGE_BACKBONES = {"resnet32"}

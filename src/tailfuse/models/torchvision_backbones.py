@@ -34,8 +34,8 @@ class TorchvisionResNetBackbone(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-def load_backbone_weights(network: nn.Module, weights_path: str) -> None:
-    """Load a torchvision state dict from a local file; the classifier keys are ignored."""
+def load_backbone_weights(network: nn.Module, weights_path: str, drop_prefixes: tuple[str, ...] = ("fc.",)) -> None:
+    """Load a torchvision state dict from a local file; keys under ``drop_prefixes`` (the classifier) are ignored."""
     path = Path(weights_path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"backbone weights file {path} does not exist (model.weights)")
@@ -43,10 +43,53 @@ def load_backbone_weights(network: nn.Module, weights_path: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file is the same user error
         raise CheckpointError(f"cannot read backbone weights {path}: {error}") from None
-    state = {key: value for key, value in state.items() if not key.startswith("fc.")}
+    state = {key: value for key, value in state.items() if not key.startswith(drop_prefixes)}
     missing, unexpected = network.load_state_dict(state, strict=False)
-    missing = [key for key in missing if not key.startswith("fc.")]
+    missing = [key for key in missing if not key.startswith(drop_prefixes)]
     if missing or unexpected:
         raise CheckpointError(
             f"backbone weights {path} do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
+
+
+class PlacesResNet152Backbone(nn.Module):
+    """Places-LT model of H2T/OLTR (spec h2t §3.2): frozen ImageNet ResNet-152 + one trained block.
+
+    The trunk is torchvision's ResNet-152 with layer4 cut to its first 2 blocks (layers
+    [3, 8, 36, 2]), loaded from a local ImageNet weights file (``resnet152-b121ed2d.pth``:
+    ``fc.*`` and ``layer4.2.*`` keys dropped) and frozen: no gradients, and eval mode
+    whatever mode the model is put in. On top, one randomly initialised Bottleneck
+    (2048→512→2048, stride 1, no downsample) is trained: "just train the last block".
+    """
+
+    def __init__(self, weights_path: str | None):
+        super().__init__()
+        from torchvision.models.resnet import Bottleneck
+
+        if not weights_path:
+            raise CheckpointError(
+                "model.backbone=resnet152_places needs model.weights: torchvision's ImageNet ResNet-152 state dict "
+                "(resnet152-b121ed2d.pth from download.pytorch.org/models)"
+            )
+        network = torchvision.models.resnet152(weights=None)
+        network.layer4 = network.layer4[:2]
+        load_backbone_weights(network, weights_path, drop_prefixes=("fc.", "layer4.2."))
+        self.trunk = nn.Sequential(
+            network.conv1, network.bn1, network.relu, network.maxpool,
+            network.layer1, network.layer2, network.layer3, network.layer4,
+        )
+        for parameter in self.trunk.parameters():
+            parameter.requires_grad_(False)
+        self.block = Bottleneck(2048, 512)
+        self.out_channels = 2048
+        self.trunk.eval()
+
+    def train(self, mode: bool = True) -> PlacesResNet152Backbone:
+        super().train(mode)
+        self.trunk.eval()  # frozen: BatchNorm keeps its ImageNet statistics
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            features = self.trunk(x)
+        return self.block(features)
