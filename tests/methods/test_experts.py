@@ -27,7 +27,15 @@ def _trained(method):
     return {id(p) for group in method.parameter_groups() for p in group["params"]}
 
 
-@pytest.mark.parametrize("recipe", ["cifar10_lt_quick_ride", "cifar10_lt_quick_tade", "cifar10_lt_quick_reslt", "cifar10_lt_quick_bbn"])
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        "cifar10_lt_quick_ride",
+        "cifar10_lt_quick_tade",
+        "cifar10_lt_quick_reslt",
+        "cifar10_lt_quick_bbn",
+    ],
+)
 def test_stage1_methods_train_the_whole_model(recipe):
     method, model = _method(recipe)
     assert _trained(method) == {id(p) for p in model.parameters()}
@@ -35,8 +43,10 @@ def test_stage1_methods_train_the_whole_model(recipe):
 
 @pytest.mark.parametrize(
     ("recipe", "branches"),
-    [("cifar10_lt_quick_ride_h2t", {"balanced": "class_balanced", "fusing": "instance"}),
-     ("cifar10_lt_quick_reslt_h2t", {"balanced": "class_balanced", "fusing": "instance"})],
+    [
+        ("cifar10_lt_quick_ride_h2t", {"balanced": "class_balanced", "fusing": "instance"}),
+        ("cifar10_lt_quick_reslt_h2t", {"balanced": "class_balanced", "fusing": "instance"}),
+    ],
 )
 def test_stage2_on_experts_trains_only_the_head(recipe, branches):
     method, model = _method(recipe)
@@ -52,9 +62,13 @@ def test_ride_stage2_trains_the_expert_classifiers_with_class_aware_batches():
 
 
 def test_bbn_alpha_schedule():
-    assert [cumulative_alpha(e, 200) for e in (0, 100, 199)] == pytest.approx([1.0, 0.75, 1 - (199 / 200) ** 2])
+    assert [cumulative_alpha(e, 200) for e in (0, 100, 199)] == pytest.approx(
+        [1.0, 0.75, 1 - (199 / 200) ** 2]
+    )
     # the GLT code feeds its 0-based epoch into BBN's (e - 1) formula
-    assert [cumulative_alpha(e, 100, "glt") for e in (0, 1, 51)] == pytest.approx([1 - 0.01**2, 1.0, 0.75])
+    assert [cumulative_alpha(e, 100, "glt") for e in (0, 1, 51)] == pytest.approx(
+        [1 - 0.01**2, 1.0, 0.75]
+    )
 
 
 def test_bbn_step_mixes_both_branches_and_their_labels():
@@ -63,14 +77,20 @@ def test_bbn_step_mixes_both_branches_and_their_labels():
     images = torch.randn(4, 3, 32, 32)
     first = Batch(images, torch.tensor([0, 0, 1, 2]))
     second = Batch(images.flip(0), torch.tensor([2, 1, 2, 0]))
-    context = StepContext(epoch=20, total_epochs=40, randomness=EpochRandomness(0, 20, torch.device("cpu")))
+    context = StepContext(
+        epoch=20, total_epochs=40, randomness=EpochRandomness(0, 20, torch.device("cpu"))
+    )
     model.train()
     torch.manual_seed(1)
     loss = method.loss({"conventional": first, "rebalancing": second}, context)
     alpha = 1 - (20 / 40) ** 2
     torch.manual_seed(1)
     backbone, head = model.backbone, model.head
-    logits = head.mixed_logits(backbone(first.images, branch="conventional"), backbone(second.images, branch="rebalancing"), alpha)
+    logits = head.mixed_logits(
+        backbone(first.images, branch="conventional"),
+        backbone(second.images, branch="rebalancing"),
+        alpha,
+    )
     ce = torch.nn.functional.cross_entropy
     expected = alpha * ce(logits, first.labels) + (1 - alpha) * ce(logits, second.labels)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
@@ -85,7 +105,9 @@ def test_h2t_fuses_each_expert_map_with_its_own_channel_subset():
         replaced = (expert_map != 0).all(dim=(2, 3))  # (batch, channels): whole channel maps copied
         assert replaced.sum(dim=1).tolist() == [2, 2, 2]  # floor(0.25 * 8) channels per sample
         assert (replaced == replaced[0]).all()  # the same channels for every sample of the batch
-        assert (expert_map[replaced.unsqueeze(-1).unsqueeze(-1).expand_as(expert_map)] == k + 1).all()  # from its own donor
+        assert (
+            expert_map[replaced.unsqueeze(-1).unsqueeze(-1).expand_as(expert_map)] == k + 1
+        ).all()  # from its own donor
         subsets.append(frozenset(torch.nonzero(replaced[0]).flatten().tolist()))
     assert len(set(subsets)) > 1  # independent draws per expert (seeded: not all equal)
 
@@ -94,7 +116,9 @@ def test_ride_h2t_step_fuses_every_expert_before_the_averaging_head():
     method, model = _method("cifar10_lt_quick_ride_h2t")
     balanced = Batch(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]))
     fusing = Batch(torch.randn(4, 3, 32, 32), torch.tensor([0, 0, 0, 1]))
-    context = StepContext(epoch=0, total_epochs=10, randomness=EpochRandomness(0, 0, torch.device("cpu")))
+    context = StepContext(
+        epoch=0, total_epochs=10, randomness=EpochRandomness(0, 0, torch.device("cpu"))
+    )
     method.train_mode()
     torch.manual_seed(2)
     loss = method.loss({"balanced": balanced, "fusing": fusing}, context)
@@ -102,7 +126,9 @@ def test_ride_h2t_step_fuses_every_expert_before_the_averaging_head():
     with torch.no_grad():
         maps = model.features(balanced.images)
         donors = model.features(fusing.images)
-        fused = fuse_channels(maps, donors, 0.25, EpochRandomness(0, 0, torch.device("cpu")).stream("h2t"))
+        fused = fuse_channels(
+            maps, donors, 0.25, EpochRandomness(0, 0, torch.device("cpu")).stream("h2t")
+        )
     expected = torch.nn.functional.cross_entropy(model.head(fused), balanced.labels)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 

@@ -32,7 +32,10 @@ def test_ride_experts_share_the_stem_and_layer1_only():
     model = build_model(ModelConfig(backbone="ride_resnet32", head="expert_cosine"), 10)
     backbone = model.backbone
     assert backbone.experts[0][0][0].conv1.weight.shape == (32, 16, 3, 3)  # layer2 of expert 0
-    assert backbone.experts[0][0][0].conv1.weight.data_ptr() != backbone.experts[1][0][0].conv1.weight.data_ptr()
+    assert (
+        backbone.experts[0][0][0].conv1.weight.data_ptr()
+        != backbone.experts[1][0][0].conv1.weight.data_ptr()
+    )
     # a change of expert 1's weights changes only expert 1's map
     images = torch.randn(2, 3, 32, 32)
     model.eval()
@@ -45,7 +48,14 @@ def test_ride_experts_share_the_stem_and_layer1_only():
 
 
 def test_ride_resnext50_experts_reduce_to_1536_channels():
-    model = build_model(ModelConfig(backbone="ride_resnext50_32x4d", head="expert_cosine", backbone_options={"reduce_dimension": True}), 5)
+    model = build_model(
+        ModelConfig(
+            backbone="ride_resnext50_32x4d",
+            head="expert_cosine",
+            backbone_options={"reduce_dimension": True},
+        ),
+        5,
+    )
     features = model.features(torch.randn(1, 3, 64, 64))
     assert [tuple(f.shape) for f in features] == [(1, 1536, 2, 2)] * 3
     assert model.backbone.experts[0][0][0].conv2.groups == 32  # ResNeXt grouped convolutions kept
@@ -62,7 +72,9 @@ def test_bbn_resnet50_branches_and_single_branch_forward():
 
 
 def test_places_expert_backbone_freezes_its_trunk():
-    backbone = build_model(ModelConfig(backbone="ride_places_resnet152", head="expert_linear"), 5).backbone
+    backbone = build_model(
+        ModelConfig(backbone="ride_places_resnet152", head="expert_linear"), 5
+    ).backbone
     assert len(backbone.trunk[-1]) == 2  # layer4 cut to 2 blocks, as the authors' resnet152_fe
     assert not any(p.requires_grad for p in backbone.trunk.parameters())
     assert all(p.requires_grad for p in backbone.experts.parameters())
@@ -76,7 +88,9 @@ def test_bbn_head_mixes_branches_with_alpha():
         head.fc.weight.copy_(torch.tensor([[1.0, 1.0]]))
         head.fc.bias.zero_()
     conventional, rebalancing = torch.full((1, 1, 2, 2), 2.0), torch.full((1, 1, 2, 2), 4.0)
-    assert head.mixed_logits(conventional, rebalancing, 0.25).item() == pytest.approx(2 * (0.25 * 2 + 0.75 * 4))
+    assert head.mixed_logits(conventional, rebalancing, 0.25).item() == pytest.approx(
+        2 * (0.25 * 2 + 0.75 * 4)
+    )
     assert head([conventional, rebalancing]).item() == pytest.approx(6.0)
 
 
@@ -104,5 +118,12 @@ def test_heads_must_fit_the_backbone():
     with pytest.raises(ConfigError, match="BBN backbone"):
         build_model(ModelConfig(backbone="ride_resnet32", head="bbn"), 10)
     with pytest.raises(ConfigError, match="backbone_options"):
-        build_model(ModelConfig(backbone="ride_resnet32", head="expert_cosine", backbone_options={"experts": 2}), 10)
-    assert isinstance(build_model(ModelConfig(backbone="ride_resnet32", head="reslt"), 10).head, nn.Module)
+        build_model(
+            ModelConfig(
+                backbone="ride_resnet32", head="expert_cosine", backbone_options={"experts": 2}
+            ),
+            10,
+        )
+    assert isinstance(
+        build_model(ModelConfig(backbone="ride_resnet32", head="reslt"), 10).head, nn.Module
+    )

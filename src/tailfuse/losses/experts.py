@@ -24,7 +24,8 @@ from tailfuse.losses.margins import class_balanced_weights
 class RIDELoss(nn.Module):
     """RIDE's loss over expert logits ``z_k`` (already scaled, e.g. ``30·cos``); returns Σ_k L_k.
 
-    ``L_k = base_loss_factor·CE(z_k − s·m_y·onehot(y), y; w) + α_div·T̄²·KL(softmax(z̄/T) ‖ softmax(z_k/T))``
+    ``L_k = base_loss_factor·CE(z_k − s·m_y·onehot(y), y; w)``
+    ``      + α_div·T̄²·KL(softmax(z̄/T) ‖ softmax(z_k/T))``
     with LDAM margins ``m_c = max_m·n_c^{−1/4}/max n^{−1/4}``, ``z̄`` the expert mean (no
     gradient), α_div = ``diversity_factor`` (−0.2: diversity is rewarded). From 0-based
     epoch ``drw_epoch`` on (official RIDE: ``epoch > reweight_epoch`` with 1-based epochs),
@@ -52,12 +53,20 @@ class RIDELoss(nn.Module):
         super().__init__()
         counts = torch.tensor(class_counts, dtype=torch.float64)
         margins = counts.pow(-0.25)
-        self.register_buffer("margins", (margins * (max_m / margins.max())).float(), persistent=False)
-        self.register_buffer("drw_weights", torch.tensor(class_balanced_weights(class_counts, beta)), persistent=False)
+        self.register_buffer(
+            "margins", (margins * (max_m / margins.max())).float(), persistent=False
+        )
+        self.register_buffer(
+            "drw_weights",
+            torch.tensor(class_balanced_weights(class_counts, beta)),
+            persistent=False,
+        )
         prior = counts / counts.sum()
         scale = len(class_counts) * prior * reweight_factor + 1.0 - reweight_factor
         if not (scale > 0).all():
-            raise ConfigError("ride loss: reweight_factor is too large (a class temperature is not positive)")
+            raise ConfigError(
+                "ride loss: reweight_factor is too large (a class temperature is not positive)"
+            )
         self.register_buffer("temperature_scale", (scale / scale.max()).float(), persistent=False)
         self.s, self.drw_epoch, self.base_loss_factor = s, drw_epoch, base_loss_factor
         self.diversity_factor, self.temperature = diversity_factor, temperature
@@ -77,14 +86,18 @@ class RIDELoss(nn.Module):
         margin = F.one_hot(labels, num_classes) * (self.s * self.margins.to(mean_logits.device))
         if self.reweighting:
             weight = self.drw_weights.to(mean_logits.device)
-            temperature = self.temperature * self.temperature_scale.to(mean_logits.device).view(1, -1)
+            temperature = self.temperature * self.temperature_scale.to(mean_logits.device).view(
+                1, -1
+            )
             temperature_mean = float(temperature.mean())
         else:
             weight, temperature, temperature_mean = None, self.temperature, self.temperature
         target = F.softmax(mean_logits / temperature, dim=1)
         total = mean_logits.new_zeros(())
         for logits in expert_logits:
-            total = total + self.base_loss_factor * F.cross_entropy(logits - margin, labels, weight=weight)
+            total = total + self.base_loss_factor * F.cross_entropy(
+                logits - margin, labels, weight=weight
+            )
             if self.diversity_factor != 0:
                 log_expert = F.log_softmax(logits / temperature, dim=1)
                 divergence = F.kl_div(log_expert, target, reduction="batchmean")
@@ -93,14 +106,14 @@ class RIDELoss(nn.Module):
 
 
 def inverse_prior(prior: torch.Tensor) -> torch.Tensor:
-    """The prior with its rank order reversed: the most frequent class gets the rarest's share (TADE)."""
+    """The prior with its rank order reversed: the most frequent class gets the rarest's share."""
     values, order = torch.sort(prior)
     ranks = torch.argsort(order)
     return values[len(prior) - 1 - ranks]
 
 
 class TADELoss(nn.Module):
-    """TADE's three expert losses (3 experts): ``CE(z1) + CE(z2 + log π) + CE(z3 + log π − τ·log π_inv)``.
+    """TADE's expert losses: ``CE(z1) + CE(z2 + log π) + CE(z3 + log π − τ·log π_inv)``.
 
     π = training class prior, π_inv = :func:`inverse_prior`, logs of ``π + 1e-9``; τ = 2.
     """
@@ -112,7 +125,9 @@ class TADELoss(nn.Module):
         counts = torch.tensor(class_counts, dtype=torch.float64)
         prior = counts / counts.sum()
         self.register_buffer("log_prior", torch.log(prior + 1e-9).float(), persistent=False)
-        self.register_buffer("log_inverse_prior", torch.log(inverse_prior(prior) + 1e-9).float(), persistent=False)
+        self.register_buffer(
+            "log_inverse_prior", torch.log(inverse_prior(prior) + 1e-9).float(), persistent=False
+        )
         self.tau = tau
 
     def expert_adjusted_logits(self, expert_logits: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -125,7 +140,9 @@ class TADELoss(nn.Module):
         return [first, second + log_prior, third + log_prior - self.tau * log_inverse]
 
     def forward(self, expert_logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        return sum(F.cross_entropy(logits, labels) for logits in self.expert_adjusted_logits(expert_logits))
+        return sum(
+            F.cross_entropy(logits, labels) for logits in self.expert_adjusted_logits(expert_logits)
+        )
 
 
 class ExpertCrossEntropy(nn.Module):
@@ -150,8 +167,10 @@ RESLT_GROUP_MASKS: dict[str, tuple[int, int | None, str]] = {
 }
 
 
-def reslt_group_masks(labels: torch.Tensor, medium_from: int, tail_from: int | None, rule: str) -> torch.Tensor:
-    """``[g_H, g_M, g_T]`` as a (3, B) float tensor; g_H is all ones, g_T all zeros when ``tail_from`` is None."""
+def reslt_group_masks(
+    labels: torch.Tensor, medium_from: int, tail_from: int | None, rule: str
+) -> torch.Tensor:
+    """``[g_H, g_M, g_T]`` as a (3, B) float tensor; g_H is all ones, g_T zero without ``tail_from``."""
     head = torch.ones_like(labels, dtype=torch.float32)
     if rule == "at_least":
         medium = (labels >= medium_from).float()
@@ -177,17 +196,24 @@ class ResLoss(nn.Module):
     def __init__(self, class_counts: list[int], beta: float = 0.99, groups: str = "cifar100"):
         super().__init__()
         if groups not in RESLT_GROUP_MASKS:
-            raise ConfigError(f"unknown ResLT groups '{groups}'; choose from {', '.join(sorted(RESLT_GROUP_MASKS))}")
+            raise ConfigError(
+                f"unknown ResLT groups '{groups}'; choose from "
+                f"{', '.join(sorted(RESLT_GROUP_MASKS))}"
+            )
         self.beta = beta
         self.medium_from, self.tail_from, self.rule = RESLT_GROUP_MASKS[groups]
 
     @staticmethod
     def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        probabilities = torch.softmax(logits.float(), dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
+        probabilities = (
+            torch.softmax(logits.float(), dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
+        )
         return -torch.log(probabilities + 1e-7)
 
     def forward(self, branch_logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        masks = reslt_group_masks(labels, self.medium_from, self.tail_from, self.rule).to(labels.device)
+        masks = reslt_group_masks(labels, self.medium_from, self.tail_from, self.rule).to(
+            labels.device
+        )
         per_branch = torch.stack([self._cross_entropy(logits, labels) for logits in branch_logits])
         individual = (per_branch * masks).sum() / masks.sum()
         fused = self._cross_entropy(sum(branch_logits), labels).mean()

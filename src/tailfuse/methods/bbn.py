@@ -34,7 +34,7 @@ class BbnOptions(StrictModel):
 
 
 def cumulative_alpha(epoch: int, total_epochs: int, convention: str = "zero_based") -> float:
-    """BBN's adaptor ``α = 1 − (t/T)²`` for 0-based ``epoch`` (``t = epoch``, or ``epoch − 1`` for ``glt``)."""
+    """BBN's adaptor ``α = 1 − (t/T)²``, 0-based ``epoch``: ``t = epoch`` (``glt``: ``epoch − 1``)."""
     t = epoch if convention == "zero_based" else epoch - 1
     return 1.0 - (t / total_epochs) ** 2
 
@@ -46,17 +46,26 @@ class BilateralBranch(Method):
     def __init__(self, options, model, class_counts, config, auxiliary=None):
         super().__init__(options, model, class_counts, config, auxiliary)
         if not hasattr(model.head, "mixed_logits"):
-            raise ConfigError("method bbn needs a BBN model: model.backbone bbn_resnet32/bbn_resnet50 and model.head bbn")
+            raise ConfigError(
+                "method bbn needs a BBN model: model.backbone bbn_resnet32/bbn_resnet50, model.head bbn"
+            )
 
     def branches(self) -> dict[str, str]:
-        return {"conventional": self.options.conventional_sampler, "rebalancing": self.options.rebalancing_sampler}
+        return {
+            "conventional": self.options.conventional_sampler,
+            "rebalancing": self.options.rebalancing_sampler,
+        }
 
     def loss(self, batches: dict[str, Batch], context: StepContext) -> torch.Tensor:
         conventional, rebalancing = batches["conventional"], batches["rebalancing"]
         alpha = cumulative_alpha(context.epoch, context.total_epochs, self.options.alpha_epoch)
         backbone = self.model.backbone
         logits = self.model.head.mixed_logits(
-            backbone(conventional.images, branch="conventional"), backbone(rebalancing.images, branch="rebalancing"), alpha
+            backbone(conventional.images, branch="conventional"),
+            backbone(rebalancing.images, branch="rebalancing"),
+            alpha,
         )
         logits = logits.float()
-        return alpha * F.cross_entropy(logits, conventional.labels) + (1.0 - alpha) * F.cross_entropy(logits, rebalancing.labels)
+        return alpha * F.cross_entropy(logits, conventional.labels) + (
+            1.0 - alpha
+        ) * F.cross_entropy(logits, rebalancing.labels)

@@ -216,7 +216,8 @@ class InvariantFeatureLearning(Method):
         if getattr(self.criterion, "takes_expert_logits", False) != self.multi_expert:
             raise ConfigError(
                 f"ifl: loss '{options.loss}' and the model do not fit: expert losses (ride, tade, "
-                "expert_cross_entropy) need a multi-expert model (model.head expert_*), other losses a single head"
+                "expert_cross_entropy) need a multi-expert model (model.head expert_*), "
+                "other losses a single head"
             )
         self.state = IflState(options.environments, self.num_samples, self.num_classes, feature_dim)
         self.training_labels: torch.Tensor | None = None

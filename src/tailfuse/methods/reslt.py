@@ -1,4 +1,6 @@
-"""ResLT (Cui et al., TPAMI 2022) on RIDE-style experts, as the H2T code runs it (spec h2t §3.1–§3.2).
+"""ResLT (Cui et al., TPAMI 2022) on RIDE-style experts, as the H2T code runs it.
+
+Spec h2t §3.1–§3.2.
 
 ``model.head: reslt`` gives three branch logits ``[z_H, z_M, z_T]`` (head / medium / tail
 BatchNorm branches, one linear layer per expert, expert mean); the loss is ResLoss
@@ -33,7 +35,9 @@ GroupName = Literal[tuple(RESLT_GROUP_MASKS)]  # type: ignore[valid-type]
 
 def _require_reslt_head(model, method: str) -> None:
     if not hasattr(model.head, "branch_logits"):
-        raise ConfigError(f"method {method} needs model.head: reslt on a multi-expert backbone (ride_*)")
+        raise ConfigError(
+            f"method {method} needs model.head: reslt on a multi-expert backbone (ride_*)"
+        )
 
 
 class ResltOptions(StrictModel):
@@ -61,12 +65,19 @@ class ResidualLearning(Method):
     def loss(self, batches: dict[str, Batch], context: StepContext) -> torch.Tensor:
         batch = batches["main"]
         if self.options.mixup_alpha > 0:
-            images, partner, lam = mixup(batch.images, self.options.mixup_alpha, context.randomness.numpy, context.randomness.augment)
+            images, partner, lam = mixup(
+                batch.images,
+                self.options.mixup_alpha,
+                context.randomness.numpy,
+                context.randomness.augment,
+            )
             branch_logits = self.model.head.branch_logits(self.model.features(images))
             return lam * self.criterion(branch_logits, batch.labels) + (1.0 - lam) * self.criterion(
                 branch_logits, batch.labels[partner]
             )
-        return self.criterion(self.model.head.branch_logits(self.model.features(batch.images)), batch.labels)
+        return self.criterion(
+            self.model.head.branch_logits(self.model.features(batch.images)), batch.labels
+        )
 
 
 class ResltStage2Options(DecoupledOptions):
@@ -95,5 +106,12 @@ class ResltStage2(DecoupledStage2):
             if self.options.h2t.enabled:
                 h2t = self.options.h2t
                 donor = self.model.features(batches["fusing"].images)
-                features = fuse_channels(features, donor, h2t.ratio, context.randomness.stream("h2t"), h2t.channels, h2t.mixing)
+                features = fuse_channels(
+                    features,
+                    donor,
+                    h2t.ratio,
+                    context.randomness.stream("h2t"),
+                    h2t.channels,
+                    h2t.mixing,
+                )
         return self.criterion(self.model.head.branch_logits(features), balanced.labels)

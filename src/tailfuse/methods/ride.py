@@ -33,7 +33,8 @@ def require_expert_head(model, method: str) -> None:
     """Stop with a clear message unless the model has per-expert classifiers."""
     if not hasattr(model.head, "expert_logits"):
         raise ConfigError(
-            f"method {method} needs a multi-expert model: model.backbone ride_* and model.head expert_linear/expert_cosine"
+            f"method {method} needs a multi-expert model: model.backbone ride_* and "
+            "model.head expert_linear/expert_cosine"
         )
 
 
@@ -61,7 +62,9 @@ class ExpertTraining(Method):
         require_expert_head(model, options.name)
         self.criterion = self.build_criterion()
         if not getattr(self.criterion, "takes_expert_logits", False):
-            raise ConfigError(f"method {options.name}: loss '{options.loss}' does not take expert logits")
+            raise ConfigError(
+                f"method {options.name}: loss '{options.loss}' does not take expert logits"
+            )
 
     def build_criterion(self):
         return build_loss(self.options.loss, self.class_counts, **self.options.loss_options)
@@ -75,12 +78,19 @@ class ExpertTraining(Method):
             self.criterion.set_epoch(context.epoch)
         images = batch.images
         if self.options.mixup_alpha > 0:
-            images, partner, lam = mixup(images, self.options.mixup_alpha, context.randomness.numpy, context.randomness.augment)
+            images, partner, lam = mixup(
+                images,
+                self.options.mixup_alpha,
+                context.randomness.numpy,
+                context.randomness.augment,
+            )
             expert_logits = self.model.head.expert_logits(self.model.features(images))
             return lam * self.criterion(expert_logits, batch.labels) + (1.0 - lam) * self.criterion(
                 expert_logits, batch.labels[partner]
             )
-        return self.criterion(self.model.head.expert_logits(self.model.features(images)), batch.labels)
+        return self.criterion(
+            self.model.head.expert_logits(self.model.features(images)), batch.labels
+        )
 
 
 register_method("ride", RideOptions)(ExpertTraining)
@@ -103,7 +113,9 @@ class RideStage2(DecoupledStage2):
         super().__init__(options, model, class_counts, config, auxiliary)
         require_expert_head(model, options.name)
         if not getattr(self.criterion, "takes_expert_logits", False):
-            raise ConfigError(f"method ride_stage2: loss '{options.loss}' does not take expert logits")
+            raise ConfigError(
+                f"method ride_stage2: loss '{options.loss}' does not take expert logits"
+            )
 
     def loss(self, batches: dict[str, Batch], context: StepContext) -> torch.Tensor:
         balanced = batches["balanced"]
@@ -112,5 +124,12 @@ class RideStage2(DecoupledStage2):
             if self.options.h2t.enabled:
                 h2t = self.options.h2t
                 donor = self.model.features(batches["fusing"].images)
-                features = fuse_channels(features, donor, h2t.ratio, context.randomness.stream("h2t"), h2t.channels, h2t.mixing)
+                features = fuse_channels(
+                    features,
+                    donor,
+                    h2t.ratio,
+                    context.randomness.stream("h2t"),
+                    h2t.channels,
+                    h2t.mixing,
+                )
         return self.criterion(self.model.head.expert_logits(features), balanced.labels)

@@ -21,7 +21,7 @@ from tailfuse.methods.ride import ExpertTraining
 
 
 class TadeOptions(StrictModel):
-    """Options of ``method.name: tade``: τ of the inverse-prior expert; fixed test-time expert weights."""
+    """Options of ``method.name: tade``: τ of the inverse-prior expert; fixed test-time weights."""
 
     name: Literal["tade"] = "tade"
     loss: Literal["tade"] = "tade"
@@ -40,7 +40,7 @@ class TadeOptions(StrictModel):
 
 @register_method("tade", TadeOptions)
 class Tade(ExpertTraining):
-    """TADE: three skill-diverse experts, one loss each; mean (or fixed-weight) aggregation at test."""
+    """TADE: three skill-diverse experts, one loss each; mean (or fixed weights) at test."""
 
     def build_criterion(self):
         return TADELoss(self.class_counts, tau=self.options.tau)

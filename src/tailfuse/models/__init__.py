@@ -24,9 +24,15 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnext50_32x4d": lambda weights: TorchvisionResNetBackbone("resnext50_32x4d", weights),
     "resnet152": lambda weights: TorchvisionResNetBackbone("resnet152", weights),
     "ride_resnet32": lambda weights, **options: RideCifarResNet(**options),
-    "ride_resnet50": lambda weights, **options: RideTorchvisionResNet("resnet50", weights_path=weights, **options),
-    "ride_resnext50_32x4d": lambda weights, **options: RideTorchvisionResNet("resnext50_32x4d", weights_path=weights, **options),
-    "ride_places_resnet152": lambda weights, **options: PlacesExpertBackbone(weights_path=weights, **options),
+    "ride_resnet50": lambda weights, **options: RideTorchvisionResNet(
+        "resnet50", weights_path=weights, **options
+    ),
+    "ride_resnext50_32x4d": lambda weights, **options: RideTorchvisionResNet(
+        "resnext50_32x4d", weights_path=weights, **options
+    ),
+    "ride_places_resnet152": lambda weights, **options: PlacesExpertBackbone(
+        weights_path=weights, **options
+    ),
     "bbn_resnet32": lambda weights: BBNCifarResNet(),
     "bbn_resnet50": lambda weights: BBNTorchvisionResNet("resnet50", weights),
 }
@@ -61,17 +67,24 @@ def build_model(config: ModelConfig, num_classes: int) -> Classifier:
     try:
         backbone = BACKBONES[config.backbone](config.weights, **config.backbone_options)
     except TypeError as error:
-        raise ConfigError(f"model.backbone_options {sorted(config.backbone_options)} do not fit '{config.backbone}': {error}") from None
+        raise ConfigError(
+            f"model.backbone_options {sorted(config.backbone_options)} do not fit "
+            f"'{config.backbone}': {error}"
+        ) from None
     num_experts = getattr(backbone, "num_experts", None)
     if (num_experts is None) != (config.head not in MULTI_EXPERT_HEADS):
         kind = "a single-map" if num_experts is None else "a multi-expert"
-        raise ConfigError(f"model.head '{config.head}' does not fit {kind} backbone '{config.backbone}'")
+        raise ConfigError(
+            f"model.head '{config.head}' does not fit {kind} backbone '{config.backbone}'"
+        )
     if config.head == "bbn" and num_experts != 2:
         raise ConfigError("model.head 'bbn' needs a BBN backbone (bbn_resnet32, bbn_resnet50)")
     small = config.backbone in SMALL_IMAGE_BACKBONES
     if config.head in ("expert_linear", "expert_cosine"):
         kind = config.head.removeprefix("expert_")
-        head: nn.Module = ExpertHead(backbone.out_channels, num_classes, num_experts, kind, config.cosine_scale, small)
+        head: nn.Module = ExpertHead(
+            backbone.out_channels, num_classes, num_experts, kind, config.cosine_scale, small
+        )
     elif config.head == "bbn":
         head = BBNHead(backbone.out_channels, num_classes, bias=config.head_bias)
     elif config.head == "reslt":

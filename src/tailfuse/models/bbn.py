@@ -34,7 +34,9 @@ class _TwoBranch(nn.Module):
     def shared(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, branch: str | None = None) -> list[torch.Tensor] | torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, branch: str | None = None
+    ) -> list[torch.Tensor] | torch.Tensor:
         """Both branch maps of ``x``, or only ``branch``'s map (a tensor)."""
         shared = self.shared(x)
         if branch is None:
@@ -56,7 +58,9 @@ class BBNCifarResNet(_TwoBranch):
         for stage_index, (width, blocks) in enumerate(zip((16, 32, 64), stage_blocks, strict=True)):
             layers = []
             for block_index in range(blocks):
-                layers.append(BasicBlock(in_channels, width, 2 if stage_index > 0 and block_index == 0 else 1))
+                layers.append(
+                    BasicBlock(in_channels, width, 2 if stage_index > 0 and block_index == 0 else 1)
+                )
                 in_channels = width
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3 = stages
@@ -73,7 +77,7 @@ class BBNCifarResNet(_TwoBranch):
 
 
 class BBNTorchvisionResNet(_TwoBranch):
-    """BBN ResNet-50: torchvision trunk, layer4 = 2 shared blocks, then one Bottleneck per branch."""
+    """BBN ResNet-50: torchvision trunk, layer4 = 2 shared blocks, one Bottleneck per branch."""
 
     def __init__(self, architecture: str = "resnet50", weights_path: str | None = None):
         super().__init__()
@@ -81,8 +85,14 @@ class BBNTorchvisionResNet(_TwoBranch):
         if weights_path:
             load_backbone_weights(network, weights_path)
         self.trunk = nn.Sequential(
-            network.conv1, network.bn1, network.relu, network.maxpool,
-            network.layer1, network.layer2, network.layer3, network.layer4[:-1],
+            network.conv1,
+            network.bn1,
+            network.relu,
+            network.maxpool,
+            network.layer1,
+            network.layer2,
+            network.layer3,
+            network.layer4[:-1],
         )
         channels = network.fc.in_features
         self.conventional = network.layer4[-1]

@@ -22,19 +22,32 @@ from tailfuse.models.heads import CosineHead, LinearHead
 
 def _as_list(feature_maps) -> list[torch.Tensor]:
     if not isinstance(feature_maps, (list, tuple)):
-        raise TypeError("a multi-expert head needs a list of feature maps (a multi-expert backbone)")
+        raise TypeError(
+            "a multi-expert head needs a list of feature maps (a multi-expert backbone)"
+        )
     return list(feature_maps)
 
 
 class ExpertHead(nn.Module):
     """One classifier per expert (``kind``: linear or cosine with ``scale``); averages logits."""
 
-    def __init__(self, in_features: int, num_classes: int, num_experts: int, kind: str = "linear", scale: float = 30.0, kaiming_init: bool = True):
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        num_experts: int,
+        kind: str = "linear",
+        scale: float = 30.0,
+        kaiming_init: bool = True,
+    ):
         super().__init__()
         if kind == "cosine":
             heads = [CosineHead(in_features, num_classes, scale) for _ in range(num_experts)]
         else:
-            heads = [LinearHead(in_features, num_classes, kaiming_init=kaiming_init) for _ in range(num_experts)]
+            heads = [
+                LinearHead(in_features, num_classes, kaiming_init=kaiming_init)
+                for _ in range(num_experts)
+            ]
         self.experts = nn.ModuleList(heads)
 
     def pool(self, feature_map: torch.Tensor) -> torch.Tensor:
@@ -62,9 +75,13 @@ class BBNHead(nn.Module):
     def pool(feature_map: torch.Tensor) -> torch.Tensor:
         return feature_map.mean(dim=(2, 3)) if feature_map.dim() == 4 else feature_map
 
-    def mixed_logits(self, conventional: torch.Tensor, rebalancing: torch.Tensor, alpha: float) -> torch.Tensor:
+    def mixed_logits(
+        self, conventional: torch.Tensor, rebalancing: torch.Tensor, alpha: float
+    ) -> torch.Tensor:
         """Training logits ``W·2[α f_cb; (1−α) f_rb]`` (official BBN ``mixed_feature``)."""
-        features = torch.cat([alpha * self.pool(conventional), (1.0 - alpha) * self.pool(rebalancing)], dim=1)
+        features = torch.cat(
+            [alpha * self.pool(conventional), (1.0 - alpha) * self.pool(rebalancing)], dim=1
+        )
         return self.fc(2.0 * features)
 
     def forward(self, feature_maps) -> torch.Tensor:
@@ -78,7 +95,9 @@ class ResLTHead(nn.Module):
     def __init__(self, in_features: int, num_classes: int, num_experts: int):
         super().__init__()
         self.branch_norms = nn.ModuleList(nn.BatchNorm2d(in_features) for _ in range(3))
-        self.experts = nn.ModuleList(nn.Linear(in_features, num_classes) for _ in range(num_experts))
+        self.experts = nn.ModuleList(
+            nn.Linear(in_features, num_classes) for _ in range(num_experts)
+        )
         for linear in self.experts:
             nn.init.kaiming_normal_(linear.weight)
 
@@ -87,7 +106,7 @@ class ResLTHead(nn.Module):
         return feature_map.mean(dim=(2, 3)) if feature_map.dim() == 4 else feature_map
 
     def branch_logits(self, feature_maps) -> list[torch.Tensor]:
-        """``[z_H, z_M, z_T]``: each branch's BN on every expert's map, GAP, the expert's linear, mean."""
+        """``[z_H, z_M, z_T]``: each branch's BN on every expert's map, GAP, expert linear, mean."""
         maps = _as_list(feature_maps)
         if len(maps) != len(self.experts):
             raise ValueError(f"{len(maps)} feature maps for {len(self.experts)} expert classifiers")

@@ -36,7 +36,9 @@ def _cifar_stage(in_channels: int, width: int, blocks: int, stride: int) -> nn.S
 class RideCifarResNet(nn.Module):
     """RIDE ResNet-32: shared stem + layer1, ``num_experts`` copies of layer2 + layer3."""
 
-    def __init__(self, num_experts: int = 3, reduce_dimension: bool = False, blocks_per_stage: int = 5):
+    def __init__(
+        self, num_experts: int = 3, reduce_dimension: bool = False, blocks_per_stage: int = 5
+    ):
         super().__init__()
         widths = (24, 48) if reduce_dimension else (32, 64)
         self.num_experts = num_experts
@@ -73,7 +75,11 @@ class RideTorchvisionResNet(nn.Module):
     """RIDE ResNet-50 / ResNeXt-50: shared stem, layer1, layer2; per-expert layer3 and layer4."""
 
     def __init__(
-        self, architecture: str, num_experts: int = 3, reduce_dimension: bool = False, weights_path: str | None = None
+        self,
+        architecture: str,
+        num_experts: int = 3,
+        reduce_dimension: bool = False,
+        weights_path: str | None = None,
     ):
         super().__init__()
         network = getattr(torchvision.models, architecture)(weights=None)
@@ -113,8 +119,14 @@ class PlacesExpertBackbone(nn.Module):
             load_backbone_weights(network, weights_path)
         network.layer4 = network.layer4[:2]
         self.trunk = nn.Sequential(
-            network.conv1, network.bn1, network.relu, network.maxpool,
-            network.layer1, network.layer2, network.layer3, network.layer4,
+            network.conv1,
+            network.bn1,
+            network.relu,
+            network.maxpool,
+            network.layer1,
+            network.layer2,
+            network.layer3,
+            network.layer4,
         )
         for parameter in self.trunk.parameters():
             parameter.requires_grad_(False)
