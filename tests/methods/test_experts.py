@@ -142,3 +142,14 @@ def test_methods_refuse_models_that_do_not_fit():
         _method("cifar10_lt_quick_ride", "method.name=reslt", "method.groups=cifar10")
     with pytest.raises(ConfigError, match="do not fit"):
         _method("cifar10_glt_quick_ride_ifl", "method.loss=cross_entropy", "method.loss_options={}")
+
+
+def test_crt_reinitialises_every_expert_classifier():
+    config = load_recipe("cifar10_lt_quick_ride_h2t", ["method.name=crt"])
+    torch.manual_seed(0)
+    model = build_model(config.model, len(COUNTS))
+    before = [p.detach().clone() for p in model.head.parameters()]
+    torch.manual_seed(5)
+    build_method(config, model, COUNTS)
+    after = list(model.head.parameters())
+    assert len(before) == 3 and all(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
