@@ -3,8 +3,9 @@
 Stand-in data as in test_recipes_full_protocol.py: CIFAR pickles of random images (n_max 200),
 GLT annotation files and Places-LT list files in the published formats with tiny JPEGs, a
 1-2 step budget and small crops. Stage 1 runs once per recipe family and is shared by its
-stage-2 recipe. The IF 100 CIFAR rows and ImageNet-GLT run by default; the other
-imbalance factors and MSCOCO-GLT (the same code paths) are marked slow.
+stage-2 recipe. By default the CIFAR-100-LT IF 100 rows (every family), ImageNet-GLT
+RIDE + IFL and Places-LT RIDE + H2T run; the other rows (the same code paths on other
+factors, datasets and losses) are marked slow.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def _stage1_overrides(config, budget, shared):
 
 
 @pytest.mark.parametrize(
-    "recipe", [pytest.param(r, marks=_slow_unless("_if100_" in r)) for r in CIFAR]
+    "recipe", [pytest.param(r, marks=_slow_unless(r.startswith("cifar100_lt_if100_"))) for r in CIFAR]
 )
 def test_cifar_multi_expert_recipe_runs_its_first_steps(recipe, fake_roots, tmp_path_factory):
     config = load_recipe(recipe)
@@ -132,7 +133,7 @@ def glt_files(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    "recipe", [pytest.param(r, marks=_slow_unless(r.startswith("imagenet"))) for r in GLT]
+    "recipe", [pytest.param(r, marks=_slow_unless(r == "imagenet_glt_ride_ifl")) for r in GLT]
 )
 def test_glt_multi_expert_recipe_runs_its_first_steps(recipe, glt_files, tmp_path_factory):
     config = load_recipe(recipe)
