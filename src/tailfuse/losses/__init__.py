@@ -18,8 +18,8 @@ from torch import nn
 
 from tailfuse.errors import ConfigError
 from tailfuse.losses.cross_entropy import CrossEntropy
-from tailfuse.losses.gcl import GaussianCloudedLogitLoss
 from tailfuse.losses.experts import ExpertCrossEntropy, ResLoss, RIDELoss, TADELoss
+from tailfuse.losses.gcl import GaussianCloudedLogitLoss
 from tailfuse.losses.label_aware_smoothing import LabelAwareSmoothing
 from tailfuse.losses.logit_adjustment import FocalLoss, LogitAdjustedLoss
 from tailfuse.losses.margins import KPSLoss, LDAMLoss
@@ -47,15 +47,14 @@ REWEIGHTABLE = {"cross_entropy", "ldam", "kps", "balanced_softmax", "logit_adjus
 
 REWEIGHTING_OPTIONS = ("reweight_from_epoch", "drw_epoch", "beta")
 
-#: Losses that take ``drw_epoch`` / ``beta`` themselves.
-OWN_REWEIGHTING = {"ride"}
+#: Losses that take ``drw_epoch`` / ``beta`` options themselves (RIDE's DRW, ResLoss's β).
+OWN_REWEIGHTING = {"ride", "reslt"}
 
 
 def build_loss(name: str, class_counts: list[int], **options) -> nn.Module:
     """Create the loss ``name`` for a training set with ``class_counts``."""
     if name not in LOSSES:
         raise ConfigError(f"unknown loss '{name}'; choose from {', '.join(sorted(LOSSES))}")
-    # the RIDE loss applies DRW itself (per expert, with its class temperatures)
     own = name in OWN_REWEIGHTING
     reweighting = {} if own else {key: options.pop(key) for key in REWEIGHTING_OPTIONS if key in options}
     try:
