@@ -215,10 +215,14 @@ class ModelConfig(StrictModel):
     """Backbone (returns the last feature map before pooling) and head (pools).
 
     ``head_bias``: whether the linear head has a bias (the GLT code's has none).
+    ``backbone_options``: keyword options of multi-expert backbones (``num_experts``,
+    ``reduce_dimension``); multi-expert heads: ``expert_linear`` / ``expert_cosine`` (one
+    layer per expert, logits averaged), ``bbn`` (BBN's two-branch classifier), ``reslt``.
     """
 
     backbone: str = "resnet32"
-    head: Literal["linear", "cosine"] = "linear"
+    backbone_options: dict[str, int | float | bool | str] = {}
+    head: Literal["linear", "cosine", "expert_linear", "expert_cosine", "bbn", "reslt"] = "linear"
     head_bias: bool = True
     cosine_scale: float = Field(30.0, gt=0)
     weights: str | None = None

@@ -118,6 +118,9 @@ def checked_checkpoint(
     problems = []
     if saved_model["backbone"] != config.model.backbone:
         problems.append(f"backbone {saved_model['backbone']} (recipe: {config.model.backbone})")
+    elif saved_model.get("backbone_options", {}) != config.model.backbone_options:
+        saved_options = saved_model.get("backbone_options", {})
+        problems.append(f"backbone_options {saved_options} (recipe: {config.model.backbone_options})")
     saved_classes = len(saved["data"]["class_counts"])
     if saved_classes != len(class_counts):
         problems.append(f"{saved_classes} classes (recipe: {len(class_counts)})")

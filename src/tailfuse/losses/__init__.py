@@ -19,6 +19,7 @@ from torch import nn
 from tailfuse.config import RAW_COSINE_LOSSES
 from tailfuse.errors import ConfigError, did_you_mean
 from tailfuse.losses.cross_entropy import CrossEntropy
+from tailfuse.losses.experts import ExpertCrossEntropy, ResLoss, RIDELoss, TADELoss
 from tailfuse.losses.gcl import GaussianCloudedLogitLoss
 from tailfuse.losses.label_aware_smoothing import LabelAwareSmoothing
 from tailfuse.losses.logit_adjustment import FocalLoss, LogitAdjustedLoss
@@ -35,6 +36,11 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {
     "logit_adjusted": lambda class_counts, **options: LogitAdjustedLoss(class_counts, **options),
     "focal": lambda class_counts, **options: FocalLoss(**options),
     "gcl": lambda class_counts, **options: GaussianCloudedLogitLoss(class_counts, **options),
+    # multi-expert losses: called with a list of per-expert (ResLoss: per-branch) logits
+    "ride": lambda class_counts, **options: RIDELoss(class_counts, **options),
+    "tade": lambda class_counts, **options: TADELoss(class_counts, **options),
+    "expert_cross_entropy": lambda class_counts, **options: ExpertCrossEntropy(**options),
+    "reslt": lambda class_counts, **options: ResLoss(class_counts, **options),
 }
 
 #: Losses whose forward takes ``class_weights=`` (so the re-weighting options apply).
@@ -44,13 +50,16 @@ REWEIGHTING_OPTIONS = ("reweight_from_epoch", "drw_epoch", "beta")
 
 #: LDAM, KPS and GCL take raw cosines (a cosine head with scale 1) and scale them themselves.
 RAW_COSINE_LOSSES.update({"ldam", "kps", "gcl"})
+#: Losses that take ``drw_epoch`` / ``beta`` options themselves (RIDE's DRW, ResLoss's β).
+OWN_REWEIGHTING = {"ride", "reslt"}
 
 
 def build_loss(name: str, class_counts: list[int], **options) -> nn.Module:
     """Create the loss ``name`` for a training set with ``class_counts``."""
     if name not in LOSSES:
         raise ConfigError(f"unknown loss '{name}'{did_you_mean(name, LOSSES)}; choose from {', '.join(sorted(LOSSES))}")
-    reweighting = {key: options.pop(key) for key in REWEIGHTING_OPTIONS if key in options}
+    own = name in OWN_REWEIGHTING
+    reweighting = {} if own else {key: options.pop(key) for key in REWEIGHTING_OPTIONS if key in options}
     try:
         loss = LOSSES[name](class_counts, **options)
     except TypeError as error:
@@ -85,11 +94,15 @@ __all__ = [
     "ClassReweighting",
     "CrossEntropy",
     "GaussianCloudedLogitLoss",
+    "ExpertCrossEntropy",
     "FocalLoss",
     "KPSLoss",
     "LDAMLoss",
     "LabelAwareSmoothing",
     "LogitAdjustedLoss",
     "advance_loss",
+    "RIDELoss",
+    "ResLoss",
+    "TADELoss",
     "build_loss",
 ]

@@ -254,12 +254,14 @@ class TauNormalization(DecoupledStage2):
 
 
 def _reset_head(head: nn.Module) -> None:
-    if isinstance(head, LinearHead):
-        nn.init.kaiming_normal_(head.fc.weight)
-        if head.fc.bias is not None:
-            nn.init.zeros_(head.fc.bias)
-    elif isinstance(head, CosineHead):
-        head.weight.data.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)
+    """Fresh classifier weights (cRT); multi-expert heads get every expert's layer reset."""
+    for module in head.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.kaiming_normal_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, CosineHead):
+            module.weight.data.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)
 
 
 @register_method("dr", DrOptions)

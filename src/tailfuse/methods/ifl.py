@@ -14,6 +14,10 @@ random N(0, 1) draw and stay there while α = 0 (``center_init: class_mean`` giv
 paper's Algorithm 1 initialisation from the class means of the last warm-up epoch); the
 authors' ``center_dual`` trains with Balanced Softmax unless told CE (recipes name the
 loss); their SGD has no momentum (recipes: ``optimizer.momentum``).
+
+On multi-expert models (``center_ride`` / ``center_tade``, spec glt_ifl §3.5) the loss is
+an expert loss (``ride``, ``tade``) over the experts' logits, the center loss acts on the
+concatenated pooled expert features, and confidences come from the expert mean.
 """
 
 from __future__ import annotations
@@ -216,6 +220,17 @@ class InvariantFeatureLearning(Method):
         feature_dim = getattr(model.backbone, "out_channels", None)
         if feature_dim is None:
             raise ConfigError("method ifl needs a backbone that reports out_channels")
+        # multi-expert models (RIDE + IFL, TADE + IFL): centers live on the concatenated
+        # pooled expert features (3 x 1536 = 4608 for the GLT code's RIDE ResNeXt-50)
+        self.multi_expert = hasattr(model.head, "expert_logits")
+        if self.multi_expert:
+            feature_dim *= model.backbone.num_experts
+        if getattr(self.criterion, "takes_expert_logits", False) != self.multi_expert:
+            raise ConfigError(
+                f"ifl: loss '{options.loss}' and the model do not fit: expert losses (ride, tade, "
+                "expert_cross_entropy) need a multi-expert model (model.head expert_*), "
+                "other losses a single head"
+            )
         self.state = IflState(options.environments, self.num_samples, self.num_classes, feature_dim)
         self.training_labels: torch.Tensor | None = None
         self.confidence_slots: torch.Tensor | None = None
@@ -283,12 +298,16 @@ class InvariantFeatureLearning(Method):
             images, partner, lam = mixup(images, self.options.mixup_alpha, context.randomness.numpy, context.randomness.augment)
             partner_labels = labels[partner]
         feature_map = self.model.features(images)
-        if isinstance(feature_map, (list, tuple)):
-            raise ConfigError("method ifl does not support multi-expert backbones yet")
-        pooled = self.model.head.pool(feature_map)
-        logits = self.model.head.logits_from_features(pooled)
+        if self.multi_expert:
+            expert_logits = self.model.head.expert_logits(feature_map)
+            logits = torch.stack(expert_logits).mean(0)
+            pooled = torch.cat([self.model.head.pool(one) for one in feature_map], dim=1)
+            loss = self._classification(expert_logits, labels, partner_labels, lam)
+        else:
+            pooled = self.model.head.pool(feature_map)
+            logits = self.model.head.logits_from_features(pooled)
+            loss = self._classification(logits, labels, partner_labels, lam)
         features = pooled.float()
-        loss = self._classification(logits, labels, partner_labels, lam)
         with torch.no_grad():  # confidence of the (un-mixed) label; the last record of a sample wins
             probabilities = torch.softmax(logits.detach().float(), dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
             self._record_confidence(indices, self._record_stamps(ordered), probabilities)

@@ -1,0 +1,155 @@
+"""Multi-expert methods: what trains in each stage, BBN's alpha, H2T on expert maps, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tailfuse.config import load_recipe
+from tailfuse.data.randomness import EpochRandomness
+from tailfuse.errors import ConfigError
+from tailfuse.methods import Batch, StepContext, build_method
+from tailfuse.methods.bbn import cumulative_alpha
+from tailfuse.methods.h2t import fuse_channels
+from tailfuse.models import build_model
+
+COUNTS = [6, 3, 1]
+
+
+def _method(recipe, *overrides):
+    config = load_recipe(recipe, list(overrides))
+    torch.manual_seed(0)
+    model = build_model(config.model, len(COUNTS))
+    return build_method(config, model, COUNTS), model
+
+
+def _trained(method):
+    return {id(p) for group in method.parameter_groups() for p in group["params"]}
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        "cifar10_lt_quick_ride",
+        "cifar10_lt_quick_tade",
+        "cifar10_lt_quick_reslt",
+        "cifar10_lt_quick_bbn",
+    ],
+)
+def test_stage1_methods_train_the_whole_model(recipe):
+    method, model = _method(recipe)
+    assert _trained(method) == {id(p) for p in model.parameters()}
+
+
+@pytest.mark.parametrize(
+    ("recipe", "branches"),
+    [
+        ("cifar10_lt_quick_ride_h2t", {"balanced": "class_balanced", "fusing": "instance"}),
+        ("cifar10_lt_quick_reslt_h2t", {"balanced": "class_balanced", "fusing": "instance"}),
+    ],
+)
+def test_stage2_on_experts_trains_only_the_head(recipe, branches):
+    method, model = _method(recipe)
+    assert _trained(method) == {id(p) for p in model.head.parameters()}
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert method.branches() == branches
+
+
+def test_ride_stage2_trains_the_expert_classifiers_with_class_aware_batches():
+    method, model = _method("imagenet_glt_ride_stage2")
+    assert _trained(method) == {id(p) for p in model.head.parameters()}
+    assert method.branches() == {"balanced": "class_aware"}
+
+
+def test_bbn_alpha_schedule():
+    assert [cumulative_alpha(e, 200) for e in (0, 100, 199)] == pytest.approx(
+        [1.0, 0.75, 1 - (199 / 200) ** 2]
+    )
+    # the GLT code feeds its 0-based epoch into BBN's (e - 1) formula
+    assert [cumulative_alpha(e, 100, "glt") for e in (0, 1, 51)] == pytest.approx(
+        [1 - 0.01**2, 1.0, 0.75]
+    )
+
+
+def test_bbn_step_mixes_both_branches_and_their_labels():
+    method, model = _method("cifar10_lt_quick_bbn")
+    assert method.branches() == {"conventional": "instance", "rebalancing": "reverse"}
+    images = torch.randn(4, 3, 32, 32)
+    first = Batch(images, torch.tensor([0, 0, 1, 2]))
+    second = Batch(images.flip(0), torch.tensor([2, 1, 2, 0]))
+    context = StepContext(
+        epoch=20, total_epochs=40, randomness=EpochRandomness(0, 20, torch.device("cpu"))
+    )
+    model.train()
+    torch.manual_seed(1)
+    loss = method.loss({"conventional": first, "rebalancing": second}, context)
+    alpha = 1 - (20 / 40) ** 2
+    torch.manual_seed(1)
+    backbone, head = model.backbone, model.head
+    logits = head.mixed_logits(
+        backbone(first.images, branch="conventional"),
+        backbone(second.images, branch="rebalancing"),
+        alpha,
+    )
+    ce = torch.nn.functional.cross_entropy
+    expected = alpha * ce(logits, first.labels) + (1 - alpha) * ce(logits, second.labels)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_h2t_fuses_each_expert_map_with_its_own_channel_subset():
+    fused = [torch.zeros(3, 8, 2, 2) for _ in range(3)]
+    fusing = [torch.full((3, 8, 2, 2), float(k + 1)) for k in range(3)]
+    result = fuse_channels(fused, fusing, 0.25, torch.Generator().manual_seed(0))
+    subsets = []
+    for k, expert_map in enumerate(result):
+        replaced = (expert_map != 0).all(dim=(2, 3))  # (batch, channels): whole channel maps copied
+        assert replaced.sum(dim=1).tolist() == [2, 2, 2]  # floor(0.25 * 8) channels per sample
+        assert (replaced == replaced[0]).all()  # the same channels for every sample of the batch
+        assert (
+            expert_map[replaced.unsqueeze(-1).unsqueeze(-1).expand_as(expert_map)] == k + 1
+        ).all()  # from its own donor
+        subsets.append(frozenset(torch.nonzero(replaced[0]).flatten().tolist()))
+    assert len(set(subsets)) > 1  # independent draws per expert (seeded: not all equal)
+
+
+def test_ride_h2t_step_fuses_every_expert_before_the_averaging_head():
+    method, model = _method("cifar10_lt_quick_ride_h2t")
+    balanced = Batch(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]))
+    fusing = Batch(torch.randn(4, 3, 32, 32), torch.tensor([0, 0, 0, 1]))
+    context = StepContext(
+        epoch=0, total_epochs=10, randomness=EpochRandomness(0, 0, torch.device("cpu"))
+    )
+    method.train_mode()
+    torch.manual_seed(2)
+    loss = method.loss({"balanced": balanced, "fusing": fusing}, context)
+    torch.manual_seed(2)
+    with torch.no_grad():
+        maps = model.features(balanced.images)
+        donors = model.features(fusing.images)
+        fused = fuse_channels(
+            maps, donors, 0.25, EpochRandomness(0, 0, torch.device("cpu")).stream("h2t")
+        )
+    expected = torch.nn.functional.cross_entropy(model.head(fused), balanced.labels)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_methods_refuse_models_that_do_not_fit():
+    with pytest.raises(ConfigError, match="multi-expert model"):
+        _method("cifar10_lt_quick", "method.name=ride")
+    with pytest.raises(ConfigError, match="BBN model"):
+        _method("cifar10_lt_quick_ride", "method.name=bbn")
+    with pytest.raises(ConfigError, match="reslt"):
+        _method("cifar10_lt_quick_ride", "method.name=reslt", "method.groups=cifar10")
+    with pytest.raises(ConfigError, match="do not fit"):
+        _method("cifar10_glt_quick_ride_ifl", "method.loss=cross_entropy", "method.loss_options={}")
+
+
+def test_crt_reinitialises_every_expert_classifier():
+    config = load_recipe("cifar10_lt_quick_ride_h2t", ["method.name=crt"])
+    torch.manual_seed(0)
+    model = build_model(config.model, len(COUNTS))
+    before = [p.detach().clone() for p in model.head.parameters()]
+    torch.manual_seed(5)
+    build_method(config, model, COUNTS)
+    after = list(model.head.parameters())
+    assert len(before) == 3 and all(not torch.equal(b, a) for b, a in zip(before, after, strict=True))

@@ -1,0 +1,129 @@
+"""Multi-expert backbones and heads: one map per expert, shapes, what each head computes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tailfuse.config import ModelConfig
+from tailfuse.errors import ConfigError
+from tailfuse.models import build_model
+from tailfuse.models.expert_heads import BBNHead, ResLTHead
+
+
+@pytest.mark.parametrize(
+    ("backbone", "head", "options", "maps", "channels"),
+    [
+        ("ride_resnet32", "expert_cosine", {}, 3, 64),
+        ("ride_resnet32", "expert_linear", {"num_experts": 4, "reduce_dimension": True}, 4, 48),
+        ("ride_resnet32", "reslt", {}, 3, 64),
+        ("bbn_resnet32", "bbn", {}, 2, 64),
+    ],
+)
+def test_cifar_multi_expert_forward_shapes(backbone, head, options, maps, channels):
+    model = build_model(ModelConfig(backbone=backbone, head=head, backbone_options=options), 10)
+    features = model.features(torch.randn(2, 3, 32, 32))
+    assert [tuple(f.shape) for f in features] == [(2, channels, 8, 8)] * maps
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_ride_experts_share_the_stem_and_layer1_only():
+    model = build_model(ModelConfig(backbone="ride_resnet32", head="expert_cosine"), 10)
+    backbone = model.backbone
+    assert backbone.experts[0][0][0].conv1.weight.shape == (32, 16, 3, 3)  # layer2 of expert 0
+    assert (
+        backbone.experts[0][0][0].conv1.weight.data_ptr()
+        != backbone.experts[1][0][0].conv1.weight.data_ptr()
+    )
+    # a change of expert 1's weights changes only expert 1's map
+    images = torch.randn(2, 3, 32, 32)
+    model.eval()
+    before = model.features(images)
+    with torch.no_grad():
+        backbone.experts[1][1][-1].conv2.weight.add_(1.0)
+    after = model.features(images)
+    assert torch.equal(before[0], after[0]) and torch.equal(before[2], after[2])
+    assert not torch.equal(before[1], after[1])
+
+
+def test_ride_resnext50_experts_reduce_to_1536_channels():
+    model = build_model(
+        ModelConfig(
+            backbone="ride_resnext50_32x4d",
+            head="expert_cosine",
+            backbone_options={"reduce_dimension": True},
+        ),
+        5,
+    )
+    features = model.features(torch.randn(1, 3, 64, 64))
+    assert [tuple(f.shape) for f in features] == [(1, 1536, 2, 2)] * 3
+    assert model.backbone.experts[0][0][0].conv2.groups == 32  # ResNeXt grouped convolutions kept
+
+
+def test_bbn_resnet50_branches_and_single_branch_forward():
+    backbone = build_model(ModelConfig(backbone="bbn_resnet50", head="bbn"), 5).backbone
+    assert len(backbone.trunk[-1]) == 2  # layer4 keeps two shared blocks
+    backbone.eval()
+    images = torch.randn(1, 3, 64, 64)
+    both = backbone(images)
+    assert [tuple(f.shape) for f in both] == [(1, 2048, 2, 2)] * 2
+    assert torch.equal(backbone(images, branch="rebalancing"), both[1])
+
+
+def test_places_expert_backbone_freezes_its_trunk():
+    backbone = build_model(
+        ModelConfig(backbone="ride_places_resnet152", head="expert_linear"), 5
+    ).backbone
+    assert len(backbone.trunk[-1]) == 2  # layer4 cut to 2 blocks, as the authors' resnet152_fe
+    assert not any(p.requires_grad for p in backbone.trunk.parameters())
+    assert all(p.requires_grad for p in backbone.experts.parameters())
+    backbone.train()
+    assert not backbone.trunk.training and backbone.experts.training
+
+
+def test_bbn_head_mixes_branches_with_alpha():
+    head = BBNHead(1, 1)
+    with torch.no_grad():
+        head.fc.weight.copy_(torch.tensor([[1.0, 1.0]]))
+        head.fc.bias.zero_()
+    conventional, rebalancing = torch.full((1, 1, 2, 2), 2.0), torch.full((1, 1, 2, 2), 4.0)
+    assert head.mixed_logits(conventional, rebalancing, 0.25).item() == pytest.approx(
+        2 * (0.25 * 2 + 0.75 * 4)
+    )
+    assert head([conventional, rebalancing]).item() == pytest.approx(6.0)
+
+
+def test_reslt_head_branches_and_their_sum():
+    head = ResLTHead(2, 3, num_experts=2)
+    head.eval()  # running statistics 0 / 1: each BN is the identity (up to eps)
+    with torch.no_grad():
+        for k, linear in enumerate(head.experts):
+            linear.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]) * (k + 1))
+            linear.bias.zero_()
+        head.branch_norms[1].weight.fill_(2.0)  # the medium branch doubles the features
+    maps = [torch.tensor([[1.0, 2.0]]).view(1, 2, 1, 1)] * 2
+    z_head, z_medium, z_tail = head.branch_logits(maps)
+    # expert k gives (k + 1) * [1, 2, 3]; mean over experts: 1.5 * [1, 2, 3]
+    assert z_head.squeeze().tolist() == pytest.approx([1.5, 3.0, 4.5], rel=1e-4)
+    assert z_medium.squeeze().tolist() == pytest.approx([3.0, 6.0, 9.0], rel=1e-4)
+    assert head(maps).squeeze().tolist() == pytest.approx([6.0, 12.0, 18.0], rel=1e-4)
+
+
+def test_heads_must_fit_the_backbone():
+    with pytest.raises(ConfigError, match="does not fit"):
+        build_model(ModelConfig(backbone="resnet32", head="expert_cosine"), 10)
+    with pytest.raises(ConfigError, match="does not fit"):
+        build_model(ModelConfig(backbone="ride_resnet32", head="linear"), 10)
+    with pytest.raises(ConfigError, match="BBN backbone"):
+        build_model(ModelConfig(backbone="ride_resnet32", head="bbn"), 10)
+    with pytest.raises(ConfigError, match="backbone_options"):
+        build_model(
+            ModelConfig(
+                backbone="ride_resnet32", head="expert_cosine", backbone_options={"experts": 2}
+            ),
+            10,
+        )
+    assert isinstance(
+        build_model(ModelConfig(backbone="ride_resnet32", head="reslt"), 10).head, nn.Module
+    )

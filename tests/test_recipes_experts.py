@@ -1,0 +1,184 @@
+"""Every multi-expert full-protocol recipe loads, validates and runs its first steps on the CPU.
+
+Stand-in data as in test_recipes_full_protocol.py: CIFAR pickles of random images (n_max 200),
+GLT annotation files and Places-LT list files in the published formats with tiny JPEGs, a
+1-2 step budget and small crops. Stage 1 runs once per recipe family and is shared by its
+stage-2 recipe. By default the CIFAR-100-LT IF 100 rows (every family), ImageNet-GLT
+RIDE + IFL and Places-LT RIDE + H2T run; the other rows (the same code paths on other
+factors, datasets and losses) are marked slow.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import tailfuse
+from tailfuse.config import builtin_recipe_dir, load_recipe
+
+from .fakes import write_cifar_pickles, write_glt_annotation_files, write_list_file_dataset
+
+FAMILIES = ("ride", "ride_h2t", "reslt", "reslt_h2t", "bbn")
+CIFAR = [
+    f"{ds}_lt_if{f}_{family}"
+    for ds in ("cifar100", "cifar10")
+    for f in (200, 100, 50)
+    for family in FAMILIES
+]
+GLT = [
+    f"{bench}_{kind}"
+    for bench in ("imagenet_glt", "mscoco_glt")
+    for kind in ("ride", "ride_ifl", "tade", "tade_ifl", "bbn", "ride_stage2")
+]
+PLACES = ["places_lt_ride_stage1", "places_lt_ride_h2t"]
+QUICK = [
+    "cifar10_lt_quick_" + kind for kind in ("ride", "ride_h2t", "reslt", "reslt_h2t", "bbn", "tade")
+] + [
+    f"cifar10_glt_quick_{kind}{alt}"
+    for kind in ("ride", "ride_ifl", "tade", "tade_ifl")
+    for alt in ("", "_alt")
+]
+BUDGET = [
+    "train.epochs=1",
+    "train.max_steps_per_epoch=2",
+    "train.progress=false",
+    "data.max_per_class=200",
+    "data.test_per_class=2",
+    "train.batch_size=32",
+    "train.precision=fp32",
+]
+
+
+def _slow_unless(condition: bool):
+    return () if condition else (pytest.mark.slow,)
+
+
+def test_every_multi_expert_recipe_is_shipped_and_validates():
+    shipped = {path.stem for path in builtin_recipe_dir().glob("*.yaml")}
+    for recipe in CIFAR + GLT + PLACES + QUICK:
+        assert recipe in shipped, recipe
+        load_recipe(recipe)
+
+
+def test_recipe_settings_named_in_their_comments():
+    ride = load_recipe("cifar100_lt_if100_ride")
+    assert ride.model.backbone == "ride_resnet32" and ride.model.backbone_options == {
+        "num_experts": 3,
+        "reduce_dimension": False,
+    }
+    assert (
+        ride.method.loss_options["drw_epoch"] == 160
+        and ride.method.loss_options["diversity_factor"] == -0.2
+    )
+    ride_h2t = load_recipe("cifar100_lt_if100_ride_h2t")
+    assert (
+        ride_h2t.method.name == "dr"
+        and ride_h2t.method.h2t.ratio == 0.25
+        and ride_h2t.init.recipe == "cifar100_lt_if100_ride"
+    )
+    assert ride_h2t.optimizer.lr * ride_h2t.schedule.lr_factor == pytest.approx(0.02)
+    reslt_h2t = load_recipe("cifar10_lt_if100_reslt_h2t")
+    assert (reslt_h2t.method.beta, reslt_h2t.method.h2t.ratio, reslt_h2t.train.batch_size) == (
+        0.3,
+        0.4,
+        512,
+    )
+    assert (
+        reslt_h2t.method.groups == "cifar10"
+        and load_recipe("cifar100_lt_if50_reslt").method.groups == "cifar100"
+    )
+    glt = load_recipe("imagenet_glt_ride_ifl")
+    assert (
+        glt.method.loss == "ride"
+        and glt.method.center_loss == "cosine"
+        and glt.schedule.milestones == [60, 80]
+    )
+    assert glt.model.backbone_options["reduce_dimension"] is True
+    tade_ifl = load_recipe("mscoco_glt_tade_ifl")
+    assert tade_ifl.method.loss == "tade" and tade_ifl.method.center_loss == "l2"
+    assert load_recipe("imagenet_glt_bbn").method.alpha_epoch == "glt"
+
+
+@pytest.fixture(scope="module")
+def fake_roots(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cifar_experts")
+    return {
+        "cifar10": write_cifar_pickles(root / "c10", "cifar10", 200, 2),
+        "cifar100": write_cifar_pickles(root / "c100", "cifar100", 200, 2),
+    }
+
+
+def _stage1_overrides(config, budget, shared):
+    quoted = f"{budget!r}".replace("'", '"')
+    return [f"init.run_dir={shared / config.init.recipe}", f"init.overrides={quoted}"]
+
+
+@pytest.mark.parametrize(
+    "recipe", [pytest.param(r, marks=_slow_unless(r.startswith("cifar100_lt_if100_"))) for r in CIFAR]
+)
+def test_cifar_multi_expert_recipe_runs_its_first_steps(recipe, fake_roots, tmp_path_factory):
+    config = load_recipe(recipe)
+    budget = [*BUDGET, f"data.root={fake_roots[config.data.source]}"]
+    overrides = list(budget)
+    if config.init is not None:
+        overrides += _stage1_overrides(
+            config, budget, tmp_path_factory.getbasetemp() / "experts_stage1"
+        )
+    results = tailfuse.train(recipe, tmp_path_factory.mktemp(recipe), overrides)
+    assert results["epochs"] == 1 and "few" in results["test"]["group_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def glt_files(tmp_path_factory):
+    return write_glt_annotation_files(tmp_path_factory.mktemp("glt_experts"))
+
+
+@pytest.mark.parametrize(
+    "recipe", [pytest.param(r, marks=_slow_unless(r == "imagenet_glt_ride_ifl")) for r in GLT]
+)
+def test_glt_multi_expert_recipe_runs_its_first_steps(recipe, glt_files, tmp_path_factory):
+    config = load_recipe(recipe)
+    budget = [
+        "train.epochs=1",
+        "train.max_steps_per_epoch=1",
+        "train.batch_size=6",
+        "train.progress=false",
+        "train.precision=fp32",
+        "data.num_workers=0",
+        "data.augment.crop_size=32",
+        "data.augment.resize=36",
+        f"data.annotation={glt_files['lt']}",
+        f"data.annotation_cbl={glt_files['bl']}",
+    ]
+    overrides = list(budget)
+    if config.init is not None:
+        overrides += _stage1_overrides(
+            config, budget, tmp_path_factory.getbasetemp() / "experts_glt_stage1"
+        )
+    results = tailfuse.train(recipe, tmp_path_factory.mktemp(recipe), overrides)
+    assert list(results["glt"]) == ["test_bl", "test_bbl", "test_lt"]
+
+
+def test_places_lt_ride_h2t_runs_its_first_steps_after_its_stage1(tmp_path):
+    """Places-LT lists in the ImageNet-LT list-file format; no ImageNet weights for the trunk here."""
+    files = write_list_file_dataset(tmp_path / "places", num_classes=4)
+    budget = [
+        "train.epochs=1",
+        "train.max_steps_per_epoch=1",
+        "train.batch_size=4",
+        "train.progress=false",
+        "train.precision=fp32",
+        "data.num_workers=0",
+        "data.augment.crop_size=32",
+        "data.augment.resize=36",
+        "model.weights=null",
+        f"data.root={files['root']}",
+        f"data.train_list={files['train_list']}",
+        f"data.test_list={files['test_list']}",
+        "data.groups.boundaries=[1,2]",
+    ]
+    quoted = f"{budget!r}".replace("'", '"')
+    results = tailfuse.train(
+        "places_lt_ride_h2t", tmp_path / "run", [*budget, f"init.overrides={quoted}"]
+    )
+    assert results["epochs"] == 1 and results["test"]["num_samples"] == 8
+    assert (tmp_path / "places_lt_ride_stage1" / "results.json").is_file()
