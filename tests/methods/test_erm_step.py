@@ -102,6 +102,6 @@ def test_prediction_loss_logits_evaluates_with_the_kps_training_logits():
 
     method = build_method(config, FixedCosines(), [50, 1])
     assert method.predict(torch.zeros(2, 3, 2, 2)).flatten().tolist() == pytest.approx([0.8, 0.7, -0.4, 0.1])
-    head_rule = build_method(build_config({"model": {"head": "cosine"}, "method": {"name": "erm", "loss": "kps"}}), FixedCosines(), [50, 1])
+    head_rule = build_method(build_config({"model": {"head": "cosine", "cosine_scale": 1.0}, "method": {"name": "erm", "loss": "kps"}}), FixedCosines(), [50, 1])
     assert torch.equal(head_rule.predict(torch.zeros(2, 3, 2, 2)), cosines)  # the authors' rule: raw cosines
 

@@ -103,8 +103,8 @@ def checked_checkpoint(
     class_counts: list[int],
     subset_checksum: str,
     check_head: bool,
-    summary: dict | None = None,
     subset_seed: int | None = None,
+    summary: dict | None = None,
 ) -> dict:
     """Load an earlier-stage checkpoint and refuse, with the reason, one that does not fit.
 

@@ -76,6 +76,8 @@ def calibration_bins(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15)
     probabilities = torch.softmax(logits.double(), dim=1)
     confidence, predictions = probabilities.max(dim=1)
     correct = (predictions == labels).double()
+    finite = torch.isfinite(confidence)  # a diverged model's NaN logits fall in no bin
+    confidence, correct = confidence[finite], correct[finite]
     bin_index = confidence_bins(confidence, bins)
     counts = torch.bincount(bin_index, minlength=bins)
     correct_sums = torch.zeros(bins, dtype=torch.float64).index_add_(0, bin_index, correct)

@@ -343,7 +343,7 @@ class InvariantFeatureLearning(Method):
         self.record_order.scatter_reduce_(0, indices, stamps, reduce="amax")
         latest = self.record_order[indices] == stamps
         target = torch.where(latest, indices, torch.full_like(indices, self.num_samples))
-        self.confidence_slots[target] = probabilities.to(device)
+        record_last(self.confidence_slots, target, probabilities)  # one write per slot, also on CUDA
 
     def _gather_confidence(self, world) -> None:
         """Every process's records combined (the latest per sample), before environments are rebuilt."""
