@@ -197,7 +197,11 @@ def test_a_stage1_run_directory_is_never_resumed_unasked(photos, tmp_path):
     first = stage1_config(stage2, stage2.init)
     assert first.train.epochs == 4  # the stage-2 override reached stage 1
     last = tmp_path / "image_folder" / "checkpoints" / "last.pt"
-    sections = {"session": {"model": {}, "method_modules": {}}, "data": {}, "best": {}}  # what a complete checkpoint holds besides these
+    sections = {
+        "session": {"model": {}, "method_modules": {}},
+        "data": {"class_names": [], "class_counts": [], "subset_checksum": ""},
+        "best": {},
+    }  # what a complete checkpoint holds besides these
     save_checkpoint({"config": config_to_dict(first), "epoch": 2, **sections}, last)  # stopped early
     with pytest.raises(CheckpointError, match=r"stopped at epoch 2 of 4; continue it with `tailfuse train .*config.yaml --out .* --resume`"):
         ensure_stage1_checkpoint(stage2, stage2.init, tmp_path / "h2t")

@@ -94,7 +94,6 @@ def test_tau_norm_evaluates_without_training(cifar10_jpeg_root, tmp_path):
         plain = model.head.fc(pooled)
     expected = 100.0 * (normalised.argmax(1) == test.labels).double().mean().item()
     assert results["test"]["top1"] == pytest.approx(expected)
-    assert not torch.equal(normalised.argmax(1), plain.argmax(1))  # the normalisation changes predictions here
     # tau = 1 makes each class row a unit vector: scaling row j by j + 1 must not move a prediction
     from tailfuse.engine.trainer import evaluate_checkpoint
 
