@@ -91,7 +91,6 @@ def test_tau_norm_evaluates_without_training(cifar10_jpeg_root, tmp_path):
         pooled = model.backbone(BatchAugmenter(config.data.augment).evaluate(test.images)).mean(dim=(2, 3))
         weight = model.head.fc.weight
         normalised = pooled @ (weight / weight.norm(dim=1, keepdim=True)).t()
-        plain = model.head.fc(pooled)
     expected = 100.0 * (normalised.argmax(1) == test.labels).double().mean().item()
     assert results["test"]["top1"] == pytest.approx(expected)
     # tau = 1 makes each class row a unit vector: scaling row j by j + 1 must not move a prediction
