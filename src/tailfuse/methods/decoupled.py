@@ -224,16 +224,22 @@ class DecoupledStage2(Method):
         logits = self.model.head(feature_map)
         return self.scales(logits) if self.scales is not None else logits
 
+    @torch.no_grad()
+    def balanced_features(self, batches: dict[str, Batch], context: StepContext):
+        """The frozen backbone's maps of the balanced branch, fused with H2T when enabled (spec h2t §1.5).
+
+        Multi-expert backbones give one map per expert; the operator fuses each with its own subset.
+        """
+        features = self.model.features(batches["balanced"].images)
+        if self.options.h2t.enabled:
+            donor = self.model.features(batches["fusing"].images)
+            h2t = self.options.h2t
+            features = fuse_channels(features, donor, h2t.ratio, context.randomness.stream("h2t"), h2t.channels, h2t.mixing)
+        return features
+
     def loss(self, batches: dict[str, Batch], context: StepContext) -> torch.Tensor:
-        balanced = batches["balanced"]
         advance_loss(self.criterion, context.epoch, context.randomness.stream("loss"))
-        with torch.no_grad():
-            features = self.model.features(balanced.images)
-            if self.options.h2t.enabled:
-                donor = self.model.features(batches["fusing"].images)
-                h2t = self.options.h2t
-                features = fuse_channels(features, donor, h2t.ratio, context.randomness.stream("h2t"), h2t.channels, h2t.mixing)
-        return self.criterion(self.head_logits(features), balanced.labels)
+        return self.criterion(self.head_logits(self.balanced_features(batches, context)), batches["balanced"].labels)
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         return self.head_logits(self.model.features(images))

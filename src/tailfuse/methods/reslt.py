@@ -28,7 +28,6 @@ from tailfuse.errors import ConfigError
 from tailfuse.losses.experts import RESLT_GROUP_MASKS, ResLoss
 from tailfuse.methods.base import Batch, Method, StepContext, register_method
 from tailfuse.methods.decoupled import DecoupledOptions, DecoupledStage2
-from tailfuse.methods.h2t import fuse_channels
 
 GroupName = Literal[tuple(RESLT_GROUP_MASKS)]  # type: ignore[valid-type]
 
@@ -100,18 +99,5 @@ class ResltStage2(DecoupledStage2):
         self.criterion = ResLoss(class_counts, beta=options.beta, groups=options.groups)
 
     def loss(self, batches: dict[str, Batch], context: StepContext) -> torch.Tensor:
-        balanced = batches["balanced"]
-        with torch.no_grad():
-            features = self.model.features(balanced.images)
-            if self.options.h2t.enabled:
-                h2t = self.options.h2t
-                donor = self.model.features(batches["fusing"].images)
-                features = fuse_channels(
-                    features,
-                    donor,
-                    h2t.ratio,
-                    context.randomness.stream("h2t"),
-                    h2t.channels,
-                    h2t.mixing,
-                )
-        return self.criterion(self.model.head.branch_logits(features), balanced.labels)
+        features = self.balanced_features(batches, context)
+        return self.criterion(self.model.head.branch_logits(features), batches["balanced"].labels)

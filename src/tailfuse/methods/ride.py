@@ -26,7 +26,6 @@ from tailfuse.errors import ConfigError
 from tailfuse.losses import build_loss
 from tailfuse.methods.base import Batch, Method, StepContext, register_method
 from tailfuse.methods.decoupled import DecoupledOptions, DecoupledStage2
-from tailfuse.methods.h2t import fuse_channels
 
 
 def require_expert_head(model, method: str) -> None:
@@ -118,18 +117,5 @@ class RideStage2(DecoupledStage2):
             )
 
     def loss(self, batches: dict[str, Batch], context: StepContext) -> torch.Tensor:
-        balanced = batches["balanced"]
-        with torch.no_grad():
-            features = self.model.features(balanced.images)
-            if self.options.h2t.enabled:
-                h2t = self.options.h2t
-                donor = self.model.features(batches["fusing"].images)
-                features = fuse_channels(
-                    features,
-                    donor,
-                    h2t.ratio,
-                    context.randomness.stream("h2t"),
-                    h2t.channels,
-                    h2t.mixing,
-                )
-        return self.criterion(self.model.head.expert_logits(features), balanced.labels)
+        features = self.balanced_features(batches, context)
+        return self.criterion(self.model.head.expert_logits(features), batches["balanced"].labels)
