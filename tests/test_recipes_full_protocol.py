@@ -32,7 +32,8 @@ RECIPES = sorted(
 GCL = [name for name in RECIPES if "_gcl" in name]
 STAGE2_METHODS = ("dr", "h2t", "mislas", "lws", "crt", "norm")
 STAGE2 = [name for name in RECIPES if name.split("_")[-1] in STAGE2_METHODS and name not in GCL]
-OTHERS = [name for name in RECIPES if name not in STAGE2 and name not in GCL]
+BASELINES = [name for name in RECIPES if name.endswith(("_if100_ce", "_cb_ce"))]  # FFN Table 5's CE, CBL
+OTHERS = [name for name in RECIPES if name not in STAGE2 and name not in GCL and name not in BASELINES]
 
 
 def _default_run_for(recipes: list[str], keep) -> list:
@@ -63,6 +64,7 @@ def test_every_recipe_is_there():
     # + cifar10 IF 100 x {crt, lws, tau_norm}
     assert len(STAGE2) == 33
     assert len(OTHERS) == 20  # {cifar10, cifar100} x IF {200, 100, 50, 20, 10} x {ffn, ldam_drw}
+    assert BASELINES == ["cifar10_lt_if100_cb_ce", "cifar10_lt_if100_ce"]
     assert len(GCL) == 12  # {cifar10, cifar100} x IF {200, 100, 50} x {gcl, gcl_h2t} (+ their stage-1 recipes)
     stage1 = {f"{dataset}_lt_if{factor}_gcl_stage1" for dataset in ("cifar10", "cifar100") for factor in (200, 100, 50)}
     assert {load_recipe(name).init.recipe for name in GCL} == stage1
@@ -151,6 +153,21 @@ def test_ffn_and_ldam_drw_recipes_run_their_first_steps(recipe, fake_roots, tmp_
     assert results["epochs"] == 1
     counts = results["data"]["class_counts"]
     assert counts[0] == 200 and counts[-1] == 200 // _imbalance_factor(recipe)
+    assert _images_seen(out) == pytest.approx(2 * config.train.batch_size)
+
+
+@pytest.mark.parametrize("recipe", BASELINES)
+def test_ce_and_cb_ce_recipes_run_their_first_steps(recipe, fake_roots, tmp_path_factory):
+    """FFN Table 5's CE and CBL rows on the H2T / MiSLAS stage-1 protocol, without mixup."""
+    config = load_recipe(recipe)
+    assert config.method.loss == "cross_entropy" and config.method.mixup_alpha == 0.0
+    expected_options = {"reweight_from_epoch": 0, "beta": 0.9999} if "_cb_" in recipe else {}
+    assert config.method.loss_options == expected_options
+    assert config.train.epochs == 200 and config.train.batch_size == 128
+    assert config.schedule.milestones == [160, 180] and config.schedule.warmup_epochs == 5
+    results, out = _run_with_budget(recipe, config, fake_roots, tmp_path_factory)
+    assert results["epochs"] == 1
+    assert results["data"]["class_counts"][-1] == 2  # 200 per class at IF 100
     assert _images_seen(out) == pytest.approx(2 * config.train.batch_size)
 
 
