@@ -31,6 +31,14 @@ def test_markdown_table_prints_paper_figures_and_the_difference():
     assert "| GCL | 2 | 50.00 ± 1.00 | 60.00 ± 0.50 | 40.00 ± 0.00 | 30.00 ± 2.00 | 55.50 ± 0.25 | 3.00 ± 0.12 | 48.61 | +1.39 |" in table
 
 
+def test_markdown_table_shows_no_spread_for_a_single_run():
+    entry = {"value": "DR + H2T", "runs": 1}
+    for column in ("all", "many", "medium", "few", "macro_precision", "ece"):
+        entry[f"{column}_mean"], entry[f"{column}_std"] = 68.41, 0.0
+    row = markdown_table([entry]).splitlines()[-1]
+    assert row == "| DR + H2T | 1 | 68.41 | 68.41 | 68.41 | 68.41 | 68.41 | 68.41 |"
+
+
 def test_published_figures_file_errors_are_clear(tmp_path):
     path = tmp_path / "paper.yaml"
     path.write_text("- {recipe: x}\n")

@@ -47,8 +47,11 @@ def published_for(row, figures: dict[str, dict]) -> dict | None:
 
 
 def _cell(entry: dict, column: str) -> str:
+    """``mean ± std`` over seeds; the mean alone for one run (one run has no spread to show)."""
     mean, std = entry[f"{column}_mean"], entry[f"{column}_std"]
-    return "–" if mean is None else f"{mean:.2f} ± {std:.2f}"
+    if mean is None:
+        return "–"
+    return f"{mean:.2f}" if entry["runs"] < 2 else f"{mean:.2f} ± {std:.2f}"
 
 
 def markdown_table(summary: list[dict]) -> str:
