@@ -340,6 +340,21 @@ class TrainingSession:
         in_split_order[order] = logits
         return in_split_order
 
+    def adapt_to_unlabelled(self, split: LabelledImages | StreamedImages) -> dict | None:
+        """Let the method adapt on ``split``'s images (never its labels) before it is scored.
+
+        Returns the method's record of what it learned (``results.json``
+        ``test_time_adaptation``), or None when the method does not adapt (the default).
+        Every process adapts on the whole split with the same seeded views.
+        """
+        from tailfuse.data.views import UnlabelledViews
+
+        images = split.images if isinstance(split, LabelledImages) else None
+        views = UnlabelledViews(images, self.augmenter, self.config.train.seed, self.runtime.prepare_images)
+        self.model.eval()
+        with self.runtime.autocast():
+            return self.method.adapt_to_unlabelled(views)
+
     def evaluate(self, split: LabelledImages) -> dict:
         """All metrics of :func:`classification_metrics` on one split (ECE, NLL: loss scale)."""
         return classification_metrics(

@@ -331,6 +331,9 @@ def finish_run(
     ``final_epoch_metrics`` are the final epoch's evaluations when the loop already made them.
     """
     data = session.data
+    adaptation = session.adapt_to_unlabelled(data.test)  # None unless the method adapts (TADE)
+    if adaptation is not None:  # the loop's evaluations predate it
+        final_epoch_metrics = None
     final_epoch_metrics = final_epoch_metrics or _evaluate_splits(session, data)
     final_test = final_epoch_metrics["test"]
     selected_epoch, test_metrics = config.train.epochs, final_test
@@ -338,6 +341,7 @@ def finish_run(
         selected_path = out_dir / "checkpoints" / f"{rule}.pt"
         selected = load_run_checkpoint(selected_path)
         _load_model_weights(session, selected, selected_path)  # LWS scales belong to the model
+        adaptation = session.adapt_to_unlabelled(data.test)  # again, for the selected model
         selected_epoch, test_metrics = selected["epoch"], session.evaluate(data.test)
     results = {
         "name": config.name,
@@ -357,6 +361,8 @@ def finish_run(
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         },
     }
+    if adaptation is not None:
+        results["test_time_adaptation"] = adaptation
     if data.named_tests:
         results["glt"] = glt_protocols(session, data)
     if world().is_main:
@@ -450,6 +456,7 @@ def evaluate_checkpoint(
         )
     session = TrainingSession(config, data, runtime)
     _load_model_weights(session, saved, checkpoint_path)
+    adaptation = session.adapt_to_unlabelled(data.test)  # None unless the method adapts (TADE)
     results = {
         "name": config.name,
         "method": config.method.name,
@@ -462,6 +469,8 @@ def evaluate_checkpoint(
         "data": data.plan.summary(),
         "environment": provenance(str(runtime.device), runtime.precision),
     }
+    if adaptation is not None:
+        results["test_time_adaptation"] = adaptation
     if data.named_tests:
         results["glt"] = glt_protocols(session, data)
     if world().is_main:

@@ -123,6 +123,13 @@ def markdown_report(results: dict) -> str:
         lines.append(f"| ECE and NLL measured on | {scale:g} × the logits (the loss's scale) |")
     if results.get("validation"):
         lines.append(f"| validation top-1 | {_number(results['validation']['top1'])} |")
+    adaptation = results.get("test_time_adaptation")
+    if adaptation:  # weights learned on the unlabelled test images (TADE)
+        weights = ", ".join(f"{w:.4f}" for w in adaptation["expert_weights"])
+        lines.append(
+            f"| test-time expert weights ({adaptation['epochs_run']} pass(es) over "
+            f"{adaptation['images']} unlabelled test images) | {weights} |"
+        )
     if results.get("glt"):
         from tailfuse.eval.glt import protocol_markdown
 

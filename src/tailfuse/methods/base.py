@@ -126,6 +126,16 @@ class Method(abc.ABC):
         """Evaluation logits for normalised images (default: the model's)."""
         return self.model(images)
 
+    def adapt_to_unlabelled(self, views) -> dict | None:
+        """Adapt to an evaluation split's images, without labels, before it is scored.
+
+        ``views``: a :class:`~tailfuse.data.views.UnlabelledViews` (pairs of augmented views
+        of the split's images; it holds no labels); the model is in eval mode. Returns what
+        was learned, recorded in ``results.json`` as ``test_time_adaptation``; default: no
+        adaptation (None). TADE's test-time aggregation (methods/tade.py) uses it.
+        """
+        return None
+
     @property
     def calibration_scale(self) -> float:
         """The loss's scale of the predicted logits (LDAM, KPS: s); ECE and NLL use logits×it."""
