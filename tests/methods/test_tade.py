@@ -102,6 +102,22 @@ def test_early_stop_once_a_weight_falls_below_the_threshold():
     assert record["epochs_run"] < 50 and weights.min() < 0.05
 
 
+def test_prediction_mixes_the_expert_logits_with_the_learned_weights():
+    from tailfuse.methods import build_method
+    from tailfuse.models import build_model
+
+    config = load_recipe("cifar10_lt_quick_tade_tta")
+    torch.manual_seed(0)
+    model = build_model(config.model, 3).eval()
+    method = build_method(config, model, [6, 3, 1])
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        experts = method.expert_logits(images)
+        assert torch.allclose(method.predict(images), sum(experts) / 3, atol=1e-5)  # plain mean
+        method.learned_weights = torch.tensor([0.5, 0.0, 0.5])
+        assert torch.allclose(method.predict(images), (experts[0] + experts[2]) / 2, atol=1e-5)
+
+
 def _augmenter() -> BatchAugmenter:
     return BatchAugmenter(load_recipe("cifar10_lt_quick_tade_tta").data.augment)
 
