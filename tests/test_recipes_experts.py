@@ -31,7 +31,8 @@ GLT = [
 ]
 PLACES = ["places_lt_ride_stage1", "places_lt_ride_h2t"]
 QUICK = [
-    "cifar10_lt_quick_" + kind for kind in ("ride", "ride_h2t", "reslt", "reslt_h2t", "bbn", "tade")
+    "cifar10_lt_quick_" + kind
+    for kind in ("ride", "ride_h2t", "reslt", "reslt_h2t", "bbn", "tade", "tade_tta")
 ] + [
     f"cifar10_glt_quick_{kind}{alt}"
     for kind in ("ride", "ride_ifl", "tade", "tade_ifl")
