@@ -7,7 +7,7 @@ has no test-time aggregation: spec glt_ifl §8.9); ``aggregation_weights`` fixes
 weights.
 
 ``test_time_aggregation.enabled: true`` adds the paper's test-time self-supervised
-aggregation (§4.2 of the paper; authors' ``test_training_cifar.py``): the trained model is
+aggregation (authors' ``test_training_cifar.py``, SADE-AgnosticLT): the trained model is
 frozen (eval mode) and only K aggregation weights learn, w = softmax(a) with a initialised
 equal. On the UNLABELLED images of the test split, two augmented views x¹, x² of each image
 give ŷⁱ = softmax(Σ_k w_k z_k(xⁱ)) -- the weights mix the experts' logits, as the authors'
