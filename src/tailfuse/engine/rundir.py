@@ -48,6 +48,25 @@ def make_output_folder(path: Path, what: str = "--out") -> None:
         raise TailfuseError(f"cannot create {what} folder {path}: {_reason(error)}") from None
 
 
+def check_output_folder(path: Path, what: str = "--out") -> None:
+    """Refuse, creating nothing, an output folder :func:`make_output_folder` could not make.
+
+    For commands that read their inputs first (``eval``): a file in the way (``path`` or a
+    parent) or an unwritable nearest existing folder is one error before any work, and a
+    mistake in the inputs then leaves no empty folder behind.
+    """
+    target = Path(os.path.abspath(path))
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == target and not target.is_dir():
+        raise TailfuseError(f"{what} {path} is a file, not a folder")
+    if not existing.is_dir():
+        raise TailfuseError(f"cannot create {what} folder {path}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TailfuseError(f"cannot create {what} folder {path}: {existing} is not writable")
+
+
 class RunLock:
     """An exclusive ``flock`` on ``DIR/.tailfuse.lock``, held until :meth:`release`.
 
