@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from tailfuse.errors import TailfuseError
-from tailfuse.eval.report import json_text
+from tailfuse.eval.report import json_text, write_text_atomically
 
 LOCK_NAME = ".tailfuse.lock"
 #: Files and folders a training run writes into its directory.
@@ -166,20 +166,6 @@ def open_run_directory(directory: Path, resume: bool, overwrite: bool = False) -
         lock.release()
         raise
     return lock
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a hidden temporary sibling, then rename it over ``path``."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise TailfuseError(f"cannot write {path}: {_reason(error)}") from None
 
 
 def write_metrics_log(path: Path, records: list[dict]) -> None:
