@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -48,6 +49,20 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
         [sys.executable, "-m", "tailfuse.cli", "eval", str(tmp_path / "missing.pt")], capture_output=True, text=True
     )
     assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_closed_stdout_ends_the_command_quietly():
+    """``tailfuse recipes | head``: once the reader has gone, no BrokenPipeError traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the command writes: every write fails
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "tailfuse.cli", "recipes"], stdout=write_end, stderr=subprocess.PIPE, text=True
+        )
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""
+    assert result.returncode == 141  # 128 + SIGPIPE, as for a writer the signal ended
 
 
 def test_sweep_through_the_cli_shares_one_stage1_run(cifar10_jpeg_root, tmp_path, capsys):

@@ -179,7 +179,23 @@ def test_evaluating_on_class_folders_in_another_order_is_refused(trees, tmp_path
         capsys, ["eval", str(run / "checkpoints" / "last.pt"), f"data.root={trees['renamed']}", "--out", str(tmp_path / "e")]
     )
     assert "class folders differ" in line and "label 0 is 'automobile' here but was 'airplane'" in line
-    assert not (tmp_path / "e" / "results.json").exists()
+    assert not (tmp_path / "e").exists()  # refused inputs leave no (empty) report folder
+
+
+def test_eval_creates_its_report_folder_only_after_reading_the_data(trees, tmp_path, capsys):
+    run = tmp_path / "run"
+    tailfuse.train("cifar10_lt_quick", run, tree_overrides(trees["a"]))
+    checkpoint = str(run / "checkpoints" / "last.pt")
+    missing = tmp_path / "no-such-data"
+    line = one_error_line(capsys, ["eval", checkpoint, f"data.root={missing}", "--out", str(tmp_path / "reports" / "e")])
+    assert str(missing) in line
+    assert not (tmp_path / "reports").exists()
+    # a folder that cannot be made is still refused before any data is read
+    (tmp_path / "a-file").write_text("")
+    line = one_error_line(capsys, ["eval", checkpoint, f"data.root={missing}", "--out", str(tmp_path / "a-file" / "e")])
+    assert line == f"error: cannot create --out folder {tmp_path / 'a-file' / 'e'}: {tmp_path / 'a-file'} is a file"
+    assert main(["eval", checkpoint, "--out", str(tmp_path / "reports" / "e")]) == 0
+    assert (tmp_path / "reports" / "e" / "results.json").is_file()
 
 
 # ----------------------------------------------------------------- lost or overwritten data

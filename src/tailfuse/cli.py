@@ -7,6 +7,7 @@ User mistakes (a bad key, a missing path, an incompatible checkpoint) print one
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -325,7 +326,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return _launch_torchrun(sys.argv[1:] if argv is None else list(argv), arguments.nproc)
     try:
-        return _run(arguments)
+        status = _run(arguments)
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's flush at exit
+        return status
+    except BrokenPipeError:  # `tailfuse recipes | head`: the reader stopped reading
+        return _stdout_closed()
     except TailfuseError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -341,6 +346,21 @@ def main(argv: list[str] | None = None) -> int:
         from tailfuse.engine.distributed import shutdown
 
         shutdown()
+
+
+def _stdout_closed() -> int:
+    """Stop quietly when stdout's reader has gone, as a command killed by SIGPIPE would.
+
+    The Python documentation's idiom (``signal``, "Note on SIGPIPE"): point stdout at
+    /dev/null so the interpreter's final flush does not fail again, and exit with
+    128 + SIGPIPE (141), the status a shell reports for a writer killed by SIGPIPE.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (replaced in-process)
+        pass
+    return 141
 
 
 if __name__ == "__main__":

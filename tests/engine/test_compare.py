@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tailfuse.cli import main
-from tailfuse.engine.compare import parse_row
+from tailfuse.engine.compare import parse_row, plan_runs
 from tailfuse.errors import ConfigError
 from tailfuse.eval.compare_report import markdown_table, read_published
 
@@ -44,6 +44,31 @@ def test_published_figures_file_errors_are_clear(tmp_path):
     path.write_text("- {recipe: x}\n")
     with pytest.raises(ConfigError, match="needs 'paper'"):
         read_published(path)
+
+
+def test_the_data_location_is_part_of_a_runs_identity(tmp_path, monkeypatch):
+    """Two copies of a dataset are two runs (stage 1 and 2); spellings of one folder are one run."""
+    jpeg, lossless = tmp_path / "cifar10-jpeg", tmp_path / "cifar10-lossless"
+    jpeg.mkdir()
+    lossless.mkdir()
+    (tmp_path / "link").symlink_to(jpeg)
+    monkeypatch.chdir(tmp_path)
+    roots = {"jpeg": str(jpeg), "lossless": str(lossless), "relative": "./cifar10-jpeg", "symlink": str(tmp_path / "link")}
+
+    def planned(rows, overrides):
+        _, cells = plan_runs([parse_row(row) for row in rows], [0], tmp_path / "out", overrides)
+        return {label: (cells[(label, 0)].run_dir, cells[(label, 0)].config.init.run_dir) for label, _ in cells}
+
+    # in each row's overrides
+    runs = planned([f"{label}=cifar10_lt_quick_crt:data.root={root}" for label, root in roots.items()]
+                   + [f"quiet=cifar10_lt_quick_crt:data.root={jpeg} train.threads=1 train.progress=false"], [])
+    assert runs["jpeg"][0] != runs["lossless"][0] and runs["jpeg"][1] != runs["lossless"][1]
+    assert runs["relative"] == runs["symlink"] == runs["quiet"] == runs["jpeg"]
+    # in --set, which also reaches stage 1 through init.overrides
+    by_set = {label: planned(["cRT=cifar10_lt_quick_crt"], [f"data.root={root}", "train.progress=false"])["cRT"]
+              for label, root in roots.items()}
+    assert by_set["jpeg"] == by_set["relative"] == by_set["symlink"] == runs["jpeg"]
+    assert by_set["lossless"] == runs["lossless"]
 
 
 def test_compare_two_recipes_two_seeds_then_reuse(cifar10_jpeg_root, tmp_path, capsys):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 import tailfuse  # noqa: F401
 from tailfuse.config import build_config
 from tailfuse.data.randomness import EpochRandomness
+from tailfuse.errors import ConfigError
 from tailfuse.methods import Batch, StepContext, build_method
 from tailfuse.models import build_model
 
@@ -127,6 +129,43 @@ def test_tau_norm_trains_nothing_and_rescales_weights():
         untouched, same_model = make({"name": "tau_norm", "tau": 0.0})
         same_model.eval()
         assert torch.allclose(untouched.predict(images), pooled @ weight.t(), atol=1e-5)
+
+
+def _ride_tau_norm(tau: float):
+    """tau_norm on a 2-expert RIDE model with hand-set 2-class layers on feature channels 0 and 1."""
+    config = build_config({"method": {"name": "tau_norm", "tau": tau}, "model": {
+        "backbone": "ride_resnet32", "backbone_options": {"num_experts": 2}, "head": "expert_linear"}})
+    model = build_model(config.model, 2)
+    with torch.no_grad():
+        for expert, weight in zip(model.head.experts, ([[3.0, 4.0], [0.0, 2.0]], [[2.0, 0.0], [0.0, -3.0]]),
+                                  strict=True):
+            expert.fc.weight.zero_()
+            expert.fc.weight[:, :2] = torch.tensor(weight)
+            expert.fc.bias.fill_(5.0)  # dropped by tau-normalisation
+    return build_method(config, model, [5, 3]), model
+
+
+def test_tau_norm_on_a_multi_expert_model_normalises_each_experts_classifier():
+    maps = [torch.zeros(1, 64, 2, 2), torch.zeros(1, 64, 2, 2)]  # pooled: expert 1 (1, 1), expert 2 (2, 1)
+    maps[0][0, :2] = torch.tensor([1.0, 1.0]).view(2, 1, 1)
+    maps[1][0, :2] = torch.tensor([2.0, 1.0]).view(2, 1, 1)
+    method, model = _ride_tau_norm(1.0)
+    assert method.parameter_groups() == []
+    # expert 1: rows (3,4)/5, (0,2)/2 on (1,1) -> (1.4, 1.0); expert 2: (2,0)/2, (0,-3)/3 on (2,1) -> (2, -1)
+    assert torch.allclose(method.head_logits(maps), torch.tensor([[1.7, 0.0]]), atol=1e-6)
+    untouched, _ = _ride_tau_norm(0.0)  # tau 0: the plain weights: (7, 2) and (4, -3), averaged, no bias
+    assert torch.allclose(untouched.head_logits(maps), torch.tensor([[5.5, -0.5]]), atol=1e-6)
+    images = torch.randn(3, 3, 32, 32)  # whole-model prediction goes the same way
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(method.predict(images), method.head_logits(model.features(images)))
+
+
+def test_tau_norm_refuses_heads_without_linear_weights_when_the_recipe_is_read():
+    for head in ("cosine", "expert_cosine"):
+        backbone = "ride_resnet32" if head.startswith("expert") else "resnet32"
+        with pytest.raises(ConfigError, match=f"model.head must be linear or expert_linear \\(it is {head}\\)"):
+            build_config({"method": {"name": "tau_norm"}, "model": {"backbone": backbone, "head": head}})
 
 
 def test_mislas_uses_label_aware_smoothing():

@@ -1,9 +1,15 @@
 """``tailfuse compare``: several recipes (rows) over several seeds, one table.
 
 Every run lives in ``OUT/runs/<name>-<hash>``, the hash taken over its resolved recipe
-(less the keys that do not change a result: progress, threads, device, data location),
-so identical runs are trained once: the stage-1 model of every stage-2 row of a seed,
-and a stage-1 row that is itself some row's stage 1 (CE + mixup under DR, cRT, ...).
+less the keys that do not change a result (:data:`IDENTITY_IGNORED`: progress, threads,
+device, workers, cache, ...). The data location is part of it, as the resolved absolute
+path (:data:`IDENTITY_PATHS`: ``data.root`` and the list/annotation files; symlinks
+followed, relative paths taken from the current folder): the same recipe on two copies of
+a dataset (``cifar10-jpeg`` and ``cifar10-lossless``) gets two runs, two spellings of one
+folder get one, and data moved elsewhere is trained again rather than silently matched
+to results of other data. Identical runs are trained once: the stage-1 model of every
+stage-2 row of a seed, and a stage-1 row that is itself some row's stage 1 (CE + mixup
+under DR, cRT, ...).
 A finished run (its ``results.json``) is reused, a stopped one resumed, so calling
 compare again completes the table. Stage-1 (and auxiliary) runs go first, then the
 rows; ``jobs`` > 1 runs them as that many processes, the CPU threads divided between
@@ -74,11 +80,46 @@ def read_rows(path: str | Path) -> list[Row]:
             for item in content]
 
 
+#: Data paths hashed as resolved absolute paths (relative ones from the current folder, as
+#: the trainer reads them).
+IDENTITY_PATHS = (
+    "data.root", "data.annotation", "data.annotation_cbl", "data.train_list", "data.test_list"
+)
+#: Keys that do not change a run's result, left out of its identity: what a resume may change,
+#: except the data location (a resumed run may find its data moved; another dataset is another run).
+IDENTITY_IGNORED = frozenset(RESUMABLE_CHANGES) - set(IDENTITY_PATHS)
+
+
 def run_identity(config: RunConfig) -> str:
-    """``<name>-<12 hex>``: the run's name and a hash of everything that changes its result."""
-    flat = {key: value for key, value in _flatten(config_to_dict(config)).items() if key not in RESUMABLE_CHANGES}
+    """``<name>-<12 hex>``: the run's name and a hash of everything that changes its result.
+
+    The data paths enter resolved (:data:`IDENTITY_PATHS`), so one dataset has one identity
+    however it is spelt and two datasets never share one. The earlier stages' overrides
+    (``init.overrides``, which carry ``--set``) leave out what changes nothing there.
+    """
+    flat = _flatten(config_to_dict(config))
+    flat = {key: value for key, value in flat.items() if key not in IDENTITY_IGNORED}
+    for key, value in flat.items():
+        if key in IDENTITY_PATHS and value:  # "" (GLT keys are absolute) and None stay as they are
+            flat[key] = _resolved_path(value)
+        elif key.startswith("init.") and key.endswith("overrides") and value:
+            flat[key] = [item for item in map(_identity_override, value) if item is not None]
     digest = hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"{config.name}-{digest}"
+
+
+def _resolved_path(value: str) -> str:
+    return os.path.realpath(os.path.expanduser(value))
+
+
+def _identity_override(text: str) -> str | None:
+    """``KEY=VALUE`` of an earlier stage as the identity sees it: None when it changes nothing.
+
+    Ignored keys change no result, and ``data.*`` none at all: an earlier stage runs on the
+    later one's data (:func:`~tailfuse.engine.stages.stage1_config`), hashed with the latter.
+    """
+    key = text.partition("=")[0].strip()
+    return None if key in IDENTITY_IGNORED or key.startswith("data.") else text
 
 
 def _with_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from tailfuse.errors import TailfuseError
-from tailfuse.eval.report import json_text
+from tailfuse.eval.report import json_text, write_text_atomically
 
 LOCK_NAME = ".tailfuse.lock"
 #: Files and folders a training run writes into its directory.
@@ -46,6 +46,25 @@ def make_output_folder(path: Path, what: str = "--out") -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise TailfuseError(f"cannot create {what} folder {path}: {_reason(error)}") from None
+
+
+def check_output_folder(path: Path, what: str = "--out") -> None:
+    """Refuse, creating nothing, an output folder :func:`make_output_folder` could not make.
+
+    For commands that read their inputs first (``eval``): a file in the way (``path`` or a
+    parent) or an unwritable nearest existing folder is one error before any work, and a
+    mistake in the inputs then leaves no empty folder behind.
+    """
+    target = Path(os.path.abspath(path))
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == target and not target.is_dir():
+        raise TailfuseError(f"{what} {path} is a file, not a folder")
+    if not existing.is_dir():
+        raise TailfuseError(f"cannot create {what} folder {path}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TailfuseError(f"cannot create {what} folder {path}: {existing} is not writable")
 
 
 class RunLock:
@@ -147,20 +166,6 @@ def open_run_directory(directory: Path, resume: bool, overwrite: bool = False) -
         lock.release()
         raise
     return lock
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a hidden temporary sibling, then rename it over ``path``."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise TailfuseError(f"cannot write {path}: {_reason(error)}") from None
 
 
 def write_metrics_log(path: Path, records: list[dict]) -> None:

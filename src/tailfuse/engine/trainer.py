@@ -36,6 +36,7 @@ from tailfuse.engine.checkpoint import (
 from tailfuse.engine.distributed import world
 from tailfuse.engine.provenance import provenance
 from tailfuse.engine.rundir import (
+    check_output_folder,
     checkpoint_record,
     legacy_log,
     make_output_folder,
@@ -405,8 +406,11 @@ def resolve_checkpoint_argument(path: str | Path) -> Path:
 
 
 def _check_evaluation_folder(out_dir: Path, checkpoint_path: Path, overwrite: bool) -> None:
-    """Refuse to write an evaluation over a training run's files or another checkpoint's report."""
-    make_output_folder(out_dir)
+    """Refuse to write an evaluation over a training run's files or another checkpoint's report.
+
+    Creates nothing: the folder is made when the report is written, after the data was read.
+    """
+    check_output_folder(out_dir)
     if overwrite:
         return
     if (out_dir / "config.yaml").exists() or (out_dir / "checkpoints").exists():
@@ -474,5 +478,6 @@ def evaluate_checkpoint(
     if data.named_tests:
         results["glt"] = glt_protocols(session, data)
     if world().is_main:
+        make_output_folder(out_dir)
         write_report(out_dir, results)
     return results

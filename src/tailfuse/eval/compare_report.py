@@ -8,14 +8,13 @@ printed in their own column with the difference measured − paper.
 
 from __future__ import annotations
 
-import csv
 import statistics
 from pathlib import Path
 
 import yaml
 
 from tailfuse.errors import ConfigError
-from tailfuse.eval.report import json_text
+from tailfuse.eval.report import csv_text, json_text, save_figure, write_text_atomically
 from tailfuse.eval.sweep_report import COLUMNS, run_row, summarise
 
 METRICS = (*COLUMNS, "macro_precision", "ece")
@@ -113,7 +112,7 @@ def plot_per_class(path: Path, rows, seeds: list[int], results: dict, title: str
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, ncol=2 if len(rows) > 6 else 1)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
     plt.close(figure)
 
 
@@ -133,18 +132,17 @@ def write_compare_report(
         entry["paper_source"] = figure["source"] if figure else None
         entry["difference"] = None if figure is None or entry["all_mean"] is None else entry["all_mean"] - figure["paper"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compare.json").write_text(
-        json_text({"command": command, "seeds": seeds, "runs": run_rows, "summary": summary}, indent=2)
+    write_text_atomically(
+        out_dir / "compare.json",
+        json_text({"command": command, "seeds": seeds, "runs": run_rows, "summary": summary}, indent=2),
     )
     fields = ["method", "recipe", "runs"] + [f"{c}_{s}" for c in METRICS for s in ("mean", "std")] + ["paper", "difference"]
-    with (out_dir / "compare.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        for entry in summary:
-            writer.writerow({**entry, "method": entry["value"]})
+    table_rows = [{**entry, "method": entry["value"]} for entry in summary]
+    write_text_atomically(out_dir / "compare.csv", csv_text(fields, table_rows, extrasaction="ignore"))
     sources = sorted({entry["paper_source"] for entry in summary if entry.get("paper_source")})
     paper_note = f" Paper figures (all, top-1 %) are the papers': {'; '.join(sources)}." if sources else ""
-    (out_dir / "compare.md").write_text(
+    write_text_atomically(
+        out_dir / "compare.md",
         f"# Comparison\n\nCommand: `{command}`\n\nSeeds: {seeds}; mean ± sample std over seeds; test-set "
         f"accuracy (%) of each run's selected epoch; ECE in %, 15 bins.{paper_note}\n\n"
         f"{markdown_table(summary)}\n\n![per-class accuracy](compare.png)\n"

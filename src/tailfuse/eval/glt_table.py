@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 
 from tailfuse.errors import TailfuseError
-from tailfuse.eval.report import json_text
+from tailfuse.eval.report import json_text, write_text_atomically
 
 #: (column title, training set, test split, part, split name): the paper's Tables 1–2 layout
 COLUMNS = [
@@ -81,8 +81,8 @@ def glt_table_markdown(summaries: list[dict]) -> str:
 
 def write_glt_table(summaries: list[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(glt_table_markdown(summaries))
-    path.with_suffix(".json").write_text(json_text(summaries, indent=2))
+    write_text_atomically(path, glt_table_markdown(summaries))
+    write_text_atomically(path.with_suffix(".json"), json_text(summaries, indent=2))
 
 
 def combine_bench_dirs(directories: list[str | Path], labels: list[str] | None = None) -> list[dict]:

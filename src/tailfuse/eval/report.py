@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
+import os
 from pathlib import Path
+
+from tailfuse.errors import TailfuseError
 
 GROUP_ORDER = ("many", "medium", "few")
 
@@ -23,6 +28,40 @@ def strict_json(value):
 def json_text(value, indent: int | None = None) -> str:
     """Strictly valid JSON (NaN -> null) for results, summaries and metrics.jsonl lines."""
     return json.dumps(strict_json(value), indent=indent, allow_nan=False)
+
+
+def write_text_atomically(path: Path, text: str | bytes) -> None:
+    """Write ``text`` (or bytes) to a hidden temporary sibling, then rename it over ``path``.
+
+    A reader (or a crash, or a full disk) never sees a half-written file: ``path`` holds the
+    old content or the new. Leftover ``.*.tmp`` siblings are removed when a run resumes.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb" if isinstance(text, bytes) else "w") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise TailfuseError(f"cannot write {path}: {error.strerror or type(error).__name__}") from None
+
+
+def csv_text(fields: list[str], rows: list[dict], **options) -> str:
+    """``rows`` as CSV text with a header of ``fields`` (``options`` go to ``csv.DictWriter``)."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=fields, **options)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def save_figure(figure, path: Path) -> None:
+    """Save a matplotlib figure as PNG atomically (:func:`write_text_atomically`)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    write_text_atomically(path, buffer.getvalue())
 
 
 def _number(value: float) -> str:
@@ -53,7 +92,7 @@ def plot_per_class_accuracy(
     count_axis.set_ylabel("training images (log)", color="#DD8452")
     accuracy_axis.set_title(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
     plt.close(figure)
 
 
@@ -89,7 +128,7 @@ def plot_reliability_diagram(path: Path, calibration: dict, title: str) -> None:
     count_axis.set_xlabel("confidence (max softmax probability)")
     count_axis.set_ylabel("images")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
     plt.close(figure)
 
 
@@ -149,10 +188,8 @@ def markdown_report(results: dict) -> str:
 def write_report(directory: Path, results: dict) -> None:
     """Write ``results.json``, ``report.md`` and ``per_class_accuracy.png`` into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
-    temporary = directory / ".results.json.tmp"
-    temporary.write_text(json_text(results, indent=2))
-    temporary.replace(directory / "results.json")
-    (directory / "report.md").write_text(markdown_report(results))
+    write_text_atomically(directory / "results.json", json_text(results, indent=2))
+    write_text_atomically(directory / "report.md", markdown_report(results))
     plot_per_class_accuracy(
         directory / "per_class_accuracy.png",
         results["test"]["per_class_accuracy"],

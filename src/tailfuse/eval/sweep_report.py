@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 import statistics
 from pathlib import Path
 
-from tailfuse.eval.report import json_text
+from tailfuse.eval.report import csv_text, json_text, save_figure, write_text_atomically
 
 COLUMNS = ("all", "many", "medium", "few")
 
@@ -83,7 +82,7 @@ def plot_sweep(path: Path, parameter: str, summary: list[dict], title: str) -> N
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
     plt.close(figure)
 
 
@@ -91,15 +90,14 @@ def write_sweep_report(out_dir: Path, recipe: str, parameter: str, rows: list[di
     """Write ``sweep.json``, ``sweep.csv``, ``sweep.md`` and ``sweep.png``; returns the summary."""
     summary = summarise(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "sweep.json").write_text(
-        json_text({"recipe": recipe, "parameter": parameter, "command": command, "runs": rows, "summary": summary}, indent=2)
+    write_text_atomically(
+        out_dir / "sweep.json",
+        json_text({"recipe": recipe, "parameter": parameter, "command": command, "runs": rows, "summary": summary}, indent=2),
     )
-    with (out_dir / "sweep.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_text_atomically(out_dir / "sweep.csv", csv_text(list(rows[0]), rows))
     seeds = sorted({row["seed"] for row in rows})
-    (out_dir / "sweep.md").write_text(
+    write_text_atomically(
+        out_dir / "sweep.md",
         f"# Sweep of {parameter} on {recipe}\n\nCommand: `{command}`\n\nSeeds: {seeds}; mean ± sample std over seeds; "
         f"test-set accuracy (%) of the final epoch.\n\n{markdown_table(parameter, summary)}\n\n![sweep](sweep.png)\n"
     )

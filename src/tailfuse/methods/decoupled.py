@@ -15,7 +15,11 @@ fused into the balanced branch's before the head (spec h2t §1.5).
 - ``mislas_lws``: MiSLAS's own stage 2 (``train_stage2.py``): label-aware smoothing, the head
   and an LWS layer trained together, the LWS layer at the full learning rate (the head at
   ``lr_factor``·lr), class-aware sampling, ``ceil(N/B) + 1`` batches per epoch.
-- ``tau_norm``: no training; logits from ``w_j/‖w_j‖^τ`` without bias (τ-normalisation).
+- ``tau_norm``: no training; logits from ``w_j/‖w_j‖^τ`` without bias (τ-normalisation). On a
+  multi-expert model (``model.head: expert_linear``) each expert's classifier is τ-normalised
+  and applied to its own feature map, and the experts' logits are averaged, as the expert
+  head averages them for every other stage-2 method. Cosine heads (which normalise their
+  weights already), BBN and ResLT heads are refused when the recipe is read.
 
 ``epoch_length``: ``dataset`` (N images per epoch) or ``max_class``
 (``min(max_c n_c · C, 4·N)``, the GLT authors' ClassAwareSampler; default of cRT and LWS).
@@ -32,12 +36,15 @@ from torch import nn
 
 from tailfuse.config import StrictModel
 from tailfuse.data.samplers import build_sampler, class_aware_epoch_length
+from tailfuse.errors import ConfigError
 from tailfuse.losses import advance_loss, build_loss
 from tailfuse.methods.base import Batch, Method, StepContext, register_method
 from tailfuse.methods.h2t import H2TOptions, fuse_channels
-from tailfuse.models import CosineHead, LinearHead
+from tailfuse.models import CosineHead, ExpertHead, LinearHead
 
 Trains = Literal["head", "scales", "head_and_scales", "nothing"]
+#: heads τ-normalisation applies to: one linear layer, or one per expert
+TAU_NORM_HEADS = ("linear", "expert_linear")
 SMOOTHING_KEYS = {"smooth_head", "smooth_tail", "shape", "power"}
 
 
@@ -144,6 +151,17 @@ class TauNormOptions(DecoupledOptions):
     trains: Trains = "nothing"
     tau: float = Field(1.0, ge=0.0)
 
+    def check_run(self, config) -> None:
+        """Refuse a head without per-class linear weights to rescale (when the recipe is read)."""
+        if config.model.head not in TAU_NORM_HEADS:
+            cosine = ""
+            if "cosine" in config.model.head:
+                cosine = " (a cosine head's logits do not depend on its weights' norms)"
+            raise ValueError(
+                f"method tau_norm rescales the weights of a linear classifier: model.head must be "
+                f"{' or '.join(TAU_NORM_HEADS)} (it is {config.model.head}){cosine}"
+            )
+
 
 class LearnedScales(nn.Module):
     """LWS: one learnable multiplier per class on the logits, starting at 1."""
@@ -246,14 +264,32 @@ class DecoupledStage2(Method):
 
 
 class TauNormalization(DecoupledStage2):
-    """τ-normalisation: rescale each class weight by ``1/‖w_j‖^τ``, drop the bias; no training."""
+    """τ-normalisation: rescale each class weight by ``1/‖w_j‖^τ``, drop the bias; no training.
+
+    A multi-expert head τ-normalises each expert's layer on that expert's map and averages
+    the experts' logits.
+    """
+
+    def __init__(self, options, model, class_counts, config, auxiliary=None):
+        super().__init__(options, model, class_counts, config, auxiliary)
+        experts = model.head.experts if isinstance(model.head, ExpertHead) else [model.head]
+        if not all(isinstance(expert, LinearHead) for expert in experts):
+            raise ConfigError(
+                f"method tau_norm rescales the weights of a linear classifier: model.head must be "
+                f"{' or '.join(TAU_NORM_HEADS)}"
+            )
 
     def head_logits(self, feature_map) -> torch.Tensor:
         head = self.model.head
-        if isinstance(feature_map, (list, tuple)):
-            return torch.stack([self.head_logits(one) for one in feature_map]).mean(0)
-        if not isinstance(head, LinearHead):
-            raise TypeError("tau_norm needs a linear head")
+        if isinstance(head, ExpertHead):  # expert k's layer on expert k's map
+            pairs = zip(head.experts, feature_map, strict=True)
+            return torch.stack([self._tau_logits(expert, one) for expert, one in pairs]).mean(0)
+        if isinstance(feature_map, (list, tuple)):  # one linear head shared by several maps
+            return torch.stack([self._tau_logits(head, one) for one in feature_map]).mean(0)
+        return self._tau_logits(head, feature_map)
+
+    def _tau_logits(self, head: LinearHead, feature_map: torch.Tensor) -> torch.Tensor:
+        """``pool(f) · (w_j/‖w_j‖^τ)`` for every class j, without the bias."""
         weight = head.fc.weight
         normalised = weight / weight.norm(dim=1, keepdim=True).clamp_min(1e-12).pow(self.options.tau)
         return head.pool(feature_map) @ normalised.t()
