@@ -153,6 +153,7 @@ def test_learned_weights_through_the_cli_and_eval_ignore_the_labels(
             "train.eval_every": 0,  # the final evaluation follows the adaptation anyway
             "data.test_per_class": 3,
             "method.test_time_aggregation.batch_size": 15,
+            "method.test_time_aggregation.epochs": 1,
             # a barely trained model predicts almost the same for both views: a large step
             "method.test_time_aggregation.lr": 500.0,
         },
@@ -181,3 +182,11 @@ def test_learned_weights_through_the_cli_and_eval_ignore_the_labels(
     evaluated = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert evaluated["test_time_adaptation"]["expert_weights"] == weights
     assert evaluated["test"]["confusion_matrix"] != results["test"]["confusion_matrix"]  # labels did change
+
+
+def test_test_time_defaults_are_the_authors_released_config():
+    # test_time_cifar100_ir100_tade.json: batch 128, SGD lr 0.1, momentum 0.9, wd 5e-4, Nesterov, 5 passes
+    options = SelfSupervisedAggregationOptions()
+    assert not options.enabled
+    assert (options.batch_size, options.lr, options.momentum, options.weight_decay) == (128, 0.1, 0.9, 5.0e-4)
+    assert options.nesterov and options.epochs == 5 and options.stop_below == 0.05
