@@ -382,6 +382,7 @@ def test_a_cache_folder_that_cannot_be_created_is_a_warning(trees, tmp_path, cap
     )
     assert results["test"]["num_samples"] == 12
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    warnings = [line for line in warnings if "bfloat16" not in line]  # a CPU without native bf16 adds one
     assert len(warnings) == 2 and all(str(blocker / "cache") in line for line in warnings)  # train and test images
 
 

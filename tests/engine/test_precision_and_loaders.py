@@ -141,3 +141,19 @@ def test_cuda_predictions_match_the_cpu_and_a_bf16_cuda_step_runs_in_bfloat16():
     record = bf16.train_epoch(0)
     assert bf16.method.criterion.dtypes == [torch.bfloat16] * 2
     assert torch.isfinite(torch.tensor(record["train_loss"]))
+
+
+@pytest.mark.parametrize(
+    ("precision", "native", "warned"),
+    [("bf16", False, True), ("bf16", True, False), ("fp32", False, False)],
+)
+def test_bf16_on_a_cpu_without_native_bfloat16_warns(monkeypatch, capsys, precision, native, warned):
+    """bf16 autocast is emulated (over 10x slower) on AVX2-only CPUs: the run says so once."""
+    from tailfuse.config import TrainConfig
+    from tailfuse.engine import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    runtime.make_runtime(TrainConfig(precision=precision, device="cpu"))
+    err = capsys.readouterr().err
+    assert ("warning: this CPU has no native bfloat16" in err) is warned
+    assert ("train.precision=fp32" in err) is warned
