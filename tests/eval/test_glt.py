@@ -69,3 +69,16 @@ def test_reports_and_seed_table(tmp_path):
     table = glt_table_markdown([summary])
     assert "| toy | 44.44±0.00 / 30.00±0.00 |" in table and "**ALT**" in table
     json.dumps(summary)
+
+
+def test_a_sample_with_non_finite_logits_predicts_no_class():
+    """NaN ranks highest in argmax: without care the NaN row below would be a correct class 0."""
+    nan = float("nan")
+    logits = torch.tensor([[nan, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    metrics = glt_metrics(logits, labels, {"many": [0], "few": [1]})
+    # predictions: none, 0, 1, 0 -> correct 2 of 4; precision: class 0 1/2, class 1 1/1 -> 75
+    assert metrics["overall"]["accuracy"] == pytest.approx(50.0)
+    assert metrics["overall"]["precision"] == pytest.approx(75.0)
+    assert metrics["class_splits"]["many"]["accuracy"] == pytest.approx(50.0)
+    assert metrics["class_splits"]["many"]["precision"] == pytest.approx(50.0)

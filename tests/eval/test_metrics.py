@@ -82,3 +82,26 @@ def test_classification_metrics_bundle():
     assert metrics["confusion_matrix"][2] == [1, 1, 0]
     assert metrics["num_samples"] == 8 and metrics["top5"] == 100.0
     assert set(metrics) >= {"ece", "nll", "per_class_accuracy", "per_class_precision"}
+
+
+def test_non_finite_logits_count_as_wrong_and_are_reported():
+    """A NaN row predicts nothing: torch ranks NaN highest, so argmax alone would call it class 0."""
+    nan, inf = float("nan"), float("inf")
+    logits = torch.tensor(
+        [
+            [nan, 0.0, 0.0],  # label 0: argmax says 0 (NaN ranks first), but it predicts nothing
+            [2.0, 1.0, 0.0],  # label 0: right
+            [0.0, inf, 0.0],  # label 1: infinite logit, predicts nothing
+            [0.0, 3.0, 1.0],  # label 1: right
+            [0.0, 1.0, 0.0],  # label 2: wrong (predicted 1)
+        ]
+    )
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    metrics = classification_metrics(logits, labels, {"many": [0], "medium": [1], "few": [2]})
+    assert metrics["non_finite_samples"] == 2
+    assert metrics["top1"] == pytest.approx(100.0 * 2 / 5)
+    assert metrics["top5"] == pytest.approx(100.0 * 3 / 5)  # k = 3 classes: every finite row hits
+    assert metrics["per_class_accuracy"] == pytest.approx([50.0, 50.0, 0.0])
+    assert metrics["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [0, 1, 0]]
+    assert metrics["per_class_precision"] == pytest.approx([100.0, 50.0, 0.0])
+    assert metrics["num_samples"] == 5 and math.isnan(metrics["nll"])

@@ -15,6 +15,7 @@ every process computes the same metrics.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -356,10 +357,20 @@ class TrainingSession:
             return self.method.adapt_to_unlabelled(views)
 
     def evaluate(self, split: LabelledImages) -> dict:
-        """All metrics of :func:`classification_metrics` on one split (ECE, NLL: loss scale)."""
-        return classification_metrics(
+        """All metrics of :func:`classification_metrics` on one split (ECE, NLL: loss scale).
+
+        Samples with NaN or infinite logits count as wrong, and the run says how many.
+        """
+        metrics = classification_metrics(
             self.predict(split), split.labels, self.data.plan.groups, self.method.calibration_scale
         )
+        if metrics["non_finite_samples"] and self.world.is_main:
+            print(
+                f"warning: {metrics['non_finite_samples']} of {metrics['num_samples']} evaluated "
+                "images got NaN or infinite logits (a diverged model?); they count as wrong",
+                file=sys.stderr,
+            )
+        return metrics
 
     # -------------------------------------------------------------------- state
 

@@ -19,10 +19,10 @@ ATTRIBUTE_SPLITS = ("many_a", "medium_a", "few_a")
 
 
 def _sample_precision(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``P_i = 1[ŷ_i = y_i] / #{j: ŷ_j = ŷ_i}`` over this set."""
-    predicted_counts = torch.bincount(predictions, minlength=num_classes).double()
-    correct = (predictions == labels).double()
-    return correct / predicted_counts[predictions]
+    """``P_i = 1[ŷ_i = y_i] / #{j: ŷ_j = ŷ_i}`` over this set (ŷ = -1: no prediction, 0)."""
+    predicted_counts = torch.bincount(predictions[predictions >= 0], minlength=num_classes).double()
+    counts = predicted_counts[predictions.clamp(min=0)].clamp(min=1)
+    return torch.where(predictions == labels, 1.0 / counts, torch.zeros_like(counts))
 
 
 def glt_scores(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
@@ -48,7 +48,8 @@ def glt_metrics(
     values = logits_or_predictions.detach().cpu()
     if values.dim() == 2:
         num_classes = num_classes or values.shape[1]
-        predictions = values.argmax(dim=1)
+        finite_rows = torch.isfinite(values).all(dim=1)  # NaN or inf logits predict no class (-1)
+        predictions = values.argmax(dim=1).masked_fill(~finite_rows, -1)
     else:
         predictions = values.long()
         num_classes = num_classes or int(max(predictions.max(), labels.max())) + 1

@@ -10,10 +10,15 @@ import torch
 
 
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
-    """Percentage of samples whose label is among the ``k`` highest logits."""
+    """Percentage of samples whose label is among the ``k`` highest logits.
+
+    A sample with a NaN or infinite logit counts as wrong: ``topk`` ranks NaN highest, so a
+    diverged model would otherwise score the frequency of whichever class it lands on.
+    """
     k = min(k, logits.shape[1])
     top = logits.topk(k, dim=1).indices
-    return 100.0 * (top == labels.view(-1, 1)).any(dim=1).float().mean().item()
+    hits = (top == labels.view(-1, 1)).any(dim=1) & torch.isfinite(logits).all(dim=1)
+    return 100.0 * hits.float().mean().item()
 
 
 def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -22,9 +27,13 @@ def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classe
     return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
 
 
-def per_class_accuracy(confusion: torch.Tensor) -> list[float]:
-    """Recall of each class in percent; a class absent from the labels gets NaN."""
-    totals = confusion.sum(dim=1).double()
+def per_class_accuracy(confusion: torch.Tensor, totals: torch.Tensor | None = None) -> list[float]:
+    """Recall of each class in percent; a class absent from the labels gets NaN.
+
+    ``totals``: test samples per class when some are not in ``confusion`` (non-finite logits,
+    which predict no class); default: the confusion matrix's row sums.
+    """
+    totals = (confusion.sum(dim=1) if totals is None else totals).double()
     correct = confusion.diagonal().double()
     return [100.0 * c / t if t > 0 else float("nan") for c, t in zip(correct.tolist(), totals.tolist(), strict=True)]
 
@@ -107,16 +116,23 @@ def classification_metrics(
     ECE and NLL are computed on ``calibration_scale × logits``: a cosine model trained with
     LDAM or KPS predicts raw cosines, whose softmax means nothing; its loss's logits are
     ``s·cos`` (the scale is reported as ``calibration_scale``).
+
+    A sample with a NaN or infinite logit predicts no class: it counts as wrong in every
+    accuracy, is left out of the confusion matrix and precision, and is counted in
+    ``non_finite_samples`` (its NLL is NaN, so ``nll`` says so too).
     """
     logits = logits.detach().float().cpu()
     labels = labels.detach().long().cpu()
     num_classes = logits.shape[1]
+    finite_rows = torch.isfinite(logits).all(dim=1)
     predictions = logits.argmax(dim=1)
-    confusion = confusion_matrix(predictions, labels, num_classes)
-    accuracy_by_class = per_class_accuracy(confusion)
+    confusion = confusion_matrix(predictions[finite_rows], labels[finite_rows], num_classes)
+    class_totals = torch.bincount(labels, minlength=num_classes)
+    accuracy_by_class = per_class_accuracy(confusion, class_totals)
     precision_by_class = per_class_precision(confusion)
     return {
         "num_samples": int(labels.numel()),
+        "non_finite_samples": int((~finite_rows).sum()),
         "top1": topk_accuracy(logits, labels, 1),
         "top5": topk_accuracy(logits, labels, 5),
         "mean_class_accuracy": _mean(accuracy_by_class),
