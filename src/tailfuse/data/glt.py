@@ -15,6 +15,7 @@ class, Test-GBL / Test-CBL / Test-GLT from disjoint parts of each class's test i
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -213,10 +214,18 @@ def _class_names(content: dict, path: Path) -> list[str]:
 
 def write_json_atomically(content: dict, path: Path) -> None:
     """Write JSON to a temporary sibling and rename it into place."""
+    _write_bytes_atomically(json.dumps(content).encode(), path)
+
+
+def _write_bytes_atomically(data: bytes, path: Path) -> None:
+    """A temporary sibling renamed into place: ``path`` holds the old content or the new."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(json.dumps(content))
-    os.replace(temporary, path)
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------- synthetic attributes
@@ -472,6 +481,8 @@ def write_preview(annotation: GltAnnotation, path: str | Path, tint_strength: fl
                 axis.set_ylabel(["head attr.", "medium attr.", "tail attr."][rank], fontsize=7)
     figure.tight_layout()
     path = Path(path)
-    figure.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
+    _write_bytes_atomically(buffer.getvalue(), path)  # a failed save leaves an older file whole
     return path

@@ -19,6 +19,7 @@ from tailfuse.engine.checkpoint import load_checkpoint
 from tailfuse.engine.runtime import make_runtime
 from tailfuse.engine.session import TrainingSession
 from tailfuse.errors import TailfuseError
+from tailfuse.eval.report import save_figure
 
 GROUP_COLOURS = {"many": "#4C72B0", "medium": "#DD8452", "few": "#C44E52"}
 
@@ -92,6 +93,6 @@ def plot_run_tsne(
     axis.set_title(f"{config.name}: t-SNE of {count} test features ({checkpoint.name})")
     figure.tight_layout()
     path = Path(out) if out else run_dir / "tsne.png"
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)  # atomic: a failed save leaves an older tsne.png whole
     plt.close(figure)
     return path
