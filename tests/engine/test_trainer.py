@@ -74,3 +74,14 @@ def test_results_hold_every_metric_and_selection_uses_validation(cifar10_jpeg_ro
     assert saved["test"]["top1"] == test["top1"]
     assert (tmp_path / "run" / "per_class_accuracy.png").stat().st_size > 1000
     assert "many accuracy" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_the_progress_line_of_an_epoch_without_steps_shows_no_nan_loss():
+    """τ-norm trains nothing: its epoch line says so instead of printing "loss nan"."""
+    from tailfuse.engine.trainer import _format_record
+
+    trained = {"epoch": 3, "train_loss": 0.5, "lr": 0.1, "images_per_second": 250.0, "test_top1": 61.25}
+    trained["test_group_accuracy"] = {"many": 80.0, "few": 40.0}
+    assert _format_record(trained) == "epoch 3: loss 0.5000 lr 0.10000 (250 img/s) test 61.25 (many 80.0, few 40.0)"
+    idle = {**trained, "epoch": 1, "train_loss": float("nan"), "images_per_second": float("nan")}
+    assert _format_record(idle) == "epoch 1: no training steps test 61.25 (many 80.0, few 40.0)"

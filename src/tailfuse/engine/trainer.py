@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import platform
 import random
 import sys
@@ -287,7 +288,14 @@ def _log_entries(evaluated: dict) -> dict:
 
 
 def _format_record(record: dict) -> str:
-    text = f"epoch {record['epoch']}: loss {record['train_loss']:.4f} lr {record['lr']:.5f} ({record['images_per_second']:.0f} img/s)"
+    """The epoch's progress line; an epoch without training steps (τ-norm) shows no loss."""
+    if math.isnan(record["train_loss"]):
+        text = f"epoch {record['epoch']}: no training steps"
+    else:
+        text = (
+            f"epoch {record['epoch']}: loss {record['train_loss']:.4f} lr {record['lr']:.5f} "
+            f"({record['images_per_second']:.0f} img/s)"
+        )
     if "validation_top1" in record:
         text += f" val {record['validation_top1']:.2f}"
     if "test_top1" in record:
