@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from tailfuse.errors import TailfuseError
 from tailfuse.eval.glt import glt_metrics, glt_scores, protocol_markdown, protocol_text
 from tailfuse.eval.glt_table import bench_summary, glt_table_markdown
 
@@ -82,3 +83,30 @@ def test_a_sample_with_non_finite_logits_predicts_no_class():
     assert metrics["overall"]["precision"] == pytest.approx(75.0)
     assert metrics["class_splits"]["many"]["accuracy"] == pytest.approx(50.0)
     assert metrics["class_splits"]["many"]["precision"] == pytest.approx(50.0)
+
+
+def _glt_run(seed: int, accuracy: float, precision: float, epochs: int = 2) -> dict:
+    overall = {"accuracy": accuracy, "precision": precision}
+    metrics = {"overall": overall, "class_splits": {"few": overall}, "attribute_splits": {}}
+    return {"name": f"run{seed}", "seed": seed, "epochs": epochs, "glt": {"test_bl": {"metrics": metrics}}}
+
+
+def test_seed_table_mean_and_sample_std_by_hand():
+    """Two seeds at 40 / 30 and 50 / 36: mean 45 / 33, sample std 7.07 / 4.24 (n - 1 = 1)."""
+    summary = bench_summary("two seeds", {"glt": [_glt_run(0, 40.0, 30.0), _glt_run(1, 50.0, 36.0)]})
+    cell = summary["cells"]["CLT overall"]
+    assert cell["accuracy"] == pytest.approx(45.0) and cell["precision"] == pytest.approx(33.0)
+    assert cell["accuracy_std"] == pytest.approx(50**0.5) and cell["precision_std"] == pytest.approx(18**0.5)
+    assert cell["seeds"] == 2 and summary["seeds"] == [0, 1] and summary["epochs"] == [2]
+    assert summary["runs"] == {"glt": 2}
+    assert set(summary["cells"]) == {"CLT overall", "CLT few"}  # no test_bbl, no CBL run: no cells
+    single = bench_summary("one seed", {"glt": [_glt_run(3, 40.0, 30.0)]})
+    assert single["cells"]["CLT overall"]["accuracy_std"] == 0.0
+    table = glt_table_markdown([summary, single]).splitlines()
+    assert table[0] == "**CLT** (Acc / Prec, %)"
+    assert table[2] == "| method | overall | many | medium | few |"
+    assert table[3] == "|---|---|---|---|---|"
+    assert table[4] == "| two seeds | 45.00±7.07 / 33.00±4.24 | – | – | 45.00±7.07 / 33.00±4.24 |"
+    assert table[5] == "| one seed | 40.00 / 30.00 | – | – | 40.00 / 30.00 |"
+    with pytest.raises(TailfuseError, match="run 'plain' has no GLT protocols"):
+        bench_summary("plain", {"glt": [{"name": "plain", "seed": 0, "epochs": 1}]})

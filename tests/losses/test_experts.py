@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from tailfuse.errors import ConfigError
 from tailfuse.losses import build_loss
 from tailfuse.losses.experts import RESLT_GROUP_MASKS, inverse_prior, reslt_group_masks
 
@@ -141,3 +142,35 @@ def test_reslt_group_masks_per_dataset_including_the_authors_imagenet_rule():
         [1, 0],
         [0, 0],
     ]
+
+
+def test_ride_loss_defaults_are_official_rides_constants():
+    """Spec h2t §2 (loss.RIDE): max_m 0.5, s 30, T 1, reweight_factor 0.05, α_div −0.2, β 0.9999."""
+    from tailfuse.losses.experts import RIDELoss
+
+    loss = RIDELoss([100, 10, 1])
+    # m_c = 0.5 · n_c^(-1/4) / max n^(-1/4): 0.5 · [0.31623, 0.56234, 1]
+    assert loss.margins.tolist() == pytest.approx([0.158114, 0.281171, 0.5], abs=1e-6)
+    # t_c = 3·π_c·0.05 + 0.95 = [1.085135, 0.963514, 0.951351], divided by its max
+    assert loss.temperature_scale.tolist() == pytest.approx([1.0, 0.887920, 0.876712], abs=1e-6)
+    assert (loss.s, loss.temperature, loss.diversity_factor, loss.base_loss_factor) == (30.0, 1.0, -0.2, 1.0)
+    assert loss.drw_epoch is None and loss.epoch == 0 and not loss.reweighting
+    # (1 − 0.9999) / (1 − 0.9999^n), normalised to sum to C: the tail class weighs the most
+    assert loss.drw_weights.argmax().item() == 2
+    assert loss.state_dict() == {}  # constants of the class counts, not checkpointed state
+    with pytest.raises(ConfigError, match="reweight_factor is too large"):
+        RIDELoss([1000, 1], reweight_factor=1.2)
+
+
+def test_reslt_group_masks_at_their_boundaries():
+    """``at_least``: g_M = 1[y ≥ medium_from], g_T = 1[y ≥ tail_from]; ``below``: y < ... ."""
+    labels = torch.tensor([1, 2, 3, 4, 5])
+    masks = reslt_group_masks(labels, medium_from=2, tail_from=4, rule="at_least")
+    assert masks.dtype == torch.float32
+    assert masks.tolist() == [[1, 1, 1, 1, 1], [0, 1, 1, 1, 1], [0, 0, 0, 1, 1]]
+    masks = reslt_group_masks(labels, medium_from=4, tail_from=2, rule="below")
+    assert masks.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]]
+    assert reslt_group_masks(labels, 4, None, "below")[2].tolist() == [0, 0, 0, 0, 0]
+    assert reslt_group_masks(labels, 2, None, "at_least")[2].tolist() == [0, 0, 0, 0, 0]
+    with pytest.raises(ConfigError, match="unknown ResLT mask rule 'above'"):
+        reslt_group_masks(labels, 2, 4, "above")

@@ -118,3 +118,25 @@ def test_reweighting_refuses_losses_without_class_weights_and_half_settings():
         build_loss("cross_entropy", [3, 1], beta=0.9)
     with pytest.raises(ConfigError, match="not both"):
         build_loss("cross_entropy", [3, 1], beta=0.9, drw_epoch=1, reweight_from_epoch=1)
+
+
+def test_gcl_class_weights_by_hand_in_cross_entropy_and_focal_form():
+    """noise_mul 0 (no cloud), m 0.1, s 20; DRW weights [0.5, 2].
+
+    CE form (γ = 0) is the weighted mean Σ w·l / Σ w; the focal form (γ > 0) is GCL's
+    ``mean_b w·(1 − p)^γ·(−log p)``.
+    """
+    loss = GaussianCloudedLogitLoss([10, 1], m=0.1, s=20.0, noise_mul=0.0, gamma=0.0)
+    loss.set_generator(torch.Generator().manual_seed(0))
+    cosine = torch.tensor([[0.5, 0.2], [0.1, 0.3]])
+    labels = torch.tensor([0, 1])
+    weights = torch.tensor([0.5, 2.0])
+    # sample 0: 20·[0.5 − 0.1, 0.2] = [8, 4]; sample 1: 20·[0.1, 0.3 − 0.1] = [2, 4]
+    first, second = math.log1p(math.exp(-4.0)), math.log1p(math.exp(-2.0))
+    assert loss(cosine, labels, weights).item() == pytest.approx((0.5 * first + 2.0 * second) / 2.5, rel=1e-5)
+    assert loss(cosine, labels).item() == pytest.approx((first + second) / 2, rel=1e-5)
+    focal = GaussianCloudedLogitLoss([10, 1], m=0.1, s=20.0, noise_mul=0.0, gamma=1.0)
+    focal.set_generator(torch.Generator().manual_seed(0))
+    p_first, p_second = 1 / (1 + math.exp(-4.0)), 1 / (1 + math.exp(-2.0))
+    expected = (0.5 * (1 - p_first) * first + 2.0 * (1 - p_second) * second) / 2
+    assert focal(cosine, labels, weights).item() == pytest.approx(expected, rel=1e-5)

@@ -77,3 +77,31 @@ def test_build_loss_rejects_unknown_options():
 
     with pytest.raises(ConfigError, match="loss 'kps' does not take"):
         build_loss("kps", [2, 1], margin=3)
+
+
+def test_kps_with_class_weights_is_the_weighted_mean_by_hand():
+    """Counts [50, 1]: r = [2, 1], margins [0.25, 0.5] (reversed), s = 15; DRW weights [0.5, 2]."""
+    loss = KPSLoss([50, 1], max_m=0.5, s=15.0, weighted_from_epoch=None)
+    cosine = torch.tensor([[0.5, 0.1], [0.2, 0.4]])
+    labels = torch.tensor([0, 1])
+    # sample 0: r*cos = [1.0, 0.1], target margin 0.25 -> [0.75, 0.1] * 15 = [11.25, 1.5]
+    first = math.log1p(math.exp(1.5 - 11.25))
+    # sample 1: r*cos = [0.4, 0.4], target margin 0.5 -> [0.4, -0.1] * 15 = [6.0, -1.5]
+    second = math.log1p(math.exp(6.0 + 1.5))
+    weighted = loss(cosine, labels, class_weights=torch.tensor([0.5, 2.0])).item()
+    assert weighted == pytest.approx((0.5 * first + 2.0 * second) / 2.5, rel=1e-5)
+    assert loss(cosine, labels).item() == pytest.approx((first + second) / 2, rel=1e-5)
+
+
+def test_kps_defaults_and_the_per_sample_scale_clamp_at_50():
+    """FFN's KPS constants: max_m 0.5, s 15, per-sample scales from epoch 120, clamp(s·r, s, 50)."""
+    loss = KPSLoss([1000, 1])
+    assert (loss.s, loss.weighted_from_epoch, loss.epoch) == (15.0, 120, 0)
+    # r = [log(50000)/log 50, 1] = [2.76578, 1]; reversed partner [1, 2.76578]
+    assert loss.margins.tolist() == pytest.approx([0.5 / 2.765776, 0.5], abs=1e-6)
+    assert loss.sample_scales.tolist() == pytest.approx([15.0, 15.0 * 2.765776], abs=1e-4)
+    assert loss.state_dict() == {}
+    # s = 20: 20 · 2.76578 = 55.3 is clamped to 50
+    assert KPSLoss([1000, 1], s=20.0).sample_scales.tolist() == pytest.approx([20.0, 50.0])
+    with pytest.raises(ValueError, match="unknown margin_order 'sorted'"):
+        KPSLoss([1000, 1], margin_order="sorted")
