@@ -51,3 +51,16 @@ def test_posthoc_logit_adjustment_subtracts_tau_log_prior():
     with torch.no_grad():
         shift = torch.log(torch.tensor([0.75, 0.25]))
         assert torch.allclose(method.predict(images), model(images) - shift, atol=1e-5)
+
+
+def test_focal_factor_is_detached_by_default():
+    """Logits [0, 0], label 0, γ = 1: p = 0.5. With (1 − p) held constant, d/dz₀ of −(1−p)·log p
+    is −(1 − p)·(1 − p) = −0.25; differentiating the factor too would give
+    p(1−p)·log p − (1−p)² = 0.25·ln 0.5 − 0.25 = −0.4233."""
+    from tailfuse.losses.logit_adjustment import focal_mean
+
+    for detach, expected in ((None, -0.25), (False, 0.25 * math.log(0.5) - 0.25)):
+        logits = torch.zeros(1, 2, requires_grad=True)
+        options = {} if detach is None else {"detach_factor": detach}
+        focal_mean(torch.log_softmax(logits, dim=1), torch.tensor([0]), 1.0, **options).backward()
+        assert logits.grad[0, 0].item() == pytest.approx(expected, abs=1e-6)

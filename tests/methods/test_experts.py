@@ -71,8 +71,13 @@ def test_bbn_alpha_schedule():
     )
 
 
-def test_bbn_step_mixes_both_branches_and_their_labels():
-    method, model = _method("cifar10_lt_quick_bbn")
+@pytest.mark.parametrize(
+    ("overrides", "alpha"),
+    [([], 1 - (20 / 40) ** 2), (["method.alpha_epoch=glt"], 1 - (19 / 40) ** 2)],
+)
+def test_bbn_step_mixes_both_branches_and_their_labels(overrides, alpha):
+    """Epoch 20 of 40: α = 1 − (20/40)², or 1 − (19/40)² with the GLT code's epoch count."""
+    method, model = _method("cifar10_lt_quick_bbn", *overrides)
     assert method.branches() == {"conventional": "instance", "rebalancing": "reverse"}
     images = torch.randn(4, 3, 32, 32)
     first = Batch(images, torch.tensor([0, 0, 1, 2]))
@@ -83,7 +88,6 @@ def test_bbn_step_mixes_both_branches_and_their_labels():
     model.train()
     torch.manual_seed(1)
     loss = method.loss({"conventional": first, "rebalancing": second}, context)
-    alpha = 1 - (20 / 40) ** 2
     torch.manual_seed(1)
     backbone, head = model.backbone, model.head
     logits = head.mixed_logits(
@@ -153,3 +157,24 @@ def test_crt_reinitialises_every_expert_classifier():
     build_method(config, model, COUNTS)
     after = list(model.head.parameters())
     assert len(before) == 3 and all(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
+
+
+def test_expert_methods_hand_their_options_to_their_losses():
+    """The recipe's loss settings reach the loss the method trains with."""
+    ride, _ = _method("cifar10_lt_quick_ride", "method.loss_options.max_m=0.3", "method.loss_options.s=20")
+    assert ride.criterion.margins.max().item() == pytest.approx(0.3)
+    assert (ride.criterion.s, ride.criterion.drw_epoch, ride.criterion.diversity_factor) == (20, 32, -0.2)
+    for recipe in ("cifar10_lt_quick_reslt", "cifar10_lt_quick_reslt_h2t"):
+        reslt, _ = _method(recipe, "method.beta=0.7", "method.groups=cifar100")
+        criterion = reslt.criterion
+        assert (criterion.beta, criterion.medium_from, criterion.tail_from, criterion.rule) == (0.7, 35, 70, "at_least")
+
+
+def test_reslt_cross_entropy_keeps_the_authors_epsilon():
+    """``−log(softmax + 1e-7)``: a target probability that underflows to 0 costs −log 1e-7 = 16.118."""
+    from tailfuse.losses.experts import ResLoss
+
+    losses = ResLoss._cross_entropy(torch.tensor([[0.0, -200.0], [0.0, -200.0]]), torch.tensor([1, 0]))
+    assert losses.tolist() == pytest.approx([16.118096, -1e-7], abs=1e-6)
+    with pytest.raises(ConfigError, match="unknown ResLT groups 'cifar1000'; choose from cifar10, cifar100"):
+        ResLoss([3, 2, 1], groups="cifar1000")
