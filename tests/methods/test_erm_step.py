@@ -105,3 +105,31 @@ def test_prediction_loss_logits_evaluates_with_the_kps_training_logits():
     head_rule = build_method(build_config({"model": {"head": "cosine", "cosine_scale": 1.0}, "method": {"name": "erm", "loss": "kps"}}), FixedCosines(), [50, 1])
     assert torch.equal(head_rule.predict(torch.zeros(2, 3, 2, 2)), cosines)  # the authors' rule: raw cosines
 
+
+
+def test_without_mixup_the_step_sees_the_images_as_they_are():
+    """mixup_alpha 0: no mixing at all (not a Beta(0, 0) draw); CE of [m, 0, 0] by hand."""
+    method, model = erm({"mixup_alpha": 0.0})
+    images = torch.tensor([0.0, 2.0]).view(2, 1, 1, 1).expand(2, 3, 2, 2).contiguous()
+    loss = method.loss({"main": Batch(images, torch.tensor([0, 1]))}, StepContext(0, 1, EpochRandomness(7, 0)))
+    assert torch.equal(model.inputs[0], images)
+    expected = ((math.log(1 + 2) - 0.0) + math.log(math.exp(2.0) + 2)) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_step_tells_the_loss_its_epoch_and_random_stream():
+    """LDAM-DRW switches to class weights from ``drw_epoch``; GCL draws its noise from the step's stream."""
+    def cosine_erm(method_options):
+        model_options = {"head": "cosine", "cosine_scale": 1.0}
+        config = build_config({"model": model_options, "method": {"name": "erm", **method_options}})
+        return build_method(config, MeanLogits(3), [6, 3, 1]), None
+
+    method, _ = cosine_erm({"loss": "ldam", "loss_options": {"drw_epoch": 2}})
+    images = torch.zeros(2, 3, 2, 2)
+    for epoch in (1, 3):
+        method.loss({"main": Batch(images, torch.tensor([0, 2]))}, StepContext(epoch, 4, EpochRandomness(0, epoch)))
+        assert method.criterion.epoch == epoch
+    gcl, _ = cosine_erm({"loss": "gcl"})
+    randomness = EpochRandomness(5, 1)
+    gcl.loss({"main": Batch(images, torch.tensor([0, 2]))}, StepContext(1, 4, randomness))
+    assert gcl.criterion.generator is randomness.stream("loss")
