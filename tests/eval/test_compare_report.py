@@ -1,0 +1,99 @@
+"""The comparison report: table cells, published figures and files, from hand-built results."""
+
+from __future__ import annotations
+
+import csv
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from tailfuse.errors import ConfigError
+from tailfuse.eval.compare_report import published_for, read_published, write_compare_report
+
+
+def results(top1, many, medium, few, precision, ece):
+    groups = {"many": many, "medium": medium, "few": few}
+    test = {"top1": top1, "group_accuracy": groups, "macro_precision": precision, "ece": ece}
+    test["per_class_accuracy"] = [many, 50.0, few if few is not None else 0.0]
+    return {"test": test, "data": {"class_counts": [100, 10, 1]}}
+
+
+ROWS = [
+    SimpleNamespace(label="CE", recipe="cifar10_lt_quick_ce", overrides=[]),
+    SimpleNamespace(label="DR + H2T", recipe="recipes/mine/cifar10_lt_quick_dr_h2t.yaml", overrides=["a=1"]),
+]
+RESULTS = {
+    ("CE", 0): results(40.0, 80.0, 30.0, 10.0, 50.0, 5.0),
+    ("CE", 1): results(44.0, 82.0, 34.0, 14.0, 52.0, 7.0),
+    ("DR + H2T", 0): results(60.0, 70.0, None, 50.0, 55.0, 3.0),  # no medium class in this split
+    ("DR + H2T", 1): results(62.0, 72.0, None, 52.0, 57.0, 4.0),
+}
+RUN_DIRS = {key: f"runs/{key[0]}-{key[1]}" for key in RESULTS}
+
+
+def test_published_figures_match_by_label_then_recipe_then_its_stem(tmp_path):
+    path = tmp_path / "published.yaml"
+    path.write_text(
+        "- {label: CE, paper: 70.70, source: FFN Table 5}\n"
+        "- {recipe: cifar10_lt_quick_dr_h2t, paper: '60', source: H2T Table 2}\n"
+    )
+    figures = read_published(path)
+    assert figures == {
+        "CE": {"paper": 70.7, "source": "FFN Table 5"},
+        "cifar10_lt_quick_dr_h2t": {"paper": 60.0, "source": "H2T Table 2"},
+    }
+    assert published_for(ROWS[0], figures)["paper"] == 70.7
+    assert published_for(ROWS[1], figures)["paper"] == 60.0  # by the recipe file's stem
+    assert published_for(SimpleNamespace(label="x", recipe="y"), figures) is None
+    for text, message in [
+        ("{label: CE}", "must be a YAML list"),
+        ("- {label: CE}", "every entry needs 'paper'"),
+        ("- {paper: 3}", "every entry needs 'paper' and a 'label' or 'recipe'"),
+        ("- {label: CE, paper: high}", "paper figure 'high' is not a number"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            read_published(path)
+    with pytest.raises(ConfigError, match="cannot read published figures"):
+        read_published(tmp_path / "missing.yaml")
+
+
+def test_table_csv_and_json_hold_mean_and_sample_std_by_hand(tmp_path):
+    published = {"CE": {"paper": 70.7, "source": "FFN Table 5"}, "cifar10_lt_quick_dr_h2t": {"paper": 60.0, "source": "mine"}}
+    out = tmp_path / "nested" / "compare"
+    summary = write_compare_report(out, ROWS, [0, 1], RESULTS, RUN_DIRS, published, "tailfuse compare ...")
+    assert sorted(p.name for p in out.iterdir()) == ["compare.csv", "compare.json", "compare.md", "compare.png"]
+    lines = (out / "compare.md").read_text().splitlines()
+    assert lines[0] == "# Comparison" and lines[2] == "Command: `tailfuse compare ...`"
+    assert lines[4].endswith("Paper figures (all, top-1 %) are the papers': FFN Table 5; mine.")
+    assert lines[6] == "| method | runs | all | many | medium | few | macro precision | ECE | paper (all) | Δ all |"
+    assert lines[7] == "|---|---|---|---|---|---|---|---|---|---|"
+    # CE: all 40, 44 -> 42 ± 2.83; many 80, 82 -> 81 ± 1.41; ECE 5, 7 -> 6 ± 1.41; 42 − 70.7 = −28.7
+    assert lines[8] == (
+        "| CE | 2 | 42.00 ± 2.83 | 81.00 ± 1.41 | 32.00 ± 2.83 | 12.00 ± 2.83 | 51.00 ± 1.41 | 6.00 ± 1.41"
+        " | 70.70 | -28.70 |"
+    )
+    assert lines[9] == (
+        "| DR + H2T | 2 | 61.00 ± 1.41 | 71.00 ± 1.41 | – | 51.00 ± 1.41 | 56.00 ± 1.41 | 3.50 ± 0.71"
+        " | 60.00 | +1.00 |"
+    )
+    assert lines[-1] == "![per-class accuracy](compare.png)"
+    assert summary[1]["medium_mean"] is None and summary[1]["difference"] == pytest.approx(1.0)
+    with open(out / "compare.csv", newline="") as stream:
+        table = list(csv.DictReader(stream))
+    assert [row["method"] for row in table] == ["CE", "DR + H2T"]
+    assert float(table[0]["all_mean"]) == 42.0 and float(table[0]["all_std"]) == pytest.approx(8**0.5)
+    assert float(table[0]["difference"]) == pytest.approx(-28.7) and table[1]["medium_mean"] == ""
+    written = json.loads((out / "compare.json").read_text())
+    assert written["seeds"] == [0, 1] and written["command"] == "tailfuse compare ..."
+    assert [run["run_dir"] for run in written["runs"]] == ["runs/CE-0", "runs/CE-1", "runs/DR + H2T-0", "runs/DR + H2T-1"]
+    assert written["runs"][3]["recipe"] == "recipes/mine/cifar10_lt_quick_dr_h2t.yaml"
+    assert written["summary"][1]["overrides"] == ["a=1"] and written["summary"][0]["paper_source"] == "FFN Table 5"
+
+
+def test_one_seed_shows_the_mean_alone_and_no_paper_column_without_figures(tmp_path):
+    write_compare_report(tmp_path, ROWS[:1], [0], RESULTS, RUN_DIRS, {}, "c")
+    lines = (tmp_path / "compare.md").read_text().splitlines()
+    assert lines[6] == "| method | runs | all | many | medium | few | macro precision | ECE |"
+    assert lines[8] == "| CE | 1 | 40.00 | 80.00 | 30.00 | 10.00 | 50.00 | 5.00 |"
