@@ -59,3 +59,21 @@ def test_the_selected_epoch_and_its_test_score(cifar10_jpeg_root, tmp_path, scri
     assert saved["epoch"] == epoch and float(saved["session"]["model"]["head.fc.bias"][0]) == epoch
     log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["validation_top1"], r["test_top1"]) for r in log] == [(10.0, 50.0), (30.0, 10.0), (30.0, 90.0)]
+
+
+def test_the_selection_rule_of_each_setting():
+    """auto: best validation epoch when there is a validation split, else the final epoch;
+    best_validation without a validation split is an error; the others are taken as written."""
+    from tailfuse.config import build_config
+    from tailfuse.engine.trainer import selection_rule
+    from tailfuse.errors import TailfuseError
+
+    def rule(selection, has_validation):
+        return selection_rule(build_config({"train": {"selection": selection}}), has_validation)
+
+    assert rule("auto", True) == "best_validation" and rule("auto", False) == "final"
+    assert rule("best_validation", True) == "best_validation"
+    assert rule("final", True) == "final" and rule("final", False) == "final"
+    assert rule("best_test", False) == "best_test"
+    with pytest.raises(TailfuseError, match=r"^train.selection=best_validation needs data.validation_per_class > 0$"):
+        rule("best_validation", False)

@@ -190,3 +190,23 @@ def test_test_time_defaults_are_the_authors_released_config():
     assert not options.enabled
     assert (options.batch_size, options.lr, options.momentum, options.weight_decay) == (128, 0.1, 0.9, 5.0e-4)
     assert options.nesterov and options.epochs == 5 and options.stop_below == 0.05
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_one_aggregation_step_is_sgd_with_the_options_momentum_nesterov_and_decay(nesterov):
+    """One batch, one epoch: a = 1/3 − lr·(g + wd·a)·(1 + m if Nesterov else 1), w = softmax(a),
+    with g the gradient of the (hand-checked) aggregation loss at a = 1/3."""
+    lr, momentum, decay = 0.5, 0.9, 0.1
+    options = SelfSupervisedAggregationOptions(
+        enabled=True, epochs=1, batch_size=8, lr=lr, momentum=momentum, weight_decay=decay,
+        nesterov=nesterov, stop_below=0.0,
+    )
+    views = _FixedViews(batches=1)
+    weights, _ = learn_aggregation_weights(_three_experts, views, 3, options)
+    start = torch.full((3,), 1 / 3, requires_grad=True)
+    (first, second), = views.batches(8, 0)
+    aggregation_loss(start, _three_experts(first), _three_experts(second)).backward()
+    step = start.grad + decay * start.detach()
+    moved = start.detach() - lr * step * ((1 + momentum) if nesterov else 1.0)
+    assert weights.tolist() == pytest.approx(torch.softmax(moved, 0).tolist(), abs=1e-6)
+    assert not torch.allclose(start.grad, torch.zeros(3))  # the step moved the weights
