@@ -26,6 +26,7 @@ import numpy as np
 
 from tailfuse.data.randomness import derive_seed
 from tailfuse.errors import DataError
+from tailfuse.files import write_text_atomically
 
 GLT_SPLITS = ("train", "val", "test_lt", "test_bl", "test_bbl")
 TEST_SPLITS = ("test_bl", "test_bbl", "test_lt")
@@ -213,19 +214,9 @@ def _class_names(content: dict, path: Path) -> list[str]:
 
 
 def write_json_atomically(content: dict, path: Path) -> None:
-    """Write JSON to a temporary sibling and rename it into place."""
-    _write_bytes_atomically(json.dumps(content).encode(), path)
-
-
-def _write_bytes_atomically(data: bytes, path: Path) -> None:
-    """A temporary sibling renamed into place: ``path`` holds the old content or the new."""
+    """Write JSON to a temporary sibling and rename it into place (creating the folder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_text_atomically(path, json.dumps(content))
 
 
 # ---------------------------------------------------------------------- synthetic attributes
@@ -484,5 +475,5 @@ def write_preview(annotation: GltAnnotation, path: str | Path, tint_strength: fl
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
-    _write_bytes_atomically(buffer.getvalue(), path)  # a failed save leaves an older file whole
+    write_text_atomically(path, buffer.getvalue())  # a failed save leaves an older file whole
     return path

@@ -17,7 +17,8 @@ import shutil
 from pathlib import Path
 
 from tailfuse.errors import TailfuseError
-from tailfuse.eval.report import json_text, write_text_atomically
+from tailfuse.eval.report import json_text
+from tailfuse.files import write_text_atomically
 
 LOCK_NAME = ".tailfuse.lock"
 #: Files and folders a training run writes into its directory.

@@ -82,6 +82,6 @@ def cpu_has_native_bf16() -> bool:
     """Whether oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX).
 
     Without it bf16 autocast is emulated: measured here on an AVX2-only AMD EPYC, a ResNet-32
-    training step in bf16 took over 10x longer than in fp32 (README, "Speed").
+    training step in bf16 took over 10x longer than in fp32 (README, "Benchmark").
     """
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

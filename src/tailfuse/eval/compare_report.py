@@ -14,8 +14,9 @@ from pathlib import Path
 import yaml
 
 from tailfuse.errors import ConfigError
-from tailfuse.eval.report import csv_text, json_text, save_figure, write_text_atomically
+from tailfuse.eval.report import csv_text, json_text, save_figure
 from tailfuse.eval.sweep_report import COLUMNS, run_row, summarise
+from tailfuse.files import write_text_atomically
 
 METRICS = (*COLUMNS, "macro_precision", "ece")
 

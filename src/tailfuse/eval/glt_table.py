@@ -7,7 +7,8 @@ import statistics
 from pathlib import Path
 
 from tailfuse.errors import TailfuseError
-from tailfuse.eval.report import json_text, write_text_atomically
+from tailfuse.eval.report import json_text
+from tailfuse.files import write_text_atomically
 
 #: (column title, training set, test split, part, split name): the paper's Tables 1–2 layout
 COLUMNS = [

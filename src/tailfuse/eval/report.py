@@ -6,10 +6,9 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 
-from tailfuse.errors import TailfuseError
+from tailfuse.files import write_text_atomically
 
 GROUP_ORDER = ("many", "medium", "few")
 
@@ -28,24 +27,6 @@ def strict_json(value):
 def json_text(value, indent: int | None = None) -> str:
     """Strictly valid JSON (NaN -> null) for results, summaries and metrics.jsonl lines."""
     return json.dumps(strict_json(value), indent=indent, allow_nan=False)
-
-
-def write_text_atomically(path: Path, text: str | bytes) -> None:
-    """Write ``text`` (or bytes) to a hidden temporary sibling, then rename it over ``path``.
-
-    A reader (or a crash, or a full disk) never sees a half-written file: ``path`` holds the
-    old content or the new. Leftover ``.*.tmp`` siblings are removed when a run resumes.
-    """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb" if isinstance(text, bytes) else "w") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise TailfuseError(f"cannot write {path}: {error.strerror or type(error).__name__}") from None
 
 
 def csv_text(fields: list[str], rows: list[dict], **options) -> str:

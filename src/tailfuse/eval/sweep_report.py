@@ -5,7 +5,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from tailfuse.eval.report import csv_text, json_text, save_figure, write_text_atomically
+from tailfuse.eval.report import csv_text, json_text, save_figure
+from tailfuse.files import write_text_atomically
 
 COLUMNS = ("all", "many", "medium", "few")
 
