@@ -97,3 +97,14 @@ def test_one_seed_shows_the_mean_alone_and_no_paper_column_without_figures(tmp_p
     lines = (tmp_path / "compare.md").read_text().splitlines()
     assert lines[6] == "| method | runs | all | many | medium | few | macro precision | ECE |"
     assert lines[8] == "| CE | 1 | 40.00 | 80.00 | 30.00 | 10.00 | 50.00 | 5.00 |"
+
+
+def test_one_seed_of_a_row_without_medium_classes_has_zero_spread_and_its_seed(tmp_path):
+    """The path for a group with no classes, with one seed: std 0 (not an error), medium empty."""
+    summary = write_compare_report(tmp_path, ROWS[1:], [1], RESULTS, RUN_DIRS, {}, "c")
+    entry = summary[0]
+    assert entry["runs"] == 1 and entry["seeds"] == [1]
+    assert entry["all_mean"] == 62.0 and entry["all_std"] == 0.0 and entry["ece_std"] == 0.0
+    assert entry["medium_mean"] is None and entry["medium_std"] == 0.0
+    lines = (tmp_path / "compare.md").read_text().splitlines()
+    assert lines[8] == "| DR + H2T | 1 | 62.00 | 72.00 | – | 52.00 | 57.00 | 4.00 |"

@@ -33,6 +33,22 @@ def test_cutmix_box_side_and_clipping_by_hand():
     assert cutmix_box(32, 32, 0.75, FixedCentres(20, 10)) == (12, 28, 2, 18)
     # centre at the corner: clipped to [0, 8) x [0, 8)
     assert cutmix_box(32, 32, 0.75, FixedCentres(0, 0)) == (0, 8, 0, 8)
+    # centre at the far corner: rows and columns [23, 32), cut at the image's edge
+    assert cutmix_box(32, 32, 0.75, FixedCentres(31, 31)) == (23, 32, 23, 32)
+
+
+def test_cutmix_box_odd_sides_and_a_rectangular_image_by_hand():
+    # 30 x 22 image, lam 0.75: sides int(30 * 0.5) = 15 and int(22 * 0.5) = 11; half sides 7 and 5
+    # centre (20, 3): rows [13, 27), columns [-2 -> 0, 8)
+    assert cutmix_box(30, 22, 0.75, FixedCentres(20, 3)) == (13, 27, 0, 8)
+    # centre (2, 19): rows [-5 -> 0, 9), columns [14, 24 -> 22)
+    assert cutmix_box(30, 22, 0.75, FixedCentres(2, 19)) == (0, 9, 14, 22)
+
+
+def test_cutmix_box_for_lambda_one_is_empty():
+    # lam 1: side 0, so nothing is pasted, even at the origin
+    assert cutmix_box(32, 32, 1.0, FixedCentres(0, 0)) == (0, 0, 0, 0)
+    assert cutmix_box(32, 32, 1.0, FixedCentres(5, 9)) == (5, 5, 9, 9)
 
 
 def test_paste_box_copies_the_donor_area_and_returns_the_kept_fraction():
