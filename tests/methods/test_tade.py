@@ -210,3 +210,89 @@ def test_one_aggregation_step_is_sgd_with_the_options_momentum_nesterov_and_deca
     moved = start.detach() - lr * step * ((1 + momentum) if nesterov else 1.0)
     assert weights.tolist() == pytest.approx(torch.softmax(moved, 0).tolist(), abs=1e-6)
     assert not torch.allclose(start.grad, torch.zeros(3))  # the step moved the weights
+
+
+class _RecordingViews:
+    """Images (N, 1, 1, 2): pixel 0 the kind (0: the two views agree, 1: they do not), pixel 1
+    the view. Records the arguments of every ``batches`` call."""
+
+    def __init__(self, kinds: list[int]):
+        self.images = torch.zeros(len(kinds), 1, 1, 2)
+        self.images[:, 0, 0, 0] = torch.tensor(kinds, dtype=torch.float32)
+        self.calls = []
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batches(self, batch_size, epoch, distort=False):
+        self.calls.append((batch_size, epoch, distort))
+        for start in range(0, len(self.images), batch_size):
+            first = self.images[start : start + batch_size]
+            second = first.clone()
+            second[:, 0, 0, 1] = 1.0
+            yield first, second
+
+
+def _twin_experts(images: torch.Tensor) -> list[torch.Tensor]:
+    """Two experts with the same logits: (ln 3, 0), or (ln 3, ln 3) on the second view of a kind-1
+    image. Any weights mix them to those logits, so the weights get no gradient."""
+    disagree = (images[:, 0, 0, 0] == 1) & (images[:, 0, 0, 1] == 1)
+    logits = torch.zeros(len(images), 2)
+    logits[:, 0] = LN3
+    logits[disagree, 1] = LN3
+    return [logits, logits.clone()]
+
+
+def test_the_epoch_similarity_is_the_image_weighted_mean_and_the_arguments_reach_the_views():
+    """Batches of 4: [0, 0, 0, 0] (cos 1 each) and [1, 1, 0]: a kind-1 image has views
+    (3/4, 1/4) and (1/2, 1/2), cos = (3/8 + 1/8) / (√10/4 · √2/2) = 2/√5. Over the 7 images:
+    (5 + 4/√5) / 7 = 0.9698..."""
+    views = _RecordingViews([0, 0, 0, 0, 1, 1, 0])
+    options = SelfSupervisedAggregationOptions(
+        enabled=True, epochs=2, batch_size=4, lr=0.5, stop_below=0.0, colour_distortion=True
+    )
+    weights, record = learn_aggregation_weights(_twin_experts, views, 2, options)
+    expected = (5.0 + 4.0 / math.sqrt(5.0)) / 7.0
+    assert record["mean_view_similarity_per_epoch"] == pytest.approx([expected, expected], abs=1e-6)
+    assert views.calls == [(4, 0, True), (4, 1, True)]
+    assert weights.tolist() == [0.5, 0.5] and record["epochs_run"] == 2 and record["images"] == 7
+    assert record["kind"] == "tade_self_supervised_aggregation"
+    assert record["options"] == options.model_dump()
+
+    plain = SelfSupervisedAggregationOptions(enabled=True, epochs=1, stop_below=0.0, colour_distortion=False)
+    one_image = _RecordingViews([1])
+    _, record = learn_aggregation_weights(_twin_experts, one_image, 2, plain)
+    assert record["mean_view_similarity_per_epoch"] == pytest.approx([2.0 / math.sqrt(5.0)], abs=1e-6)
+    assert one_image.calls == [(128, 0, False)]
+
+
+def test_the_early_stop_needs_a_weight_strictly_below_the_threshold():
+    # the weights stay at exactly (1/2, 1/2): a threshold of 1/2 is not undershot, 0.6 is
+    views = _RecordingViews([0, 1])
+    at = SelfSupervisedAggregationOptions(enabled=True, epochs=3, batch_size=2, stop_below=0.5)
+    assert learn_aggregation_weights(_twin_experts, views, 2, at)[1]["epochs_run"] == 3
+    above = SelfSupervisedAggregationOptions(enabled=True, epochs=3, batch_size=2, stop_below=0.6)
+    assert learn_aggregation_weights(_twin_experts, views, 2, above)[1]["epochs_run"] == 1
+
+
+def test_two_plain_sgd_steps_with_weight_decay_by_hand():
+    """Two one-image batches, SGD without momentum: a ← a − lr·(g(a) + wd·a) twice, g from the
+    hand-checked aggregation loss of each image. The decay of the first step moves both logits
+    alike; the second one does not, so leaving the decay out changes the weights."""
+    lr, decay = 2.0, 0.5
+    options = SelfSupervisedAggregationOptions(
+        enabled=True, epochs=1, batch_size=1, lr=lr, momentum=0.0, weight_decay=decay,
+        nesterov=False, stop_below=0.0,
+    )
+    views = _FixedViews(batches=1)
+    views.images = views.images[:2]
+    weights, _ = learn_aggregation_weights(_three_experts, views, 3, options)
+    logits = torch.full((3,), 1 / 3)
+    for first, second in views.batches(1, 0):
+        current = logits.clone().requires_grad_(True)
+        aggregation_loss(current, _three_experts(first), _three_experts(second)).backward()
+        logits = logits - lr * (current.grad + decay * logits)
+    assert weights.tolist() == pytest.approx(torch.softmax(logits, 0).tolist(), abs=1e-6)
+    no_decay = options.model_copy(update={"weight_decay": 0.0})
+    undecayed, _ = learn_aggregation_weights(_three_experts, views, 3, no_decay)
+    assert (undecayed - weights).abs().max() > 1e-3
