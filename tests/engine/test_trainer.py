@@ -85,3 +85,27 @@ def test_the_progress_line_of_an_epoch_without_steps_shows_no_nan_loss():
     assert _format_record(trained) == "epoch 3: loss 0.5000 lr 0.10000 (250 img/s) test 61.25 (many 80.0, few 40.0)"
     idle = {**trained, "epoch": 1, "train_loss": float("nan"), "images_per_second": float("nan")}
     assert _format_record(idle) == "epoch 1: no training steps test 61.25 (many 80.0, few 40.0)"
+
+
+def test_a_glt_test_set_with_non_finite_logits_is_scored_wrong_and_warned_about(capsys):
+    """Stub session and data: 1 of 3 images gets NaN logits; it counts wrong and the run says so."""
+    from types import SimpleNamespace
+
+    from tailfuse.engine.trainer import glt_protocols
+
+    split = SimpleNamespace(labels=torch.tensor([0, 1, 1]), attributes=None)
+    logits = torch.tensor([[2.0, 0.0], [float("nan"), 1.0], [0.0, 1.0]])
+    session = SimpleNamespace(predict=lambda _: logits, world=SimpleNamespace(is_main=True))
+    plan = SimpleNamespace(glt_train_set="glt", groups={"many": [0], "few": [1]})
+    data = SimpleNamespace(named_tests={"test_bbl": split}, plan=plan, num_classes=2)
+    protocols = glt_protocols(session, data)
+    metrics = protocols["test_bbl"]["metrics"]
+    assert protocols["test_bbl"]["protocol"] == "GLT" and metrics["non_finite_samples"] == 1
+    assert metrics["overall"]["accuracy"] == pytest.approx(200.0 / 3.0)  # 2 of 3 right
+    assert capsys.readouterr().err == (
+        "warning: 1 of 3 images of GLT test set test_bbl got NaN or infinite logits "
+        "(a diverged model?); they count as wrong\n"
+    )
+    session.world.is_main = False  # the other processes of a distributed run stay quiet
+    glt_protocols(session, data)
+    assert capsys.readouterr().err == ""

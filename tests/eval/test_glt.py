@@ -83,6 +83,8 @@ def test_a_sample_with_non_finite_logits_predicts_no_class():
     assert metrics["overall"]["precision"] == pytest.approx(75.0)
     assert metrics["class_splits"]["many"]["accuracy"] == pytest.approx(50.0)
     assert metrics["class_splits"]["many"]["precision"] == pytest.approx(50.0)
+    assert metrics["non_finite_samples"] == 1
+    assert glt_metrics(torch.tensor([0, 0, 1, 0]), labels, {"many": [0]})["non_finite_samples"] == 0
 
 
 def _glt_run(seed: int, accuracy: float, precision: float, epochs: int = 2) -> dict:

@@ -329,6 +329,13 @@ def glt_protocols(session: TrainingSession, data) -> dict:
     for split_name, split in data.named_tests.items():
         metrics = glt_metrics(session.predict(split), split.labels, data.plan.groups, split.attributes, data.num_classes)
         protocols[split_name] = {"protocol": names.get(split_name, split_name), "metrics": metrics}
+        if metrics["non_finite_samples"] and session.world.is_main:
+            print(
+                f"warning: {metrics['non_finite_samples']} of {len(split.labels)} images of GLT "
+                f"test set {split_name} got NaN or infinite logits (a diverged model?); "
+                "they count as wrong",
+                file=sys.stderr,
+            )
     return protocols
 
 

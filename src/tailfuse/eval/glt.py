@@ -44,17 +44,24 @@ def glt_metrics(
     attributes: torch.Tensor | None = None,
     num_classes: int | None = None,
 ) -> dict:
-    """Overall, class-split (many/medium/few) and attribute-split scores of one GLT test set."""
+    """Overall, class-split (many/medium/few) and attribute-split scores of one GLT test set.
+
+    Rows of NaN or infinite logits predict no class (they count as wrong); ``non_finite_samples``
+    says how many there were.
+    """
     values = logits_or_predictions.detach().cpu()
+    non_finite = 0
     if values.dim() == 2:
         num_classes = num_classes or values.shape[1]
         finite_rows = torch.isfinite(values).all(dim=1)  # NaN or inf logits predict no class (-1)
         predictions = values.argmax(dim=1).masked_fill(~finite_rows, -1)
+        non_finite = int((~finite_rows).sum())
     else:
         predictions = values.long()
         num_classes = num_classes or int(max(predictions.max(), labels.max())) + 1
     labels = labels.detach().long().cpu()
     result = {"overall": glt_scores(predictions, labels, num_classes), "class_splits": {}, "attribute_splits": {}}
+    result["non_finite_samples"] = non_finite
     sample_precision = _sample_precision(predictions, labels, num_classes)
     present = set(torch.unique(labels).tolist())
     for name in CLASS_SPLITS:
