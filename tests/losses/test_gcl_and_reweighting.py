@@ -140,3 +140,22 @@ def test_gcl_class_weights_by_hand_in_cross_entropy_and_focal_form():
     p_first, p_second = 1 / (1 + math.exp(-4.0)), 1 / (1 + math.exp(-2.0))
     expected = (0.5 * (1 - p_first) * first + 2.0 * (1 - p_second) * second) / 2
     assert focal(cosine, labels, weights).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_class_reweighting_defaults_are_cuis_beta_from_the_first_epoch():
+    """β = 0.9999 on counts [3, 1]: (1−β)/(1−β³) = 1e-4/2.9997e-4 = 0.333367 and 1, normalised to
+    sum 2: 0.500038 and 1.499962. From epoch 0 on, so a fresh module already weights."""
+    from tailfuse.losses.cross_entropy import CrossEntropy
+    from tailfuse.losses.reweighting import ClassReweighting
+
+    loss = ClassReweighting(CrossEntropy(), [3, 1])
+    assert loss.weights.tolist() == pytest.approx([0.500038, 1.499962], abs=1e-6)
+    assert loss.from_epoch == 0 and loss.active()
+    # a later start: a fresh module is in epoch 0, so it does not weight before set_epoch
+    later = ClassReweighting(CrossEntropy(), [3, 1], from_epoch=1)
+    assert not later.active()
+    logits, labels = torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([0, 1])
+    plain = (-math.log(math.e / (math.e + 1)) - math.log(math.e**2 / (1 + math.e**2))) / 2
+    assert later(logits, labels).item() == pytest.approx(plain, rel=1e-6)
+    later.set_epoch(1)
+    assert later.active()

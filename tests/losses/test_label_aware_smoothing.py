@@ -27,3 +27,18 @@ def test_loss_by_hand():
     first = 0.5 * -log_p[0, 0] + 0.5 * -(log_p[0].mean())
     second = 1.0 * -log_p[1, 1]
     assert torch.isclose(loss(logits, labels), (first + second) / 2)
+
+
+def test_the_defaults_are_mislas_concave_from_0_4_to_0_1():
+    """MiSLAS's CIFAR setting (spec h2t §3.1): ε from 0.4 (head) to 0.1 (tail), concave."""
+    counts = [100, 55, 10]  # r = 1, 0.5, 0
+    concave = [0.4, 0.1 + 0.3 * math.sin(math.pi / 4), 0.1]
+    assert smoothing_per_class(counts, 0.4, 0.1) == pytest.approx(concave)
+    assert LabelAwareSmoothing(counts).epsilon.tolist() == pytest.approx(concave)
+
+
+def test_counts_one_apart_span_the_whole_range():
+    # n_max − n_min = 1: r = (2 − 1) / 1 = 1 for the larger class, 0 for the smaller
+    assert smoothing_per_class([2, 1], 0.4, 0.1, "linear") == pytest.approx([0.4, 0.1])
+    # equal counts: no span, every class at the tail value
+    assert smoothing_per_class([5, 5], 0.4, 0.1, "linear") == pytest.approx([0.1, 0.1])
