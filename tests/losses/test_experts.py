@@ -174,3 +174,12 @@ def test_reslt_group_masks_at_their_boundaries():
     assert reslt_group_masks(labels, 2, None, "at_least")[2].tolist() == [0, 0, 0, 0, 0]
     with pytest.raises(ConfigError, match="unknown ResLT mask rule 'above'"):
         reslt_group_masks(labels, 2, 4, "above")
+
+
+def test_ride_margins_are_scaled_so_the_rarest_class_gets_max_m():
+    """n^(−1/4) for counts [81, 16]: 1/3 and 1/2; scaled by max_m / 1/2 = 1 (max_m 0.5) they stay
+    1/3 and 1/2. The rarest class is not a single image here, so max n^(−1/4) ≠ 1."""
+    loss = build_loss("ride", [81, 16], max_m=0.5)
+    assert loss.margins.tolist() == pytest.approx([1 / 3, 1 / 2], rel=1e-6)
+    smaller = build_loss("ride", [81, 16], max_m=0.2)
+    assert smaller.margins.tolist() == pytest.approx([0.4 / 3, 0.2], rel=1e-6)
