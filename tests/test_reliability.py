@@ -97,8 +97,8 @@ def test_a_name_override_keeps_every_other_setting():
     plain = config_to_dict(load_recipe("cifar10_lt_quick", ["data.root=/data/c10", "train.seed=7"]))
     named = config_to_dict(load_recipe("cifar10_lt_quick", ["data.root=/data/c10", "train.seed=7", "name=my_run"]))
     assert named["name"] == "my_run"
-    # the shipped recipe's settings (bf16, 40 epochs, mixup 1.0, index groups [3, 7]) and earlier overrides stay
-    assert named["train"]["precision"] == "bf16" and named["train"]["epochs"] == 40 and named["train"]["seed"] == 7
+    # the shipped recipe's settings (precision auto, 40 epochs, mixup 1.0, index groups [3, 7]) and earlier overrides stay
+    assert named["train"]["precision"] == "auto" and named["train"]["epochs"] == 40 and named["train"]["seed"] == 7
     assert named["method"]["mixup_alpha"] == 1.0 and named["data"]["groups"]["boundaries"] == [3, 7]
     assert named["data"]["root"] == "/data/c10"
     assert {**named, "name": plain["name"]} == plain

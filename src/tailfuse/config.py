@@ -268,8 +268,9 @@ class TrainConfig(StrictModel):
     seed: int = Field(0, ge=0, lt=2**32)  # numpy's seed range
     deterministic: bool = False
     device: str = "auto"
-    #: ``fp64``: float64 weights and images, for parity checks (DDP vs one process) only
-    precision: Literal["fp32", "bf16", "fp16", "fp64"] = "fp32"
+    #: ``fp64``: float64 weights and images, for parity checks (DDP vs one process) only;
+    #: ``auto``: bf16 where the device computes bfloat16 natively, fp32 elsewhere
+    precision: Literal["fp32", "bf16", "fp16", "fp64", "auto"] = "fp32"
     channels_last: bool = True
     eval_every: int = Field(1, ge=0)
     eval_batch_size: int = Field(512, ge=1)

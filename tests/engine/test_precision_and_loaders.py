@@ -157,3 +157,18 @@ def test_bf16_on_a_cpu_without_native_bfloat16_warns(monkeypatch, capsys, precis
     err = capsys.readouterr().err
     assert ("warning: this CPU has no native bfloat16" in err) is warned
     assert ("train.precision=fp32" in err) is warned
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bfloat16(monkeypatch, capsys, native, expected):
+    """``precision: auto`` (the quick recipes): bf16 where it is fast, fp32 where it is emulated,
+    and no bf16 warning either way."""
+    from tailfuse.config import TrainConfig
+    from tailfuse.engine import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    made = runtime.make_runtime(TrainConfig(precision="auto", device="cpu"))
+    assert made.precision == expected
+    assert "bfloat16" not in capsys.readouterr().err
+    assert runtime.resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    assert runtime.resolve_precision("bf16", torch.device("cpu")) == "bf16"  # asked for: kept

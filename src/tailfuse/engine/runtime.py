@@ -60,11 +60,12 @@ def make_runtime(config: TrainConfig) -> Runtime:
     from tailfuse.engine.distributed import rank_device, world
 
     device = rank_device(resolve_device(config.device), world())  # cuda:LOCAL_RANK under torchrun
-    if config.precision == "fp16" and device.type != "cuda":
+    precision = resolve_precision(config.precision, device)
+    if precision == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision=fp16 needs CUDA; use bf16 or fp32 on the CPU")
     if config.threads:
         torch.set_num_threads(config.threads)
-    if config.precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
         if world().is_main:
             print(
                 "warning: this CPU has no native bfloat16 (no AVX512-BF16 or AMX), so bf16 "
@@ -75,7 +76,22 @@ def make_runtime(config: TrainConfig) -> Runtime:
     torch.use_deterministic_algorithms(config.deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = config.deterministic
     torch.backends.cudnn.benchmark = not config.deterministic
-    return Runtime(device=device, precision=config.precision, channels_last=config.channels_last)
+    return Runtime(device=device, precision=precision, channels_last=config.channels_last)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 on a CUDA device that supports it or a CPU with native bfloat16, else fp32.
+
+    Any other value is returned as it is. The resolved value is what the run records
+    (``results.json`` ``environment.precision``).
+    """
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    return "fp32"
 
 
 def cpu_has_native_bf16() -> bool:
