@@ -17,6 +17,8 @@ def test_noise_scale_is_the_log_count_gap_over_its_range():
     # counts 100, 10, 1: logs 4.605, 2.303, 0 -> (log 100 - log n)/(log 100 - log 1) = 0, 0.5, 1
     assert gcl_noise_scale([100, 10, 1]) == pytest.approx([0.0, 0.5, 1.0])
     assert gcl_noise_scale([7, 7]) == [0.0, 0.0]
+    # the rarest class has 10 images (log 10 ≠ 0): (log 1000 − log n) / (log 1000 − log 10) = 0, 0.5, 1
+    assert gcl_noise_scale([1000, 100, 10]) == pytest.approx([0.0, 0.5, 1.0])
 
 
 def _noise(seed: int, shape) -> torch.Tensor:
