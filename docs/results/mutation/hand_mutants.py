@@ -1,0 +1,79 @@
+"""Apply hand-picked mutants one at a time; the test named for each must fail. Restores each file.
+
+Run it on a separate worktree, never on a checkout that training runs import from:
+
+    git worktree add --detach /tmp/mutants-check HEAD
+    python docs/results/mutation/hand_mutants.py /tmp/mutants-check
+
+Each case runs the named test with PYTHONPATH set to the worktree's src. Exit status 1 when a
+mutant survives.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[3]).resolve()
+CASES = [
+    ("src/tailfuse/methods/cmo.py", "np.clip(centre_r - cut_h // 2, 0, height)", "np.clip(centre_r - cut_h / 2, 0, height)",
+     "tests/methods/test_cmo_and_gcl.py::test_cutmix_box_odd_sides_and_a_rectangular_image_by_hand"),
+    ("src/tailfuse/methods/cmo.py", "np.clip(centre_c - cut_w // 2, 0, width)", "np.clip(centre_c - cut_w / 2, 0, width)",
+     "tests/methods/test_cmo_and_gcl.py::test_cutmix_box_odd_sides_and_a_rectangular_image_by_hand"),
+    ("src/tailfuse/methods/cmo.py", "np.clip(centre_c + cut_w // 2, 0, width)", "np.clip(centre_c + cut_w // 2, 0, None)",
+     "tests/methods/test_cmo_and_gcl.py::test_cutmix_box_side_and_clipping_by_hand"),
+    ("src/tailfuse/methods/cmo.py", "np.clip(centre_r + cut_h // 2, 0, height)", "np.clip(centre_r + cut_h // 2, 1, height)",
+     "tests/methods/test_cmo_and_gcl.py::test_cutmix_box_for_lambda_one_is_empty"),
+    ("src/tailfuse/eval/compare_report.py", 'statistics.stdev(numbers) if len(numbers) > 1 else 0.0\n        summary', 'statistics.stdev(numbers) if len(numbers) >= 1 else 0.0\n        summary',
+     "tests/eval/test_compare_report.py::test_one_seed_of_a_row_without_medium_classes_has_zero_spread_and_its_seed"),
+    ("src/tailfuse/eval/compare_report.py", 'statistics.stdev(numbers) if len(numbers) > 1 else 0.0\n        summary', 'statistics.stdev(numbers) if len(numbers) > 1 else 1.0\n        summary',
+     "tests/eval/test_compare_report.py::test_one_seed_of_a_row_without_medium_classes_has_zero_spread_and_its_seed"),
+    ("src/tailfuse/methods/tade.py", "        weight_decay=options.weight_decay,\n", "",
+     "tests/methods/test_tade.py::test_two_plain_sgd_steps_with_weight_decay_by_hand"),
+    ("src/tailfuse/methods/tade.py", "total, images = torch.zeros((), device=device), 0", "total, images = torch.zeros((), device=device), 1",
+     "tests/methods/test_tade.py::test_the_epoch_similarity_is_the_image_weighted_mean_and_the_arguments_reach_the_views"),
+    ("src/tailfuse/methods/tade.py", "images += len(first)", "images = len(first)",
+     "tests/methods/test_tade.py::test_the_epoch_similarity_is_the_image_weighted_mean_and_the_arguments_reach_the_views"),
+    ("src/tailfuse/methods/tade.py", "float(total / max(images, 1))", "float(total / max(images, 2))",
+     "tests/methods/test_tade.py::test_the_epoch_similarity_is_the_image_weighted_mean_and_the_arguments_reach_the_views"),
+    ("src/tailfuse/methods/tade.py", "views.batches(options.batch_size, epoch, options.colour_distortion)", "views.batches(options.batch_size, None, options.colour_distortion)",
+     "tests/methods/test_tade.py::test_the_epoch_similarity_is_the_image_weighted_mean_and_the_arguments_reach_the_views"),
+    ("src/tailfuse/methods/tade.py", "0).min() < options.stop_below", "0).min() <= options.stop_below",
+     "tests/methods/test_tade.py::test_the_early_stop_needs_a_weight_strictly_below_the_threshold"),
+    ("src/tailfuse/methods/tade.py", '"kind": "tade_self_supervised_aggregation"', '"KIND": "tade_self_supervised_aggregation"',
+     "tests/methods/test_tade.py::test_the_epoch_similarity_is_the_image_weighted_mean_and_the_arguments_reach_the_views"),
+    ("src/tailfuse/losses/reweighting.py", "self.epoch = 0", "self.epoch = 1",
+     "tests/losses/test_gcl_and_reweighting.py::test_class_reweighting_defaults_are_cuis_beta_from_the_first_epoch"),
+    ("src/tailfuse/losses/reweighting.py", "beta: float = 0.9999", "beta: float = 1.9999",
+     "tests/losses/test_gcl_and_reweighting.py::test_class_reweighting_defaults_are_cuis_beta_from_the_first_epoch"),
+    ("src/tailfuse/losses/label_aware_smoothing.py", 'shape: str = "concave",\n    power: float | None = None,\n) -> list', 'shape: str = "CONCAVE",\n    power: float | None = None,\n) -> list',
+     "tests/losses/test_label_aware_smoothing.py::test_the_defaults_are_mislas_concave_from_0_4_to_0_1"),
+    ("src/tailfuse/losses/label_aware_smoothing.py", "smooth_head: float = 0.4,", "smooth_head: float = 1.4,",
+     "tests/losses/test_label_aware_smoothing.py::test_the_defaults_are_mislas_concave_from_0_4_to_0_1"),
+    ("src/tailfuse/losses/label_aware_smoothing.py", "span = max(n_max - n_min, 1)", "span = max(n_max - n_min, 2)",
+     "tests/losses/test_label_aware_smoothing.py::test_counts_one_apart_span_the_whole_range"),
+    ("src/tailfuse/losses/experts.py", "(margins * (max_m / margins.max()))", "(margins * (max_m * margins.max()))",
+     "tests/losses/test_experts.py::test_ride_margins_are_scaled_so_the_rarest_class_gets_max_m"),
+    ("src/tailfuse/losses/gcl.py", "span = max(logs) - min(logs)", "span = max(logs) + min(logs)",
+     "tests/losses/test_gcl_and_reweighting.py::test_noise_scale_is_the_log_count_gap_over_its_range"),
+    ("src/tailfuse/eval/glt.py", "non_finite = int((~finite_rows).sum())", "non_finite = 0",
+     "tests/eval/test_glt.py::test_a_sample_with_non_finite_logits_predicts_no_class"),
+    ("src/tailfuse/engine/runtime.py", 'return "bf16" if cpu_has_native_bf16() else "fp32"', 'return "bf16"',
+     "tests/engine/test_precision_and_loaders.py::test_auto_precision_is_bf16_only_on_a_cpu_with_native_bfloat16"),
+]
+failures = 0
+for path, old, new, test in CASES:
+    file = ROOT / path
+    original = file.read_text()
+    assert original.count(old) == 1, (path, old, original.count(old))
+    file.write_text(original.replace(old, new))
+    try:
+        rc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", "-p", "no:cacheprovider", test],
+                            cwd=ROOT, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}).returncode
+    finally:
+        file.write_text(original)
+    verdict = "killed" if rc == 1 else f"SURVIVED (rc {rc})"
+    failures += rc != 1
+    print(f"{verdict}: {path}: {old.strip()[:60]!r} -> {new.strip()[:60]!r}", flush=True)
+print("all killed" if not failures else f"{failures} not killed")
+sys.exit(1 if failures else 0)
