@@ -8,6 +8,7 @@ import json
 import pytest
 
 from tailfuse.cli import main
+from tailfuse.config import load_recipe
 from tailfuse.engine.compare import parse_row, plan_runs
 from tailfuse.errors import ConfigError
 from tailfuse.eval.compare_report import markdown_table, read_published
@@ -69,6 +70,24 @@ def test_the_data_location_is_part_of_a_runs_identity(tmp_path, monkeypatch):
               for label, root in roots.items()}
     assert by_set["jpeg"] == by_set["relative"] == by_set["symlink"] == runs["jpeg"]
     assert by_set["lossless"] == runs["lossless"]
+
+
+def test_precision_auto_enters_a_runs_identity_as_what_it_resolves_to(monkeypatch, tmp_path):
+    """A bf16 run is never reused as an fp32 one; a stage-1 ``auto`` run is the explicit one of its precision."""
+    from tailfuse.engine import runtime
+
+    def run_dirs(native_bf16, precision=None):
+        monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native_bf16)
+        overrides = ["train.device=cpu"] + ([f"train.precision={precision}"] if precision else [])
+        rows = [parse_row("DR=cifar10_lt_quick_dr")]
+        _, cells = plan_runs(rows, [0], tmp_path, overrides)
+        return cells[("DR", 0)].run_dir, cells[("DR", 0)].config.init.run_dir
+
+    assert load_recipe("cifar10_lt_quick_dr").train.precision == "auto"
+    (bf16_stage2, bf16_stage1), (fp32_stage2, fp32_stage1) = run_dirs(True), run_dirs(False)
+    assert bf16_stage2 != fp32_stage2 and bf16_stage1 != fp32_stage1
+    assert run_dirs(True, "bf16")[1] == bf16_stage1 and run_dirs(False, "fp32")[1] == fp32_stage1
+    assert run_dirs(False, "fp32")[1] == run_dirs(True, "fp32")[1] != run_dirs(False, "bf16")[1]
 
 
 def test_compare_two_recipes_two_seeds_then_reuse(cifar10_jpeg_root, tmp_path, capsys):

@@ -31,6 +31,7 @@ import yaml
 
 from tailfuse.config import RunConfig, build_config, config_to_dict, load_recipe
 from tailfuse.engine.stages import stage1_config
+from tailfuse.engine.runtime import resolve_device, resolve_precision
 from tailfuse.engine.trainer import RESUMABLE_CHANGES, _flatten
 from tailfuse.errors import ConfigError
 from tailfuse.eval.compare_report import read_published, write_compare_report
@@ -94,11 +95,16 @@ def run_identity(config: RunConfig) -> str:
     """``<name>-<12 hex>``: the run's name and a hash of everything that changes its result.
 
     The data paths enter resolved (:data:`IDENTITY_PATHS`), so one dataset has one identity
-    however it is spelt and two datasets never share one. The earlier stages' overrides
-    (``init.overrides``, which carry ``--set``) leave out what changes nothing there.
+    however it is spelt and two datasets never share one. ``train.precision: auto`` enters as
+    what it resolves to on this machine, so a bf16 run is never reused as an fp32 one. The
+    earlier stages' overrides (``init.overrides``, which carry ``--set``) leave out what changes
+    nothing there.
     """
     flat = _flatten(config_to_dict(config))
     flat = {key: value for key, value in flat.items() if key not in IDENTITY_IGNORED}
+    if flat.get("train.precision") == "auto":
+        device = resolve_device(config.train.device)
+        flat["train.precision"] = resolve_precision("auto", device)
     for key, value in flat.items():
         if key in IDENTITY_PATHS and value:  # "" (GLT keys are absolute) and None stay as they are
             flat[key] = _resolved_path(value)
