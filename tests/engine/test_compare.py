@@ -72,6 +72,24 @@ def test_the_data_location_is_part_of_a_runs_identity(tmp_path, monkeypatch):
     assert by_set["lossless"] == runs["lossless"]
 
 
+def test_pretrained_weights_enter_a_runs_identity_as_the_resolved_file(tmp_path, monkeypatch):
+    """``./weights/w.pth`` from two folders is two runs; two spellings of one file are one."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder in (first, second):
+        (folder / "weights").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(first)
+
+    def run_dir(folder, weights):
+        monkeypatch.chdir(folder)
+        row = parse_row(f"CE=cifar10_lt_quick_ce:model.weights={weights} data.root={tmp_path}")
+        return plan_runs([row], [0], tmp_path / "out", [])[1][("CE", 0)].run_dir
+
+    relative = run_dir(first, "./weights/w.pth")
+    assert relative == run_dir(tmp_path, "a/weights/w.pth") == run_dir(tmp_path, "link/weights/w.pth")
+    assert relative == run_dir(second, str(first / "weights" / "w.pth"))
+    assert run_dir(second, "./weights/w.pth") != relative
+
+
 def test_precision_auto_enters_a_runs_identity_as_what_it_resolves_to(monkeypatch, tmp_path):
     """A bf16 run is never reused as an fp32 one; a stage-1 ``auto`` run is the explicit one of its precision."""
     from tailfuse.engine import runtime

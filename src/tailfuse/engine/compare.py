@@ -3,8 +3,9 @@
 Every run lives in ``OUT/runs/<name>-<hash>``, the hash taken over its resolved recipe
 less the keys that do not change a result (:data:`IDENTITY_IGNORED`: progress, threads,
 device, workers, cache, ...). The data location is part of it, as the resolved absolute
-path (:data:`IDENTITY_PATHS`: ``data.root`` and the list/annotation files; symlinks
-followed, relative paths taken from the current folder): the same recipe on two copies of
+path (:data:`IDENTITY_PATHS`: ``data.root``, the list/annotation files and the pretrained
+``model.weights``; symlinks followed, relative paths taken from the current folder): the
+same recipe on two copies of
 a dataset (``cifar10-jpeg`` and ``cifar10-lossless``) gets two runs, two spellings of one
 folder get one, and data moved elsewhere is trained again rather than silently matched
 to results of other data. Identical runs are trained once: the stage-1 model of every
@@ -81,10 +82,11 @@ def read_rows(path: str | Path) -> list[Row]:
             for item in content]
 
 
-#: Data paths hashed as resolved absolute paths (relative ones from the current folder, as
-#: the trainer reads them).
+#: Data and pretrained-weights paths hashed as resolved absolute paths (relative ones from the
+#: current folder, as the trainer reads them).
 IDENTITY_PATHS = (
-    "data.root", "data.annotation", "data.annotation_cbl", "data.train_list", "data.test_list"
+    "data.root", "data.annotation", "data.annotation_cbl", "data.train_list", "data.test_list",
+    "model.weights",
 )
 #: Keys that do not change a run's result, left out of its identity: what a resume may change,
 #: except the data location (a resumed run may find its data moved; another dataset is another run).
@@ -94,8 +96,8 @@ IDENTITY_IGNORED = frozenset(RESUMABLE_CHANGES) - set(IDENTITY_PATHS)
 def run_identity(config: RunConfig) -> str:
     """``<name>-<12 hex>``: the run's name and a hash of everything that changes its result.
 
-    The data paths enter resolved (:data:`IDENTITY_PATHS`), so one dataset has one identity
-    however it is spelt and two datasets never share one. ``train.precision: auto`` enters as
+    The data and weights paths enter resolved (:data:`IDENTITY_PATHS`), so one dataset has one
+    identity however it is spelt and two datasets never share one. ``train.precision: auto`` enters as
     what it resolves to on this machine, so a bf16 run is never reused as an fp32 one. The
     earlier stages' overrides (``init.overrides``, which carry ``--set``) leave out what changes
     nothing there.
