@@ -37,11 +37,13 @@ def test_published_figures_match_by_label_then_recipe_then_its_stem(tmp_path):
     path.write_text(
         "- {label: CE, paper: 70.70, source: FFN Table 5}\n"
         "- {recipe: cifar10_lt_quick_dr_h2t, paper: '60', source: H2T Table 2}\n"
+        "- {label: LWS, paper: 61.5}\n"
     )
     figures = read_published(path)
     assert figures == {
         "CE": {"paper": 70.7, "source": "FFN Table 5"},
         "cifar10_lt_quick_dr_h2t": {"paper": 60.0, "source": "H2T Table 2"},
+        "LWS": {"paper": 61.5, "source": ""},  # no source: an empty one, not "None"
     }
     assert published_for(ROWS[0], figures)["paper"] == 70.7
     assert published_for(ROWS[1], figures)["paper"] == 60.0  # by the recipe file's stem

@@ -72,6 +72,34 @@ def test_reports_and_seed_table(tmp_path):
     json.dumps(summary)
 
 
+def test_the_printed_protocol_line_and_the_seed_table_in_full():
+    """Every split's "Acc / Prec" from the hand values above (many 2/3 right, 2 of 5 predicted
+    class 0 right; medium 2/3, 2 of 4; few none; attributes 0 and 1 2/3 right, 50 % precision)."""
+    protocols = {"test_bl": {"protocol": "GLT", "metrics": glt_metrics(PREDICTIONS, LABELS, GROUPS, ATTRIBUTES, 3)}}
+    assert protocol_text(protocols) == (
+        " GLT [test_bl] (Acc / Prec): overall 44.44 / 30.00, many 66.67 / 40.00, medium 66.67 / 50.00, "
+        "few 0.00 / 0.00, many_a 66.67 / 50.00, medium_a 66.67 / 50.00, few_a 0.00 / 0.00"
+    )
+    runs = {"glt": [{"glt": {"test_bl": {**protocols["test_bl"], "protocol": "CLT"}, "test_bbl": protocols["test_bl"]},
+                     "seed": s, "epochs": 1} for s in (0, 1)],
+            "cbl": [{"glt": {"test_bbl": {**protocols["test_bl"], "protocol": "ALT"}}, "seed": s, "epochs": 1}
+                    for s in (0, 1)]}  # ALT: the attribute-balanced model on Test-GBL
+    cells = "44.44±0.00 / 30.00±0.00 | 66.67±0.00 / 40.00±0.00 | 66.67±0.00 / 50.00±0.00 | 0.00±0.00 / 0.00±0.00"
+    attributes = "66.67±0.00 / 50.00±0.00 | 66.67±0.00 / 50.00±0.00 | 0.00±0.00 / 0.00±0.00"
+    assert glt_table_markdown([bench_summary("toy", runs)]).split("\n") == [
+        "**CLT** (Acc / Prec, %)", "",
+        "| method | overall | many | medium | few |", "|---|---|---|---|---|",
+        f"| toy | {cells} |", "",
+        "**GLT** (Acc / Prec, %)", "",
+        "| method | overall | many | medium | few | head attr. | medium attr. | tail attr. |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| toy | {cells} | {attributes} |", "",
+        "**ALT** (Acc / Prec, %)", "",
+        "| method | overall | head attr. | medium attr. | tail attr. |", "|---|---|---|---|---|",
+        f"| toy | 44.44±0.00 / 30.00±0.00 | {attributes} |", "",
+    ]
+
+
 def test_a_sample_with_non_finite_logits_predicts_no_class():
     """NaN ranks highest in argmax: without care the NaN row below would be a correct class 0."""
     nan = float("nan")

@@ -28,6 +28,17 @@ def test_ride_loss_is_ldam_ce_per_expert_plus_the_diversity_kl():
     assert expected == pytest.approx(1.840754, abs=1e-5)
 
 
+def test_ride_loss_with_a_diversity_factor_of_one():
+    """α_div = 1 (any non-zero factor adds the KL term): the first test's case, KL added once per expert."""
+    loss = build_loss("ride", [16, 1], max_m=0.5, s=1.0, diversity_factor=1.0, temperature=1.0)
+    first, second = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    p = math.e / (math.e + 1)
+    kl = 0.5 * math.log(0.5 / p) + 0.5 * math.log(0.5 / (1 - p))
+    expected = math.log(1 + math.exp(-0.75)) + math.log(1 + math.exp(1.25)) + 2 * kl
+    assert loss([first, second], torch.tensor([0])).item() == pytest.approx(expected, rel=1e-6)
+    assert expected == pytest.approx(1.8407540 + 2.4 * kl, abs=1e-5)
+
+
 def test_ride_loss_drw_weights_and_class_temperatures_switch_on_at_drw_epoch():
     loss = build_loss(
         "ride", [16, 1], max_m=0.5, s=1.0, drw_epoch=3, diversity_factor=0.0, reweight_factor=0.05

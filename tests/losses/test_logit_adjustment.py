@@ -42,6 +42,13 @@ def test_focal_loss_by_hand_and_gradient_through_log_p_only():
     )
 
 
+def test_focal_loss_default_gamma_is_lins_two():
+    """``loss: focal`` without ``gamma`` is Lin et al.'s γ = 2: logits [1, 0], label 0."""
+    p = math.e / (math.e + 1)
+    loss = build_loss("focal", [1, 1])
+    assert loss(torch.tensor([[1.0, 0.0]]), torch.tensor([0])).item() == pytest.approx(-((1 - p) ** 2) * math.log(p), rel=1e-5)
+
+
 def test_posthoc_logit_adjustment_subtracts_tau_log_prior():
     counts = [30, 10]
     config = build_config({"method": {"name": "erm", "posthoc_tau": 1.0}})

@@ -35,6 +35,17 @@ def test_kps_loss_by_hand_before_and_after_the_epoch_switch():
     assert torch.isclose(loss(cosine, labels), F.cross_entropy(scales * logits, labels))
 
 
+def test_kps_loss_on_a_batch_without_the_last_class():
+    """Three classes, labels only 0: the margin goes to class 0 of three logits (counts 50, 5, 1)."""
+    loss = KPSLoss([50, 5, 1], max_m=0.5, s=10)
+    r = [math.log(50 * 50) / math.log(50), math.log(50 * 5) / math.log(50), 1.0]
+    margin = 0.5 * r[2] / r[0]  # reversed list: class 0 takes the rarest class's multiplier
+    cosine = torch.tensor([[0.5, 0.1, -0.3]])
+    logits = [10 * (r[0] * 0.5 - margin), 10 * r[1] * 0.1, 10 * r[2] * -0.3]
+    expected = math.log(sum(math.exp(z) for z in logits)) - logits[0]
+    assert loss(cosine, torch.tensor([0])).item() == pytest.approx(expected, rel=1e-4)
+
+
 def test_kps_by_count_margins_equal_reversed_ones_on_sorted_exponential_counts():
     reversed_order = KPSLoss(CIFAR10_IF200, max_m=0.2).margins
     by_count = KPSLoss(CIFAR10_IF200, max_m=0.2, margin_order="by_count").margins

@@ -133,3 +133,41 @@ def test_the_step_tells_the_loss_its_epoch_and_random_stream():
     randomness = EpochRandomness(5, 1)
     gcl.loss({"main": Batch(images, torch.tensor([0, 2]))}, StepContext(1, 4, randomness))
     assert gcl.criterion.generator is randomness.stream("loss")
+
+
+def test_without_mixup_the_step_draws_nothing_from_the_augmentation_stream():
+    """mixup_alpha 0 leaves the epoch's augmentation stream as it was (a partner draw would
+    shift every later crop and flip of the epoch)."""
+    method, _ = erm({"mixup_alpha": 0.0})
+    randomness = EpochRandomness(7, 0)
+    untouched = EpochRandomness(7, 0)
+    images = torch.zeros(4, 3, 2, 2)
+    method.loss({"main": Batch(images, torch.tensor([0, 1, 2, 1]))}, StepContext(0, 1, randomness))
+    assert torch.equal(torch.randperm(16, generator=randomness.augment), torch.randperm(16, generator=untouched.augment))
+
+
+def test_a_processs_share_of_the_global_batch_mixes_as_one_process_would():
+    """Rows 2:4 of a global batch of 4 (DDP): partners come from the whole batch and the mixed
+    images and loss terms are the one-process step's rows 2 and 3."""
+    images = torch.tensor([0.0, 1.0, 2.0, 3.0]).view(4, 1, 1, 1).expand(4, 3, 2, 2).contiguous()
+    labels = torch.tensor([0, 1, 2, 1])
+    one_process, one_model = erm({"mixup_alpha": 1.0})
+    one_process.loss({"main": Batch(images, labels)}, StepContext(0, 1, EpochRandomness(7, 0)))
+    share, share_model = erm({"mixup_alpha": 1.0})
+    whole = Batch(images, labels)
+    loss = share.loss({"main": Batch(images[2:], labels[2:], whole=whole, start=2)}, StepContext(0, 1, EpochRandomness(7, 0)))
+    assert torch.equal(share_model.inputs[0], one_model.inputs[0][2:])
+
+    fresh = EpochRandomness(7, 0)
+    lam = float(fresh.numpy.beta(1.0, 1.0))
+    partner = torch.randperm(4, generator=fresh.augment)[2:]
+    # the partners of rows 2 and 3 as one process draws them; not rows 2 and 3 themselves
+    assert partner.tolist() != [2, 3] and partner.tolist() != [0, 1]
+
+    def ce(m, target):
+        return math.log(math.exp(m) + 2) - (m if target == 0 else 0.0)
+
+    means = [lam * (2 + k) + (1 - lam) * float(partner[k]) for k in range(2)]
+    expected = sum(lam * ce(m, int(labels[2 + k])) + (1 - lam) * ce(m, int(labels[int(partner[k])]))
+                   for k, m in enumerate(means)) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-5)

@@ -54,6 +54,24 @@ def test_mislas_lws_samples_class_aware_for_ceil_n_over_b_plus_one_batches():
     assert sampler.num_samples == (math.ceil(81 / 16) + 1) * 16 == 112
 
 
+def test_mislas_lws_with_h2t_draws_its_fusing_branch_as_many_images_from_its_sampler():
+    """H2T on MiSLAS's stage 2: a ``fusing`` branch from ``h2t.fusing_sampler``,
+    the same ceil(N/B) + 1 batches as the balanced branch (reverse here); without H2T no such branch."""
+    from tailfuse.data.samplers import ReverseSampler
+
+    options = {"name": "mislas_lws", "h2t": {"ratio": 0.25, "fusing_sampler": "reverse"}}
+    method, _ = make({"train": {"batch_size": 16}, "method": options})
+    labels = torch.repeat_interleave(torch.arange(4), torch.tensor(COUNTS))
+    method.bind_training_set(labels)
+    branches = method.branches()
+    assert sorted(branches) == ["balanced", "fusing"]
+    assert isinstance(branches["fusing"], ReverseSampler) and isinstance(branches["balanced"], ClassAwareSampler)
+    assert branches["fusing"].num_samples == branches["balanced"].num_samples == 112
+    plain, _ = make({"train": {"batch_size": 16}, "method": {"name": "mislas_lws"}})
+    plain.bind_training_set(labels)
+    assert list(plain.branches()) == ["balanced"]
+
+
 def test_mislas_lws_predicts_with_the_learned_scales():
     method, model = make({"method": {"name": "mislas_lws"}})
     with torch.no_grad():

@@ -3,8 +3,9 @@
 Run it on a separate worktree, never on a checkout that training runs import from:
 
     git worktree add --detach /tmp/mutants-check HEAD
-    python docs/results/mutation/hand_mutants.py /tmp/mutants-check
+    python docs/results/mutation/hand_mutants.py /tmp/mutants-check [FIRST]
 
+FIRST (default 0): run only the cases from that index on (e.g. 22 for the fifth session's).
 Each case runs the named test with PYTHONPATH set to the worktree's src. Exit status 1 when a
 mutant survives.
 """
@@ -60,9 +61,37 @@ CASES = [
      "tests/eval/test_glt.py::test_a_sample_with_non_finite_logits_predicts_no_class"),
     ("src/tailfuse/engine/runtime.py", 'return "bf16" if cpu_has_native_bf16() else "fp32"', 'return "bf16"',
      "tests/engine/test_precision_and_loaders.py::test_auto_precision_is_bf16_only_on_a_cpu_with_native_bfloat16"),
+    # fifth session: survivors of the full run's first 1,700 mutants
+    ("src/tailfuse/methods/erm.py", "if self.options.mixup_alpha > 0:", "if self.options.mixup_alpha >= 0:",
+     "tests/methods/test_erm_step.py::test_without_mixup_the_step_draws_nothing_from_the_augmentation_stream"),
+    ("src/tailfuse/methods/erm.py", "pool=whole.images,", "pool=None,",
+     "tests/methods/test_erm_step.py::test_a_processs_share_of_the_global_batch_mixes_as_one_process_would"),
+    ("src/tailfuse/methods/erm.py", "                start=batch.start,\n", "",
+     "tests/methods/test_erm_step.py::test_a_processs_share_of_the_global_batch_mixes_as_one_process_would"),
+    ("src/tailfuse/losses/experts.py", "if self.diversity_factor != 0:", "if self.diversity_factor != 1:",
+     "tests/losses/test_experts.py::test_ride_loss_with_a_diversity_factor_of_one"),
+    ("src/tailfuse/losses/margins.py", "F.one_hot(labels, cosine.shape[1]) * self.margins", "F.one_hot(labels) * self.margins",
+     "tests/losses/test_margins.py::test_kps_loss_on_a_batch_without_the_last_class"),
+    ("src/tailfuse/losses/logit_adjustment.py", "gamma: float = 2.0, detach_factor", "gamma: float = 3.0, detach_factor",
+     "tests/losses/test_logit_adjustment.py::test_focal_loss_default_gamma_is_lins_two"),
+    ("src/tailfuse/methods/decoupled.py", "self.fusing_sampler = build_sampler(fusing, labels, num_classes, samples)",
+     "self.fusing_sampler = build_sampler(fusing, labels, num_classes, None)",
+     "tests/methods/test_stage2_fidelity_methods.py::test_mislas_lws_with_h2t_draws_its_fusing_branch_as_many_images_from_its_sampler"),
+    ("src/tailfuse/methods/decoupled.py", 'branches["fusing"] = self.fusing_sampler\n        return branches\n\n\nregister',
+     'branches["FUSING"] = self.fusing_sampler\n        return branches\n\n\nregister',
+     "tests/methods/test_stage2_fidelity_methods.py::test_mislas_lws_with_h2t_draws_its_fusing_branch_as_many_images_from_its_sampler"),
+    ("src/tailfuse/eval/glt.py", 'cell(v)}" for n, v in metrics["class_splits"]', 'cell(None)}" for n, v in metrics["class_splits"]',
+     "tests/eval/test_glt.py::test_the_printed_protocol_line_and_the_seed_table_in_full"),
+    ("src/tailfuse/eval/glt_table.py", 'for protocol in ("CLT", "GLT", "ALT"):', 'for protocol in ("CLT", "glt", "ALT"):',
+     "tests/eval/test_glt.py::test_the_printed_protocol_line_and_the_seed_table_in_full"),
+    ("src/tailfuse/eval/glt_table.py", '        lines.append("")\n    return "\\n".join(lines)', '        lines.append("XXXX")\n    return "\\n".join(lines)',
+     "tests/eval/test_glt.py::test_the_printed_protocol_line_and_the_seed_table_in_full"),
+    ("src/tailfuse/eval/compare_report.py", 'str(item.get("source", ""))', 'str(item.get("source", None))',
+     "tests/eval/test_compare_report.py::test_published_figures_match_by_label_then_recipe_then_its_stem"),
 ]
 failures = 0
-for path, old, new, test in CASES:
+FIRST = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+for path, old, new, test in CASES[FIRST:]:
     file = ROOT / path
     original = file.read_text()
     assert original.count(old) == 1, (path, old, original.count(old))
