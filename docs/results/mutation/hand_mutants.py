@@ -70,7 +70,7 @@ CASES = [
      "tests/methods/test_erm_step.py::test_a_processs_share_of_the_global_batch_mixes_as_one_process_would"),
     ("src/tailfuse/losses/experts.py", "if self.diversity_factor != 0:", "if self.diversity_factor != 1:",
      "tests/losses/test_experts.py::test_ride_loss_with_a_diversity_factor_of_one"),
-    ("src/tailfuse/losses/margins.py", "F.one_hot(labels, cosine.shape[1]) * self.margins", "F.one_hot(labels) * self.margins",
+    ("src/tailfuse/losses/margins.py", "logits - F.one_hot(labels, cosine.shape[1]) * self.margins", "logits - F.one_hot(labels) * self.margins",
      "tests/losses/test_margins.py::test_kps_loss_on_a_batch_without_the_last_class"),
     ("src/tailfuse/losses/logit_adjustment.py", "gamma: float = 2.0, detach_factor", "gamma: float = 3.0, detach_factor",
      "tests/losses/test_logit_adjustment.py::test_focal_loss_default_gamma_is_lins_two"),
