@@ -107,6 +107,15 @@ def test_tade_loss_on_zero_logits():
     assert expected == pytest.approx(1.017197, abs=1e-5)
 
 
+def test_tade_loss_default_tau_is_two():
+    """Prior [0.75, 0.25], inverse [0.25, 0.75]; third expert's logits on zeros: log π − 2·log π_inv."""
+    zeros = torch.zeros(1, 2)
+    third = [math.log(0.75) - 2 * math.log(0.25), math.log(0.25) - 2 * math.log(0.75)]
+    ce_third = math.log(sum(math.exp(z) for z in third)) - third[1]
+    expected = math.log(2) - math.log(0.25) + ce_third  # label 1
+    assert build_loss("tade", [3, 1])([zeros, zeros, zeros], torch.tensor([1])).item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_inverse_prior_reverses_the_rank_order():
     assert inverse_prior(torch.tensor([0.5, 0.2, 0.3])).tolist() == pytest.approx([0.2, 0.5, 0.3])
 

@@ -43,6 +43,19 @@ def test_gcl_stage1_loss_by_hand_with_a_fixed_generator():
     assert torch.equal(loss.clouded_logits(cosine, labels)[:, 0], 30 * cosine[:, 0])
 
 
+def test_gcl_defaults_are_the_stage1_constants_m_0_s_30_noise_half():
+    """``loss: gcl`` with no options gives the hand-computed stage-1 value above (m 0, s 30, noise_mul 0.5)."""
+    loss = build_loss("gcl", [100, 10, 1])
+    cosine = torch.tensor([[0.5, 0.2, -0.1], [0.1, 0.3, 0.4]])
+    labels = torch.tensor([0, 2])
+    z = _noise(7, (2, 3))
+    loss.set_generator(torch.Generator().manual_seed(7))
+    delta = (z / 3).clamp(-1, 1).abs()
+    clouded = cosine - 0.5 * delta * torch.tensor([0.0, 0.5, 1.0])
+    expected = sum(-F.log_softmax(30 * clouded[b], 0)[labels[b]] for b in range(2)) / 2
+    assert loss(cosine, labels).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_gcl_noise_is_clipped_at_one():
     # 1e6 draws of N(0, 1/9): about 1e6 * P(|z| > 3) = 2700 would exceed 1 without the clip
     loss = GaussianCloudedLogitLoss([1000, 1], m=0.0, s=1.0, noise_mul=1.0)

@@ -28,6 +28,12 @@ def test_logit_adjusted_tau_scales_the_prior():
     assert loss(logits, labels).item() == pytest.approx(-math.log(0.75**2 / (0.75**2 + 0.25**2)), rel=1e-5)
 
 
+def test_logit_adjusted_default_tau_is_one_balanced_softmax():
+    loss = build_loss("logit_adjusted", [3, 1])
+    logits, labels = torch.tensor([[0.0, 0.0]]), torch.tensor([0])
+    assert loss(logits, labels).item() == pytest.approx(-math.log(0.75), rel=1e-5)  # softmax(log π) = π
+
+
 def test_focal_loss_by_hand_and_gradient_through_log_p_only():
     loss = build_loss("focal", [1, 1], gamma=2.0)
     logits = torch.tensor([[2.0, 0.0]], requires_grad=True)

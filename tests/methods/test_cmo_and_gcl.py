@@ -66,31 +66,33 @@ def _cmo(loss: str = "cross_entropy", **options):
     return build_method(config, model, COUNTS), model
 
 
-def _batches():
+def _batches(height: int = 32, width: int = 32):
     generator = torch.Generator().manual_seed(1)
-    main = Batch(torch.randn(4, 3, 32, 32, generator=generator), torch.tensor([0, 0, 1, 0]))
-    minority = Batch(torch.randn(4, 3, 32, 32, generator=generator), torch.tensor([3, 2, 3, 1]))
+    main = Batch(torch.randn(4, 3, height, width, generator=generator), torch.tensor([0, 0, 1, 0]))
+    minority = Batch(torch.randn(4, 3, height, width, generator=generator), torch.tensor([3, 2, 3, 1]))
     return {"main": main, "minority": minority}
 
 
-@pytest.mark.parametrize("loss", ["cross_entropy", "balanced_softmax"])
-def test_cmo_loss_mixes_labels_by_the_pasted_area(loss):
+@pytest.mark.parametrize("loss, height, width", [("cross_entropy", 32, 32), ("balanced_softmax", 32, 32),
+                                                 ("cross_entropy", 32, 20)])
+def test_cmo_loss_mixes_labels_by_the_pasted_area(loss, height, width):
     method, model = _cmo(loss)
     assert method.branches() == {"main": "instance", "minority": "class_balanced"}
     model.eval()  # no BatchNorm statistics change between the two forward passes
-    batches = _batches()
+    batches = _batches(height, width)
     value = method.loss(batches, StepContext(epoch=5, total_epochs=20, randomness=EpochRandomness(0, 5)))
-    # the same draws by hand: r, then lam ~ Beta(1, 1), then the centre row and column
+    # the same draws by hand: r, then lam ~ Beta(1, 1), then the centre row and column; the
+    # box's sides are the image's sides times sqrt(1 - lam)
     rng = np.random.default_rng(derive_seed(0, 5, "numpy"))
     rng.random()
     lam = rng.beta(1.0, 1.0)
-    side = int(32 * np.sqrt(1 - lam))
-    row, column = rng.integers(32), rng.integers(32)
-    r1, r2 = max(row - side // 2, 0), min(row + side // 2, 32)
-    c1, c2 = max(column - side // 2, 0), min(column + side // 2, 32)
+    rows, columns = int(height * np.sqrt(1 - lam)), int(width * np.sqrt(1 - lam))
+    row, column = rng.integers(height), rng.integers(width)
+    r1, r2 = max(row - rows // 2, 0), min(row + rows // 2, height)
+    c1, c2 = max(column - columns // 2, 0), min(column + columns // 2, width)
     images = batches["main"].images.clone()
     images[:, :, r1:r2, c1:c2] = batches["minority"].images[:, :, r1:r2, c1:c2]
-    kept = 1 - (r2 - r1) * (c2 - c1) / 1024
+    kept = 1 - (r2 - r1) * (c2 - c1) / (height * width)
     assert 0 < kept < 1
     logits = model(images)
     if loss == "balanced_softmax":
@@ -132,5 +134,9 @@ def test_gcl_stage2_trains_the_cosine_head_with_eval_mode_batchnorm_and_predicts
     model.eval()
     images = torch.randn(2, 3, 32, 32)
     assert torch.allclose(method.predict(images), 20.0 * model(images))
-    with pytest.raises(ConfigError, match="needs model.head=cosine"):
+    with pytest.raises(ConfigError, match="needs model.head=cosine"):  # the recipe's own check
         build_method(build_config({"method": {"name": "gcl"}}), build_model(build_config({}).model, 4), COUNTS)
+    # and the method's, for a model built apart from the recipe
+    linear_model = build_model(build_config({}).model, 4)
+    with pytest.raises(ConfigError, match=r"^method.name=gcl needs model.head=cosine \(GCL works on cosine logits\)$"):
+        build_method(config, linear_model, COUNTS)

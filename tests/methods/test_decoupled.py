@@ -161,6 +161,34 @@ def test_tau_norm_on_a_multi_expert_model_normalises_each_experts_classifier():
         assert torch.allclose(method.predict(images), method.head_logits(model.features(images)))
 
 
+def test_crt_draws_a_fresh_cosine_head_as_the_authors_normed_linear_does():
+    """``uniform(−1, 1)`` per weight, then every class column scaled to unit L2 norm."""
+    config = build_config({"method": {"name": "crt"}, "model": {"backbone": "resnet32", "head": "cosine"}})
+    torch.manual_seed(0)
+    model = build_model(config.model, len(COUNTS))
+    torch.manual_seed(5)
+    build_method(config, model, COUNTS)
+    torch.manual_seed(5)
+    draws = torch.empty(64, len(COUNTS)).uniform_(-1, 1)
+    assert torch.allclose(model.head.weight, draws / draws.norm(dim=0, keepdim=True), atol=1e-6)
+    assert model.head.weight.norm(dim=0).tolist() == pytest.approx([1.0] * len(COUNTS), abs=1e-6)
+
+
+def test_tau_norm_of_one_linear_head_shared_by_several_maps_averages_their_logits():
+    """Two maps through one 2-class layer, rows (3, 4) and (0, 2), τ = 1: pooled (1, 1) gives
+    (7/5, 1) and pooled (2, 0) gives (6/5, 0); their mean is (1.3, 0.5); the bias is dropped."""
+    method, model = make({"name": "tau_norm", "tau": 1.0})
+    with torch.no_grad():
+        model.head.fc.weight.zero_()
+        model.head.fc.weight[:2, :2] = torch.tensor([[3.0, 4.0], [0.0, 2.0]])
+        model.head.fc.bias.fill_(5.0)
+    maps = [torch.zeros(1, 64, 2, 2), torch.zeros(1, 64, 2, 2)]
+    maps[0][0, :2] = 1.0
+    maps[1][0, 0] = 2.0
+    logits = method.head_logits(maps)
+    assert logits[0, :2].tolist() == pytest.approx([1.3, 0.5], abs=1e-6)
+
+
 def test_tau_norm_refuses_heads_without_linear_weights_when_the_recipe_is_read():
     for head in ("cosine", "expert_cosine"):
         backbone = "ride_resnet32" if head.startswith("expert") else "resnet32"

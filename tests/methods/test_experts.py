@@ -168,6 +168,10 @@ def test_expert_methods_hand_their_options_to_their_losses():
         reslt, _ = _method(recipe, "method.beta=0.7", "method.groups=cifar100")
         criterion = reslt.criterion
         assert (criterion.beta, criterion.medium_from, criterion.tail_from, criterion.rule) == (0.7, 35, 70, "at_least")
+        # a group row other than ResLoss's own default (cifar100)
+        criterion = _method(recipe, "method.groups=imagenet_lt")[0].criterion
+        assert (criterion.medium_from, criterion.tail_from, criterion.rule) == (825, 220, "below")
+    assert _method("cifar10_lt_quick_tade", "method.tau=0.5")[0].criterion.tau == 0.5  # TADELoss's default is 2
 
 
 def test_reslt_cross_entropy_keeps_the_authors_epsilon():
