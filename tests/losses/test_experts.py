@@ -138,6 +138,18 @@ def test_reslt_loss_on_hand_made_branch_logits():
     assert expected == pytest.approx(0.706086, abs=1e-5)
 
 
+def test_reslt_loss_default_beta_is_the_authors_0_99():
+    """Label 0 (cifar100 groups: only the head mask is on): I = CE(z_H) with z_H = [2, 0, 0];
+    F = CE(z_H + z_M + z_T) = CE([2, 1, 0]); the loss is β·I + (1 − β)·F with β = 0.99."""
+    from tailfuse.losses.experts import ResLoss
+
+    head, medium, tail = torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([[0.0, 1.0, 0.0]]), torch.zeros(1, 3)
+    individual = -math.log(math.exp(2) / (math.exp(2) + 2) + 1e-7)
+    fused = -math.log(math.exp(2) / (math.exp(2) + math.e + 1) + 1e-7)
+    value = ResLoss([5, 3, 1])([head, medium, tail], torch.tensor([0])).item()
+    assert value == pytest.approx(0.99 * individual + 0.01 * fused, rel=1e-6)
+
+
 def test_reslt_group_masks_per_dataset_including_the_authors_imagenet_rule():
     labels = torch.tensor([0, 50, 99])
     assert reslt_group_masks(labels, *RESLT_GROUP_MASKS["cifar100"]).tolist() == [

@@ -126,6 +126,22 @@ def test_ldam_drw_through_the_generic_schedule_equals_ldams_own():
         assert generic(cosine, labels).item() == pytest.approx(own(cosine, labels).item(), rel=1e-6)
 
 
+def test_reweighting_passes_the_epoch_to_a_loss_with_its_own_schedule():
+    """KPS switches to its per-sample scale at ``weighted_from_epoch``; wrapped in DRW, it must
+    still see the epoch (counts [100, 10]: class 1's scale min(max(15·r, 15), 50), r = log 500 / log 50)."""
+    from tailfuse.losses.margins import KPSLoss
+
+    wrapped = build_loss("kps", [100, 10], drw_epoch=5, weighted_from_epoch=3, s=15.0)
+    own = KPSLoss([100, 10], s=15.0, weighted_from_epoch=3)
+    cosine, labels = torch.tensor([[0.6, 0.2], [0.1, 0.3]]), torch.tensor([0, 1])
+    wrapped.set_epoch(3)
+    own.set_epoch(3)
+    assert wrapped.loss.epoch == 3
+    assert wrapped(cosine, labels).item() == pytest.approx(own(cosine, labels).item(), rel=1e-6)
+    own.set_epoch(0)
+    assert abs(wrapped(cosine, labels).item() - own(cosine, labels).item()) > 1e-3  # the switch matters here
+
+
 def test_reweighting_refuses_losses_without_class_weights_and_half_settings():
     with pytest.raises(ConfigError, match="takes no class weights"):
         build_loss("label_aware_smoothing", [3, 1], reweight_from_epoch=0)

@@ -129,8 +129,10 @@ def test_gcl_stage2_trains_the_cosine_head_with_eval_mode_batchnorm_and_predicts
     assert not model.backbone.training and model.head.training
     batches = {"balanced": Batch(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])),
                "fusing": Batch(torch.randn(4, 3, 32, 32), torch.zeros(4, dtype=torch.long))}
-    method.loss(batches, StepContext(epoch=0, total_epochs=1, randomness=EpochRandomness(0, 0))).backward()
+    randomness = EpochRandomness(0, 0)
+    method.loss(batches, StepContext(epoch=0, total_epochs=1, randomness=randomness)).backward()
     assert all(p.grad is None for p in model.backbone.parameters()) and model.head.weight.grad is not None
+    assert method.criterion.generator is randomness.stream("loss")  # GCL's noise: the step's loss stream
     model.eval()
     images = torch.randn(2, 3, 32, 32)
     assert torch.allclose(method.predict(images), 20.0 * model(images))

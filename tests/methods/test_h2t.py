@@ -87,3 +87,34 @@ def test_multi_expert_maps_get_independent_subsets():
 def test_shape_mismatch_is_refused():
     with pytest.raises(ValueError, match="differ in shape"):
         fuse_channels(torch.zeros(2, 4, 2, 2), torch.zeros(3, 4, 2, 2), 0.5, torch.Generator())
+
+
+def test_a_ratio_that_gives_one_channel_replaces_exactly_one():
+    """p = 0.25 of C = 4: floor(1.0) = 1 channel from the donor (not none)."""
+    fused, fusing = maps(channels=4)
+    chosen = replaced_channels(fuse_channels(fused, fusing, 0.25, torch.Generator().manual_seed(1)), fused, fusing)
+    assert chosen.sum(dim=1).tolist() == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("channels", ["shared", "per_sample"])
+def test_the_subsets_come_from_the_given_generator_alone(channels):
+    """Two generators seeded alike give the same subsets, whatever the global RNG does between
+    them; list inputs (experts) draw from that generator too, one expert after another."""
+    fused, fusing = maps()
+    torch.manual_seed(11)
+    first = fuse_channels(fused, fusing, 0.25, torch.Generator().manual_seed(6), channels=channels)
+    torch.manual_seed(12)
+    second = fuse_channels(fused, fusing, 0.25, torch.Generator().manual_seed(6), channels=channels)
+    assert torch.equal(first, second)
+    generator = torch.Generator().manual_seed(6)
+    expected = [fuse_channels(fused, fusing, 0.25, generator, channels=channels) for _ in range(2)]
+    torch.manual_seed(13)
+    listed = fuse_channels([fused, fused], [fusing, fusing], 0.25, torch.Generator().manual_seed(6), channels=channels)
+    assert all(torch.equal(a, b) for a, b in zip(listed, expected, strict=True))
+
+
+def test_soft_mixing_reaches_every_expert_map():
+    experts = [maps() for _ in range(2)]
+    output = fuse_channels([e[0] for e in experts], [e[1] for e in experts], 0.3, torch.Generator(), mixing="soft")
+    for (fused, fusing), mixed in zip(experts, output, strict=True):
+        assert torch.allclose(mixed, 0.7 * fused + 0.3 * fusing)

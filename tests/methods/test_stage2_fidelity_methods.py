@@ -147,6 +147,14 @@ def test_ffn_train_mode_batchnorm_evaluates_in_seeded_shuffled_batches_of_256():
     )  # seeded: the same order every time
     clean, _ = make({**recipe, "method": {"name": "ffn"}})
     assert clean.evaluation_batching(1000, 512) == (512, None)
+    # the order is the run seed's own stream "ffn:evaluation-order", whatever the global RNG did
+    from tailfuse.data.randomness import derive_seed
+
+    torch.manual_seed(123)
+    stream = torch.Generator().manual_seed(derive_seed(5, 0, "ffn:evaluation-order"))
+    assert torch.equal(order, torch.randperm(1000, generator=stream))
+    other_seed, _ = make({**recipe, "train": {"seed": 6}})
+    assert not torch.equal(other_seed.evaluation_batching(1000, 512)[1], order)
 
 
 def test_ffn_train_mode_batchnorm_leaves_the_running_statistics_as_they_were():
