@@ -14,6 +14,16 @@ from tailfuse.errors import CheckpointError, TailfuseError
 from ..conftest import tiny_overrides
 
 
+def test_config_differences_name_every_changed_added_and_removed_nested_key():
+    """What a resume compares: dotted keys, nested values, keys on one side only."""
+    from tailfuse.engine.trainer import config_differences
+
+    saved = {"train": {"epochs": 40, "lr": 0.1}, "method": {"name": "dr", "h2t": {"ratio": 0.25}}, "seed": 0}
+    current = {"train": {"epochs": 40, "lr": 0.2}, "method": {"name": "dr", "h2t": {"ratio": 0.5, "mixing": "soft"}}}
+    assert config_differences(saved, current) == ["method.h2t.mixing", "method.h2t.ratio", "seed", "train.lr"]
+    assert config_differences(saved, saved) == []
+
+
 def test_resumed_run_equals_uninterrupted_run(cifar10_jpeg_root, tmp_path):
     overrides = tiny_overrides(cifar10_jpeg_root, epochs=2)
     tailfuse.train("cifar10_lt_quick", tmp_path / "straight", overrides)

@@ -83,6 +83,11 @@ def test_table_csv_and_json_hold_mean_and_sample_std_by_hand(tmp_path):
     assert lines[-1] == "![per-class accuracy](compare.png)"
     assert summary[1]["medium_mean"] is None and summary[1]["difference"] == pytest.approx(1.0)
     with open(out / "compare.csv", newline="") as stream:
+        assert stream.readline().strip() == (
+            "method,recipe,runs,all_mean,all_std,many_mean,many_std,medium_mean,medium_std,few_mean,few_std,"
+            "macro_precision_mean,macro_precision_std,ece_mean,ece_std,paper,difference"
+        )
+        stream.seek(0)
         table = list(csv.DictReader(stream))
     assert [row["method"] for row in table] == ["CE", "DR + H2T"]
     assert float(table[0]["all_mean"]) == 42.0 and float(table[0]["all_std"]) == pytest.approx(8**0.5)
@@ -92,6 +97,14 @@ def test_table_csv_and_json_hold_mean_and_sample_std_by_hand(tmp_path):
     assert [run["run_dir"] for run in written["runs"]] == ["runs/CE-0", "runs/CE-1", "runs/DR + H2T-0", "runs/DR + H2T-1"]
     assert written["runs"][3]["recipe"] == "recipes/mine/cifar10_lt_quick_dr_h2t.yaml"
     assert written["summary"][1]["overrides"] == ["a=1"] and written["summary"][0]["paper_source"] == "FFN Table 5"
+    assert written["summary"][1]["recipe"] == "recipes/mine/cifar10_lt_quick_dr_h2t.yaml"
+
+
+def test_a_row_without_a_paper_figure_shows_dashes_beside_one_with(tmp_path):
+    write_compare_report(tmp_path, ROWS, [0, 1], RESULTS, RUN_DIRS, {"CE": {"paper": 70.7, "source": ""}}, "c")
+    lines = (tmp_path / "compare.md").read_text().splitlines()
+    assert lines[9].startswith("| DR + H2T | 2 | 61.00 ± 1.41 |") and lines[9].endswith(" | – | – |")
+    assert "Paper figures" not in lines[4]  # no source named, no sentence naming none
 
 
 def test_one_seed_shows_the_mean_alone_and_no_paper_column_without_figures(tmp_path):

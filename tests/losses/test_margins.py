@@ -64,6 +64,16 @@ def test_ldam_margins_and_loss_by_hand():
     assert torch.isclose(loss(cosine, labels), expected)
 
 
+def test_ldam_defaults_max_m_half_and_unweighted_until_set_epoch():
+    """Counts 81 and 16: Δ ∝ n^(−1/4) = 1/3 and 1/2, scaled so the rarest gets max_m = 0.5:
+    [1/3, 1/2]; with drw_epoch = 1 a fresh loss is in epoch 0 and not yet re-weighted."""
+    loss = LDAMLoss([81, 16], drw_epoch=1)
+    assert loss.margins.tolist() == pytest.approx([1 / 3, 0.5], abs=1e-6)
+    cosine, labels = torch.tensor([[0.5, 0.1], [0.2, 0.4]]), torch.tensor([0, 1])
+    plain = F.cross_entropy(30 * torch.tensor([[0.5 - 1 / 3, 0.1], [0.2, -0.1]]), labels)
+    assert loss(cosine, labels).item() == pytest.approx(plain.item(), rel=1e-5)
+
+
 def test_drw_weights_switch_on_at_their_epoch():
     counts = [5000, 25]
     weights = class_balanced_weights(counts, 0.9999)

@@ -196,6 +196,22 @@ def test_tau_norm_refuses_heads_without_linear_weights_when_the_recipe_is_read()
             build_config({"method": {"name": "tau_norm"}, "model": {"backbone": backbone, "head": head}})
 
 
+def test_mislas_smoothing_options_reach_its_loss():
+    """head 0.3 → tail 0.05 on the exp curve with power 2, counts 50, 20, 8, 3 (span 47):
+    ε = 0.05 + 0.25·((n − 3)/47)²."""
+    smoothing = {"head": 0.3, "tail": 0.05, "shape": "exp", "power": 2.0}
+    method, _ = make({"name": "mislas", "label_smoothing": smoothing})
+    expected = [0.3, 0.05 + 0.25 * (17 / 47) ** 2, 0.05 + 0.25 * (5 / 47) ** 2, 0.05]
+    assert method.criterion.epsilon.tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_mislas_with_lws_trains_the_head_too():
+    method, model = make({"name": "mislas_lws"})
+    assert all(parameter.requires_grad for parameter in model.head.parameters())
+    assert method.scales.scales.requires_grad
+    assert not any(parameter.requires_grad for parameter in model.backbone.parameters())
+
+
 def test_mislas_uses_label_aware_smoothing():
     method, _ = make({"name": "mislas", "label_smoothing": {"head": 0.4, "tail": 0.1}})
     assert type(method.criterion).__name__ == "LabelAwareSmoothing"

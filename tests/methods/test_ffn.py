@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -69,3 +70,13 @@ def test_the_authors_batchnorm_quirk_is_available():
     assert method.second_backbone.training
     method.predict(torch.randn(2, 3, 32, 32))
     assert method.second_backbone.training  # also at test time, as the code
+
+
+def test_the_loss_options_reach_the_ldam_loss():
+    """LDAM on counts 40, 10, 3 with max_m 0.3 and s 10: the rarest class gets the whole 0.3."""
+    config = build_config({"model": {"head": "cosine", "cosine_scale": 1.0},
+                           "method": {"name": "ffn", "loss_options": {"max_m": 0.3, "s": 10.0}}})
+    torch.manual_seed(0)
+    kps_model, ce_model = build_model(config.model, 3), build_model(build_config({}).model, 3)
+    method = build_method(config, kps_model, COUNTS, auxiliary={"ce": ce_model.state_dict()})
+    assert method.criterion.margins.tolist()[-1] == pytest.approx(0.3) and method.criterion.s == 10.0
