@@ -77,3 +77,19 @@ def test_the_selection_rule_of_each_setting():
     assert rule("best_test", False) == "best_test"
     with pytest.raises(TailfuseError, match=r"^train.selection=best_validation needs data.validation_per_class > 0$"):
         rule("best_validation", False)
+
+
+def test_which_epochs_are_evaluated():
+    """1-based epoch numbers of a 10-epoch run: every ``eval_every``-th and the last; every one
+    under best_test (the authors' best-of-all-epochs); only the last with eval_every 0."""
+    from tailfuse.config import build_config
+    from tailfuse.engine.trainer import _is_eval_epoch
+
+    def evaluated(every, rule):
+        config = build_config({"train": {"epochs": 10, "eval_every": every}})
+        return [epoch for epoch in range(1, 11) if _is_eval_epoch(config, epoch, rule)]
+
+    assert evaluated(4, "best_validation") == [4, 8, 10]
+    assert evaluated(1, "final") == list(range(1, 11))
+    assert evaluated(0, "final") == [10]
+    assert evaluated(0, "best_test") == list(range(1, 11))

@@ -24,6 +24,29 @@ def test_config_differences_name_every_changed_added_and_removed_nested_key():
     assert config_differences(saved, saved) == []
 
 
+def test_class_checks_say_which_label_differs_or_how_many_classes():
+    from tailfuse.engine.trainer import check_same_classes
+
+    check_same_classes(["cat", "dog"], ["cat", "dog"], "resume")
+    with pytest.raises(CheckpointError, match=r"^resume: the class folders differ from the ones it was trained on "
+                                              r"\(label 1 is 'fox' here but was 'dog'\)$"):
+        check_same_classes(["cat", "dog", "eel"], ["cat", "fox", "eel"], "resume")
+    with pytest.raises(CheckpointError, match=r"\(3 classes here, 2 in training\)$"):
+        check_same_classes(["cat", "dog"], ["cat", "dog", "eel"], "init")
+
+
+def test_a_stage2_method_without_a_trained_model_is_refused():
+    from tailfuse.config import build_config
+    from tailfuse.engine.trainer import check_starting_point
+    from tailfuse.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^method dr re-trains the classifier on a frozen, already trained "
+                                          r"backbone: set init.recipe or init.checkpoint \(the stage-1 run\) or model.weights$"):
+        check_starting_point(build_config({"method": {"name": "dr"}}))
+    check_starting_point(build_config({"method": {"name": "dr"}, "model": {"weights": "w.pth"}}))
+    check_starting_point(build_config({"method": {"name": "erm"}}))  # stage 1 starts from scratch
+
+
 def test_resumed_run_equals_uninterrupted_run(cifar10_jpeg_root, tmp_path):
     overrides = tiny_overrides(cifar10_jpeg_root, epochs=2)
     tailfuse.train("cifar10_lt_quick", tmp_path / "straight", overrides)
