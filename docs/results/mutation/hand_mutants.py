@@ -182,7 +182,7 @@ CASES = [
      "tests/engine/test_trainer.py::test_class_checks_say_which_label_differs_or_how_many_classes"),
     ("src/tailfuse/engine/trainer.py", "and config.init is None and not config.model.weights:", "and config.init is None and config.model.weights:",
      "tests/engine/test_trainer.py::test_a_stage2_method_without_a_trained_model_is_refused"),
-    ("src/tailfuse/engine/trainer.py", 'getattr(method_class, "needs_trained_model", False)', 'getattr(method_class, "needs_trained_model", True)',
+    ("src/tailfuse/engine/trainer.py", "and config.init is None and not config.model.weights:", "and config.init is not None and not config.model.weights:",
      "tests/engine/test_trainer.py::test_a_stage2_method_without_a_trained_model_is_refused"),
 ]
 failures = 0
