@@ -43,19 +43,21 @@ def scripted_training(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("selection", "epoch", "test_top1"),
-    [("best_validation", 2, 10.0), ("best_test", 3, 90.0)],
+    ("selection", "rule", "epoch", "test_top1"),
+    [("best_validation", "best_validation", 2, 10.0), ("best_test", "best_test", 3, 90.0),
+     ("auto", "best_validation", 2, 10.0)],  # auto with a validation split: its best epoch
 )
-def test_the_selected_epoch_and_its_test_score(cifar10_jpeg_root, tmp_path, scripted_training, selection, epoch, test_top1):
+def test_the_selected_epoch_and_its_test_score(cifar10_jpeg_root, tmp_path, scripted_training, selection, rule, epoch,
+                                               test_top1):
     overrides = tiny_overrides(
         cifar10_jpeg_root, epochs=3, **{"data.validation_per_class": 2, "data.test_per_class": 2, "train.selection": selection}
     )
     results = tailfuse.train("cifar10_lt_quick", tmp_path / "run", overrides)
-    assert results["selection"] == {"rule": selection, "epoch": epoch}
+    assert results["selection"] == {"rule": rule, "epoch": epoch}
     assert results["test"]["top1"] == test_top1  # the selected model's own test score
     assert results["validation"]["top1"] == 30.0  # the last epoch's validation
     assert results["final_epoch_test"]["top1"] == 90.0
-    saved = torch.load(tmp_path / "run" / "checkpoints" / f"{selection}.pt", weights_only=False)
+    saved = torch.load(tmp_path / "run" / "checkpoints" / f"{rule}.pt", weights_only=False)
     assert saved["epoch"] == epoch and float(saved["session"]["model"]["head.fc.bias"][0]) == epoch
     log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["validation_top1"], r["test_top1"]) for r in log] == [(10.0, 50.0), (30.0, 10.0), (30.0, 90.0)]
