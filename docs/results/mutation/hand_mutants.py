@@ -7,7 +7,8 @@ Run it on a separate worktree, never on a checkout that training runs import fro
 
 FIRST (default 0): run only the cases from that index on (e.g. 22 for the fifth session's).
 Each case runs the named test with PYTHONPATH set to the worktree's src. Exit status 1 when a
-mutant survives.
+mutant survives or its test is skipped (the end-to-end cases need the CIFAR-10 JPEG copy: set
+TAILFUSE_CIFAR10_JPEG when the worktree is not beside ../shared).
 """
 
 import os
@@ -200,11 +201,14 @@ for path, old, new, test in CASES[FIRST:]:
     assert original.count(old) == 1, (path, old, original.count(old))
     file.write_text(original.replace(old, new))
     try:
-        rc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", "-p", "no:cacheprovider", test],
-                            cwd=ROOT, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}).returncode
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-rs", "-p", "no:randomly", "-p", "no:cacheprovider", test],
+                              cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        rc = done.returncode
     finally:
         file.write_text(original)
-    verdict = "killed" if rc == 1 else f"SURVIVED (rc {rc})"
+    if rc == 0 and "skipped" in done.stdout:  # e.g. no CIFAR-10 copy: nothing was judged
+        rc = 5
+    verdict = "killed" if rc == 1 else f"SURVIVED (rc {rc})" if rc != 5 else "NOT JUDGED (test skipped; set TAILFUSE_CIFAR10_JPEG)"
     failures += rc != 1
     print(f"{verdict}: {path}: {old.strip()[:60]!r} -> {new.strip()[:60]!r}", flush=True)
 print("all killed" if not failures else f"{failures} not killed")
