@@ -188,7 +188,7 @@ CASES = [
     # _train_locked survivors: end-to-end tests outside mutmut's selection (one new: selection "auto")
     ("src/tailfuse/engine/trainer.py", "rule = selection_rule(config, data.validation is not None)", "rule = selection_rule(config, data.validation is None)",
      "tests/engine/test_selection.py::test_the_selected_epoch_and_its_test_score"),
-    ("src/tailfuse/engine/trainer.py", "load_weights(model, state, stage1_checkpoint)", "load_weights(model, state, None)",
+    ("src/tailfuse/engine/trainer.py", "TrainingSession(config, data, runtime, initialize=initialize,", "TrainingSession(config, data, runtime, initialize=None,",
      "tests/engine/test_stages.py::test_one_command_trains_stage1_then_stage2"),
     ("src/tailfuse/engine/trainer.py", 'write_text_atomically(out_dir / "config.yaml"', 'write_text_atomically(out_dir / "CONFIG.YAML"',
      "tests/test_cli.py::test_train_eval_summary_and_bench_through_the_cli"),
