@@ -31,8 +31,8 @@ from pathlib import Path
 import yaml
 
 from tailfuse.config import RunConfig, build_config, config_to_dict, load_recipe
-from tailfuse.engine.stages import stage1_config
 from tailfuse.engine.runtime import resolve_device, resolve_precision
+from tailfuse.engine.stages import stage1_config
 from tailfuse.engine.trainer import RESUMABLE_CHANGES, _flatten
 from tailfuse.errors import ConfigError
 from tailfuse.eval.compare_report import read_published, write_compare_report
