@@ -1,4 +1,4 @@
-"""Count mutmut's verdicts per area from its ``mutants/`` folder, as the markdown table of README.md.
+"""Count mutmut's verdicts per area from its ``mutants/`` folder, as README.md's markdown table.
 
     python docs/results/mutation/counts.py [MUTANTS_FOLDER]   (default: ./mutants)
 
@@ -27,14 +27,17 @@ def main() -> None:
     counts: dict[str, Counter] = {}
     for meta in sorted(folder.glob("src/tailfuse/**/*.meta")):
         verdicts = json.loads(meta.read_text())["exit_code_by_key"].values()
-        counts.setdefault(area(meta), Counter()).update(VERDICTS.get(code, "other") for code in verdicts)
+        verdict_names = (VERDICTS.get(code, "other") for code in verdicts)
+        counts.setdefault(area(meta), Counter()).update(verdict_names)
     total = sum(counts.values(), Counter())
     print("| area | " + " | ".join(COLUMNS) + " | mutants |")
     print("|---" * (len(COLUMNS) + 2) + "|")
     for name in sorted(counts):
         row = counts[name]
-        print(f"| {name} | " + " | ".join(str(row[c]) for c in COLUMNS) + f" | {sum(row.values())} |")
-    print("| **all** | " + " | ".join(f"**{total[c]}**" for c in COLUMNS) + f" | **{sum(total.values())}** |")
+        cells = " | ".join(str(row[c]) for c in COLUMNS)
+        print(f"| {name} | {cells} | {sum(row.values())} |")
+    cells = " | ".join(f"**{total[c]}**" for c in COLUMNS)
+    print(f"| **all** | {cells} | **{sum(total.values())}** |")
 
 
 if __name__ == "__main__":

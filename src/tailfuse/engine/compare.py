@@ -5,12 +5,11 @@ less the keys that do not change a result (:data:`IDENTITY_IGNORED`: progress, t
 device, workers, cache, ...). The data location is part of it, as the resolved absolute
 path (:data:`IDENTITY_PATHS`: ``data.root``, the list/annotation files and the pretrained
 ``model.weights``; symlinks followed, relative paths taken from the current folder): the
-same recipe on two copies of
-a dataset (``cifar10-jpeg`` and ``cifar10-lossless``) gets two runs, two spellings of one
-folder get one, and data moved elsewhere is trained again rather than silently matched
-to results of other data. Identical runs are trained once: the stage-1 model of every
-stage-2 row of a seed, and a stage-1 row that is itself some row's stage 1 (CE + mixup
-under DR, cRT, ...).
+same recipe on two copies of a dataset (``cifar10-jpeg`` and ``cifar10-lossless``) gets
+two runs, two spellings of one folder get one, and data moved elsewhere is trained again
+rather than silently matched to results of other data. Identical runs are trained once:
+the stage-1 model of every stage-2 row of a seed, and a stage-1 row that is itself some
+row's stage 1 (CE + mixup under DR, cRT, ...).
 A finished run (its ``results.json``) is reused, a stopped one resumed, so calling
 compare again completes the table. Stage-1 (and auxiliary) runs go first, then the
 rows; ``jobs`` > 1 runs them as that many processes, the CPU threads divided between
@@ -97,10 +96,10 @@ def run_identity(config: RunConfig) -> str:
     """``<name>-<12 hex>``: the run's name and a hash of everything that changes its result.
 
     The data and weights paths enter resolved (:data:`IDENTITY_PATHS`), so one dataset has one
-    identity however it is spelt and two datasets never share one. ``train.precision: auto`` enters as
-    what it resolves to on this machine, so a bf16 run is never reused as an fp32 one. The
-    earlier stages' overrides (``init.overrides``, which carry ``--set``) leave out what changes
-    nothing there.
+    identity however it is spelt and two datasets never share one. ``train.precision: auto``
+    enters as what it resolves to on this machine, so a bf16 run is never reused as an fp32
+    one. The earlier stages' overrides (``init.overrides``, which carry ``--set``) leave out
+    what changes nothing there.
     """
     flat = _flatten(config_to_dict(config))
     flat = {key: value for key, value in flat.items() if key not in IDENTITY_IGNORED}
