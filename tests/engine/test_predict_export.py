@@ -158,6 +158,8 @@ def test_onnx_export_of_every_prediction_path(case, new_images, tmp_path):
     check_onnx_export(case, new_images, tmp_path)
 
 
+# torch.jit.load itself warns that TorchScript is deprecated; export hides that, the test does not
+@pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_torchscript_export_of_lws_and_the_predict_table(new_images, tmp_path):
     recipe, overrides, edit, formula = CASES["lws"]
     model, method = make_checkpoint(tmp_path / "last.pt", recipe, overrides, edit)
