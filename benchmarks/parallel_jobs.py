@@ -42,8 +42,11 @@ def main() -> None:
             two = sum(future.result() for future in pair)
             single.append(one)
             side_by_side.append(two)
-            print(f"round {round_index + 1}: one 2-thread run {one:.0f} images/s; "
-                  f"two 1-thread runs {two:.0f} images/s together", flush=True)
+            print(
+                f"round {round_index + 1}: one 2-thread run {one:.0f} images/s; "
+                f"two 1-thread runs {two:.0f} images/s together",
+                flush=True,
+            )
     ratio = statistics.median(side_by_side) / statistics.median(single)
     print(f"{arguments.recipe}: two 1-thread runs / one 2-thread run = {ratio:.2f}")
 

@@ -44,14 +44,21 @@ def main() -> None:
     arguments = parser.parse_args()
     labels = inaturalist_like_labels()
     counts = torch.bincount(labels)
-    print(f"{len(labels):,} images, {len(counts):,} classes (largest {int(counts.max())}, smallest {int(counts.min())}), "
-          f"{torch.get_num_threads()} threads, best of {arguments.repeats}")
+    print(
+        f"{len(labels):,} images, {len(counts):,} classes (largest {int(counts.max())}, smallest {int(counts.min())}), "
+        f"{torch.get_num_threads()} threads, best of {arguments.repeats}"
+    )
     for name in sorted(SAMPLERS):
         sampler = build_sampler(name, labels, CLASSES)
-        seconds = best_of(arguments.repeats, lambda sampler=sampler: sampler.epoch_indices(torch.Generator().manual_seed(0)))
+        seconds = best_of(
+            arguments.repeats,
+            lambda sampler=sampler: sampler.epoch_indices(torch.Generator().manual_seed(0)),
+        )
         print(f"  {name:15s} {seconds * 1000:8.1f} ms per epoch")
     confidence = torch.rand(len(labels), generator=torch.Generator().manual_seed(1))
-    seconds = best_of(arguments.repeats, lambda: intra_class_environment_weights(labels, confidence, CLASSES, 4.0))
+    seconds = best_of(
+        arguments.repeats, lambda: intra_class_environment_weights(labels, confidence, CLASSES, 4.0)
+    )
     print(f"  {'ifl environment':15s} {seconds * 1000:8.1f} ms per rebuild")
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-SHARED_CIFAR10_JPEG = Path(os.environ.get("TAILFUSE_CIFAR10_JPEG", REPOSITORY.parent / "shared" / "data" / "cifar10-jpeg"))
+SHARED_CIFAR10_JPEG = Path(
+    os.environ.get("TAILFUSE_CIFAR10_JPEG", REPOSITORY.parent / "shared" / "data" / "cifar10-jpeg")
+)
 
 
 @pytest.fixture(scope="session")

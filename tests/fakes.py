@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 
-def write_cifar_pickles(root: Path, dataset: str, train_per_class: int, test_per_class: int, seed: int = 0) -> Path:
+def write_cifar_pickles(
+    root: Path, dataset: str, train_per_class: int, test_per_class: int, seed: int = 0
+) -> Path:
     """torchvision's CIFAR-10/100 pickle layout filled with random images (labels in shuffled order)."""
     num_classes = 10 if dataset == "cifar10" else 100
     folder = root / ("cifar-10-batches-py" if dataset == "cifar10" else "cifar-100-python")
@@ -28,15 +30,25 @@ def write_cifar_pickles(root: Path, dataset: str, train_per_class: int, test_per
             chunk = {"data": train["data"][part], "labels": [train["labels"][i] for i in part]}
             (folder / f"data_batch_{index}").write_bytes(pickle.dumps(chunk))
         (folder / "test_batch").write_bytes(pickle.dumps(batch(test_per_class)))
-        (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
+        (folder / "batches.meta").write_bytes(
+            pickle.dumps({"label_names": [f"c{i}" for i in range(10)]})
+        )
     else:
         (folder / "train").write_bytes(pickle.dumps(batch(train_per_class)))
         (folder / "test").write_bytes(pickle.dumps(batch(test_per_class)))
-        (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]}))
+        (folder / "meta").write_bytes(
+            pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]})
+        )
     return root
 
 
-def write_list_file_dataset(root: Path, num_classes: int = 4, train_counts: list[int] | None = None, test_per_class: int = 2, size: int = 48) -> dict:
+def write_list_file_dataset(
+    root: Path,
+    num_classes: int = 4,
+    train_counts: list[int] | None = None,
+    test_per_class: int = 2,
+    size: int = 48,
+) -> dict:
     """JPEGs under ``root/images`` with ImageNet-LT style lists (``relative/path label``)."""
     from PIL import Image
 
@@ -48,15 +60,23 @@ def write_list_file_dataset(root: Path, num_classes: int = 4, train_counts: list
             folder = root / "images" / split / f"n{label:08d}"
             folder.mkdir(parents=True, exist_ok=True)
             for index in range(count):
-                pixels = rng.integers(0, 256, size=(size, size + 8 * (index % 2), 3), dtype=np.uint8)
+                pixels = rng.integers(
+                    0, 256, size=(size, size + 8 * (index % 2), 3), dtype=np.uint8
+                )
                 Image.fromarray(pixels).save(folder / f"{index}.JPEG", quality=90)
                 lines[split].append(f"{split}/n{label:08d}/{index}.JPEG {label}")
     for split in ("train", "test"):
         (root / f"{split}.txt").write_text("\n".join(lines[split]) + "\n")
-    return {"root": root / "images", "train_list": root / "train.txt", "test_list": root / "test.txt"}
+    return {
+        "root": root / "images",
+        "train_list": root / "train.txt",
+        "test_list": root / "test.txt",
+    }
 
 
-def write_image_folder(root: Path, train_per_class: list[int], test_per_class: list[int], size: int = 32, seed: int = 0) -> Path:
+def write_image_folder(
+    root: Path, train_per_class: list[int], test_per_class: list[int], size: int = 32, seed: int = 0
+) -> Path:
     """``root/{train,test}/c<k>/<i>.jpg`` random JPEGs: a stand-in ImageFolder tree."""
     from PIL import Image
 
@@ -81,18 +101,34 @@ def write_glt_annotation_files(root: Path, num_classes: int = 4, size: int = 40)
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    sizes = {"train": [8, 6, 4, 3][:num_classes], "val": [2] * num_classes, "test_lt": [3, 2, 1, 1][:num_classes], "test_bl": [3] * num_classes, "test_bbl": [3] * num_classes}
-    balanced = {"train": [5] * num_classes, "val": [1] * num_classes, "test_bl": [3] * num_classes, "test_bbl": [3] * num_classes}
+    sizes = {
+        "train": [8, 6, 4, 3][:num_classes],
+        "val": [2] * num_classes,
+        "test_lt": [3, 2, 1, 1][:num_classes],
+        "test_bl": [3] * num_classes,
+        "test_bbl": [3] * num_classes,
+    }
+    balanced = {
+        "train": [5] * num_classes,
+        "val": [1] * num_classes,
+        "test_bl": [3] * num_classes,
+        "test_bbl": [3] * num_classes,
+    }
     files = {}
     for kind, plan in (("lt", sizes), ("bl", balanced)):
-        content = {"cat2id": {f"n{c:08d}": c for c in range(num_classes)}, "id2cat": {str(c): f"n{c:08d}" for c in range(num_classes)}}
+        content = {
+            "cat2id": {f"n{c:08d}": c for c in range(num_classes)},
+            "id2cat": {str(c): f"n{c:08d}" for c in range(num_classes)},
+        }
         for split, counts in plan.items():
             entries = {"label": {}, "frequency": {}, "attribute": {}}
             for label, count in enumerate(counts):
                 for index in range(count):
                     path = root / "images" / kind / split / f"n{label:08d}_{index}.JPEG"
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(rng.integers(0, 256, (size, size + 4, 3), dtype=np.uint8)).save(path, quality=90)
+                    Image.fromarray(rng.integers(0, 256, (size, size + 4, 3), dtype=np.uint8)).save(
+                        path, quality=90
+                    )
                     key = str(path.resolve())
                     entries["label"][key] = label
                     entries["frequency"][key] = min(2, label * 3 // num_classes)
@@ -110,7 +146,9 @@ def _write_jpegs(root: Path, relative_paths: list[str], size: int = 40, seed: in
     for relative in relative_paths:
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, size=(size, size + 4, 3), dtype=np.uint8)).save(path, quality=90)
+        Image.fromarray(rng.integers(0, 256, size=(size, size + 4, 3), dtype=np.uint8)).save(
+            path, quality=90
+        )
 
 
 def write_inaturalist_dataset(root: Path, train_counts: list[int], val_per_class: int = 1) -> dict:
@@ -128,13 +166,23 @@ def write_inaturalist_dataset(root: Path, train_counts: list[int], val_per_class
                 images.append({"id": image_id, "file_name": name, "width": 44, "height": 40})
                 annotations.append({"id": image_id, "image_id": image_id, "category_id": category})
                 lines.append(f"{name} {category}")
-        categories = [{"id": c, "name": f"species_{c}", "supercategory": "Plantae"} for c in range(len(train_counts))]
-        (root / f"{split}2018.json").write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+        categories = [
+            {"id": c, "name": f"species_{c}", "supercategory": "Plantae"}
+            for c in range(len(train_counts))
+        ]
+        (root / f"{split}2018.json").write_text(
+            json.dumps({"images": images, "annotations": annotations, "categories": categories})
+        )
         (root / f"iNaturalist18_{split}.txt").write_text("\n".join(lines) + "\n")
         _write_jpegs(root / "images", [image["file_name"] for image in images])
         files[split] = (root / f"{split}2018.json", root / f"iNaturalist18_{split}.txt")
-    return {"root": root / "images", "train_json": files["train"][0], "val_json": files["val"][0],
-            "train_txt": files["train"][1], "val_txt": files["val"][1]}
+    return {
+        "root": root / "images",
+        "train_json": files["train"][0],
+        "val_json": files["val"][0],
+        "train_txt": files["train"][1],
+        "val_txt": files["val"][1],
+    }
 
 
 def write_places_lt_dataset(root: Path, train_counts: list[int], test_per_class: int = 1) -> dict:
@@ -142,9 +190,20 @@ def write_places_lt_dataset(root: Path, train_counts: list[int], test_per_class:
     lines = {"train": [], "test": []}
     for label, count in enumerate(train_counts):
         scene = f"scene{label}"
-        lines["train"] += [f"data_256/{scene[0]}/{scene}/{index:08d}.jpg {label}" for index in range(count)]
-        lines["test"] += [f"val_256/Places365_val_{label:04d}{index:04d}.jpg {label}" for index in range(test_per_class)]
+        lines["train"] += [
+            f"data_256/{scene[0]}/{scene}/{index:08d}.jpg {label}" for index in range(count)
+        ]
+        lines["test"] += [
+            f"val_256/Places365_val_{label:04d}{index:04d}.jpg {label}"
+            for index in range(test_per_class)
+        ]
     for split in ("train", "test"):
         (root / f"Places_LT_{split}.txt").write_text("\n".join(lines[split]) + "\n")
-        _write_jpegs(root / "places365", [line.split()[0] for line in lines[split]], seed=len(split))
-    return {"root": root / "places365", "train_list": root / "Places_LT_train.txt", "test_list": root / "Places_LT_test.txt"}
+        _write_jpegs(
+            root / "places365", [line.split()[0] for line in lines[split]], seed=len(split)
+        )
+    return {
+        "root": root / "places365",
+        "train_list": root / "Places_LT_train.txt",
+        "test_list": root / "Places_LT_test.txt",
+    }

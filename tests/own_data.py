@@ -27,7 +27,9 @@ def _copy_resized(source: Path, target: Path, index: int) -> None:
     bigger.crop((left, top, left + IMAGE_SIZE[0], top + IMAGE_SIZE[1])).save(target, quality=95)
 
 
-def make_image_folder(cifar_root: Path, root: Path, test_per_class: int = 15, validation_per_class: int = 0) -> Path:
+def make_image_folder(
+    cifar_root: Path, root: Path, test_per_class: int = 15, validation_per_class: int = 0
+) -> Path:
     """``root/train/<class>/`` with :data:`TRAIN_COUNTS`, ``root/test/<class>/`` (and ``val/``) balanced."""
     for name, count in TRAIN_COUNTS.items():
         files = sorted((cifar_root / "train" / name).iterdir())
@@ -45,7 +47,9 @@ def make_new_images(cifar_root: Path, folder: Path, per_class: int = 2) -> list[
     """Unlabelled 40x40 images a user would ask predictions for (CIFAR test images the tree does not hold)."""
     made = []
     for name in TRAIN_COUNTS:
-        for index, source in enumerate(sorted((cifar_root / "test" / name).iterdir())[500 : 500 + per_class]):
+        for index, source in enumerate(
+            sorted((cifar_root / "test" / name).iterdir())[500 : 500 + per_class]
+        ):
             target = folder / f"{name}_{index}.jpg"
             _copy_resized(source, target, index)
             made.append(target)

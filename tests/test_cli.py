@@ -14,13 +14,33 @@ from .conftest import tiny_overrides
 
 def test_train_eval_summary_and_bench_through_the_cli(cifar10_jpeg_root, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "cifar10_lt_quick", *tiny_overrides(cifar10_jpeg_root, epochs=2), "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "cifar10_lt_quick",
+                *tiny_overrides(cifar10_jpeg_root, epochs=2),
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert "test top-1" in capsys.readouterr().out
-    for name in ("config.yaml", "metrics.jsonl", "results.json", "report.md", "per_class_accuracy.png", "data_summary.json"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "results.json",
+        "report.md",
+        "per_class_accuracy.png",
+        "data_summary.json",
+    ):
         assert (run / name).is_file(), name
     results = json.loads((run / "results.json").read_text())
 
-    assert main(["eval", str(run / "checkpoints" / "last.pt"), "--out", str(tmp_path / "eval")]) == 0
+    assert (
+        main(["eval", str(run / "checkpoints" / "last.pt"), "--out", str(tmp_path / "eval")]) == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert abs(printed["top1"] - results["test"]["top1"]) < 1e-9
     assert json.loads((tmp_path / "eval" / "results.json").read_text())["selection"]["epoch"] == 2
@@ -37,7 +57,16 @@ def test_train_eval_summary_and_bench_through_the_cli(cifar10_jpeg_root, tmp_pat
 
 def test_user_errors_are_one_line_and_exit_2(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "tailfuse.cli", "train", "cifar10_lt_quick", "data.imbalance_factr=3", "--out", str(tmp_path / "x")],
+        [
+            sys.executable,
+            "-m",
+            "tailfuse.cli",
+            "train",
+            "cifar10_lt_quick",
+            "data.imbalance_factr=3",
+            "--out",
+            str(tmp_path / "x"),
+        ],
         capture_output=True,
         text=True,
     )
@@ -46,9 +75,15 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
         "error: invalid recipe cifar10_lt_quick: data.imbalance_factr: unknown key (did you mean 'imbalance_factor'?)"
     ]
     result = subprocess.run(
-        [sys.executable, "-m", "tailfuse.cli", "eval", str(tmp_path / "missing.pt")], capture_output=True, text=True
+        [sys.executable, "-m", "tailfuse.cli", "eval", str(tmp_path / "missing.pt")],
+        capture_output=True,
+        text=True,
     )
-    assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode == 2
+        and "does not exist" in result.stderr
+        and "Traceback" not in result.stderr
+    )
 
 
 def test_a_closed_stdout_ends_the_command_quietly():
@@ -57,7 +92,10 @@ def test_a_closed_stdout_ends_the_command_quietly():
     os.close(read_end)  # the reader is gone before the command writes: every write fails
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "tailfuse.cli", "recipes"], stdout=write_end, stderr=subprocess.PIPE, text=True
+            [sys.executable, "-m", "tailfuse.cli", "recipes"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
         )
     finally:
         os.close(write_end)
@@ -69,16 +107,31 @@ def test_sweep_through_the_cli_shares_one_stage1_run(cifar10_jpeg_root, tmp_path
     from .engine.test_stages import stage2_overrides
 
     out = tmp_path / "sweep"
-    arguments = ["sweep", "cifar10_lt_quick_dr_h2t", *stage2_overrides(cifar10_jpeg_root), "--param", "method.h2t.ratio"]
+    arguments = [
+        "sweep",
+        "cifar10_lt_quick_dr_h2t",
+        *stage2_overrides(cifar10_jpeg_root),
+        "--param",
+        "method.h2t.ratio",
+    ]
     arguments += ["--values", "0", "0.25", "--seeds", "0", "1", "--out", str(out)]
     assert main(arguments) == 0
     assert "| method.h2t.ratio | runs |" in capsys.readouterr().out
     table = (out / "sweep.md").read_text()
     assert "| 0 | 2 |" in table and "| 0.25 | 2 |" in table
     assert (out / "sweep.png").stat().st_size > 1000
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["method.h2t.ratio=0", "method.h2t.ratio=0.25", "stage1"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+        "method.h2t.ratio=0",
+        "method.h2t.ratio=0.25",
+        "stage1",
+    ]
     runs = json.loads((out / "sweep.json").read_text())["runs"]
-    assert [(run["value"], run["seed"]) for run in runs] == [("0", 0), ("0", 1), ("0.25", 0), ("0.25", 1)]
+    assert [(run["value"], run["seed"]) for run in runs] == [
+        ("0", 0),
+        ("0", 1),
+        ("0.25", 0),
+        ("0.25", 1),
+    ]
     # re-running a finished sweep reuses every run
     stamp = (out / "method.h2t.ratio=0" / "seed0" / "results.json").stat().st_mtime_ns
     assert main(arguments) == 0

@@ -24,13 +24,29 @@ def cli(log: Path, *arguments: str) -> subprocess.Popen:
     """Start the CLI in its own process; its output goes to files (a full pipe would block it)."""
     environment = dict(os.environ, PYTHONPATH=str(REPOSITORY / "src"))
     command = [sys.executable, "-m", "tailfuse.cli", *arguments]
-    return subprocess.Popen(command, stdout=log.with_suffix(".out").open("w"), stderr=log.with_suffix(".err").open("w"), env=environment)
+    return subprocess.Popen(
+        command,
+        stdout=log.with_suffix(".out").open("w"),
+        stderr=log.with_suffix(".err").open("w"),
+        env=environment,
+    )
 
 
 @pytest.mark.slow
-def test_ctrl_c_keeps_the_last_checkpoint_and_resume_finishes_the_same_run(cifar10_jpeg_root, tmp_path):
-    overrides = tiny_overrides(cifar10_jpeg_root, epochs=4, **{"data.max_per_class": 20, "data.test_per_class": 5})
-    whole = cli(tmp_path / "whole", "train", "cifar10_lt_quick", *overrides, "--out", str(tmp_path / "whole"))
+def test_ctrl_c_keeps_the_last_checkpoint_and_resume_finishes_the_same_run(
+    cifar10_jpeg_root, tmp_path
+):
+    overrides = tiny_overrides(
+        cifar10_jpeg_root, epochs=4, **{"data.max_per_class": 20, "data.test_per_class": 5}
+    )
+    whole = cli(
+        tmp_path / "whole",
+        "train",
+        "cifar10_lt_quick",
+        *overrides,
+        "--out",
+        str(tmp_path / "whole"),
+    )
     assert whole.wait(timeout=1800) == 0, (tmp_path / "whole.err").read_text()
 
     run = tmp_path / "interrupted"
@@ -46,7 +62,9 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_resume_finishes_the_same_run(cifar
     interrupted_at = load_checkpoint(run / "checkpoints" / "last.pt")["epoch"]
     assert 1 <= interrupted_at < 4
 
-    resumed = cli(tmp_path / "second", "train", "cifar10_lt_quick", *overrides, "--out", str(run), "--resume")
+    resumed = cli(
+        tmp_path / "second", "train", "cifar10_lt_quick", *overrides, "--out", str(run), "--resume"
+    )
     assert resumed.wait(timeout=1800) == 0, (tmp_path / "second.err").read_text()
     assert "test top-1" in (tmp_path / "second.out").read_text()
     straight = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")["session"]["model"]

@@ -23,15 +23,26 @@ def test_stage1_recipe_matches_the_spec_protocol():
     assert config.model.backbone == "resnet32"
     assert config.method.name == "erm" and config.method.mixup_alpha == 1.0
     assert (config.train.epochs, config.train.batch_size) == (200, 128)
-    assert (config.optimizer.lr, config.optimizer.weight_decay, config.optimizer.momentum) == (0.1, 2e-4, 0.9)
+    assert (config.optimizer.lr, config.optimizer.weight_decay, config.optimizer.momentum) == (
+        0.1,
+        2e-4,
+        0.9,
+    )
     assert config.schedule.name == "multistep" and config.schedule.milestones == [160, 180]
     assert config.schedule.warmup_epochs == 5
     assert config.data.groups.boundaries == (36, 71)
 
 
 def test_overrides_parse_yaml_values_and_nested_keys():
-    recipe = apply_overrides({"train": {"epochs": 3}}, ["train.epochs=5", "optimizer.lr=1e-3", "schedule.milestones=[1,2]"])
-    assert recipe == {"train": {"epochs": 5}, "optimizer": {"lr": 1e-3}, "schedule": {"milestones": [1, 2]}}
+    recipe = apply_overrides(
+        {"train": {"epochs": 3}},
+        ["train.epochs=5", "optimizer.lr=1e-3", "schedule.milestones=[1,2]"],
+    )
+    assert recipe == {
+        "train": {"epochs": 5},
+        "optimizer": {"lr": 1e-3},
+        "schedule": {"milestones": [1, 2]},
+    }
 
 
 def test_base_inheritance_merges_sections(tmp_path):
@@ -74,10 +85,14 @@ def test_index_groups_need_boundaries():
 
 
 def test_changing_a_method_name_starts_its_options_afresh(tmp_path):
-    (tmp_path / "parent.yaml").write_text("method: {name: dr, sampler: class_balanced, shift_bn: true}\n")
+    (tmp_path / "parent.yaml").write_text(
+        "method: {name: dr, sampler: class_balanced, shift_bn: true}\n"
+    )
     (tmp_path / "child.yaml").write_text("base: parent.yaml\nmethod: {name: crt}\n")
     config = load_recipe(tmp_path / "child.yaml")
-    assert config.method.sampler == "class_aware" and config.method.shift_bn is False  # crt's own defaults
+    assert (
+        config.method.sampler == "class_aware" and config.method.shift_bn is False
+    )  # crt's own defaults
     config = load_recipe(tmp_path / "parent.yaml", ["method.name=crt"])
     assert config.method.sampler == "class_aware"
     config = load_recipe(tmp_path / "parent.yaml", ["method.h2t.ratio=0.25"])

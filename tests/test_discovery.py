@@ -27,11 +27,28 @@ def test_help_lists_every_command_without_importing_torch():
         "print(buffer.getvalue()); print('torch loaded:', 'torch' in sys.modules)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(REPOSITORY / "src")}
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(REPOSITORY / "src")},
     )
     assert "torch loaded: False" in result.stdout
-    for command in ("train", "eval", "predict", "export", "init", "config", "recipes", "plot", "data", "sweep", "bench",
-                    "glt-bench", "glt-table"):
+    for command in (
+        "train",
+        "eval",
+        "predict",
+        "export",
+        "init",
+        "config",
+        "recipes",
+        "plot",
+        "data",
+        "sweep",
+        "bench",
+        "glt-bench",
+        "glt-table",
+    ):
         assert re.search(rf"^    {command}\b", result.stdout, re.MULTILINE), command
 
 
@@ -52,18 +69,34 @@ def test_recipes_have_one_description_line_and_hide_private_bases(capsys):
 
 
 def test_config_show_prints_the_resolved_recipe(capsys):
-    assert main(["config", "show", "cifar10_lt_quick_dr_h2t", "train.epochs=3", "method.h2t.ratio=0.5"]) == 0
+    assert (
+        main(
+            ["config", "show", "cifar10_lt_quick_dr_h2t", "train.epochs=3", "method.h2t.ratio=0.5"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "  epochs: 3\n" in out and "    ratio: 0.5\n" in out
-    assert "  overrides:\n  - train.epochs=3\n" in out  # the override reaches stage 1, method.* does not
+    assert (
+        "  overrides:\n  - train.epochs=3\n" in out
+    )  # the override reaches stage 1, method.* does not
 
 
 @pytest.mark.parametrize(
     ("arguments", "suggestion"),
     [
-        (["config", "show", "cifar10_lt_quick", "train.epoch=3"], "train.epoch: unknown key (did you mean 'epochs'?)"),
-        (["config", "show", "cifar10_lt_quick", "method.name=drr"], "unknown method 'drr' (did you mean 'dr'?)"),
-        (["config", "show", "cifar10_lt_quick_dr", "method.h2t.ration=1"], "unknown key (did you mean 'ratio'?)"),
+        (
+            ["config", "show", "cifar10_lt_quick", "train.epoch=3"],
+            "train.epoch: unknown key (did you mean 'epochs'?)",
+        ),
+        (
+            ["config", "show", "cifar10_lt_quick", "method.name=drr"],
+            "unknown method 'drr' (did you mean 'dr'?)",
+        ),
+        (
+            ["config", "show", "cifar10_lt_quick_dr", "method.h2t.ration=1"],
+            "unknown key (did you mean 'ratio'?)",
+        ),
         (["config", "show", "cifar10_lt_quik"], "did you mean 'cifar10_lt_quick'"),
     ],
 )
@@ -79,16 +112,23 @@ def test_samplers_and_losses_suggest_close_names():
     from tailfuse.errors import ConfigError
     from tailfuse.losses import build_loss
 
-    with pytest.raises(ConfigError, match=r"unknown sampler 'class_balance' \(did you mean 'class_balanced'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown sampler 'class_balance' \(did you mean 'class_balanced'"
+    ):
         build_sampler("class_balance", torch.tensor([0, 1]), 2)
-    with pytest.raises(ConfigError, match=r"unknown loss 'cross_entropie' \(did you mean 'cross_entropy'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown loss 'cross_entropie' \(did you mean 'cross_entropy'"
+    ):
         build_loss("cross_entropie", [1, 1])
 
 
 def test_json_files_are_strict():
     from tailfuse.eval.report import json_text
 
-    assert json_text({"loss": math.nan, "top1": [1.5, math.inf], "n": 2}) == '{"loss": null, "top1": [1.5, null], "n": 2}'
+    assert (
+        json_text({"loss": math.nan, "top1": [1.5, math.inf], "n": 2})
+        == '{"loss": null, "top1": [1.5, null], "n": 2}'
+    )
 
 
 def test_calibration_bins_worked_example():
@@ -96,7 +136,9 @@ def test_calibration_bins_worked_example():
 
     # 2 classes; logits (0, 0) give confidence 0.5 (bin 7 of 15: 7/15 < 0.5 <= 8/15);
     # (ln 9, 0) gives 0.9 (bin 13: 13/15 < 0.9 <= 14/15)
-    logits = torch.tensor([[0.0, 0.0], [math.log(9.0), 0.0], [math.log(9.0), 0.0], [0.0, math.log(9.0)]])
+    logits = torch.tensor(
+        [[0.0, 0.0], [math.log(9.0), 0.0], [math.log(9.0), 0.0], [0.0, math.log(9.0)]]
+    )
     labels = torch.tensor([0, 0, 1, 1])
     bins = calibration_bins(logits, labels, 15)
     assert bins["count"][7] == 1 and bins["count"][13] == 3 and sum(bins["count"]) == 4
@@ -108,8 +150,19 @@ def test_tensorboard_record_is_the_metrics_line(tmp_path):
     pytest.importorskip("tensorboard")
     from tailfuse.engine.tensorboard import EpochLogger, record_scalars
 
-    record = {"epoch": 3, "train_loss": 0.5, "lr": 0.1, "test_top1": 40.0, "test_group_accuracy": {"many": 60.0, "few": math.nan}}
-    assert record_scalars(record) == {"train_loss": 0.5, "lr": 0.1, "test_top1": 40.0, "test_group_accuracy/many": 60.0}
+    record = {
+        "epoch": 3,
+        "train_loss": 0.5,
+        "lr": 0.1,
+        "test_top1": 40.0,
+        "test_group_accuracy": {"many": 60.0, "few": math.nan},
+    }
+    assert record_scalars(record) == {
+        "train_loss": 0.5,
+        "lr": 0.1,
+        "test_top1": 40.0,
+        "test_group_accuracy/many": 60.0,
+    }
     logger = EpochLogger(tmp_path)
     logger.log(record)
     logger.close()
@@ -124,8 +177,14 @@ def test_results_json_is_parsed_strictly_and_records_the_commit():
     from tailfuse.engine.provenance import git_commit, provenance
 
     record = provenance("cpu", "fp32")
-    assert record["tailfuse"] == "0.1.0" and record["device"] == "cpu" and record["precision"] == "fp32"
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True).stdout.strip()
+    assert (
+        record["tailfuse"] == "0.1.0"
+        and record["device"] == "cpu"
+        and record["precision"] == "fp32"
+    )
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True
+    ).stdout.strip()
     if head:
         assert git_commit().split("+")[0] == head
     json.loads(json.dumps(record), parse_constant=lambda c: pytest.fail(c))

@@ -31,15 +31,36 @@ def glt_tiny(root, epochs=1, **extra):
     return [f"{key}={value}" for key, value in values.items()]
 
 
-IFL_EARLY = {"method.update_milestones": "[0]", "method.center_milestones": "[0,1]", "method.center_weights": "[0.0,0.005]"}
+IFL_EARLY = {
+    "method.update_milestones": "[0]",
+    "method.center_milestones": "[0,1]",
+    "method.center_weights": "[0.0,0.005]",
+}
 # a one-epoch IFL run: environments rebuilt after epoch 0, center loss on from the start
-IFL_ONE_EPOCH = {"method.update_milestones": "[0]", "method.center_milestones": "[0]", "method.center_weights": "[0.005]"}
-STAGE1_IFL_TINY = STAGE1_TINY[:-1] + "," + ",".join(f'"{k}={v}"' for k, v in IFL_ONE_EPOCH.items()) + "]"
+IFL_ONE_EPOCH = {
+    "method.update_milestones": "[0]",
+    "method.center_milestones": "[0]",
+    "method.center_weights": "[0.005]",
+}
+STAGE1_IFL_TINY = (
+    STAGE1_TINY[:-1] + "," + ",".join(f'"{k}={v}"' for k, v in IFL_ONE_EPOCH.items()) + "]"
+)
 
 
 def test_ifl_train_and_eval_print_and_save_every_protocol(cifar10_jpeg_root, tmp_path, capsys):
     run = tmp_path / "ifl"
-    assert main(["train", "cifar10_glt_quick_ifl", *glt_tiny(cifar10_jpeg_root, epochs=2, **IFL_EARLY), "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "cifar10_glt_quick_ifl",
+                *glt_tiny(cifar10_jpeg_root, epochs=2, **IFL_EARLY),
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert " CLT [test_bl] (Acc / Prec): overall " in printed and " GLT [test_bbl]" in printed
     results = json.loads((run / "results.json").read_text())
@@ -47,10 +68,14 @@ def test_ifl_train_and_eval_print_and_save_every_protocol(cifar10_jpeg_root, tmp
     clt = results["glt"]["test_bl"]
     assert clt["protocol"] == "CLT" and clt["metrics"]["overall"]["count"] == 100
     assert set(clt["metrics"]["attribute_splits"]) == {"many_a", "medium_a", "few_a"}
-    assert abs(clt["metrics"]["overall"]["accuracy"] - results["test"]["top1"]) < 1e-6  # Test-CBL is the headline test set
+    assert (
+        abs(clt["metrics"]["overall"]["accuracy"] - results["test"]["top1"]) < 1e-6
+    )  # Test-CBL is the headline test set
     assert "## GLT protocols" in (run / "report.md").read_text()
 
-    assert main(["eval", str(run / "checkpoints" / "last.pt"), "--out", str(tmp_path / "eval")]) == 0
+    assert (
+        main(["eval", str(run / "checkpoints" / "last.pt"), "--out", str(tmp_path / "eval")]) == 0
+    )
     printed = capsys.readouterr().out
     assert "CLT [test_bl]" in printed and "GLT [test_bbl]" in printed
     evaluated = json.loads((tmp_path / "eval" / "results.json").read_text())
@@ -58,9 +83,22 @@ def test_ifl_train_and_eval_print_and_save_every_protocol(cifar10_jpeg_root, tmp
 
     # Logit-Adj + IFL post hoc on the same checkpoint
     out = tmp_path / "eval_la"
-    assert main(["eval", str(run / "checkpoints" / "last.pt"), "method.posthoc_tau=1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(run / "checkpoints" / "last.pt"),
+                "method.posthoc_tau=1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     adjusted = json.loads((out / "results.json").read_text())
-    assert adjusted["test"]["nll"] != results["test"]["nll"]  # logits shifted by -log prior (argmax may agree)
+    assert (
+        adjusted["test"]["nll"] != results["test"]["nll"]
+    )  # logits shifted by -log prior (argmax may agree)
 
 
 @pytest.mark.parametrize(
@@ -77,7 +115,12 @@ def test_ifl_train_and_eval_print_and_save_every_protocol(cifar10_jpeg_root, tmp
 )
 def test_every_quick_glt_variant_runs_end_to_end(cifar10_jpeg_root, tmp_path, recipe):
     extra = IFL_ONE_EPOCH if "ifl" in recipe else {}
-    assert main(["train", recipe, *glt_tiny(cifar10_jpeg_root, **extra), "--out", str(tmp_path / "run")]) == 0
+    assert (
+        main(
+            ["train", recipe, *glt_tiny(cifar10_jpeg_root, **extra), "--out", str(tmp_path / "run")]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     expected = ["test_bl", "test_bbl"] + ([] if recipe.endswith("_alt") else ["test_lt"])
     assert list(results["glt"]) == expected
@@ -87,7 +130,10 @@ def test_every_quick_glt_variant_runs_end_to_end(cifar10_jpeg_root, tmp_path, re
 @pytest.mark.parametrize("recipe", ["cifar10_glt_quick_crt_ifl", "cifar10_glt_quick_lws_ifl"])
 def test_stage2_on_ifl_trains_its_stage1_first(cifar10_jpeg_root, tmp_path, recipe):
     out = tmp_path / "stage2"
-    assert main(["train", recipe, *glt_tiny(cifar10_jpeg_root), STAGE1_IFL_TINY, "--out", str(out)]) == 0
+    assert (
+        main(["train", recipe, *glt_tiny(cifar10_jpeg_root), STAGE1_IFL_TINY, "--out", str(out)])
+        == 0
+    )
     stage1 = json.loads((tmp_path / "cifar10_glt_quick_ifl" / "results.json").read_text())
     assert stage1["method"] == "ifl"
     assert json.loads((out / "results.json").read_text())["glt"]["test_bl"]["protocol"] == "CLT"
@@ -95,26 +141,57 @@ def test_stage2_on_ifl_trains_its_stage1_first(cifar10_jpeg_root, tmp_path, reci
 
 def test_glt_bench_and_table_through_the_cli(cifar10_jpeg_root, tmp_path, capsys):
     out = tmp_path / "bench"
-    assert main(["glt-bench", "cifar10_glt_quick_baseline", *glt_tiny(cifar10_jpeg_root), "--seeds", "0", "--label", "CE", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "glt-bench",
+                "cifar10_glt_quick_baseline",
+                *glt_tiny(cifar10_jpeg_root),
+                "--seeds",
+                "0",
+                "--label",
+                "CE",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "**CLT**" in printed and "**ALT**" in printed and "| CE |" in printed
     summary = json.loads((out / "glt_summary.json").read_text())
     assert {"CLT overall", "GLT overall", "ALT overall", "ALT tail attr."} <= set(summary["cells"])
-    alt = json.loads((out / "cbl" / "data.glt.train_set=cbl" / "seed0" / "results.json").read_text())
-    assert summary["cells"]["ALT overall"]["accuracy"] == alt["glt"]["test_bbl"]["metrics"]["overall"]["accuracy"]
+    alt = json.loads(
+        (out / "cbl" / "data.glt.train_set=cbl" / "seed0" / "results.json").read_text()
+    )
+    assert (
+        summary["cells"]["ALT overall"]["accuracy"]
+        == alt["glt"]["test_bbl"]["metrics"]["overall"]["accuracy"]
+    )
     assert alt["data"]["class_counts"] == [20] * 10  # Train-CBL is class-balanced
     # `tailfuse eval A --with B`: the same three protocols from the two checkpoints
-    checkpoints = [str(out / ts / f"data.glt.train_set={ts}" / "seed0" / "checkpoints" / "last.pt") for ts in ("glt", "cbl")]
+    checkpoints = [
+        str(out / ts / f"data.glt.train_set={ts}" / "seed0" / "checkpoints" / "last.pt")
+        for ts in ("glt", "cbl")
+    ]
     capsys.readouterr()
-    assert main(["eval", checkpoints[0], "--with", checkpoints[1], "--out", str(tmp_path / "pair")]) == 0
+    assert (
+        main(["eval", checkpoints[0], "--with", checkpoints[1], "--out", str(tmp_path / "pair")])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert " ALT [test_bbl]" in printed and " CLT [test_bl]" in printed
     pair = json.loads((tmp_path / "pair" / "glt_table.json").read_text())[0]["cells"]
     assert pair["ALT overall"]["accuracy"] == summary["cells"]["ALT overall"]["accuracy"]
     assert pair["CLT few"] == summary["cells"]["CLT few"]
-    assert main(["eval", checkpoints[0], "--with", checkpoints[0]]) == 2  # two Train-GLT runs: refused
+    assert (
+        main(["eval", checkpoints[0], "--with", checkpoints[0]]) == 2
+    )  # two Train-GLT runs: refused
     table = tmp_path / "table.md"
-    assert main(["glt-table", str(out), str(out), "--labels", "first", "second", "--out", str(table)]) == 0
+    assert (
+        main(["glt-table", str(out), str(out), "--labels", "first", "second", "--out", str(table)])
+        == 0
+    )
     assert "| first |" in table.read_text() and "| second |" in table.read_text()
 
 
@@ -124,11 +201,39 @@ def test_build_glt_writes_both_files(tmp_path, capsys):
     from .fakes import write_image_folder
 
     root = write_image_folder(tmp_path / "images", [100, 100, 100], [40, 40, 40])
-    arguments = ["data", "build-glt", "--root", str(root), "--out", str(tmp_path / "ann"), "--rho", "4", "--attribute", "rotation", "--mode", "aligned"]
+    arguments = [
+        "data",
+        "build-glt",
+        "--root",
+        str(root),
+        "--out",
+        str(tmp_path / "ann"),
+        "--rho",
+        "4",
+        "--attribute",
+        "rotation",
+        "--mode",
+        "aligned",
+    ]
     assert main(arguments) == 2
-    assert capsys.readouterr().err.startswith("error: class c0 has 40 test images; the GLT test sets need 600")
+    assert capsys.readouterr().err.startswith(
+        "error: class c0 has 40 test images; the GLT test sets need 600"
+    )
     assert not (tmp_path / "ann").exists()  # nothing half-written
-    assert main([*arguments, "--gbl-per-rank", "3", "--cbl-test-per-class", "10", "--test-lt-pool-per-class", "10"]) == 0
+    assert (
+        main(
+            [
+                *arguments,
+                "--gbl-per-rank",
+                "3",
+                "--cbl-test-per-class",
+                "10",
+                "--test-lt-pool-per-class",
+                "10",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "(Train-GLT): train " in printed and "(Train-CBL): train " in printed
     files = sorted((tmp_path / "ann").iterdir())

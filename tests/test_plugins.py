@@ -52,7 +52,9 @@ PLUGIN = textwrap.dedent('''
 ''')
 
 
-def test_a_plugin_named_by_imports_trains_evaluates_and_predicts_through_the_cli(cifar10_jpeg_root, tmp_path, capsys):
+def test_a_plugin_named_by_imports_trains_evaluates_and_predicts_through_the_cli(
+    cifar10_jpeg_root, tmp_path, capsys
+):
     root = make_image_folder(cifar10_jpeg_root, tmp_path / "photos", test_per_class=4)
     folder = tmp_path / "recipes"
     folder.mkdir()
@@ -60,14 +62,40 @@ def test_a_plugin_named_by_imports_trains_evaluates_and_predicts_through_the_cli
     (folder / "halved.yaml").write_text(
         f"base: image_folder\nname: halved\nimports: [halved_plugin.py]\ndata: {{root: {root}}}\nmethod: {{name: halved_erm}}\n"
     )
-    fast = ["train.epochs=1", "train.max_steps_per_epoch=2", "train.batch_size=16", "train.progress=false"]
+    fast = [
+        "train.epochs=1",
+        "train.max_steps_per_epoch=2",
+        "train.batch_size=16",
+        "train.progress=false",
+    ]
     assert main(["train", str(folder / "halved.yaml"), *fast, "--out", str(tmp_path / "run")]) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["method"] == "halved_erm" and results["test"]["num_samples"] == 24
     capsys.readouterr()
-    assert main(["eval", str(tmp_path / "run" / "checkpoints" / "last.pt"), "--out", str(tmp_path / "eval")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(tmp_path / "run" / "checkpoints" / "last.pt"),
+                "--out",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["top1"] == results["test"]["top1"]
-    assert main(["predict", str(tmp_path / "run" / "checkpoints" / "last.pt"), str(root / "test" / "cat"), "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "run" / "checkpoints" / "last.pt"),
+                str(root / "test" / "cat"),
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     assert len(json.loads(capsys.readouterr().out)) == 4
 
 
@@ -80,16 +108,42 @@ def test_an_entry_point_plugin_is_loaded_before_the_recipe_is_resolved(tmp_path)
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: halved-entry\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[tailfuse.plugins]\nhalved = halved_entry\n")
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPOSITORY / "src")])}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), str(REPOSITORY / "src")]),
+    }
     shown = subprocess.run(
-        [sys.executable, "-m", "tailfuse.cli", "config", "show", "image_folder", "method.name=halved_erm"],
-        capture_output=True, text=True, env=environment, cwd=tmp_path, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "tailfuse.cli",
+            "config",
+            "show",
+            "image_folder",
+            "method.name=halved_erm",
+        ],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert shown.returncode == 0, shown.stderr
     assert "method:\n  name: halved_erm\n  sampler: every_other\n" in shown.stdout
     without = subprocess.run(
-        [sys.executable, "-m", "tailfuse.cli", "config", "show", "image_folder", "method.name=halved_erm"],
-        capture_output=True, text=True, env={**environment, "PYTHONPATH": str(REPOSITORY / "src")}, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "tailfuse.cli",
+            "config",
+            "show",
+            "image_folder",
+            "method.name=halved_erm",
+        ],
+        capture_output=True,
+        text=True,
+        env={**environment, "PYTHONPATH": str(REPOSITORY / "src")},
+        cwd=tmp_path,
         timeout=300,
     )
     assert without.returncode == 2 and "unknown method 'halved_erm'" in without.stderr

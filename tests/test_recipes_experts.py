@@ -114,7 +114,8 @@ def _stage1_overrides(config, budget, shared):
 
 
 @pytest.mark.parametrize(
-    "recipe", [pytest.param(r, marks=_slow_unless(r.startswith("cifar100_lt_if100_"))) for r in CIFAR]
+    "recipe",
+    [pytest.param(r, marks=_slow_unless(r.startswith("cifar100_lt_if100_"))) for r in CIFAR],
 )
 def test_cifar_multi_expert_recipe_runs_its_first_steps(recipe, fake_roots, tmp_path_factory):
     config = load_recipe(recipe)
@@ -151,7 +152,11 @@ def test_glt_multi_expert_recipe_runs_its_first_steps(recipe, glt_files, tmp_pat
         f"data.annotation_cbl={glt_files['bl']}",
     ]
     if config.method.name == "ifl":  # one epoch: IFL's milestones (60, 80) would be refused
-        budget += ["method.update_milestones=[0]", "method.center_milestones=[0]", "method.center_weights=[0.005]"]
+        budget += [
+            "method.update_milestones=[0]",
+            "method.center_milestones=[0]",
+            "method.center_weights=[0.005]",
+        ]
     overrides = list(budget)
     if config.init is not None:
         overrides += _stage1_overrides(

@@ -32,8 +32,12 @@ RECIPES = sorted(
 GCL = [name for name in RECIPES if "_gcl" in name]
 STAGE2_METHODS = ("dr", "h2t", "mislas", "lws", "crt", "norm")
 STAGE2 = [name for name in RECIPES if name.split("_")[-1] in STAGE2_METHODS and name not in GCL]
-BASELINES = [name for name in RECIPES if name.endswith(("_if100_ce", "_cb_ce"))]  # FFN Table 5's CE, CBL
-OTHERS = [name for name in RECIPES if name not in STAGE2 and name not in GCL and name not in BASELINES]
+BASELINES = [
+    name for name in RECIPES if name.endswith(("_if100_ce", "_cb_ce"))
+]  # FFN Table 5's CE, CBL
+OTHERS = [
+    name for name in RECIPES if name not in STAGE2 and name not in GCL and name not in BASELINES
+]
 
 
 def _default_run_for(recipes: list[str], keep) -> list:
@@ -47,7 +51,15 @@ def _default_run_for(recipes: list[str], keep) -> list:
 
 def _is_if100(recipe: str) -> bool:
     return "_if100_" in recipe
-BUDGET = ["train.epochs=1", "train.max_steps_per_epoch=2", "train.progress=false", "data.max_per_class=200", "data.test_per_class=2"]
+
+
+BUDGET = [
+    "train.epochs=1",
+    "train.max_steps_per_epoch=2",
+    "train.progress=false",
+    "data.max_per_class=200",
+    "data.test_per_class=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +77,14 @@ def test_every_recipe_is_there():
     assert len(STAGE2) == 33
     assert len(OTHERS) == 20  # {cifar10, cifar100} x IF {200, 100, 50, 20, 10} x {ffn, ldam_drw}
     assert BASELINES == ["cifar10_lt_if100_cb_ce", "cifar10_lt_if100_ce"]
-    assert len(GCL) == 12  # {cifar10, cifar100} x IF {200, 100, 50} x {gcl, gcl_h2t} (+ their stage-1 recipes)
-    stage1 = {f"{dataset}_lt_if{factor}_gcl_stage1" for dataset in ("cifar10", "cifar100") for factor in (200, 100, 50)}
+    assert (
+        len(GCL) == 12
+    )  # {cifar10, cifar100} x IF {200, 100, 50} x {gcl, gcl_h2t} (+ their stage-1 recipes)
+    stage1 = {
+        f"{dataset}_lt_if{factor}_gcl_stage1"
+        for dataset in ("cifar10", "cifar100")
+        for factor in (200, 100, 50)
+    }
     assert {load_recipe(name).init.recipe for name in GCL} == stage1
 
 
@@ -76,13 +94,20 @@ def _expected_stage2(recipe: str) -> dict:
     mislas = method.startswith("mislas")
     cifar10 = recipe.startswith("cifar10_")
     peak = 0.02
-    if mislas and cifar10:  # MiSLAS's CIFAR-10 configs: lr_factor 0.5 (IF 100; IF 200 uses it), 0.2 (IF 50)
+    if (
+        mislas and cifar10
+    ):  # MiSLAS's CIFAR-10 configs: lr_factor 0.5 (IF 100; IF 200 uses it), 0.2 (IF 50)
         peak = 0.02 if "_if50_" in recipe else 0.05
     elif mislas and "_if50_" in recipe:  # MiSLAS's CIFAR-100 IF 50: lr_factor 0.1
         peak = 0.01
     shift_bn = method in ("dr", "dr_h2t") or (mislas and not cifar10)
     sampler = {"mislas_lws": "class_aware", "crt": "class_aware"}.get(method, "class_balanced")
-    return {"peak": peak, "shift_bn": shift_bn, "sampler": sampler, "epochs": 1 if method == "tau_norm" else 10}
+    return {
+        "peak": peak,
+        "shift_bn": shift_bn,
+        "sampler": sampler,
+        "epochs": 1 if method == "tau_norm" else 10,
+    }
 
 
 def _run_with_budget(recipe, config, fake_roots, tmp_path_factory):
@@ -92,7 +117,10 @@ def _run_with_budget(recipe, config, fake_roots, tmp_path_factory):
         shared = tmp_path_factory.getbasetemp() / "stage1"
         overrides += [f"init.run_dir={shared / config.init.recipe}", f"init.overrides={budget}"]
         for name, source in config.init.auxiliary.items():
-            overrides += [f"init.auxiliary.{name}.run_dir={shared / source.recipe}", f"init.auxiliary.{name}.overrides={budget}"]
+            overrides += [
+                f"init.auxiliary.{name}.run_dir={shared / source.recipe}",
+                f"init.auxiliary.{name}.overrides={budget}",
+            ]
     out = tmp_path_factory.mktemp(recipe)
     return tailfuse.train(recipe, out, overrides), out
 
@@ -128,14 +156,18 @@ def test_stage2_recipe_runs_its_first_steps(recipe, fake_roots, tmp_path_factory
     assert _images_seen(out) == pytest.approx(steps * config.train.batch_size * branches)
     from tailfuse.engine.checkpoint import load_checkpoint
 
-    stage1 = load_checkpoint(tmp_path_factory.getbasetemp() / "stage1" / config.init.recipe / "checkpoints" / "last.pt")
+    stage1 = load_checkpoint(
+        tmp_path_factory.getbasetemp() / "stage1" / config.init.recipe / "checkpoints" / "last.pt"
+    )
     stage2 = load_checkpoint(out / "checkpoints" / "last.pt")
     for key, value in stage1["session"]["model"].items():  # the backbone's weights stay stage 1's
         if key.startswith("backbone.") and key.endswith(("conv1.weight", "conv2.weight")):
             assert torch.equal(value, stage2["session"]["model"][key]), key
     # LWS learns only per-class scales and tau-norm rescales at prediction: both keep the head's weights
     keeps_head = config.method.name in ("lws", "tau_norm")
-    same_head = torch.equal(stage1["session"]["model"]["head.fc.weight"], stage2["session"]["model"]["head.fc.weight"])
+    same_head = torch.equal(
+        stage1["session"]["model"]["head.fc.weight"], stage2["session"]["model"]["head.fc.weight"]
+    )
     assert same_head == keeps_head
 
 
@@ -175,14 +207,30 @@ def test_ce_and_cb_ce_recipes_run_their_first_steps(recipe, fake_roots, tmp_path
 def test_gcl_recipes_run_their_first_steps(recipe, fake_roots, tmp_path_factory):
     """GCL and GCL + H2T (spec h2t §3.1): stage 2 trains the stage-1 GCL model of the same data."""
     config = load_recipe(recipe)
-    assert config.method.name == "gcl" and not config.method.shift_bn and config.method.sampler == "class_balanced"
+    assert (
+        config.method.name == "gcl"
+        and not config.method.shift_bn
+        and config.method.sampler == "class_balanced"
+    )
     assert config.method.loss_options == {"m": 0.1, "s": 20.0, "noise_mul": 0.5, "gamma": 1.0}
-    assert config.train.epochs == 30 and config.train.batch_size == 64 and config.schedule.name == "cosine"
+    assert (
+        config.train.epochs == 30
+        and config.train.batch_size == 64
+        and config.schedule.name == "cosine"
+    )
     assert config.optimizer.lr * config.schedule.lr_factor == pytest.approx(0.002)
     assert (config.method.h2t.ratio == 0.25) == recipe.endswith("h2t")
     stage1 = load_recipe(config.init.recipe)
-    assert stage1.method.loss == "gcl" and stage1.method.loss_options == {"m": 0.0, "s": 30.0, "noise_mul": 0.5}
-    assert stage1.model.head == "cosine" and stage1.train.batch_size == 64 and stage1.train.epochs == 200
+    assert stage1.method.loss == "gcl" and stage1.method.loss_options == {
+        "m": 0.0,
+        "s": 30.0,
+        "noise_mul": 0.5,
+    }
+    assert (
+        stage1.model.head == "cosine"
+        and stage1.train.batch_size == 64
+        and stage1.train.epochs == 200
+    )
     results, _ = _run_with_budget(recipe, config, fake_roots, tmp_path_factory)
     assert results["epochs"] == 1 and results["method"] == "gcl"
 
@@ -227,10 +275,32 @@ GLT_RECIPES = sorted(
 
 
 def test_every_glt_recipe_is_there():
-    rows = {"baseline", "bsm", "la", "focal", "mixup", "randaug", "ldam", "ifl", "bsm_ifl", "la_ifl", "mixup_ifl", "randaug_ifl",
-            "ifl_1env", "ifl_3env", "crt", "lws", "crt_ifl", "lws_ifl", "baseline_momentum0", "ifl_momentum0"}
+    rows = {
+        "baseline",
+        "bsm",
+        "la",
+        "focal",
+        "mixup",
+        "randaug",
+        "ldam",
+        "ifl",
+        "bsm_ifl",
+        "la_ifl",
+        "mixup_ifl",
+        "randaug_ifl",
+        "ifl_1env",
+        "ifl_3env",
+        "crt",
+        "lws",
+        "crt_ifl",
+        "lws_ifl",
+        "baseline_momentum0",
+        "ifl_momentum0",
+    }
     for benchmark in ("imagenet_glt", "mscoco_glt"):
-        assert {name[len(benchmark) + 1 :] for name in GLT_RECIPES if name.startswith(benchmark)} == rows
+        assert {
+            name[len(benchmark) + 1 :] for name in GLT_RECIPES if name.startswith(benchmark)
+        } == rows
 
 
 @pytest.fixture(scope="module")
@@ -249,8 +319,13 @@ def test_glt_recipes_run_their_first_steps(recipe, glt_files, tmp_path_factory):
     assert config.model.backbone == "resnext50_32x4d" and not config.model.head_bias
     assert config.optimizer.momentum == (0.0 if recipe.endswith("momentum0") else 0.9)
     if config.method.name == "ifl":
-        assert config.method.update_milestones == [60, 80] and config.method.epoch_images == "per_environment"
-    train_set = "cbl" if recipe.endswith(("ifl", "crt", "lws")) else "glt"  # both kinds, half the cost
+        assert (
+            config.method.update_milestones == [60, 80]
+            and config.method.epoch_images == "per_environment"
+        )
+    train_set = (
+        "cbl" if recipe.endswith(("ifl", "crt", "lws")) else "glt"
+    )  # both kinds, half the cost
     budget = [
         "train.epochs=1",
         "train.max_steps_per_epoch=1",
@@ -265,14 +340,22 @@ def test_glt_recipes_run_their_first_steps(recipe, glt_files, tmp_path_factory):
         f"data.glt.train_set={train_set}",
     ]
     # one epoch: IFL's milestones (epochs 60 and 80) would be refused, so they move to epoch 0
-    ifl_early = ["method.update_milestones=[0]", "method.center_milestones=[0]", "method.center_weights=[0.005]"]
+    ifl_early = [
+        "method.update_milestones=[0]",
+        "method.center_milestones=[0]",
+        "method.center_weights=[0.005]",
+    ]
     overrides = list(budget) + (ifl_early if config.method.name == "ifl" else [])
     if config.init is not None:
-        stage1 = budget + (ifl_early if load_recipe(config.init.recipe).method.name == "ifl" else [])
+        stage1 = budget + (
+            ifl_early if load_recipe(config.init.recipe).method.name == "ifl" else []
+        )
         quoted = f"{stage1!r}".replace("'", '"')
         shared = tmp_path_factory.getbasetemp() / f"glt_stage1_{train_set}"
         overrides += [f"init.run_dir={shared / config.init.recipe}", f"init.overrides={quoted}"]
     results = tailfuse.train(recipe, tmp_path_factory.mktemp(recipe), overrides)
-    expected = {"glt": ["test_bl", "test_bbl", "test_lt"], "cbl": ["test_bl", "test_bbl"]}[train_set]
+    expected = {"glt": ["test_bl", "test_bbl", "test_lt"], "cbl": ["test_bl", "test_bbl"]}[
+        train_set
+    ]
     assert list(results["glt"]) == expected
     assert results["glt"]["test_bbl"]["metrics"]["overall"]["count"] == 12

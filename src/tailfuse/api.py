@@ -8,7 +8,9 @@ from tailfuse.config import RunConfig, load_recipe
 from tailfuse.data.prepare import plan_subset
 
 
-def _config(recipe: str | Path | RunConfig, overrides: list[str] | None, reach_earlier_stages: bool = False) -> RunConfig:
+def _config(
+    recipe: str | Path | RunConfig, overrides: list[str] | None, reach_earlier_stages: bool = False
+) -> RunConfig:
     if isinstance(recipe, RunConfig):
         if overrides:
             from tailfuse.config import (
@@ -42,11 +44,19 @@ def train(
     """
     from tailfuse.engine.trainer import train as run_training
 
-    return run_training(_config(recipe, overrides, reach_earlier_stages=True), out, resume=resume, overwrite=overwrite)
+    return run_training(
+        _config(recipe, overrides, reach_earlier_stages=True),
+        out,
+        resume=resume,
+        overwrite=overwrite,
+    )
 
 
 def evaluate(
-    checkpoint: str | Path, out: str | Path | None = None, overrides: list[str] | None = None, overwrite: bool = False
+    checkpoint: str | Path,
+    out: str | Path | None = None,
+    overrides: list[str] | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Evaluate a checkpoint (or a run directory's selected one) on its recipe's test set.
 
@@ -63,7 +73,12 @@ def data_summary(recipe: str | Path | RunConfig, overrides: list[str] | None = N
     return plan_subset(_config(recipe, overrides).data).summary()
 
 
-def bench(recipe: str | Path | RunConfig, overrides: list[str] | None = None, steps: int | None = None, rounds: int = 3) -> dict:
+def bench(
+    recipe: str | Path | RunConfig,
+    overrides: list[str] | None = None,
+    steps: int | None = None,
+    rounds: int = 3,
+) -> dict:
     """End-to-end training throughput against the model-only loop, measured side by side."""
     from tailfuse.engine.benchmark import run_benchmark
 
@@ -97,7 +112,9 @@ def compare(
     from tailfuse.engine.compare import parse_row, run_compare
 
     command = "tailfuse compare " + " ".join(repr(row) for row in rows)
-    return run_compare([parse_row(row) for row in rows], seeds, out, overrides, published, jobs, threads, command)
+    return run_compare(
+        [parse_row(row) for row in rows], seeds, out, overrides, published, jobs, threads, command
+    )
 
 
 def predict(
@@ -115,7 +132,10 @@ def predict(
 
 
 def export(
-    checkpoint: str | Path, out: str | Path, format: str = "onnx", check_images: list[str] | None = None
+    checkpoint: str | Path,
+    out: str | Path,
+    format: str = "onnx",
+    check_images: list[str] | None = None,
 ) -> dict:
     """Export the method's prediction path (ONNX or TorchScript) with its preprocessing metadata, parity-checked."""
     from tailfuse.engine.export import export_checkpoint

@@ -25,81 +25,154 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("recipe", help="recipe file or shipped recipe name (see `tailfuse recipes`)")
     train.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.epochs=2")
     train.add_argument("--out", required=True, help="run directory")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    train.add_argument("--overwrite", action="store_true", help="delete an earlier run's files in --out first")
     train.add_argument(
-        "--nproc", type=int, default=1,
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    train.add_argument(
+        "--overwrite", action="store_true", help="delete an earlier run's files in --out first"
+    )
+    train.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
         help="processes on this machine (DDP through torchrun --standalone; one per GPU, or CPU processes with gloo)",
     )
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on its recipe's test set")
-    evaluate.add_argument("checkpoint", help="checkpoint file, or a run directory (its selected checkpoint)")
-    evaluate.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. data.root=PATH")
-    evaluate.add_argument("--out", default=None, help="report directory (default: RUN/eval_<checkpoint>)")
-    evaluate.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     evaluate.add_argument(
-        "--with", dest="with_checkpoint", default=None,
+        "checkpoint", help="checkpoint file, or a run directory (its selected checkpoint)"
+    )
+    evaluate.add_argument(
+        "overrides", nargs="*", help="key.sub=value overrides, e.g. data.root=PATH"
+    )
+    evaluate.add_argument(
+        "--out", default=None, help="report directory (default: RUN/eval_<checkpoint>)"
+    )
+    evaluate.add_argument(
+        "--overwrite", action="store_true", help="replace results already in --out"
+    )
+    evaluate.add_argument(
+        "--with",
+        dest="with_checkpoint",
+        default=None,
         help="GLT: a checkpoint trained on the other training set (Train-CBL for a Train-GLT run, or the reverse); "
         "prints and saves the CLT/GLT/ALT table of the pair",
     )
 
     data = commands.add_parser("data", help="inspect datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
-    summary = data_commands.add_parser("summary", help="class counts, groups and subset checksum as JSON")
+    summary = data_commands.add_parser(
+        "summary", help="class counts, groups and subset checksum as JSON"
+    )
     summary.add_argument("recipe")
     summary.add_argument("overrides", nargs="*")
 
     verify = data_commands.add_parser(
-        "verify", help="decode every image of list files (txt or iNaturalist JSON); report missing/unreadable/corrupt ones"
+        "verify",
+        help="decode every image of list files (txt or iNaturalist JSON); report missing/unreadable/corrupt ones",
     )
-    verify.add_argument("lists", nargs="+", help="list files (relative/path label lines, or iNaturalist *.json)")
-    verify.add_argument("--root", required=True, help="the folder the listed paths are relative to (data.root)")
-    verify.add_argument("--report", default=None, help="JSON report to write (list checksums and every problem)")
-    verify.add_argument("--workers", type=int, default=0, help="decoding processes (0: this process)")
+    verify.add_argument(
+        "lists", nargs="+", help="list files (relative/path label lines, or iNaturalist *.json)"
+    )
+    verify.add_argument(
+        "--root", required=True, help="the folder the listed paths are relative to (data.root)"
+    )
+    verify.add_argument(
+        "--report", default=None, help="JSON report to write (list checksums and every problem)"
+    )
+    verify.add_argument(
+        "--workers", type=int, default=0, help="decoding processes (0: this process)"
+    )
 
     build = data_commands.add_parser(
-        "build-glt", help="build CIFAR-10-GLT annotation files (Train-GLT and Train-CBL) from an ImageFolder tree"
+        "build-glt",
+        help="build CIFAR-10-GLT annotation files (Train-GLT and Train-CBL) from an ImageFolder tree",
     )
-    build.add_argument("--root", required=True, help="folder with train/<class>/ and test/<class>/ images")
+    build.add_argument(
+        "--root", required=True, help="folder with train/<class>/ and test/<class>/ images"
+    )
     build.add_argument("--out", required=True, help="folder for the two annotation JSON files")
     build.add_argument("--attribute", choices=["tint", "rotation"], default="tint")
     build.add_argument("--mode", choices=["cyclic", "aligned"], default="cyclic")
-    build.add_argument("--rho", type=float, default=100.0, help="class imbalance ratio (spec: 100; also 10, 50)")
+    build.add_argument(
+        "--rho", type=float, default=100.0, help="class imbalance ratio (spec: 100; also 10, 50)"
+    )
     build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--max-per-class", type=int, default=None, help="n_max of the class profile (default: smallest class)")
-    build.add_argument("--gbl-per-rank", type=int, default=100, help="Test-GBL images per (class, attribute)")
-    build.add_argument("--cbl-test-per-class", type=int, default=300, help="Test-CBL images per class (7:2:1)")
-    build.add_argument("--cbl-val-per-class", type=int, default=30, help="val images per class of the Train-CBL file")
-    build.add_argument("--test-lt-pool-per-class", type=int, default=400, help="test images per class Test-GLT is drawn from")
+    build.add_argument(
+        "--max-per-class",
+        type=int,
+        default=None,
+        help="n_max of the class profile (default: smallest class)",
+    )
+    build.add_argument(
+        "--gbl-per-rank", type=int, default=100, help="Test-GBL images per (class, attribute)"
+    )
+    build.add_argument(
+        "--cbl-test-per-class", type=int, default=300, help="Test-CBL images per class (7:2:1)"
+    )
+    build.add_argument(
+        "--cbl-val-per-class",
+        type=int,
+        default=30,
+        help="val images per class of the Train-CBL file",
+    )
+    build.add_argument(
+        "--test-lt-pool-per-class",
+        type=int,
+        default=400,
+        help="test images per class Test-GLT is drawn from",
+    )
 
     imagenet = data_commands.add_parser(
-        "build-imagenet-glt", help="build ImageNet-GLT annotation files from an ILSVRC-2012 train folder (spec glt_ifl §1.3)"
+        "build-imagenet-glt",
+        help="build ImageNet-GLT annotation files from an ILSVRC-2012 train folder (spec glt_ifl §1.3)",
     )
-    imagenet.add_argument("--train-dir", required=True, help="ILSVRC-2012 CLS-LOC train folder (<wnid>/<images>)")
-    imagenet.add_argument("--weights", required=True, help="torchvision ResNet-50 state dict (.pth) for the features")
-    imagenet.add_argument("--profile", required=True, help="JSON list of per-class Train-GLT targets (the authors' 1000 counts)")
+    imagenet.add_argument(
+        "--train-dir", required=True, help="ILSVRC-2012 CLS-LOC train folder (<wnid>/<images>)"
+    )
+    imagenet.add_argument(
+        "--weights", required=True, help="torchvision ResNet-50 state dict (.pth) for the features"
+    )
+    imagenet.add_argument(
+        "--profile",
+        required=True,
+        help="JSON list of per-class Train-GLT targets (the authors' 1000 counts)",
+    )
     imagenet.add_argument("--out", required=True)
     imagenet.add_argument("--batch-size", type=int, default=128)
     imagenet.add_argument("--num-workers", type=int, default=4)
     imagenet.add_argument("--device", default="auto")
-    imagenet.add_argument("--seed", type=int, default=25, help="seed of the val draw and of K-Means")
+    imagenet.add_argument(
+        "--seed", type=int, default=25, help="seed of the val draw and of K-Means"
+    )
 
     coco = data_commands.add_parser(
-        "build-mscoco-glt", help="build MSCOCO-GLT annotation files and object crops from cocottributes + COCO (spec §1.4)"
+        "build-mscoco-glt",
+        help="build MSCOCO-GLT annotation files and object crops from cocottributes + COCO (spec §1.4)",
     )
     coco.add_argument("--attributes", required=True, help="cocottributes_py3.jbl (joblib)")
-    coco.add_argument("--coco-annotations", nargs="+", required=True, help="COCO 2014 instances_*.json files")
-    coco.add_argument("--coco-images", nargs="+", required=True, help="folders holding the COCO 2014 images")
+    coco.add_argument(
+        "--coco-annotations", nargs="+", required=True, help="COCO 2014 instances_*.json files"
+    )
+    coco.add_argument(
+        "--coco-images", nargs="+", required=True, help="folders holding the COCO 2014 images"
+    )
     coco.add_argument("--out", required=True)
     coco.add_argument("--seed", type=int, default=25)
 
-    bench = commands.add_parser("bench", help="end-to-end training throughput vs the model-only loop")
+    bench = commands.add_parser(
+        "bench", help="end-to-end training throughput vs the model-only loop"
+    )
     bench.add_argument("recipe")
     bench.add_argument("overrides", nargs="*")
-    bench.add_argument("--steps", type=int, default=None, help="steps per round (default: one epoch)")
+    bench.add_argument(
+        "--steps", type=int, default=None, help="steps per round (default: one epoch)"
+    )
     bench.add_argument("--rounds", type=int, default=3)
 
-    sweep = commands.add_parser("sweep", help="run one recipe over values of one key and several seeds")
+    sweep = commands.add_parser(
+        "sweep", help="run one recipe over values of one key and several seeds"
+    )
     sweep.add_argument("recipe")
     sweep.add_argument("overrides", nargs="*")
     sweep.add_argument("--param", required=True, help="dotted key, e.g. method.h2t.ratio")
@@ -108,30 +181,56 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", required=True)
 
     compare = commands.add_parser(
-        "compare", help="run several recipes over seeds (what has not run yet) and write one comparison table"
+        "compare",
+        help="run several recipes over seeds (what has not run yet) and write one comparison table",
     )
     compare.add_argument(
-        "rows", nargs="*", help="RECIPE or 'LABEL=RECIPE', overrides of that row after ':' (e.g. 'DR+H2T=cifar10_lt_quick_dr_h2t')"
+        "rows",
+        nargs="*",
+        help="RECIPE or 'LABEL=RECIPE', overrides of that row after ':' (e.g. 'DR+H2T=cifar10_lt_quick_dr_h2t')",
     )
-    compare.add_argument("--rows-file", default=None, help="YAML list of {label, recipe, overrides} rows (after the positional ones)")
-    compare.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                         help="override applied to every run, earlier stages included (repeatable)")
+    compare.add_argument(
+        "--rows-file",
+        default=None,
+        help="YAML list of {label, recipe, overrides} rows (after the positional ones)",
+    )
+    compare.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override applied to every run, earlier stages included (repeatable)",
+    )
     compare.add_argument("--seeds", nargs="+", type=int, default=[0])
-    compare.add_argument("--published", default=None, help="YAML list of published figures: {recipe or label, paper, source}")
-    compare.add_argument("--jobs", type=int, default=1, help="runs trained side by side as separate processes")
-    compare.add_argument("--threads", type=int, default=None, help="CPU threads in all, divided between the jobs")
+    compare.add_argument(
+        "--published",
+        default=None,
+        help="YAML list of published figures: {recipe or label, paper, source}",
+    )
+    compare.add_argument(
+        "--jobs", type=int, default=1, help="runs trained side by side as separate processes"
+    )
+    compare.add_argument(
+        "--threads", type=int, default=None, help="CPU threads in all, divided between the jobs"
+    )
     compare.add_argument("--out", required=True)
 
     glt_bench = commands.add_parser(
-        "glt-bench", help="train a GLT recipe on Train-GLT and Train-CBL over seeds: the CLT/GLT/ALT table"
+        "glt-bench",
+        help="train a GLT recipe on Train-GLT and Train-CBL over seeds: the CLT/GLT/ALT table",
     )
     glt_bench.add_argument("recipe")
     glt_bench.add_argument("overrides", nargs="*")
     glt_bench.add_argument("--seeds", nargs="+", type=int, default=[0])
-    glt_bench.add_argument("--label", default=None, help="row label in the table (default: the recipe)")
+    glt_bench.add_argument(
+        "--label", default=None, help="row label in the table (default: the recipe)"
+    )
     glt_bench.add_argument("--out", required=True)
 
-    glt_table = commands.add_parser("glt-table", help="one CLT/GLT/ALT table from several glt-bench folders")
+    glt_table = commands.add_parser(
+        "glt-table", help="one CLT/GLT/ALT table from several glt-bench folders"
+    )
     glt_table.add_argument("folders", nargs="+")
     glt_table.add_argument("--labels", nargs="+", default=None)
     glt_table.add_argument("--out", required=True, help="markdown file to write")
@@ -153,8 +252,14 @@ def _launch_torchrun(argv: list[str], processes: int) -> int:
         elif not item.startswith("--nproc="):
             rest.append(item)
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-        "-m", "tailfuse.cli", *rest,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        "-m",
+        "tailfuse.cli",
+        *rest,
     ]
     return subprocess.call(command)
 
@@ -166,7 +271,10 @@ def _run(arguments: argparse.Namespace) -> int:
         from tailfuse.engine.distributed import world
 
         results = tailfuse.train(
-            arguments.recipe, arguments.out, arguments.overrides, resume=arguments.resume,
+            arguments.recipe,
+            arguments.out,
+            arguments.overrides,
+            resume=arguments.resume,
             overwrite=arguments.overwrite,
         )
         if not world().is_main:
@@ -183,8 +291,13 @@ def _run(arguments: argparse.Namespace) -> int:
 
             print(protocol_text(results["glt"]))
     elif arguments.command == "eval":
-        results = tailfuse.evaluate(arguments.checkpoint, arguments.out, arguments.overrides, overwrite=arguments.overwrite)
-        summary = {key: results["test"][key] for key in ("top1", "top5", "group_accuracy", "macro_precision", "ece")}
+        results = tailfuse.evaluate(
+            arguments.checkpoint, arguments.out, arguments.overrides, overwrite=arguments.overwrite
+        )
+        summary = {
+            key: results["test"][key]
+            for key in ("top1", "top5", "group_accuracy", "macro_precision", "ece")
+        }
         print(json_text(summary, indent=2))
         if results.get("glt"):
             from tailfuse.eval.glt import protocol_text
@@ -214,38 +327,62 @@ def _run(arguments: argparse.Namespace) -> int:
         )
 
         options = CifarGltOptions(
-            attribute=arguments.attribute, mode=arguments.mode, rho=arguments.rho, seed=arguments.seed,
-            max_per_class=arguments.max_per_class, gbl_per_rank=arguments.gbl_per_rank,
-            cbl_test_per_class=arguments.cbl_test_per_class, cbl_val_per_class=arguments.cbl_val_per_class,
+            attribute=arguments.attribute,
+            mode=arguments.mode,
+            rho=arguments.rho,
+            seed=arguments.seed,
+            max_per_class=arguments.max_per_class,
+            gbl_per_rank=arguments.gbl_per_rank,
+            cbl_test_per_class=arguments.cbl_test_per_class,
+            cbl_val_per_class=arguments.cbl_val_per_class,
             test_lt_pool_per_class=arguments.test_lt_pool_per_class,
         )
         for kind, path in write_cifar_glt(arguments.root, arguments.out, options).items():
             annotation = read_glt_annotation(path, arguments.root)
-            sizes = ", ".join(f"{name} {info['size']}" for name, info in annotation_summary(annotation)["splits"].items())
+            sizes = ", ".join(
+                f"{name} {info['size']}"
+                for name, info in annotation_summary(annotation)["splits"].items()
+            )
             print(f"{path} (Train-{kind.upper()}): {sizes}")
-        preview = write_preview(annotation, path.with_name(path.name.replace("_intra_lt_inter_bl.json", "_preview.png")))
+        preview = write_preview(
+            annotation, path.with_name(path.name.replace("_intra_lt_inter_bl.json", "_preview.png"))
+        )
         print(f"{preview}: one Test-GBL image per class and attribute")
-        print(f"train with: data.source=glt data.root={arguments.root} data.annotation=<the inter_lt file> data.annotation_cbl=<the inter_bl file>")
+        print(
+            f"train with: data.source=glt data.root={arguments.root} data.annotation=<the inter_lt file> data.annotation_cbl=<the inter_bl file>"
+        )
     elif arguments.command == "data" and arguments.data_command == "build-imagenet-glt":
         from tailfuse.data.glt_builders import build_imagenet_glt_files
 
         for kind, path in build_imagenet_glt_files(
-            arguments.train_dir, arguments.weights, arguments.profile, arguments.out, batch_size=arguments.batch_size,
-            num_workers=arguments.num_workers, device=arguments.device, seed=arguments.seed,
+            arguments.train_dir,
+            arguments.weights,
+            arguments.profile,
+            arguments.out,
+            batch_size=arguments.batch_size,
+            num_workers=arguments.num_workers,
+            device=arguments.device,
+            seed=arguments.seed,
         ).items():
             print(f"{path} (Train-{kind.upper()})")
     elif arguments.command == "data" and arguments.data_command == "build-mscoco-glt":
         from tailfuse.data.glt_builders import build_mscoco_glt_files
 
         for kind, path in build_mscoco_glt_files(
-            arguments.attributes, arguments.coco_annotations, arguments.coco_images, arguments.out, seed=arguments.seed
+            arguments.attributes,
+            arguments.coco_annotations,
+            arguments.coco_images,
+            arguments.out,
+            seed=arguments.seed,
         ).items():
             print(f"{path} (Train-{kind.upper()})")
     elif arguments.command == "glt-bench":
         from tailfuse.engine.glt_bench import run_glt_benchmark
         from tailfuse.eval.glt_table import glt_table_markdown
 
-        summary = run_glt_benchmark(arguments.recipe, arguments.seeds, arguments.out, arguments.overrides, arguments.label)
+        summary = run_glt_benchmark(
+            arguments.recipe, arguments.seeds, arguments.out, arguments.overrides, arguments.label
+        )
         print(glt_table_markdown([summary]))
         print(f"table in {arguments.out}/glt_table.md")
     elif arguments.command == "glt-table":
@@ -253,17 +390,30 @@ def _run(arguments: argparse.Namespace) -> int:
 
         from tailfuse.eval.glt_table import combine_bench_dirs, write_glt_table
 
-        write_glt_table(combine_bench_dirs(arguments.folders, arguments.labels), Path(arguments.out))
+        write_glt_table(
+            combine_bench_dirs(arguments.folders, arguments.labels), Path(arguments.out)
+        )
         print(Path(arguments.out).read_text())
     elif arguments.command == "bench":
         from tailfuse.engine.benchmark import format_benchmark
 
-        print(format_benchmark(tailfuse.bench(arguments.recipe, arguments.overrides, arguments.steps, arguments.rounds)))
+        print(
+            format_benchmark(
+                tailfuse.bench(
+                    arguments.recipe, arguments.overrides, arguments.steps, arguments.rounds
+                )
+            )
+        )
     elif arguments.command == "sweep":
         from tailfuse.eval.sweep_report import markdown_table
 
         summary = tailfuse.sweep(
-            arguments.recipe, arguments.param, arguments.values, arguments.seeds, arguments.out, arguments.overrides
+            arguments.recipe,
+            arguments.param,
+            arguments.values,
+            arguments.seeds,
+            arguments.out,
+            arguments.overrides,
         )
         print(markdown_table(arguments.param, summary))
         print(f"table, CSV and plot in {arguments.out}/sweep.md")
@@ -273,10 +423,18 @@ def _run(arguments: argparse.Namespace) -> int:
 
         rows = [parse_row(text) for text in arguments.rows]
         rows += read_rows(arguments.rows_file) if arguments.rows_file else []
-        command = "tailfuse " + " ".join(map(shlex.quote, sys.argv[1:] if arguments.argv is None else arguments.argv))
+        command = "tailfuse " + " ".join(
+            map(shlex.quote, sys.argv[1:] if arguments.argv is None else arguments.argv)
+        )
         summary = run_compare(
-            rows, arguments.seeds, arguments.out, arguments.overrides, arguments.published, arguments.jobs,
-            arguments.threads, command,
+            rows,
+            arguments.seeds,
+            arguments.out,
+            arguments.overrides,
+            arguments.published,
+            arguments.jobs,
+            arguments.threads,
+            command,
         )
         print(compare_table(summary))
         print(f"table, CSV, JSON and plot in {arguments.out}/compare.md")
@@ -299,10 +457,14 @@ def _evaluate_glt_pair(arguments: argparse.Namespace, first: dict) -> None:
     from tailfuse.eval.glt_table import bench_summary, glt_table_markdown, write_glt_table
 
     other_out = Path(arguments.out) / "with" if arguments.out else None
-    second = tailfuse.evaluate(arguments.with_checkpoint, other_out, arguments.overrides, overwrite=arguments.overwrite)
+    second = tailfuse.evaluate(
+        arguments.with_checkpoint, other_out, arguments.overrides, overwrite=arguments.overwrite
+    )
     kinds = {results["data"].get("glt_train_set") for results in (first, second)}
     if kinds != {"glt", "cbl"}:
-        raise TailfuseError("eval --with needs one Train-GLT and one Train-CBL checkpoint of a GLT dataset")
+        raise TailfuseError(
+            "eval --with needs one Train-GLT and one Train-CBL checkpoint of a GLT dataset"
+        )
     print(protocol_text(second["glt"]))
     runs = {results["data"]["glt_train_set"]: [results] for results in (first, second)}
     summary = bench_summary(first["name"], runs)

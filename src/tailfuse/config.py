@@ -138,7 +138,9 @@ class DataConfig(StrictModel):
     iNaturalist 2018 JSON file (``*.json``: ``images``, ``annotations``, ``categories``).
     """
 
-    source: Literal["cifar10", "cifar100", "image_folder", "list_file", "glt", "cifar10_glt"] = "cifar10"
+    source: Literal["cifar10", "cifar100", "image_folder", "list_file", "glt", "cifar10_glt"] = (
+        "cifar10"
+    )
     root: str = "./data"
     annotation: str | None = None
     annotation_cbl: str | None = None
@@ -172,24 +174,37 @@ class DataConfig(StrictModel):
         if self.split is not None and self.source != "image_folder":
             raise ValueError("data.split applies to data.source=image_folder")
         if self.split is not None and self.split.validation + self.split.test >= 1.0:
-            raise ValueError("data.split.validation + data.split.test must leave images to train on")
+            raise ValueError(
+                "data.split.validation + data.split.test must leave images to train on"
+            )
         if self.source == "list_file" and not (self.train_list and self.test_list):
             raise ValueError("data.source=list_file needs data.train_list and data.test_list")
         if self.source == "glt" and not self.annotation:
             raise ValueError("data.source=glt needs data.annotation (a GLT annotation JSON)")
         if self.source == "glt" and self.glt.train_set == "cbl" and not self.annotation_cbl:
-            raise ValueError("data.glt.train_set=cbl with data.source=glt needs data.annotation_cbl (the Train-CBL file)")
+            raise ValueError(
+                "data.glt.train_set=cbl with data.source=glt needs data.annotation_cbl (the Train-CBL file)"
+            )
         if self.storage == "stream" and self.source in ("cifar10", "cifar100", "cifar10_glt"):
             raise ValueError("data.storage=stream needs an image_folder, list_file or glt source")
         if (self.augment.kind == "imagenet") != (self.storage == "stream"):
-            raise ValueError("data.augment.kind=imagenet goes with data.storage=stream, cifar with device")
+            raise ValueError(
+                "data.augment.kind=imagenet goes with data.storage=stream, cifar with device"
+            )
         if self.source in ("glt", "cifar10_glt"):
             _refuse_keys_glt_ignores(self)
         return self
 
 
 #: Long-tail keys a GLT source never reads: its splits, sizes and groups come from the annotation.
-GLT_IGNORED_KEYS = ("profile", "imbalance_factor", "max_per_class", "validation_per_class", "test_per_class", "groups")
+GLT_IGNORED_KEYS = (
+    "profile",
+    "imbalance_factor",
+    "max_per_class",
+    "validation_per_class",
+    "test_per_class",
+    "groups",
+)
 
 
 def _refuse_keys_glt_ignores(data: DataConfig) -> None:
@@ -197,11 +212,17 @@ def _refuse_keys_glt_ignores(data: DataConfig) -> None:
     ignored = []
     for key in GLT_IGNORED_KEYS:
         value = getattr(data, key)
-        if value != DataConfig.model_fields[key].default and not (key == "profile" and value == "none"):
+        if value != DataConfig.model_fields[key].default and not (
+            key == "profile" and value == "none"
+        ):
             shown = value.model_dump() if isinstance(value, BaseModel) else value
             ignored.append(f"data.{key}={shown}")
     if ignored:
-        sizes = "data.glt.* sets CIFAR-10-GLT's sizes" if data.source == "cifar10_glt" else "the annotation sets them"
+        sizes = (
+            "data.glt.* sets CIFAR-10-GLT's sizes"
+            if data.source == "cifar10_glt"
+            else "the annotation sets them"
+        )
         raise ValueError(
             f"data.source={data.source} does not use {', '.join(ignored)}: splits, sizes and "
             f"class groups come from the GLT annotation ({sizes}); remove the key"
@@ -424,7 +445,9 @@ class RunConfig(StrictModel):
             load_plugins()  # the built-in methods and entry-point plugins, when not loaded yet
         if name not in METHOD_OPTIONS:
             known = ", ".join(sorted(METHOD_OPTIONS)) or "(none registered)"
-            raise ValueError(f"unknown method '{name}'{did_you_mean(name, METHOD_OPTIONS)}; known methods: {known}")
+            raise ValueError(
+                f"unknown method '{name}'{did_you_mean(name, METHOD_OPTIONS)}; known methods: {known}"
+            )
         return METHOD_OPTIONS[name](**value)
 
     @model_validator(mode="after")
@@ -485,14 +508,23 @@ def find_recipe(name_or_path: str | Path, relative_to: Path | None = None) -> Pa
 
 
 def _names_differ(base: object, override: object) -> bool:
-    return isinstance(base, dict) and "name" in override and "name" in base and base["name"] != override["name"]
+    return (
+        isinstance(base, dict)
+        and "name" in override
+        and "name" in base
+        and base["name"] != override["name"]
+    )
 
 
 def _deep_merge(base: dict, override: dict) -> dict:
     """Merge ``override`` into ``base``; a section whose ``name`` changes is replaced, not merged."""
     merged = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not _names_differ(merged[key], value):
+        if (
+            isinstance(value, dict)
+            and isinstance(merged.get(key), dict)
+            and not _names_differ(merged[key], value)
+        ):
             merged[key] = _deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
@@ -507,9 +539,13 @@ def read_recipe_dict(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> 
     try:
         content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"recipe {path} is not valid YAML: {' '.join(str(error).split())}") from None
+        raise ConfigError(
+            f"recipe {path} is not valid YAML: {' '.join(str(error).split())}"
+        ) from None
     except UnicodeDecodeError as error:
-        raise ConfigError(f"recipe {path} is not UTF-8 text (byte {error.start}: {error.reason})") from None
+        raise ConfigError(
+            f"recipe {path} is not UTF-8 text (byte {error.start}: {error.reason})"
+        ) from None
     except OSError as error:
         raise ConfigError(f"cannot read recipe {path}: {error.strerror}") from None
     if not isinstance(content, dict):
@@ -537,7 +573,10 @@ def _resolve_relative_references(content: dict, folder: Path) -> None:
 
     init = content.get("init")
     if isinstance(init, dict):
-        sources = [init, *(s for s in (init.get("auxiliary") or {}).values() if isinstance(s, dict))]
+        sources = [
+            init,
+            *(s for s in (init.get("auxiliary") or {}).values() if isinstance(s, dict)),
+        ]
         for source in sources:
             if "recipe" in source:
                 source["recipe"] = resolved(source["recipe"])
@@ -556,12 +595,19 @@ def pass_overrides_to_earlier_stages(recipe: dict, overrides: list[str]) -> dict
     :data:`STAGE_ONLY_KEYS` stay with this stage; overrides written in the recipe's own
     ``init.overrides`` come after, so they win.
     """
-    shared = [item for item in overrides if item.split("=", 1)[0].strip().split(".")[0] not in STAGE_ONLY_KEYS]
+    shared = [
+        item
+        for item in overrides
+        if item.split("=", 1)[0].strip().split(".")[0] not in STAGE_ONLY_KEYS
+    ]
     init = recipe.get("init")
     if not shared or not isinstance(init, dict):
         return recipe
     result = copy.deepcopy(recipe)
-    sources = [result["init"], *(s for s in (result["init"].get("auxiliary") or {}).values() if isinstance(s, dict))]
+    sources = [
+        result["init"],
+        *(s for s in (result["init"].get("auxiliary") or {}).values() if isinstance(s, dict)),
+    ]
     for source in sources:
         if not source.get("checkpoint"):
             source["overrides"] = [*shared, *(source.get("overrides") or [])]
@@ -642,7 +688,9 @@ def format_validation_error(error: ValidationError, source: str, recipe: dict | 
         message = detail["msg"]
         if detail["type"] == "extra_forbidden":
             location_parts = [part for part in detail["loc"] if part != "__root__"]
-            message = "unknown key" + did_you_mean(location_parts[-1], _known_keys(location_parts[:-1], recipe or {}))
+            message = "unknown key" + did_you_mean(
+                location_parts[-1], _known_keys(location_parts[:-1], recipe or {})
+            )
         lines.append(f"{location or '(recipe)'}: {message}")
     return f"invalid recipe {source}: " + "; ".join(lines)
 

@@ -25,7 +25,9 @@ def did_you_mean(name: str, choices, hint: str = "") -> str:
     """`` (did you mean 'x'?)`` for the closest of ``choices`` to ``name`` (difflib), else ``hint``."""
     import difflib
 
-    matches = difflib.get_close_matches(str(name), [str(choice) for choice in choices], n=3, cutoff=0.6)
+    matches = difflib.get_close_matches(
+        str(name), [str(choice) for choice in choices], n=3, cutoff=0.6
+    )
     if not matches:
         return hint
     return " (did you mean " + " or ".join(f"'{match}'" for match in matches) + "?)"

@@ -23,4 +23,6 @@ def write_text_atomically(path: Path, text: str | bytes) -> None:
         os.replace(temporary, path)
     except OSError as error:
         temporary.unlink(missing_ok=True)
-        raise TailfuseError(f"cannot write {path}: {error.strerror or type(error).__name__}") from None
+        raise TailfuseError(
+            f"cannot write {path}: {error.strerror or type(error).__name__}"
+        ) from None

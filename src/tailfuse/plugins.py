@@ -72,7 +72,9 @@ def import_plugin(reference: str) -> None:
     except ModuleNotFoundError as error:
         raise ConfigError(f"imports: cannot import plugin '{reference}': {error}") from None
     except Exception as error:  # noqa: BLE001 - an error inside the plugin, named with it
-        raise ConfigError(f"imports: plugin '{reference}' failed: {type(error).__name__}: {error}") from None
+        raise ConfigError(
+            f"imports: plugin '{reference}' failed: {type(error).__name__}: {error}"
+        ) from None
     _imported.add(reference)
 
 

@@ -20,7 +20,9 @@ from tailfuse.errors import DataError
 
 from ..fakes import write_image_folder
 
-SMALL = CifarGltOptions(rho=10, gbl_per_rank=3, cbl_test_per_class=10, cbl_val_per_class=10, test_lt_pool_per_class=10)
+SMALL = CifarGltOptions(
+    rho=10, gbl_per_rank=3, cbl_test_per_class=10, cbl_val_per_class=10, test_lt_pool_per_class=10
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +70,13 @@ def test_splits_are_disjoint_and_both_files_share_the_test_sets(image_folder):
 def test_attribute_values_cyclic_and_aligned(image_folder):
     cyclic = build_cifar_glt(image_folder, SMALL)["glt"].splits["test_bbl"]
     tint = cyclic.transforms["tint"]
-    assert np.array_equal(tint, (cyclic.labels + cyclic.attributes) % 3)  # rank r of class c -> tint (c + r) mod 3
-    aligned = build_cifar_glt(image_folder, CifarGltOptions(**{**SMALL.__dict__, "attribute": "rotation", "mode": "aligned"}))
+    assert np.array_equal(
+        tint, (cyclic.labels + cyclic.attributes) % 3
+    )  # rank r of class c -> tint (c + r) mod 3
+    aligned = build_cifar_glt(
+        image_folder,
+        CifarGltOptions(**{**SMALL.__dict__, "attribute": "rotation", "mode": "aligned"}),
+    )
     split = aligned["glt"].splits["test_bbl"]
     assert np.array_equal(split.transforms["rotation"], 90 * split.attributes)
 
@@ -93,7 +100,9 @@ def test_tint_and_rotation_transforms_are_exact():
 
 def test_written_files_read_back_and_plan_as_the_built_source(image_folder, tmp_path):
     written = write_cifar_glt(image_folder, tmp_path, SMALL)
-    assert written["glt"].name.endswith("_intra_lt_inter_lt.json") and written["cbl"].name.endswith("_intra_lt_inter_bl.json")
+    assert written["glt"].name.endswith("_intra_lt_inter_lt.json") and written["cbl"].name.endswith(
+        "_intra_lt_inter_bl.json"
+    )
     content = json.loads(written["glt"].read_text())
     assert set(content) >= {"cat2id", "id2cat", "train", "val", "test_lt", "test_bl", "test_bbl"}
     assert set(content["train"]) == {"label", "frequency", "attribute", "tint"}
@@ -101,25 +110,50 @@ def test_written_files_read_back_and_plan_as_the_built_source(image_folder, tmp_
     annotation = read_glt_annotation(written["cbl"], image_folder)
     assert annotation.train_kind() == "cbl" and len(annotation.splits["train"]) == 96
 
-    options = {k: v for k, v in SMALL.__dict__.items() if k not in ("attribute", "mode", "frequency_boundaries", "max_per_class")}
+    options = {
+        k: v
+        for k, v in SMALL.__dict__.items()
+        if k not in ("attribute", "mode", "frequency_boundaries", "max_per_class")
+    }
     built = plan_subset(DataConfig(source="cifar10_glt", root=str(image_folder), glt=options))
     from_file = plan_subset(
-        DataConfig(source="glt", root=str(image_folder), annotation=str(written["glt"]), annotation_cbl=str(written["cbl"]))
+        DataConfig(
+            source="glt",
+            root=str(image_folder),
+            annotation=str(written["glt"]),
+            annotation_cbl=str(written["cbl"]),
+        )
     )
     assert built.subset_checksum == from_file.subset_checksum
     assert built.class_counts == from_file.class_counts and sum(built.class_counts) == 91
-    assert list(built.named_tests) == ["test_bl", "test_bbl", "test_lt"] and built.glt_train_set == "glt"
+    assert (
+        list(built.named_tests) == ["test_bl", "test_bbl", "test_lt"]
+        and built.glt_train_set == "glt"
+    )
     assert built.summary()["glt_test_sizes"] == {"test_bl": 40, "test_bbl": 36, "test_lt": 13}
 
 
 def test_loaded_test_sets_carry_attributes_and_tinted_pixels(image_folder):
-    options = {k: v for k, v in SMALL.__dict__.items() if k not in ("attribute", "mode", "frequency_boundaries", "max_per_class")}
-    config = DataConfig(source="cifar10_glt", root=str(image_folder), glt={**options, "train_set": "cbl"})
+    options = {
+        k: v
+        for k, v in SMALL.__dict__.items()
+        if k not in ("attribute", "mode", "frequency_boundaries", "max_per_class")
+    }
+    config = DataConfig(
+        source="cifar10_glt", root=str(image_folder), glt={**options, "train_set": "cbl"}
+    )
     data = load_data(config)
     assert data.plan.glt_train_set == "cbl" and data.test is data.named_tests["test_bbl"]
-    assert data.test.attributes.tolist() == data.plan.sources["test"].attributes[data.plan.named_tests["test_bbl"]].tolist()
+    assert (
+        data.test.attributes.tolist()
+        == data.plan.sources["test"].attributes[data.plan.named_tests["test_bbl"]].tolist()
+    )
     assert data.validation is not None and len(data.validation) == 40
-    untinted = DataConfig(source="cifar10_glt", root=str(image_folder), glt={**options, "train_set": "cbl", "tint_strength": 0.0})
+    untinted = DataConfig(
+        source="cifar10_glt",
+        root=str(image_folder),
+        glt={**options, "train_set": "cbl", "tint_strength": 0.0},
+    )
     difference = load_data(untinted).test.images.float() - data.test.images.float()
     assert difference.abs().max() > 20  # the tint changed the pixels
 
@@ -128,7 +162,15 @@ def test_bad_annotations_are_clear_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         read_glt_annotation(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"id2cat": {"0": "a"}, "train": {"label": {"x.jpg": 3}, "frequency": {"x.jpg": 0}}, "test_bl": {"label": {}, "frequency": {}, "attribute": {}}}))
+    bad.write_text(
+        json.dumps(
+            {
+                "id2cat": {"0": "a"},
+                "train": {"label": {"x.jpg": 3}, "frequency": {"x.jpg": 0}},
+                "test_bl": {"label": {}, "frequency": {}, "attribute": {}},
+            }
+        )
+    )
     with pytest.raises(DataError, match="labels outside"):
         read_glt_annotation(bad)
     bad.write_text("{not json")
@@ -184,7 +226,9 @@ def test_glt_sources_refuse_the_long_tail_keys_they_ignore(recipe, override):
     key = override.split("=")[0]
     with pytest.raises(ConfigError, match=rf"does not use {key}="):
         load_recipe(recipe, [override])
-    assert load_recipe(recipe, ["data.profile=none"]).data.profile == "none"  # "no profile" is what GLT does
+    assert (
+        load_recipe(recipe, ["data.profile=none"]).data.profile == "none"
+    )  # "no profile" is what GLT does
 
 
 def test_cifar10_glt_on_the_real_images_matches_the_spec_sizes(cifar10_jpeg_root):

@@ -23,8 +23,14 @@ TRAIN_COUNTS = [2, 6, 3, 3, 1]
 
 def list_config(root, train_list, test_list, **extra) -> DataConfig:
     return DataConfig(
-        source="list_file", root=str(root), train_list=str(train_list), test_list=str(test_list), storage="stream",
-        profile="none", augment=AugmentConfig(kind="imagenet", crop_size=32, resize=36), **extra,
+        source="list_file",
+        root=str(root),
+        train_list=str(train_list),
+        test_list=str(test_list),
+        storage="stream",
+        profile="none",
+        augment=AugmentConfig(kind="imagenet", crop_size=32, resize=36),
+        **extra,
     )
 
 
@@ -35,45 +41,83 @@ def inaturalist(tmp_path_factory):
 
 def test_inaturalist_json_and_txt_lists_give_the_same_frequency_ordered_classes(inaturalist):
     plans = {
-        kind: plan_subset(list_config(inaturalist["root"], inaturalist[f"train_{kind}"], inaturalist[f"val_{kind}"],
-                                      label_order="frequency"))
+        kind: plan_subset(
+            list_config(
+                inaturalist["root"],
+                inaturalist[f"train_{kind}"],
+                inaturalist[f"val_{kind}"],
+                label_order="frequency",
+            )
+        )
         for kind in ("json", "txt")
     }
     assert plans["json"].class_counts == plans["txt"].class_counts == [6, 3, 3, 2, 1]
-    assert plans["json"].class_names == ["species_1", "species_2", "species_3", "species_0", "species_4"]
+    assert plans["json"].class_names == [
+        "species_1",
+        "species_2",
+        "species_3",
+        "species_0",
+        "species_4",
+    ]
     assert plans["txt"].class_names == ["1", "2", "3", "0", "4"]
-    config = list_config(inaturalist["root"], inaturalist["train_json"], inaturalist["val_json"], label_order="frequency")
+    config = list_config(
+        inaturalist["root"],
+        inaturalist["train_json"],
+        inaturalist["val_json"],
+        label_order="frequency",
+    )
     train, test = open_source(config, "train"), open_source(config, "test")
-    first_of_class_1 = train.paths.index(str(inaturalist["root"] / "train_val2018/Plantae/1/train0000.jpg"))
+    first_of_class_1 = train.paths.index(
+        str(inaturalist["root"] / "train_val2018/Plantae/1/train0000.jpg")
+    )
     assert train.labels[first_of_class_1] == 0
-    assert test.labels.tolist() == [3, 0, 1, 2, 4]  # val lists one image of species 0..4, remapped with the train map
+    assert test.labels.tolist() == [
+        3,
+        0,
+        1,
+        2,
+        4,
+    ]  # val lists one image of species 0..4, remapped with the train map
 
 
 def test_listed_order_keeps_the_labels(inaturalist):
-    plan = plan_subset(list_config(inaturalist["root"], inaturalist["train_json"], inaturalist["val_json"]))
+    plan = plan_subset(
+        list_config(inaturalist["root"], inaturalist["train_json"], inaturalist["val_json"])
+    )
     assert plan.class_counts == TRAIN_COUNTS
 
 
 def test_places_lists_with_index_ranges_and_count_thresholds(tmp_path):
     files = write_places_lt_dataset(tmp_path, [1, 4, 2, 3])
-    by_index = list_config(files["root"], files["train_list"], files["test_list"], label_order="frequency",
-                           groups=GroupsConfig(by="index", boundaries=(1, 3)))
+    by_index = list_config(
+        files["root"],
+        files["train_list"],
+        files["test_list"],
+        label_order="frequency",
+        groups=GroupsConfig(by="index", boundaries=(1, 3)),
+    )
     plan = plan_subset(by_index)
     assert plan.class_counts == [4, 3, 2, 1]
     assert plan.groups == {"many": [0], "medium": [1, 2], "few": [3]}
-    by_count = by_index.model_copy(update={"groups": GroupsConfig(by="count", many_above=3, few_below=2)})
+    by_count = by_index.model_copy(
+        update={"groups": GroupsConfig(by="count", many_above=3, few_below=2)}
+    )
     assert plan_subset(by_count).groups == {"many": [0], "medium": [1, 2], "few": [3]}
     assert open_source(by_index, "test").paths[0].endswith("val_256/Places365_val_00000000.jpg")
 
 
 def test_a_training_list_without_some_class_is_a_clear_error(tmp_path):
     (tmp_path / "train.txt").write_text("a.jpg 0\nb.jpg 2\n")
-    config = list_config(tmp_path, tmp_path / "train.txt", tmp_path / "train.txt", label_order="frequency")
+    config = list_config(
+        tmp_path, tmp_path / "train.txt", tmp_path / "train.txt", label_order="frequency"
+    )
     with pytest.raises(DataError, match=r"no images of classes \[1\]"):
         plan_subset(config)
 
 
-def test_verify_lists_the_missing_and_the_corrupt_image_and_records_the_checksum(inaturalist, tmp_path, capsys):
+def test_verify_lists_the_missing_and_the_corrupt_image_and_records_the_checksum(
+    inaturalist, tmp_path, capsys
+):
     import shutil
 
     root = tmp_path / "images"
@@ -82,17 +126,35 @@ def test_verify_lists_the_missing_and_the_corrupt_image_and_records_the_checksum
     (root / "train_val2018/Plantae/2/train0001.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     report = verify_list(inaturalist["train_txt"], root)
     assert report["images"] == 15 and report["ok"] == 13 and report["classes"] == 5
-    assert [item["path"] for item in report["missing"]] == [str(root / "train_val2018/Plantae/1/train0003.jpg")]
-    assert [item["path"] for item in report["corrupt"]] == [str(root / "train_val2018/Plantae/2/train0001.jpg")]
+    assert [item["path"] for item in report["missing"]] == [
+        str(root / "train_val2018/Plantae/1/train0003.jpg")
+    ]
+    assert [item["path"] for item in report["corrupt"]] == [
+        str(root / "train_val2018/Plantae/2/train0001.jpg")
+    ]
     assert report["unreadable"] == []
-    assert report["list_sha256"] == hashlib.sha256(inaturalist["train_txt"].read_bytes()).hexdigest()
+    assert (
+        report["list_sha256"] == hashlib.sha256(inaturalist["train_txt"].read_bytes()).hexdigest()
+    )
 
     saved = tmp_path / "verify.json"
-    status = main(["data", "verify", str(inaturalist["train_json"]), "--root", str(root), "--report", str(saved)])
+    status = main(
+        [
+            "data",
+            "verify",
+            str(inaturalist["train_json"]),
+            "--root",
+            str(root),
+            "--report",
+            str(saved),
+        ]
+    )
     assert status == 1
     printed = capsys.readouterr().out
     assert "1 missing" in printed and "1 corrupt" in printed and "train0003.jpg" in printed
-    assert json.loads(saved.read_text())[0]["missing"][0]["path"].endswith("Plantae/1/train0003.jpg")
+    assert json.loads(saved.read_text())[0]["missing"][0]["path"].endswith(
+        "Plantae/1/train0003.jpg"
+    )
     assert main(["data", "verify", str(inaturalist["val_txt"]), "--root", str(root)]) == 0
 
 
@@ -111,17 +173,30 @@ def test_streamed_crops_depend_on_the_draw_not_on_workers_or_epoch_loaders(tmp_p
     files = write_list_file_dataset(tmp_path)
     batches = {}
     for workers in (0, 2):
-        config = load_recipe("imagenet_lt_ffn_ce_stage1", [
-            f"data.root={files['root']}", f"data.train_list={files['train_list']}", f"data.test_list={files['test_list']}",
-            f"data.num_workers={workers}", "data.augment.crop_size=32", "data.augment.resize=36",
-            "model.backbone=resnet32", "train.batch_size=4", "train.precision=fp32",
-        ])
+        config = load_recipe(
+            "imagenet_lt_ffn_ce_stage1",
+            [
+                f"data.root={files['root']}",
+                f"data.train_list={files['train_list']}",
+                f"data.test_list={files['test_list']}",
+                f"data.num_workers={workers}",
+                "data.augment.crop_size=32",
+                "data.augment.resize=36",
+                "model.backbone=resnet32",
+                "train.batch_size=4",
+                "train.precision=fp32",
+            ],
+        )
         runtime = make_runtime(config.train)
         session = TrainingSession(config, load_data(config.data, runtime.device), runtime)
         for epoch in (0, 1):  # the second epoch reuses the persistent workers
             randomness = EpochRandomness(0, epoch)
-            order = session.samplers["main"].epoch_indices(randomness.torch_generator("sampler:main"))
-            batches[workers, epoch] = [b.images for b in session._branch_batches(order, 2, randomness, "main")]
+            order = session.samplers["main"].epoch_indices(
+                randomness.torch_generator("sampler:main")
+            )
+            batches[workers, epoch] = [
+                b.images for b in session._branch_batches(order, 2, randomness, "main")
+            ]
     for epoch in (0, 1):
         for zero, two in zip(batches[0, epoch], batches[2, epoch], strict=True):
             assert torch.equal(zero, two)

@@ -39,7 +39,9 @@ def test_list_file_counts_and_paths(tmp_path):
 def test_streamed_transforms_give_fixed_size_normalised_tensors(tmp_path):
     files = write_list_file_dataset(tmp_path)
     data = load_data(stream_config(files))
-    training, evaluation = streamed_transforms(AugmentConfig(kind="imagenet", crop_size=32, resize=36))
+    training, evaluation = streamed_transforms(
+        AugmentConfig(kind="imagenet", crop_size=32, resize=36)
+    )
     image, label = StreamedImageDataset(data.train.paths, data.train.labels, training)[5]
     assert image.shape == (3, 32, 32) and image.dtype == torch.float32 and int(label) == 0
     image, _ = StreamedImageDataset(data.test.paths, data.test.labels, evaluation)[1]
@@ -60,4 +62,6 @@ def test_stream_storage_needs_imagenet_augmentation():
     from tailfuse.config import build_config
 
     with pytest.raises(ConfigError, match="needs data.train_list"):
-        build_config({"data": {"source": "list_file", "storage": "stream", "augment": {"kind": "imagenet"}}})
+        build_config(
+            {"data": {"source": "list_file", "storage": "stream", "augment": {"kind": "imagenet"}}}
+        )

@@ -27,7 +27,9 @@ from tailfuse.errors import DataError
         (10, 5000, 50, 13996, 100),
     ],
 )
-def test_exponential_profile_totals_match_the_spec(num_classes, max_per_class, imbalance_factor, total, smallest):
+def test_exponential_profile_totals_match_the_spec(
+    num_classes, max_per_class, imbalance_factor, total, smallest
+):
     counts = profile_class_counts("exponential", max_per_class, num_classes, imbalance_factor)
     assert sum(counts) == total
     assert counts[0] == max_per_class and counts[-1] == smallest
@@ -35,7 +37,18 @@ def test_exponential_profile_totals_match_the_spec(num_classes, max_per_class, i
 
 
 def test_cifar10_if100_counts_exactly():
-    assert profile_class_counts("exponential", 5000, 10, 100) == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    assert profile_class_counts("exponential", 5000, 10, 100) == [
+        5000,
+        2997,
+        1796,
+        1077,
+        645,
+        387,
+        232,
+        139,
+        83,
+        50,
+    ]
 
 
 def test_step_profile_halves():
@@ -94,7 +107,9 @@ def test_count_group_edges():
 
 
 def test_plan_on_the_real_jpeg_copy(cifar10_jpeg_root):
-    plan = plan_subset(DataConfig(source="cifar10", root=str(cifar10_jpeg_root), imbalance_factor=100))
+    plan = plan_subset(
+        DataConfig(source="cifar10", root=str(cifar10_jpeg_root), imbalance_factor=100)
+    )
     assert plan.class_counts == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
     assert len(plan.train_indices) == 12406 and len(set(plan.train_indices.tolist())) == 12406
     labels = plan.sources["train"].labels[plan.train_indices]
@@ -107,7 +122,11 @@ def test_plan_on_the_real_jpeg_copy(cifar10_jpeg_root):
 def test_validation_is_balanced_and_disjoint_from_training(cifar10_jpeg_root):
     plan = plan_subset(
         DataConfig(
-            source="cifar10", root=str(cifar10_jpeg_root), imbalance_factor=100, max_per_class=4980, validation_per_class=20
+            source="cifar10",
+            root=str(cifar10_jpeg_root),
+            imbalance_factor=100,
+            max_per_class=4980,
+            validation_per_class=20,
         )
     )
     assert len(plan.validation_indices) == 200
@@ -116,4 +135,6 @@ def test_validation_is_balanced_and_disjoint_from_training(cifar10_jpeg_root):
 
 def test_validation_needs_images_outside_the_subset(cifar10_jpeg_root):
     with pytest.raises(DataError, match="lower data.max_per_class"):
-        plan_subset(DataConfig(source="cifar10", root=str(cifar10_jpeg_root), validation_per_class=20))
+        plan_subset(
+            DataConfig(source="cifar10", root=str(cifar10_jpeg_root), validation_per_class=20)
+        )

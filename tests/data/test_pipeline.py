@@ -10,7 +10,9 @@ from tailfuse.data.pipeline import BatchAugmenter, mixup
 
 
 def images(batch: int = 8) -> torch.Tensor:
-    return torch.randint(0, 256, (batch, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    return torch.randint(
+        0, 256, (batch, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    )
 
 
 def test_each_output_is_a_padded_crop_of_its_input_possibly_flipped():
@@ -47,7 +49,9 @@ def test_no_padding_no_flip_is_identity():
 def test_normalisation_matches_to_tensor_then_normalize():
     config = AugmentConfig()
     source = images(2)
-    expected = (source.float() / 255 - torch.tensor(config.mean).view(1, 3, 1, 1)) / torch.tensor(config.std).view(1, 3, 1, 1)
+    expected = (source.float() / 255 - torch.tensor(config.mean).view(1, 3, 1, 1)) / torch.tensor(
+        config.std
+    ).view(1, 3, 1, 1)
     assert torch.allclose(BatchAugmenter(config).evaluate(source), expected, atol=1e-5)
 
 
@@ -61,7 +65,9 @@ def test_same_seed_gives_the_same_batch():
 
 def test_mixup_mixes_with_a_permutation():
     batch = torch.randn(6, 3, 4, 4)
-    mixed, permutation, lam = mixup(batch, 1.0, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    mixed, permutation, lam = mixup(
+        batch, 1.0, np.random.default_rng(0), torch.Generator().manual_seed(0)
+    )
     assert 0.0 <= lam <= 1.0
     assert sorted(permutation.tolist()) == list(range(6))
     assert torch.allclose(mixed, lam * batch + (1 - lam) * batch[permutation])
@@ -73,9 +79,15 @@ def test_rand_augment_is_seeded_per_batch_and_changes_images():
     from tailfuse.config import AugmentConfig
     from tailfuse.data.pipeline import BatchAugmenter
 
-    images = torch.randint(0, 256, (6, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    images = torch.randint(
+        0, 256, (6, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    )
     plain = BatchAugmenter(AugmentConfig(crop_padding=0, horizontal_flip=False))
-    augmented = BatchAugmenter(AugmentConfig(crop_padding=0, horizontal_flip=False, rand_augment=True, rand_augment_magnitude=15))
+    augmented = BatchAugmenter(
+        AugmentConfig(
+            crop_padding=0, horizontal_flip=False, rand_augment=True, rand_augment_magnitude=15
+        )
+    )
 
     def run(augmenter, seed):
         return augmenter.train(images, torch.Generator().manual_seed(seed))

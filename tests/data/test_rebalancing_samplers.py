@@ -24,10 +24,16 @@ def frequencies(sampler) -> torch.Tensor:
 def test_progressive_moves_from_instance_to_balanced():
     sampler = build_sampler("progressive", LABELS, 5, num_samples=DRAWS)
     sampler.set_epoch(0, 4)  # t/T = 0: the instance distribution n_c / 805
-    assert torch.allclose(frequencies(sampler), torch.tensor([c / 805 for c in COUNTS], dtype=torch.float64), atol=0.01)
+    assert torch.allclose(
+        frequencies(sampler),
+        torch.tensor([c / 805 for c in COUNTS], dtype=torch.float64),
+        atol=0.01,
+    )
     sampler.set_epoch(2, 4)  # t/T = 1/2: half instance, half uniform (0.1 each)
     expected = [0.5 * c / 805 + 0.1 for c in COUNTS]  # 0.4106, 0.2242, 0.1497, 0.1124, 0.1031
-    assert torch.allclose(frequencies(sampler), torch.tensor(expected, dtype=torch.float64), atol=0.01)
+    assert torch.allclose(
+        frequencies(sampler), torch.tensor(expected, dtype=torch.float64), atol=0.01
+    )
 
 
 def test_progressive_power_goes_from_power_one_to_zero():
@@ -36,9 +42,15 @@ def test_progressive_power_goes_from_power_one_to_zero():
     assert sampler.power() == 1.0
     sampler.set_epoch(2, 5)  # q = 1 - 2/4 = 0.5: square-root sampling
     roots = [math.sqrt(c) for c in COUNTS]  # 22.36, 14.14, 8.94, 4.47, 2.24 of 52.15
-    assert torch.allclose(frequencies(sampler), torch.tensor([r / sum(roots) for r in roots], dtype=torch.float64), atol=0.01)
+    assert torch.allclose(
+        frequencies(sampler),
+        torch.tensor([r / sum(roots) for r in roots], dtype=torch.float64),
+        atol=0.01,
+    )
     sampler.set_epoch(4, 5)  # the last epoch: class-balanced
-    assert torch.allclose(frequencies(sampler), torch.full((5,), 0.2, dtype=torch.float64), atol=0.01)
+    assert torch.allclose(
+        frequencies(sampler), torch.full((5,), 0.2, dtype=torch.float64), atol=0.01
+    )
 
 
 def test_effective_number_sampler_frequencies():
@@ -94,9 +106,19 @@ def test_the_training_session_sets_the_epoch_before_drawing(tmp_path):
     from ..fakes import write_cifar_pickles
 
     root = write_cifar_pickles(tmp_path, "cifar10", 20, 1)
-    config = load_recipe("cifar10_lt_quick_ce", [f"data.root={root}", "data.max_per_class=20", "data.imbalance_factor=10",
-                                                "method.sampler=progressive_power", "train.epochs=3", "train.batch_size=8",
-                                                "train.precision=fp32", "train.progress=false"])
+    config = load_recipe(
+        "cifar10_lt_quick_ce",
+        [
+            f"data.root={root}",
+            "data.max_per_class=20",
+            "data.imbalance_factor=10",
+            "method.sampler=progressive_power",
+            "train.epochs=3",
+            "train.batch_size=8",
+            "train.precision=fp32",
+            "train.progress=false",
+        ],
+    )
     runtime = make_runtime(config.train)
     session = TrainingSession(config, load_data(config.data, runtime.device), runtime)
     sampler = session.samplers["main"]

@@ -93,7 +93,9 @@ def test_class_aware_epoch_length_is_the_largest_class_times_c_capped_at_4n():
 def test_class_aware_visits_classes_in_cycles_and_reshuffles_a_class_after_it_is_used_up():
     counts = [7, 3, 1, 2]
     labels = torch.cat([torch.full((count,), c) for c, count in enumerate(counts)])
-    sampler = build_sampler("class_aware", labels, 4, num_samples=4 * 4 * 3)  # 3 cycles of the 4 classes
+    sampler = build_sampler(
+        "class_aware", labels, 4, num_samples=4 * 4 * 3
+    )  # 3 cycles of the 4 classes
     indices = sampler.epoch_indices(torch.Generator().manual_seed(5))
     visits = labels[indices].view(-1, 4)[:, 0]
     for cycle in visits.view(3, 4):

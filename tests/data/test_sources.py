@@ -72,7 +72,9 @@ def test_failed_download_names_the_fix(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", OfflineCIFAR10)
     with pytest.raises(DataError, match="downloading it failed.*Set data.root"):
-        open_source(DataConfig(source="cifar10", root=str(tmp_path / "none"), download=True), "train")
+        open_source(
+            DataConfig(source="cifar10", root=str(tmp_path / "none"), download=True), "train"
+        )
 
 
 def _write_folder(root: Path, images_per_class: int = 3, size: int = 32) -> None:
@@ -88,7 +90,9 @@ def _write_folder(root: Path, images_per_class: int = 3, size: int = 32) -> None
 
 def test_image_folder_decodes_exactly_and_caches(tmp_path, monkeypatch):
     _write_folder(tmp_path / "set")
-    config = DataConfig(source="image_folder", root=str(tmp_path / "set"), cache_dir=str(tmp_path / "cache"))
+    config = DataConfig(
+        source="image_folder", root=str(tmp_path / "set"), cache_dir=str(tmp_path / "cache")
+    )
     source = open_source(config, "train")
     assert source.class_names == ["a", "b"] and source.labels.tolist() == [0, 0, 0, 1, 1, 1]
     images = source.load(np.array([4, 1]))
@@ -105,7 +109,9 @@ def test_image_folder_decodes_exactly_and_caches(tmp_path, monkeypatch):
 
 def test_images_of_another_size_are_resized(tmp_path):
     _write_folder(tmp_path / "set", size=40)
-    config = DataConfig(source="image_folder", root=str(tmp_path / "set"), cache_dir=str(tmp_path / "cache"))
+    config = DataConfig(
+        source="image_folder", root=str(tmp_path / "set"), cache_dir=str(tmp_path / "cache")
+    )
     assert open_source(config, "train").load(np.array([0])).shape == (1, 32, 32, 3)
 
 
@@ -113,7 +119,12 @@ def test_corrupt_image_is_reported_by_path(tmp_path):
     _write_folder(tmp_path / "set")
     broken = tmp_path / "set" / "train" / "a" / "0.png"
     broken.write_bytes(b"not an image")
-    config = DataConfig(source="image_folder", root=str(tmp_path / "set"), cache_dir=str(tmp_path / "cache"), profile="none")
+    config = DataConfig(
+        source="image_folder",
+        root=str(tmp_path / "set"),
+        cache_dir=str(tmp_path / "cache"),
+        profile="none",
+    )
     with pytest.raises(DataError, match=r"cannot decode image .*0\.png"):
         load_data(config)
 
@@ -125,8 +136,19 @@ def test_wrong_number_of_classes_is_refused(tmp_path):
 
 
 def test_real_jpeg_images_reach_the_device_as_uint8(cifar10_jpeg_root):
-    config = DataConfig(source="cifar10", root=str(cifar10_jpeg_root), max_per_class=20, imbalance_factor=10, test_per_class=5)
+    config = DataConfig(
+        source="cifar10",
+        root=str(cifar10_jpeg_root),
+        max_per_class=20,
+        imbalance_factor=10,
+        test_per_class=5,
+    )
     data = load_data(config)
-    assert data.train.images.dtype.is_floating_point is False and data.train.images.shape == (sum(data.class_counts), 3, 32, 32)
+    assert data.train.images.dtype.is_floating_point is False and data.train.images.shape == (
+        sum(data.class_counts),
+        3,
+        32,
+        32,
+    )
     assert data.test.images.shape == (50, 3, 32, 32)
     assert data.train.images.float().std() > 10  # real pictures, not blanks

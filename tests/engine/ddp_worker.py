@@ -28,7 +28,9 @@ def run(entry: dict) -> None:
 
     session_module.TrainingSession.train_epoch = train_epoch
     try:
-        tailfuse.train(entry["recipe"], entry["out"], entry["overrides"], resume=entry.get("resume", False))
+        tailfuse.train(
+            entry["recipe"], entry["out"], entry["overrides"], resume=entry.get("resume", False)
+        )
     except KeyboardInterrupt:
         pass
     finally:

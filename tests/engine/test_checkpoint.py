@@ -19,7 +19,12 @@ from tailfuse.errors import CheckpointError
 
 
 def test_round_trip(tmp_path):
-    state = {"model": {"w": torch.arange(4.0)}, "epoch": 3, "config": {"name": "x"}, "rng": capture_rng_state()}
+    state = {
+        "model": {"w": torch.arange(4.0)},
+        "epoch": 3,
+        "config": {"name": "x"},
+        "rng": capture_rng_state(),
+    }
     save_checkpoint(state, tmp_path / "c.pt")
     loaded = load_checkpoint(tmp_path / "c.pt")
     assert torch.equal(loaded["model"]["w"], torch.arange(4.0)) and loaded["epoch"] == 3
@@ -59,4 +64,8 @@ def test_rng_state_survives_a_checkpoint(tmp_path):
     expected = (torch.rand(3), np.random.rand(3), random.random())
     restore_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
     again = (torch.rand(3), np.random.rand(3), random.random())
-    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
+    assert (
+        torch.equal(expected[0], again[0])
+        and np.array_equal(expected[1], again[1])
+        and expected[2] == again[2]
+    )

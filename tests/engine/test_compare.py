@@ -18,18 +18,31 @@ from ..conftest import tiny_overrides
 
 def test_parse_row_label_recipe_and_overrides():
     row = parse_row("DR + H2T=cifar10_lt_quick_dr_h2t:method.h2t.ratio=0.5 train.epochs=3")
-    assert (row.label, row.recipe, row.overrides) == ("DR + H2T", "cifar10_lt_quick_dr_h2t", ["method.h2t.ratio=0.5", "train.epochs=3"])
+    assert (row.label, row.recipe, row.overrides) == (
+        "DR + H2T",
+        "cifar10_lt_quick_dr_h2t",
+        ["method.h2t.ratio=0.5", "train.epochs=3"],
+    )
     assert parse_row("cifar10_lt_quick").label == "cifar10_lt_quick"
 
 
 def test_markdown_table_prints_paper_figures_and_the_difference():
     entry = {"value": "GCL", "runs": 2, "paper": 48.61}
-    for column, (mean, std) in {"all": (50.0, 1.0), "many": (60.0, 0.5), "medium": (40.0, 0.0), "few": (30.0, 2.0),
-                                "macro_precision": (55.5, 0.25), "ece": (3.0, 0.125)}.items():
+    for column, (mean, std) in {
+        "all": (50.0, 1.0),
+        "many": (60.0, 0.5),
+        "medium": (40.0, 0.0),
+        "few": (30.0, 2.0),
+        "macro_precision": (55.5, 0.25),
+        "ece": (3.0, 0.125),
+    }.items():
         entry[f"{column}_mean"], entry[f"{column}_std"] = mean, std
     table = markdown_table([entry])
     assert "paper (all) | Δ all |" in table.splitlines()[0]
-    assert "| GCL | 2 | 50.00 ± 1.00 | 60.00 ± 0.50 | 40.00 ± 0.00 | 30.00 ± 2.00 | 55.50 ± 0.25 | 3.00 ± 0.12 | 48.61 | +1.39 |" in table
+    assert (
+        "| GCL | 2 | 50.00 ± 1.00 | 60.00 ± 0.50 | 40.00 ± 0.00 | 30.00 ± 2.00 | 55.50 ± 0.25 | 3.00 ± 0.12 | 48.61 | +1.39 |"
+        in table
+    )
 
 
 def test_markdown_table_shows_no_spread_for_a_single_run():
@@ -54,20 +67,35 @@ def test_the_data_location_is_part_of_a_runs_identity(tmp_path, monkeypatch):
     lossless.mkdir()
     (tmp_path / "link").symlink_to(jpeg)
     monkeypatch.chdir(tmp_path)
-    roots = {"jpeg": str(jpeg), "lossless": str(lossless), "relative": "./cifar10-jpeg", "symlink": str(tmp_path / "link")}
+    roots = {
+        "jpeg": str(jpeg),
+        "lossless": str(lossless),
+        "relative": "./cifar10-jpeg",
+        "symlink": str(tmp_path / "link"),
+    }
 
     def planned(rows, overrides):
         _, cells = plan_runs([parse_row(row) for row in rows], [0], tmp_path / "out", overrides)
-        return {label: (cells[(label, 0)].run_dir, cells[(label, 0)].config.init.run_dir) for label, _ in cells}
+        return {
+            label: (cells[(label, 0)].run_dir, cells[(label, 0)].config.init.run_dir)
+            for label, _ in cells
+        }
 
     # in each row's overrides
-    runs = planned([f"{label}=cifar10_lt_quick_crt:data.root={root}" for label, root in roots.items()]
-                   + [f"quiet=cifar10_lt_quick_crt:data.root={jpeg} train.threads=1 train.progress=false"], [])
+    runs = planned(
+        [f"{label}=cifar10_lt_quick_crt:data.root={root}" for label, root in roots.items()]
+        + [f"quiet=cifar10_lt_quick_crt:data.root={jpeg} train.threads=1 train.progress=false"],
+        [],
+    )
     assert runs["jpeg"][0] != runs["lossless"][0] and runs["jpeg"][1] != runs["lossless"][1]
     assert runs["relative"] == runs["symlink"] == runs["quiet"] == runs["jpeg"]
     # in --set, which also reaches stage 1 through init.overrides
-    by_set = {label: planned(["cRT=cifar10_lt_quick_crt"], [f"data.root={root}", "train.progress=false"])["cRT"]
-              for label, root in roots.items()}
+    by_set = {
+        label: planned(["cRT=cifar10_lt_quick_crt"], [f"data.root={root}", "train.progress=false"])[
+            "cRT"
+        ]
+        for label, root in roots.items()
+    }
     assert by_set["jpeg"] == by_set["relative"] == by_set["symlink"] == runs["jpeg"]
     assert by_set["lossless"] == runs["lossless"]
 
@@ -85,7 +113,9 @@ def test_pretrained_weights_enter_a_runs_identity_as_the_resolved_file(tmp_path,
         return plan_runs([row], [0], tmp_path / "out", [])[1][("CE", 0)].run_dir
 
     relative = run_dir(first, "./weights/w.pth")
-    assert relative == run_dir(tmp_path, "a/weights/w.pth") == run_dir(tmp_path, "link/weights/w.pth")
+    assert (
+        relative == run_dir(tmp_path, "a/weights/w.pth") == run_dir(tmp_path, "link/weights/w.pth")
+    )
     assert relative == run_dir(second, str(first / "weights" / "w.pth"))
     assert run_dir(second, "./weights/w.pth") != relative
 
@@ -114,15 +144,30 @@ def test_compare_two_recipes_two_seeds_then_reuse(cifar10_jpeg_root, tmp_path, c
     published.write_text("- {label: CE, paper: 70.70, source: 'FFN Table 5'}\n")
     overrides = [f"--set={item}" for item in tiny_overrides(cifar10_jpeg_root, epochs=1)]
     overrides += ["--set=train.max_steps_per_epoch=2", "--set=train.eval_every=0"]
-    arguments = ["compare", "CE=cifar10_lt_quick_ce", "Balanced Softmax=cifar10_lt_quick_balanced_softmax",
-                 *overrides, "--seeds", "0", "1", "--published", str(published), "--out", str(out)]
+    arguments = [
+        "compare",
+        "CE=cifar10_lt_quick_ce",
+        "Balanced Softmax=cifar10_lt_quick_balanced_softmax",
+        *overrides,
+        "--seeds",
+        "0",
+        "1",
+        "--published",
+        str(published),
+        "--out",
+        str(out),
+    ]
     assert main(arguments) == 0
     printed = capsys.readouterr().out
     assert "| CE | 2 |" in printed and "70.70 |" in printed
 
     report = json.loads((out / "compare.json").read_text())
-    assert [(run["value"], run["seed"]) for run in report["runs"]] == [("CE", 0), ("CE", 1), ("Balanced Softmax", 0),
-                                                                      ("Balanced Softmax", 1)]
+    assert [(run["value"], run["seed"]) for run in report["runs"]] == [
+        ("CE", 0),
+        ("CE", 1),
+        ("Balanced Softmax", 0),
+        ("Balanced Softmax", 1),
+    ]
     for run in report["runs"]:
         results = json.loads((tmp_path / run["run_dir"] / "results.json").read_text())
         assert results["seed"] == run["seed"]
@@ -131,16 +176,23 @@ def test_compare_two_recipes_two_seeds_then_reuse(cifar10_jpeg_root, tmp_path, c
         assert run["macro_precision"] == results["test"]["macro_precision"]
     ce = [run for run in report["runs"] if run["value"] == "CE"]
     summary = report["summary"][0]
-    assert summary["value"] == "CE" and summary["all_mean"] == pytest.approx((ce[0]["all"] + ce[1]["all"]) / 2)
+    assert summary["value"] == "CE" and summary["all_mean"] == pytest.approx(
+        (ce[0]["all"] + ce[1]["all"]) / 2
+    )
     assert summary["all_std"] == pytest.approx(abs(ce[0]["all"] - ce[1]["all"]) / 2**0.5)
     assert summary["difference"] == pytest.approx(summary["all_mean"] - 70.70)
     assert report["summary"][1]["paper"] is None
     with (out / "compare.csv").open() as handle:
         assert [line["method"] for line in csv.DictReader(handle)] == ["CE", "Balanced Softmax"]
-    assert (out / "compare.png").stat().st_size > 1000 and "| CE | 2 |" in (out / "compare.md").read_text()
+    assert (out / "compare.png").stat().st_size > 1000 and "| CE | 2 |" in (
+        out / "compare.md"
+    ).read_text()
 
     # a second call re-uses every finished run
-    stamps = {run["run_dir"]: (tmp_path / run["run_dir"] / "results.json").stat().st_mtime_ns for run in report["runs"]}
+    stamps = {
+        run["run_dir"]: (tmp_path / run["run_dir"] / "results.json").stat().st_mtime_ns
+        for run in report["runs"]
+    }
     assert main(arguments) == 0
     for run_dir, stamp in stamps.items():
         assert (tmp_path / run_dir / "results.json").stat().st_mtime_ns == stamp
@@ -148,21 +200,33 @@ def test_compare_two_recipes_two_seeds_then_reuse(cifar10_jpeg_root, tmp_path, c
 
 
 @pytest.mark.slow
-def test_stage2_rows_share_the_stage1_run_of_each_seed_with_the_stage1_row(cifar10_jpeg_root, tmp_path):
+def test_stage2_rows_share_the_stage1_run_of_each_seed_with_the_stage1_row(
+    cifar10_jpeg_root, tmp_path
+):
     """CE + mixup (cifar10_lt_quick) is cRT's stage 1: per seed, one run serves both rows."""
     import tailfuse
 
-    overrides = [*tiny_overrides(cifar10_jpeg_root, epochs=1), "train.max_steps_per_epoch=2", "train.eval_every=0"]
+    overrides = [
+        *tiny_overrides(cifar10_jpeg_root, epochs=1),
+        "train.max_steps_per_epoch=2",
+        "train.eval_every=0",
+    ]
     rows = ["CE + mixup=cifar10_lt_quick", "cRT=cifar10_lt_quick_crt"]
-    summary = tailfuse.compare(rows, [0, 1], tmp_path, overrides, jobs=2, threads=2)  # two processes, a thread each
+    summary = tailfuse.compare(
+        rows, [0, 1], tmp_path, overrides, jobs=2, threads=2
+    )  # two processes, a thread each
     assert [entry["value"] for entry in summary] == ["CE + mixup", "cRT"]
     runs = sorted(path.name for path in (tmp_path / "runs").iterdir())
     assert len(runs) == 4 and sum(name.startswith("cifar10_lt_quick-") for name in runs) == 2
     report = json.loads((tmp_path / "compare.json").read_text())
-    stage1_dirs = {run["seed"]: run["run_dir"] for run in report["runs"] if run["value"] == "CE + mixup"}
+    stage1_dirs = {
+        run["seed"]: run["run_dir"] for run in report["runs"] if run["value"] == "CE + mixup"
+    }
     for run in report["runs"]:
         if run["value"] == "cRT":
             saved = json.loads((tmp_path / run["run_dir"] / "results.json").read_text())
             assert saved["seed"] == run["seed"]
             config = (tmp_path / run["run_dir"] / "config.yaml").read_text()
-            assert stage1_dirs[run["seed"]] in config  # init.run_dir: the CE + mixup run of the same seed
+            assert (
+                stage1_dirs[run["seed"]] in config
+            )  # init.run_dir: the CE + mixup run of the same seed

@@ -25,7 +25,9 @@ pytestmark = [
 
 
 def _session(root, **extra) -> TrainingSession:
-    overrides = tiny_overrides(root, epochs=1, **{"train.device": "cuda", "train.precision": "bf16", **extra})
+    overrides = tiny_overrides(
+        root, epochs=1, **{"train.device": "cuda", "train.precision": "bf16", **extra}
+    )
     config = load_recipe("cifar10_lt_quick", overrides)
     runtime = make_runtime(config.train)
     data = load_data(config.data, runtime.device)
@@ -61,7 +63,9 @@ def _randomness(session):
 def test_host_synchronisations_do_not_grow_with_the_steps(cifar10_jpeg_root):
     """bf16 has no loss scaler; with the finite-loss check at epoch end only, the step loop never waits
     for the GPU: an epoch of 2 steps and one of 5 synchronise equally often."""
-    session = _session(cifar10_jpeg_root, **{"train.check_finite_every": 0, "data.max_per_class": 80})
+    session = _session(
+        cifar10_jpeg_root, **{"train.check_finite_every": 0, "data.max_per_class": 80}
+    )
     assert session.steps_per_epoch >= 5
     _synchronisations(session, 1)  # warm-up: cuDNN autotuning, allocations
     assert _synchronisations(session, 2) == _synchronisations(session, 5)
@@ -69,8 +73,11 @@ def test_host_synchronisations_do_not_grow_with_the_steps(cifar10_jpeg_root):
 
 def test_fp16_with_the_grad_scaler_trains_and_stays_finite(cifar10_jpeg_root, tmp_path):
     results = tailfuse.train(
-        "cifar10_lt_quick", tmp_path / "run",
-        tiny_overrides(cifar10_jpeg_root, epochs=1, **{"train.device": "cuda", "train.precision": "fp16"}),
+        "cifar10_lt_quick",
+        tmp_path / "run",
+        tiny_overrides(
+            cifar10_jpeg_root, epochs=1, **{"train.device": "cuda", "train.precision": "fp16"}
+        ),
     )
     assert results["environment"]["precision"] == "fp16" and results["test"]["num_samples"] == 100
 
@@ -80,17 +87,32 @@ def test_compiled_model_gives_the_eager_losses(cifar10_jpeg_root):
     compiled = _session(cifar10_jpeg_root, **{"train.precision": "fp32", "train.compile": "true"})
     first, second = eager.train_epoch(0, max_steps=2), compiled.train_epoch(0, max_steps=2)
     assert abs(first["train_loss"] - second["train_loss"]) < 1e-3 * abs(first["train_loss"])
-    assert set(eager.model.state_dict()) == set(compiled.model.state_dict())  # checkpoints keep their keys
+    assert set(eager.model.state_dict()) == set(
+        compiled.model.state_dict()
+    )  # checkpoints keep their keys
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices for NCCL")
 def test_two_gpus_with_nccl_equal_one_gpu_with_sync_batchnorm(cifar10_jpeg_root, tmp_path):
     from .test_distributed import _largest_difference, _model, _torchrun
 
-    overrides = tiny_overrides(cifar10_jpeg_root, epochs=1, **{
-        "train.device": "cuda", "train.precision": "fp64", "train.sync_batchnorm": "true",
-        "train.max_steps_per_epoch": 2, "train.deterministic": "true",
-    })
+    overrides = tiny_overrides(
+        cifar10_jpeg_root,
+        epochs=1,
+        **{
+            "train.device": "cuda",
+            "train.precision": "fp64",
+            "train.sync_batchnorm": "true",
+            "train.max_steps_per_epoch": 2,
+            "train.deterministic": "true",
+        },
+    )
     tailfuse.train("cifar10_lt_quick", tmp_path / "one", overrides)
-    _torchrun([{"recipe": "cifar10_lt_quick", "overrides": overrides, "out": str(tmp_path / "two")}], tmp_path)
-    assert _largest_difference(_model(tmp_path / "one")["model"], _model(tmp_path / "two")["model"]) < 1e-6
+    _torchrun(
+        [{"recipe": "cifar10_lt_quick", "overrides": overrides, "out": str(tmp_path / "two")}],
+        tmp_path,
+    )
+    assert (
+        _largest_difference(_model(tmp_path / "one")["model"], _model(tmp_path / "two")["model"])
+        < 1e-6
+    )

@@ -30,7 +30,12 @@ TOLERANCE = 1e-8
 
 
 def _overrides(root, **extra) -> list[str]:
-    values = {"train.precision": "fp64", "train.max_steps_per_epoch": 2, "train.sync_batchnorm": "true", **extra}
+    values = {
+        "train.precision": "fp64",
+        "train.max_steps_per_epoch": 2,
+        "train.sync_batchnorm": "true",
+        **extra,
+    }
     return tiny_overrides(root, epochs=2, **values)
 
 
@@ -38,9 +43,20 @@ def _torchrun(plan: list[dict], folder: Path) -> None:
     plan_path = folder / "plan.json"
     plan_path.write_text(json.dumps(plan))
     source = str(Path(tailfuse.__file__).resolve().parents[1])
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")]),
-                   "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER), str(plan_path)]
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(WORKER),
+        str(plan_path),
+    ]
     finished = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=900)
     assert finished.returncode == 0, finished.stderr[-4000:]
 
@@ -67,21 +83,44 @@ def runs(cifar10_jpeg_root, tmp_path_factory):
     folder = tmp_path_factory.mktemp("ddp")
     stage1 = _overrides(cifar10_jpeg_root)
     per_process_bn = _overrides(cifar10_jpeg_root, **{"train.sync_batchnorm": "false"})
-    ifl = _overrides(cifar10_jpeg_root, **{
-        "method.name": "ifl", "method.update_milestones": "[0]", "method.center_milestones": "[0]",
-        "method.center_weights": "[0.01]",
-    })
+    ifl = _overrides(
+        cifar10_jpeg_root,
+        **{
+            "method.name": "ifl",
+            "method.update_milestones": "[0]",
+            "method.center_milestones": "[0]",
+            "method.center_weights": "[0.01]",
+        },
+    )
     tailfuse.train("cifar10_lt_quick", folder / "stage1_one", stage1)
-    stage2 = _overrides(cifar10_jpeg_root, **{"init.checkpoint": folder / "stage1_one" / "checkpoints" / "last.pt"})
+    stage2 = _overrides(
+        cifar10_jpeg_root, **{"init.checkpoint": folder / "stage1_one" / "checkpoints" / "last.pt"}
+    )
     tailfuse.train("cifar10_lt_quick_dr_h2t", folder / "h2t_one", stage2)
     tailfuse.train("cifar10_lt_quick", folder / "ifl_one", ifl)
-    _torchrun([
-        {"recipe": "cifar10_lt_quick", "overrides": stage1, "out": str(folder / "stage1_two")},
-        {"recipe": "cifar10_lt_quick", "overrides": per_process_bn, "out": str(folder / "stage1_two_local_bn")},
-        {"recipe": "cifar10_lt_quick_dr_h2t", "overrides": stage2, "out": str(folder / "h2t_two")},
-        {"recipe": "cifar10_lt_quick", "overrides": ifl, "out": str(folder / "ifl_two")},
-        {"recipe": "cifar10_lt_quick", "overrides": stage1, "out": str(folder / "resumed"), "interrupt_at_epoch": 1},
-    ], folder)
+    _torchrun(
+        [
+            {"recipe": "cifar10_lt_quick", "overrides": stage1, "out": str(folder / "stage1_two")},
+            {
+                "recipe": "cifar10_lt_quick",
+                "overrides": per_process_bn,
+                "out": str(folder / "stage1_two_local_bn"),
+            },
+            {
+                "recipe": "cifar10_lt_quick_dr_h2t",
+                "overrides": stage2,
+                "out": str(folder / "h2t_two"),
+            },
+            {"recipe": "cifar10_lt_quick", "overrides": ifl, "out": str(folder / "ifl_two")},
+            {
+                "recipe": "cifar10_lt_quick",
+                "overrides": stage1,
+                "out": str(folder / "resumed"),
+                "interrupt_at_epoch": 1,
+            },
+        ],
+        folder,
+    )
     assert load_checkpoint(folder / "resumed" / "checkpoints" / "last.pt")["epoch"] == 1
     tailfuse.train("cifar10_lt_quick", folder / "resumed", stage1, resume=True)  # on one process
     return folder
@@ -93,7 +132,10 @@ def test_two_processes_with_sync_batchnorm_equal_one_process(runs, name):
     one, two = _model(runs / f"{name}_one"), _model(runs / f"{name}_two")
     assert _largest_difference(one["model"], two["model"]) < TOLERANCE
     for module in one["method_modules"]:  # IFL: environments rebuilt from the gathered confidences
-        assert _largest_difference(one["method_modules"][module], two["method_modules"][module]) < TOLERANCE
+        assert (
+            _largest_difference(one["method_modules"][module], two["method_modules"][module])
+            < TOLERANCE
+        )
     first, second = _test_metrics(runs / f"{name}_one"), _test_metrics(runs / f"{name}_two")
     assert first["top1"] == second["top1"] and first["num_samples"] == second["num_samples"] == 100
     assert first["per_class_accuracy"] == second["per_class_accuracy"]
@@ -110,18 +152,30 @@ def test_ifl_environments_were_rebuilt_from_every_process_records(runs):
 @pytest.mark.slow
 def test_per_process_batchnorm_differs_from_the_global_batch(runs):
     """The default (each process normalises its share, as DataParallel did) is not the one-process run."""
-    difference = _largest_difference(_model(runs / "stage1_one")["model"], _model(runs / "stage1_two_local_bn")["model"])
-    print(f"per-process BatchNorm, 2 processes vs 1, 4 steps of 32: largest weight difference {difference:.2e}")
+    difference = _largest_difference(
+        _model(runs / "stage1_one")["model"], _model(runs / "stage1_two_local_bn")["model"]
+    )
+    print(
+        f"per-process BatchNorm, 2 processes vs 1, 4 steps of 32: largest weight difference {difference:.2e}"
+    )
     assert difference > 1e3 * TOLERANCE
 
 
 @pytest.mark.slow
 def test_a_two_process_run_resumed_on_one_process_equals_the_one_process_run(runs):
-    assert _largest_difference(_model(runs / "stage1_one")["model"], _model(runs / "resumed")["model"]) < TOLERANCE
+    assert (
+        _largest_difference(_model(runs / "stage1_one")["model"], _model(runs / "resumed")["model"])
+        < TOLERANCE
+    )
     lines = (runs / "resumed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
-    assert json.loads((runs / "resumed" / "results.json").read_text())["environment"]["processes"] == 1
-    assert json.loads((runs / "stage1_two" / "results.json").read_text())["environment"]["processes"] == 2
+    assert (
+        json.loads((runs / "resumed" / "results.json").read_text())["environment"]["processes"] == 1
+    )
+    assert (
+        json.loads((runs / "stage1_two" / "results.json").read_text())["environment"]["processes"]
+        == 2
+    )
 
 
 def _batchnorm_worker(rank: int, port: int, folder: str) -> None:
@@ -134,26 +188,39 @@ def _batchnorm_worker(rank: int, port: int, folder: str) -> None:
     images, labels = _batchnorm_data()
     model = convert_sync_batchnorm(_batchnorm_model(), torch.device("cpu"))
     share = slice(*share_bounds(len(labels), rank, 2))  # 5 and 4 images: unequal shares
-    loss = torch.nn.functional.cross_entropy(model(images[share]), labels[share], reduction="sum") / len(labels)
+    loss = torch.nn.functional.cross_entropy(
+        model(images[share]), labels[share], reduction="sum"
+    ) / len(labels)
     loss.backward()
-    for parameter in model.parameters():  # what DDP does, with the sum already over the global batch
+    for (
+        parameter
+    ) in model.parameters():  # what DDP does, with the sum already over the global batch
         dist.all_reduce(parameter.grad)
     if rank == 0:
-        torch.save([p.grad for p in model.parameters()] + [model[1].running_mean, model[1].running_var], f"{folder}/two.pt")
+        torch.save(
+            [p.grad for p in model.parameters()] + [model[1].running_mean, model[1].running_var],
+            f"{folder}/two.pt",
+        )
     dist.destroy_process_group()
 
 
 def _batchnorm_model():
     torch.manual_seed(0)
     return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-        torch.nn.Flatten(), torch.nn.Linear(4, 3),
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 3),
     ).double()
 
 
 def _batchnorm_data():
     generator = torch.Generator().manual_seed(1)
-    return torch.randn(9, 3, 6, 6, generator=generator, dtype=torch.float64), torch.randint(3, (9,), generator=generator)
+    return torch.randn(9, 3, 6, 6, generator=generator, dtype=torch.float64), torch.randint(
+        3, (9,), generator=generator
+    )
 
 
 def test_cross_process_batchnorm_gives_the_whole_batch_statistics_and_gradients(tmp_path):

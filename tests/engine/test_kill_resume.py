@@ -80,7 +80,17 @@ def test_a_run_killed_at_a_checkpoint_resumes_exactly(trees, straight, tmp_path,
 
     run = tmp_path / "killed"
     environment = {**os.environ, "PYTHONPATH": str(REPOSITORY / "src")}
-    command = [sys.executable, "-c", KILLING_DRIVER, moment, "train", "cifar10_lt_quick", *overrides, "--out", str(run)]
+    command = [
+        sys.executable,
+        "-c",
+        KILLING_DRIVER,
+        moment,
+        "train",
+        "cifar10_lt_quick",
+        *overrides,
+        "--out",
+        str(run),
+    ]
     killed = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
     assert killed.returncode == -9, killed.stderr
     expected_epoch = 1 if moment == "during-write" else 2
@@ -103,5 +113,8 @@ def test_a_run_killed_at_a_checkpoint_resumes_exactly(trees, straight, tmp_path,
     assert resumed_results["selection"] == straight_results["selection"]
     assert [record["epoch"] for record in _records(run)] == [1, 2, 3]
     assert _records(run) == _records(straight)
-    assert all(set(TIMING) <= json.loads(line).keys() for line in (run / "metrics.jsonl").read_text().splitlines()[-1:])
+    assert all(
+        set(TIMING) <= json.loads(line).keys()
+        for line in (run / "metrics.jsonl").read_text().splitlines()[-1:]
+    )
     assert not [p for p in run.rglob("*.tmp")]

@@ -26,7 +26,13 @@ def in_memory_data(device="cpu"):
     split = LabelledImages(images.to(device), labels.to(device))
     groups = {"many": [0], "medium": [1], "few": [2, 3]}
     return SimpleNamespace(
-        train=split, test=split, validation=None, named_tests={}, num_classes=4, class_counts=COUNTS, plan=SimpleNamespace(groups=groups)
+        train=split,
+        test=split,
+        validation=None,
+        named_tests={},
+        num_classes=4,
+        class_counts=COUNTS,
+        plan=SimpleNamespace(groups=groups),
     )
 
 
@@ -35,11 +41,19 @@ def erm_session(precision: str, device: str = "cpu") -> TrainingSession:
         {
             "model": {"backbone": "resnet32"},
             "method": {"name": "erm"},
-            "train": {"batch_size": 12, "epochs": 1, "max_steps_per_epoch": 2, "precision": precision, "device": device},
+            "train": {
+                "batch_size": 12,
+                "epochs": 1,
+                "max_steps_per_epoch": 2,
+                "precision": precision,
+                "device": device,
+            },
         }
     )
     torch.manual_seed(0)
-    return TrainingSession(config, in_memory_data(device), Runtime(torch.device(device), precision, False))
+    return TrainingSession(
+        config, in_memory_data(device), Runtime(torch.device(device), precision, False)
+    )
 
 
 class DtypeRecorder(nn.Module):
@@ -75,7 +89,9 @@ def test_bf16_autocast_runs_the_forward_pass_in_bfloat16_and_stays_close_to_fp32
 def streamed(tmp_path_factory):
     from ..fakes import write_list_file_dataset
 
-    return write_list_file_dataset(tmp_path_factory.mktemp("streamed"), train_counts=[6, 4, 3, 2], test_per_class=3)
+    return write_list_file_dataset(
+        tmp_path_factory.mktemp("streamed"), train_counts=[6, 4, 3, 2], test_per_class=3
+    )
 
 
 def streamed_session(files, workers: int) -> TrainingSession:
@@ -105,10 +121,16 @@ def streamed_session(files, workers: int) -> TrainingSession:
 
 
 def test_dataloader_workers_deliver_the_sampled_images_reproducibly(streamed):
-    sessions = [streamed_session(streamed, 2), streamed_session(streamed, 2), streamed_session(streamed, 0)]
+    sessions = [
+        streamed_session(streamed, 2),
+        streamed_session(streamed, 2),
+        streamed_session(streamed, 0),
+    ]
     assert sessions[0].steps_per_epoch == 3  # 15 images, batches of 5
     # evaluation (resize + center crop: no randomness) gives the same logits with and without workers
-    assert torch.equal(sessions[0].predict(sessions[0].data.test), sessions[2].predict(sessions[2].data.test))
+    assert torch.equal(
+        sessions[0].predict(sessions[0].data.test), sessions[2].predict(sessions[2].data.test)
+    )
     # every batch a worker delivers carries the labels of the indices the sampler chose, in order
     session = sessions[0]
     order = session.samplers["main"].epoch_indices(torch.Generator().manual_seed(0))
@@ -147,7 +169,9 @@ def test_cuda_predictions_match_the_cpu_and_a_bf16_cuda_step_runs_in_bfloat16():
     ("precision", "native", "warned"),
     [("bf16", False, True), ("bf16", True, False), ("fp32", False, False)],
 )
-def test_bf16_on_a_cpu_without_native_bfloat16_warns(monkeypatch, capsys, precision, native, warned):
+def test_bf16_on_a_cpu_without_native_bfloat16_warns(
+    monkeypatch, capsys, precision, native, warned
+):
     """bf16 autocast is emulated (over 10x slower) on AVX2-only CPUs: the run says so once."""
     from tailfuse.config import TrainConfig
     from tailfuse.engine import runtime
@@ -160,7 +184,9 @@ def test_bf16_on_a_cpu_without_native_bfloat16_warns(monkeypatch, capsys, precis
 
 
 @pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
-def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bfloat16(monkeypatch, capsys, native, expected):
+def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bfloat16(
+    monkeypatch, capsys, native, expected
+):
     """``precision: auto`` (the quick recipes): bf16 where it is fast, fp32 where it is emulated,
     and no bf16 warning either way."""
     from tailfuse.config import TrainConfig

@@ -42,9 +42,16 @@ def make_checkpoint(path, recipe, overrides=(), edit=None):
             "epoch": 1,
             "session": {
                 "model": model.state_dict(),
-                "method_modules": {name: module.state_dict() for name, module in method.modules_to_save().items()},
+                "method_modules": {
+                    name: module.state_dict() for name, module in method.modules_to_save().items()
+                },
             },
-            "data": {"class_names": FREQUENCY_ORDER, "class_counts": COUNTS, "subset_checksum": "-", "total": sum(COUNTS)},
+            "data": {
+                "class_names": FREQUENCY_ORDER,
+                "class_counts": COUNTS,
+                "subset_checksum": "-",
+                "total": sum(COUNTS),
+            },
         },
         path,
     )
@@ -54,7 +61,9 @@ def make_checkpoint(path, recipe, overrides=(), edit=None):
 def calibrate_batchnorm(modules):
     """Running BatchNorm statistics from one random batch, so logits have a trained model's scale."""
     for module in modules:
-        if isinstance(module, torch.nn.Module) and any(isinstance(m, torch.nn.BatchNorm2d) for m in module.modules()):
+        if isinstance(module, torch.nn.Module) and any(
+            isinstance(m, torch.nn.BatchNorm2d) for m in module.modules()
+        ):
             for layer in module.modules():
                 if isinstance(layer, torch.nn.BatchNorm2d):
                     layer.momentum = None  # a cumulative average: one batch sets the statistics
@@ -83,7 +92,11 @@ def _posthoc(model, method, images):  # z - 1 * log(n_c / N)
 
 
 def _cosine(model, method, images):  # 16 * cos(f, w_j)
-    return 16.0 * F.normalize(pooled(model.backbone, images), dim=1) @ F.normalize(model.head.weight, dim=0)
+    return (
+        16.0
+        * F.normalize(pooled(model.backbone, images), dim=1)
+        @ F.normalize(model.head.weight, dim=0)
+    )
 
 
 def _ffn(model, method, images):  # 0.3 cos(f_kps, W) + 0.7 cos(f_ce, W), raw cosines
@@ -120,7 +133,9 @@ def new_images(cifar10_jpeg_root, tmp_path_factory):
 @pytest.mark.parametrize("case", list(CASES))
 def test_predict_follows_the_method_formula(case, new_images, tmp_path):
     recipe, overrides, edit, formula = CASES[case]
-    model, method = make_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", recipe, overrides, edit)
+    model, method = make_checkpoint(
+        tmp_path / "run" / "checkpoints" / "last.pt", recipe, overrides, edit
+    )
     predictor = Predictor.from_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", "cpu")
     images = predictor.load_images(expand_image_paths([str(new_images)]))
     with torch.no_grad():
@@ -133,15 +148,23 @@ def test_predict_follows_the_method_formula(case, new_images, tmp_path):
 
 def check_onnx_export(case, new_images, tmp_path):
     recipe, overrides, edit, formula = CASES[case]
-    model, method = make_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", recipe, overrides, edit)
-    metadata = export_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", tmp_path / "m.onnx", "onnx", [str(new_images)])
-    assert metadata["parity"]["max_abs_logit_difference"] <= 1e-4 and metadata["parity"]["images"] == 6
+    model, method = make_checkpoint(
+        tmp_path / "run" / "checkpoints" / "last.pt", recipe, overrides, edit
+    )
+    metadata = export_checkpoint(
+        tmp_path / "run" / "checkpoints" / "last.pt", tmp_path / "m.onnx", "onnx", [str(new_images)]
+    )
+    assert (
+        metadata["parity"]["max_abs_logit_difference"] <= 1e-4 and metadata["parity"]["images"] == 6
+    )
     import onnxruntime
 
-    images = Predictor.from_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", "cpu").load_images(
-        expand_image_paths([str(new_images)])
+    images = Predictor.from_checkpoint(
+        tmp_path / "run" / "checkpoints" / "last.pt", "cpu"
+    ).load_images(expand_image_paths([str(new_images)]))
+    session = onnxruntime.InferenceSession(
+        str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]
     )
-    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     exported = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
     with torch.no_grad():
         assert torch.allclose(exported, formula(model, method, images), atol=1e-4)
@@ -163,28 +186,42 @@ def test_onnx_export_of_every_prediction_path(case, new_images, tmp_path):
 def test_torchscript_export_of_lws_and_the_predict_table(new_images, tmp_path):
     recipe, overrides, edit, formula = CASES["lws"]
     model, method = make_checkpoint(tmp_path / "last.pt", recipe, overrides, edit)
-    metadata = export_checkpoint(tmp_path / "last.pt", tmp_path / "lws.pt", "torchscript", [str(new_images / "*.jpg")])
+    metadata = export_checkpoint(
+        tmp_path / "last.pt", tmp_path / "lws.pt", "torchscript", [str(new_images / "*.jpg")]
+    )
     assert metadata["parity"]["max_abs_logit_difference"] <= 1e-4
     predictor = Predictor.from_checkpoint(tmp_path / "last.pt", "cpu")
     images = predictor.load_images(expand_image_paths([str(new_images)]))
     with torch.no_grad():
-        assert torch.allclose(torch.jit.load(str(tmp_path / "lws.pt"))(images), formula(model, method, images), atol=1e-4)
+        assert torch.allclose(
+            torch.jit.load(str(tmp_path / "lws.pt"))(images),
+            formula(model, method, images),
+            atol=1e-4,
+        )
     rows = predictor.predict_files(expand_image_paths([str(new_images)]), top_k=2, batch_size=4)
     probabilities = torch.softmax(formula(model, method, images).double(), dim=1)
     top = probabilities.topk(2, dim=1)
     for row, values, indices in zip(rows, top.values.tolist(), top.indices.tolist(), strict=True):
         assert [p["index"] for p in row["predictions"]] == indices
         assert [p["class"] for p in row["predictions"]] == [FREQUENCY_ORDER[i] for i in indices]
-        assert [p["probability"] for p in row["predictions"]] == pytest.approx(values, abs=1e-6)  # batches of 4 vs 6: float32 rounding
+        assert [p["probability"] for p in row["predictions"]] == pytest.approx(
+            values, abs=1e-6
+        )  # batches of 4 vs 6: float32 rounding
     text = predictions_text(rows, "csv").splitlines()
     assert text[0] == "path,class_1,probability_1,class_2,probability_2" and len(text) == 7
-    assert json.loads(predictions_text(rows, "json"))[0]["predictions"][0]["class"] == rows[0]["predictions"][0]["class"]
+    assert (
+        json.loads(predictions_text(rows, "json"))[0]["predictions"][0]["class"]
+        == rows[0]["predictions"][0]["class"]
+    )
 
 
 def test_image_paths_from_files_folders_and_globs(new_images):
     files = sorted(str(p) for p in new_images.iterdir())
     assert expand_image_paths([str(new_images)]) == files
-    assert expand_image_paths([str(new_images / "s*.jpg"), files[0]]) == [files[4], files[0]]  # ship_0, then automobile_0
+    assert expand_image_paths([str(new_images / "s*.jpg"), files[0]]) == [
+        files[4],
+        files[0],
+    ]  # ship_0, then automobile_0
     with pytest.raises(DataError, match="no image matches"):
         expand_image_paths([str(new_images / "zebra*.jpg")])
     with pytest.raises(DataError, match="not an image file, a folder or a glob"):

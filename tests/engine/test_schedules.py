@@ -20,7 +20,18 @@ def test_stage1_warmup_and_multistep():
 def test_stage2_cosine_with_lr_factor():
     schedule = ScheduleConfig(name="cosine", lr_factor=0.2)
     rates = [learning_rate(schedule, 0.1, epoch, 10) for epoch in range(10)]
-    listed = [0.02000, 0.01951, 0.01809, 0.01588, 0.01309, 0.01000, 0.00691, 0.00412, 0.00191, 0.00049]
+    listed = [
+        0.02000,
+        0.01951,
+        0.01809,
+        0.01588,
+        0.01309,
+        0.01000,
+        0.00691,
+        0.00412,
+        0.00191,
+        0.00049,
+    ]
     assert rates == pytest.approx(listed, abs=5e-6)
 
 

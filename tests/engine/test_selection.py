@@ -29,7 +29,13 @@ def scripted_training(monkeypatch):
     def train_epoch(self, epoch, progress=False, max_steps=None):
         with torch.no_grad():
             self.model.head.fc.bias[0] = float(epoch + 1)
-        return {"epoch": epoch + 1, "lr": 0.1, "train_loss": 1.0, "seconds": 1.0, "images_per_second": 1.0}
+        return {
+            "epoch": epoch + 1,
+            "lr": 0.1,
+            "train_loss": 1.0,
+            "seconds": 1.0,
+            "images_per_second": 1.0,
+        }
 
     def evaluate(self, split):
         metrics = original_evaluate(self, split)
@@ -44,13 +50,19 @@ def scripted_training(monkeypatch):
 
 @pytest.mark.parametrize(
     ("selection", "rule", "epoch", "test_top1"),
-    [("best_validation", "best_validation", 2, 10.0), ("best_test", "best_test", 3, 90.0),
-     ("auto", "best_validation", 2, 10.0)],  # auto with a validation split: its best epoch
+    [
+        ("best_validation", "best_validation", 2, 10.0),
+        ("best_test", "best_test", 3, 90.0),
+        ("auto", "best_validation", 2, 10.0),
+    ],  # auto with a validation split: its best epoch
 )
-def test_the_selected_epoch_and_its_test_score(cifar10_jpeg_root, tmp_path, scripted_training, selection, rule, epoch,
-                                               test_top1):
+def test_the_selected_epoch_and_its_test_score(
+    cifar10_jpeg_root, tmp_path, scripted_training, selection, rule, epoch, test_top1
+):
     overrides = tiny_overrides(
-        cifar10_jpeg_root, epochs=3, **{"data.validation_per_class": 2, "data.test_per_class": 2, "train.selection": selection}
+        cifar10_jpeg_root,
+        epochs=3,
+        **{"data.validation_per_class": 2, "data.test_per_class": 2, "train.selection": selection},
     )
     results = tailfuse.train("cifar10_lt_quick", tmp_path / "run", overrides)
     assert results["selection"] == {"rule": rule, "epoch": epoch}
@@ -59,8 +71,14 @@ def test_the_selected_epoch_and_its_test_score(cifar10_jpeg_root, tmp_path, scri
     assert results["final_epoch_test"]["top1"] == 90.0
     saved = torch.load(tmp_path / "run" / "checkpoints" / f"{rule}.pt", weights_only=False)
     assert saved["epoch"] == epoch and float(saved["session"]["model"]["head.fc.bias"][0]) == epoch
-    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["validation_top1"], r["test_top1"]) for r in log] == [(10.0, 50.0), (30.0, 10.0), (30.0, 90.0)]
+    log = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [(r["validation_top1"], r["test_top1"]) for r in log] == [
+        (10.0, 50.0),
+        (30.0, 10.0),
+        (30.0, 90.0),
+    ]
 
 
 def test_the_selection_rule_of_each_setting():
@@ -77,7 +95,10 @@ def test_the_selection_rule_of_each_setting():
     assert rule("best_validation", True) == "best_validation"
     assert rule("final", True) == "final" and rule("final", False) == "final"
     assert rule("best_test", False) == "best_test"
-    with pytest.raises(TailfuseError, match=r"^train.selection=best_validation needs data.validation_per_class > 0$"):
+    with pytest.raises(
+        TailfuseError,
+        match=r"^train.selection=best_validation needs data.validation_per_class > 0$",
+    ):
         rule("best_validation", False)
 
 

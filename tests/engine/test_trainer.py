@@ -18,9 +18,21 @@ def test_config_differences_name_every_changed_added_and_removed_nested_key():
     """What a resume compares: dotted keys, nested values, keys on one side only."""
     from tailfuse.engine.trainer import config_differences
 
-    saved = {"train": {"epochs": 40, "lr": 0.1}, "method": {"name": "dr", "h2t": {"ratio": 0.25}}, "seed": 0}
-    current = {"train": {"epochs": 40, "lr": 0.2}, "method": {"name": "dr", "h2t": {"ratio": 0.5, "mixing": "soft"}}}
-    assert config_differences(saved, current) == ["method.h2t.mixing", "method.h2t.ratio", "seed", "train.lr"]
+    saved = {
+        "train": {"epochs": 40, "lr": 0.1},
+        "method": {"name": "dr", "h2t": {"ratio": 0.25}},
+        "seed": 0,
+    }
+    current = {
+        "train": {"epochs": 40, "lr": 0.2},
+        "method": {"name": "dr", "h2t": {"ratio": 0.5, "mixing": "soft"}},
+    }
+    assert config_differences(saved, current) == [
+        "method.h2t.mixing",
+        "method.h2t.ratio",
+        "seed",
+        "train.lr",
+    ]
     assert config_differences(saved, saved) == []
 
 
@@ -28,8 +40,11 @@ def test_class_checks_say_which_label_differs_or_how_many_classes():
     from tailfuse.engine.trainer import check_same_classes
 
     check_same_classes(["cat", "dog"], ["cat", "dog"], "resume")
-    with pytest.raises(CheckpointError, match=r"^resume: the class folders differ from the ones it was trained on "
-                                              r"\(label 1 is 'fox' here but was 'dog'\)$"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"^resume: the class folders differ from the ones it was trained on "
+        r"\(label 1 is 'fox' here but was 'dog'\)$",
+    ):
         check_same_classes(["cat", "dog", "eel"], ["cat", "fox", "eel"], "resume")
     with pytest.raises(CheckpointError, match=r"\(3 classes here, 2 in training\)$"):
         check_same_classes(["cat", "dog"], ["cat", "dog", "eel"], "init")
@@ -40,8 +55,11 @@ def test_a_stage2_method_without_a_trained_model_is_refused():
     from tailfuse.engine.trainer import check_starting_point
     from tailfuse.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"^method dr re-trains the classifier on a frozen, already trained "
-                                          r"backbone: set init.recipe or init.checkpoint \(the stage-1 run\) or model.weights$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^method dr re-trains the classifier on a frozen, already trained "
+        r"backbone: set init.recipe or init.checkpoint \(the stage-1 run\) or model.weights$",
+    ):
         check_starting_point(build_config({"method": {"name": "dr"}}))
     check_starting_point(build_config({"method": {"name": "dr"}, "model": {"weights": "w.pth"}}))
     check_starting_point(build_config({"method": {"name": "erm"}}))  # stage 1 starts from scratch
@@ -89,7 +107,9 @@ def test_resume_refuses_a_changed_recipe_and_a_reused_directory(cifar10_jpeg_roo
     with pytest.raises(TailfuseError, match="already holds a run"):
         tailfuse.train("cifar10_lt_quick", tmp_path / "run", overrides)
     with pytest.raises(CheckpointError, match="differs from the saved run in optimizer.lr"):
-        tailfuse.train("cifar10_lt_quick", tmp_path / "run", [*overrides, "optimizer.lr=0.5"], resume=True)
+        tailfuse.train(
+            "cifar10_lt_quick", tmp_path / "run", [*overrides, "optimizer.lr=0.5"], resume=True
+        )
 
 
 def test_results_hold_every_metric_and_selection_uses_validation(cifar10_jpeg_root, tmp_path):
@@ -99,7 +119,15 @@ def test_results_hold_every_metric_and_selection_uses_validation(cifar10_jpeg_ro
     assert results["validation"]["num_samples"] == 50
     assert (tmp_path / "run" / "checkpoints" / "best_validation.pt").is_file()
     test = results["test"]
-    for key in ("top1", "top5", "per_class_accuracy", "group_accuracy", "macro_precision", "ece", "confusion_matrix"):
+    for key in (
+        "top1",
+        "top5",
+        "per_class_accuracy",
+        "group_accuracy",
+        "macro_precision",
+        "ece",
+        "confusion_matrix",
+    ):
         assert key in test
     assert set(test["group_accuracy"]) == {"many", "medium", "few"}
     assert test["num_samples"] == 100
@@ -113,9 +141,18 @@ def test_the_progress_line_of_an_epoch_without_steps_shows_no_nan_loss():
     """τ-norm trains nothing: its epoch line says so instead of printing "loss nan"."""
     from tailfuse.engine.trainer import _format_record
 
-    trained = {"epoch": 3, "train_loss": 0.5, "lr": 0.1, "images_per_second": 250.0, "test_top1": 61.25}
+    trained = {
+        "epoch": 3,
+        "train_loss": 0.5,
+        "lr": 0.1,
+        "images_per_second": 250.0,
+        "test_top1": 61.25,
+    }
     trained["test_group_accuracy"] = {"many": 80.0, "few": 40.0}
-    assert _format_record(trained) == "epoch 3: loss 0.5000 lr 0.10000 (250 img/s) test 61.25 (many 80.0, few 40.0)"
+    assert (
+        _format_record(trained)
+        == "epoch 3: loss 0.5000 lr 0.10000 (250 img/s) test 61.25 (many 80.0, few 40.0)"
+    )
     idle = {**trained, "epoch": 1, "train_loss": float("nan"), "images_per_second": float("nan")}
     assert _format_record(idle) == "epoch 1: no training steps test 61.25 (many 80.0, few 40.0)"
 

@@ -36,12 +36,28 @@ def files(folder):
 def results(top1: float) -> dict:
     """A two-class results.json (the keys report.md shows)."""
     return {
-        "name": "tiny", "epochs": 2, "selection": {"rule": "final", "epoch": 2},
-        "data": {"total": 30, "class_counts": [20, 10], "class_names": ["cat", "dog"], "imbalance_ratio": 2.0,
-                 "subset_checksum": "0123456789abcdef", "groups": {"many": [0], "few": [1]}},
-        "test": {"num_samples": 20, "top1": top1, "top5": 100.0, "group_accuracy": {"many": top1, "few": 50.0},
-                 "macro_precision": 60.0, "ece": 5.0, "nll": 0.5, "per_class_accuracy": [top1, 50.0],
-                 "per_class_precision": [70.0, 50.0]},
+        "name": "tiny",
+        "epochs": 2,
+        "selection": {"rule": "final", "epoch": 2},
+        "data": {
+            "total": 30,
+            "class_counts": [20, 10],
+            "class_names": ["cat", "dog"],
+            "imbalance_ratio": 2.0,
+            "subset_checksum": "0123456789abcdef",
+            "groups": {"many": [0], "few": [1]},
+        },
+        "test": {
+            "num_samples": 20,
+            "top1": top1,
+            "top5": 100.0,
+            "group_accuracy": {"many": top1, "few": 50.0},
+            "macro_precision": 60.0,
+            "ece": 5.0,
+            "nll": 0.5,
+            "per_class_accuracy": [top1, 50.0],
+            "per_class_precision": [70.0, 50.0],
+        },
     }
 
 
@@ -55,9 +71,13 @@ def test_a_failed_report_write_keeps_the_earlier_report(tmp_path):
 
 
 def test_a_failed_sweep_write_keeps_the_earlier_tables(tmp_path):
-    write_sweep_report(tmp_path, "r", "p", [row("0", 0, 40, 80, 30, 10), row("1", 0, 44, 82, 34, 14)], "cmd")
+    write_sweep_report(
+        tmp_path, "r", "p", [row("0", 0, 40, 80, 30, 10), row("1", 0, 44, 82, 34, 14)], "cmd"
+    )
     before = files(tmp_path)
     assert "| 1 | 1 | 44.00 ± 0.00 |" in before["sweep.md"].decode()
     with disk_full_past(300), pytest.raises(TailfuseError, match="cannot write .*: File too large"):
-        write_sweep_report(tmp_path, "r", "p", [row("0", 0, 50, 80, 30, 10), row("1", 0, 54, 82, 34, 14)], "cmd")
+        write_sweep_report(
+            tmp_path, "r", "p", [row("0", 0, 50, 80, 30, 10), row("1", 0, 54, 82, 34, 14)], "cmd"
+        )
     assert files(tmp_path) == before

@@ -21,7 +21,9 @@ def results(top1, many, medium, few, precision, ece):
 
 ROWS = [
     SimpleNamespace(label="CE", recipe="cifar10_lt_quick_ce", overrides=[]),
-    SimpleNamespace(label="DR + H2T", recipe="recipes/mine/cifar10_lt_quick_dr_h2t.yaml", overrides=["a=1"]),
+    SimpleNamespace(
+        label="DR + H2T", recipe="recipes/mine/cifar10_lt_quick_dr_h2t.yaml", overrides=["a=1"]
+    ),
 ]
 RESULTS = {
     ("CE", 0): results(40.0, 80.0, 30.0, 10.0, 50.0, 5.0),
@@ -62,14 +64,27 @@ def test_published_figures_match_by_label_then_recipe_then_its_stem(tmp_path):
 
 
 def test_table_csv_and_json_hold_mean_and_sample_std_by_hand(tmp_path):
-    published = {"CE": {"paper": 70.7, "source": "FFN Table 5"}, "cifar10_lt_quick_dr_h2t": {"paper": 60.0, "source": "mine"}}
+    published = {
+        "CE": {"paper": 70.7, "source": "FFN Table 5"},
+        "cifar10_lt_quick_dr_h2t": {"paper": 60.0, "source": "mine"},
+    }
     out = tmp_path / "nested" / "compare"
-    summary = write_compare_report(out, ROWS, [0, 1], RESULTS, RUN_DIRS, published, "tailfuse compare ...")
-    assert sorted(p.name for p in out.iterdir()) == ["compare.csv", "compare.json", "compare.md", "compare.png"]
+    summary = write_compare_report(
+        out, ROWS, [0, 1], RESULTS, RUN_DIRS, published, "tailfuse compare ..."
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "compare.csv",
+        "compare.json",
+        "compare.md",
+        "compare.png",
+    ]
     lines = (out / "compare.md").read_text().splitlines()
     assert lines[0] == "# Comparison" and lines[2] == "Command: `tailfuse compare ...`"
     assert lines[4].endswith("Paper figures (all, top-1 %) are the papers': FFN Table 5; mine.")
-    assert lines[6] == "| method | runs | all | many | medium | few | macro precision | ECE | paper (all) | Δ all |"
+    assert (
+        lines[6]
+        == "| method | runs | all | many | medium | few | macro precision | ECE | paper (all) | Δ all |"
+    )
     assert lines[7] == "|---|---|---|---|---|---|---|---|---|---|"
     # CE: all 40, 44 -> 42 ± 2.83; many 80, 82 -> 81 ± 1.41; ECE 5, 7 -> 6 ± 1.41; 42 − 70.7 = −28.7
     assert lines[8] == (
@@ -90,20 +105,34 @@ def test_table_csv_and_json_hold_mean_and_sample_std_by_hand(tmp_path):
         stream.seek(0)
         table = list(csv.DictReader(stream))
     assert [row["method"] for row in table] == ["CE", "DR + H2T"]
-    assert float(table[0]["all_mean"]) == 42.0 and float(table[0]["all_std"]) == pytest.approx(8**0.5)
+    assert float(table[0]["all_mean"]) == 42.0 and float(table[0]["all_std"]) == pytest.approx(
+        8**0.5
+    )
     assert float(table[0]["difference"]) == pytest.approx(-28.7) and table[1]["medium_mean"] == ""
     written = json.loads((out / "compare.json").read_text())
     assert written["seeds"] == [0, 1] and written["command"] == "tailfuse compare ..."
-    assert [run["run_dir"] for run in written["runs"]] == ["runs/CE-0", "runs/CE-1", "runs/DR + H2T-0", "runs/DR + H2T-1"]
+    assert [run["run_dir"] for run in written["runs"]] == [
+        "runs/CE-0",
+        "runs/CE-1",
+        "runs/DR + H2T-0",
+        "runs/DR + H2T-1",
+    ]
     assert written["runs"][3]["recipe"] == "recipes/mine/cifar10_lt_quick_dr_h2t.yaml"
-    assert written["summary"][1]["overrides"] == ["a=1"] and written["summary"][0]["paper_source"] == "FFN Table 5"
+    assert (
+        written["summary"][1]["overrides"] == ["a=1"]
+        and written["summary"][0]["paper_source"] == "FFN Table 5"
+    )
     assert written["summary"][1]["recipe"] == "recipes/mine/cifar10_lt_quick_dr_h2t.yaml"
 
 
 def test_a_row_without_a_paper_figure_shows_dashes_beside_one_with(tmp_path):
-    write_compare_report(tmp_path, ROWS, [0, 1], RESULTS, RUN_DIRS, {"CE": {"paper": 70.7, "source": ""}}, "c")
+    write_compare_report(
+        tmp_path, ROWS, [0, 1], RESULTS, RUN_DIRS, {"CE": {"paper": 70.7, "source": ""}}, "c"
+    )
     lines = (tmp_path / "compare.md").read_text().splitlines()
-    assert lines[9].startswith("| DR + H2T | 2 | 61.00 ± 1.41 |") and lines[9].endswith(" | – | – |")
+    assert lines[9].startswith("| DR + H2T | 2 | 61.00 ± 1.41 |") and lines[9].endswith(
+        " | – | – |"
+    )
     assert "Paper figures" not in lines[4]  # no source named, no sentence naming none
 
 

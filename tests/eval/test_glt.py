@@ -37,7 +37,9 @@ def test_class_splits_use_whole_set_prediction_counts():
 
 
 def test_attribute_splits_are_scored_as_their_own_test_sets():
-    attributes = glt_metrics(PREDICTIONS, LABELS, GROUPS, ATTRIBUTES, num_classes=3)["attribute_splits"]
+    attributes = glt_metrics(PREDICTIONS, LABELS, GROUPS, ATTRIBUTES, num_classes=3)[
+        "attribute_splits"
+    ]
     # attribute 0: labels 0,1,2 predicted 0,1,1 -> counts within the subset: class 0 once, class 1 twice
     assert attributes["many_a"]["accuracy"] == pytest.approx(200 / 3)
     assert attributes["many_a"]["precision"] == pytest.approx(100 * (1 / 1 + 1 / 2 + 0) / 3)
@@ -47,7 +49,9 @@ def test_attribute_splits_are_scored_as_their_own_test_sets():
 
 def test_logits_and_predictions_give_the_same_scores():
     logits = torch.nn.functional.one_hot(PREDICTIONS, 3).float() * 5 + 0.1 * torch.randn(9, 3)
-    assert glt_metrics(logits, LABELS, GROUPS, ATTRIBUTES) == glt_metrics(PREDICTIONS, LABELS, GROUPS, ATTRIBUTES, 3)
+    assert glt_metrics(logits, LABELS, GROUPS, ATTRIBUTES) == glt_metrics(
+        PREDICTIONS, LABELS, GROUPS, ATTRIBUTES, 3
+    )
 
 
 def test_precision_divides_by_the_classes_present_in_the_test_set():
@@ -57,12 +61,26 @@ def test_precision_divides_by_the_classes_present_in_the_test_set():
 
 
 def test_reports_and_seed_table(tmp_path):
-    protocols = {"test_bl": {"protocol": "CLT", "metrics": glt_metrics(PREDICTIONS, LABELS, GROUPS, ATTRIBUTES, 3)}}
+    protocols = {
+        "test_bl": {
+            "protocol": "CLT",
+            "metrics": glt_metrics(PREDICTIONS, LABELS, GROUPS, ATTRIBUTES, 3),
+        }
+    }
     assert "44.44 / 30.00" in protocol_markdown(protocols)
-    assert protocol_text(protocols).strip().startswith("CLT [test_bl] (Acc / Prec): overall 44.44 / 30.00")
+    assert (
+        protocol_text(protocols)
+        .strip()
+        .startswith("CLT [test_bl] (Acc / Prec): overall 44.44 / 30.00")
+    )
     runs = {
-        "glt": [{"glt": {**protocols, "test_bbl": protocols["test_bl"]}, "seed": s, "epochs": 1} for s in (0, 1)],
-        "cbl": [{"glt": {"test_bbl": protocols["test_bl"]}, "seed": s, "epochs": 1} for s in (0, 1)],
+        "glt": [
+            {"glt": {**protocols, "test_bbl": protocols["test_bl"]}, "seed": s, "epochs": 1}
+            for s in (0, 1)
+        ],
+        "cbl": [
+            {"glt": {"test_bbl": protocols["test_bl"]}, "seed": s, "epochs": 1} for s in (0, 1)
+        ],
     }
     summary = bench_summary("toy", runs)
     assert summary["cells"]["CLT overall"]["accuracy"] == pytest.approx(100 * 4 / 9)
@@ -75,28 +93,58 @@ def test_reports_and_seed_table(tmp_path):
 def test_the_printed_protocol_line_and_the_seed_table_in_full():
     """Every split's "Acc / Prec" from the hand values above (many 2/3 right, 2 of 5 predicted
     class 0 right; medium 2/3, 2 of 4; few none; attributes 0 and 1 2/3 right, 50 % precision)."""
-    protocols = {"test_bl": {"protocol": "GLT", "metrics": glt_metrics(PREDICTIONS, LABELS, GROUPS, ATTRIBUTES, 3)}}
+    protocols = {
+        "test_bl": {
+            "protocol": "GLT",
+            "metrics": glt_metrics(PREDICTIONS, LABELS, GROUPS, ATTRIBUTES, 3),
+        }
+    }
     assert protocol_text(protocols) == (
         " GLT [test_bl] (Acc / Prec): overall 44.44 / 30.00, many 66.67 / 40.00, medium 66.67 / 50.00, "
         "few 0.00 / 0.00, many_a 66.67 / 50.00, medium_a 66.67 / 50.00, few_a 0.00 / 0.00"
     )
-    runs = {"glt": [{"glt": {"test_bl": {**protocols["test_bl"], "protocol": "CLT"}, "test_bbl": protocols["test_bl"]},
-                     "seed": s, "epochs": 1} for s in (0, 1)],
-            "cbl": [{"glt": {"test_bbl": {**protocols["test_bl"], "protocol": "ALT"}}, "seed": s, "epochs": 1}
-                    for s in (0, 1)]}  # ALT: the attribute-balanced model on Test-GBL
+    runs = {
+        "glt": [
+            {
+                "glt": {
+                    "test_bl": {**protocols["test_bl"], "protocol": "CLT"},
+                    "test_bbl": protocols["test_bl"],
+                },
+                "seed": s,
+                "epochs": 1,
+            }
+            for s in (0, 1)
+        ],
+        "cbl": [
+            {
+                "glt": {"test_bbl": {**protocols["test_bl"], "protocol": "ALT"}},
+                "seed": s,
+                "epochs": 1,
+            }
+            for s in (0, 1)
+        ],
+    }  # ALT: the attribute-balanced model on Test-GBL
     cells = "44.44±0.00 / 30.00±0.00 | 66.67±0.00 / 40.00±0.00 | 66.67±0.00 / 50.00±0.00 | 0.00±0.00 / 0.00±0.00"
     attributes = "66.67±0.00 / 50.00±0.00 | 66.67±0.00 / 50.00±0.00 | 0.00±0.00 / 0.00±0.00"
     assert glt_table_markdown([bench_summary("toy", runs)]).split("\n") == [
-        "**CLT** (Acc / Prec, %)", "",
-        "| method | overall | many | medium | few |", "|---|---|---|---|---|",
-        f"| toy | {cells} |", "",
-        "**GLT** (Acc / Prec, %)", "",
+        "**CLT** (Acc / Prec, %)",
+        "",
+        "| method | overall | many | medium | few |",
+        "|---|---|---|---|---|",
+        f"| toy | {cells} |",
+        "",
+        "**GLT** (Acc / Prec, %)",
+        "",
         "| method | overall | many | medium | few | head attr. | medium attr. | tail attr. |",
         "|---|---|---|---|---|---|---|---|",
-        f"| toy | {cells} | {attributes} |", "",
-        "**ALT** (Acc / Prec, %)", "",
-        "| method | overall | head attr. | medium attr. | tail attr. |", "|---|---|---|---|---|",
-        f"| toy | 44.44±0.00 / 30.00±0.00 | {attributes} |", "",
+        f"| toy | {cells} | {attributes} |",
+        "",
+        "**ALT** (Acc / Prec, %)",
+        "",
+        "| method | overall | head attr. | medium attr. | tail attr. |",
+        "|---|---|---|---|---|",
+        f"| toy | 44.44±0.00 / 30.00±0.00 | {attributes} |",
+        "",
     ]
 
 
@@ -118,15 +166,24 @@ def test_a_sample_with_non_finite_logits_predicts_no_class():
 def _glt_run(seed: int, accuracy: float, precision: float, epochs: int = 2) -> dict:
     overall = {"accuracy": accuracy, "precision": precision}
     metrics = {"overall": overall, "class_splits": {"few": overall}, "attribute_splits": {}}
-    return {"name": f"run{seed}", "seed": seed, "epochs": epochs, "glt": {"test_bl": {"metrics": metrics}}}
+    return {
+        "name": f"run{seed}",
+        "seed": seed,
+        "epochs": epochs,
+        "glt": {"test_bl": {"metrics": metrics}},
+    }
 
 
 def test_seed_table_mean_and_sample_std_by_hand():
     """Two seeds at 40 / 30 and 50 / 36: mean 45 / 33, sample std 7.07 / 4.24 (n - 1 = 1)."""
-    summary = bench_summary("two seeds", {"glt": [_glt_run(0, 40.0, 30.0), _glt_run(1, 50.0, 36.0)]})
+    summary = bench_summary(
+        "two seeds", {"glt": [_glt_run(0, 40.0, 30.0), _glt_run(1, 50.0, 36.0)]}
+    )
     cell = summary["cells"]["CLT overall"]
     assert cell["accuracy"] == pytest.approx(45.0) and cell["precision"] == pytest.approx(33.0)
-    assert cell["accuracy_std"] == pytest.approx(50**0.5) and cell["precision_std"] == pytest.approx(18**0.5)
+    assert cell["accuracy_std"] == pytest.approx(50**0.5) and cell[
+        "precision_std"
+    ] == pytest.approx(18**0.5)
     assert cell["seeds"] == 2 and summary["seeds"] == [0, 1] and summary["epochs"] == [2]
     assert summary["runs"] == {"glt": 2}
     assert set(summary["cells"]) == {"CLT overall", "CLT few"}  # no test_bbl, no CBL run: no cells

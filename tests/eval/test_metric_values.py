@@ -27,7 +27,14 @@ def test_ece_top_bin_holds_confidences_above_14_15_and_exactly_one():
     # bin 15 (14/15, 1]: 0.96 right, 0.96 wrong, 1.0 wrong -> |acc - conf| = |1/3 - 2.92/3|, weight 3/4
     # bin 14 (13/15, 14/15]: 0.9 right -> |1 - 0.9| = 0.1, weight 1/4
     # ECE = |1 - 2.92| / 4 + 0.1 / 4 = 0.48 + 0.025 = 50.5 %
-    logits = torch.tensor([two_class_logits(0.96, 0), two_class_logits(0.96, 0), two_class_logits(1.0, 1), two_class_logits(0.9, 1)])
+    logits = torch.tensor(
+        [
+            two_class_logits(0.96, 0),
+            two_class_logits(0.96, 0),
+            two_class_logits(1.0, 1),
+            two_class_logits(0.9, 1),
+        ]
+    )
     labels = torch.tensor([0, 1, 0, 1])
     assert expected_calibration_error(logits, labels, 15) == pytest.approx(50.5, abs=1e-6)
     # merging the top two bins would give |2 - 3.82| / 4 = 45.5 %; dropping the 1.0 sample 25.5 %
@@ -38,7 +45,9 @@ def test_ece_with_unequal_gaps_weights_each_bin_by_its_share_of_samples():
     # bin (0.6667, 0.7333]: 0.7 wrong, 0.7 right -> |0.5 - 0.7| = 0.2, weight 2/5
     logits = torch.tensor([two_class_logits(0.52, 0)] * 3 + [two_class_logits(0.7, 1)] * 2)
     labels = torch.tensor([0, 0, 0, 0, 1])
-    assert expected_calibration_error(logits, labels, 15) == pytest.approx(100 * (0.6 * 0.48 + 0.4 * 0.2), abs=1e-6)
+    assert expected_calibration_error(logits, labels, 15) == pytest.approx(
+        100 * (0.6 * 0.48 + 0.4 * 0.2), abs=1e-6
+    )
 
 
 def test_nll_is_the_mean_negative_log_probability_of_the_label():
@@ -51,13 +60,20 @@ def test_nll_is_the_mean_negative_log_probability_of_the_label():
     metrics = classification_metrics(logits, labels, {"many": [0], "medium": [1], "few": [2]})
     assert metrics["nll"] == pytest.approx(expected, rel=1e-6)
     # a 100 %-confident correct sample contributes 0, a uniform one log 3
-    assert negative_log_likelihood(torch.tensor([[1000.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), torch.tensor([0, 2])) == pytest.approx(
-        math.log(3) / 2
-    )
+    assert negative_log_likelihood(
+        torch.tensor([[1000.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), torch.tensor([0, 2])
+    ) == pytest.approx(math.log(3) / 2)
 
 
 def test_classification_metrics_report_the_ece_of_the_table():
-    logits = torch.tensor([two_class_logits(0.96, 0), two_class_logits(0.96, 0), two_class_logits(1.0, 1), two_class_logits(0.9, 1)])
+    logits = torch.tensor(
+        [
+            two_class_logits(0.96, 0),
+            two_class_logits(0.96, 0),
+            two_class_logits(1.0, 1),
+            two_class_logits(0.9, 1),
+        ]
+    )
     metrics = classification_metrics(logits, torch.tensor([0, 1, 0, 1]), {"many": [0], "few": [1]})
     assert metrics["ece"] == pytest.approx(50.5, abs=1e-6)
 
@@ -81,6 +97,8 @@ def test_glt_class_split_precision_with_a_class_of_the_group_absent_from_the_tes
 
 def test_glt_group_with_no_class_in_the_test_set_is_left_out():
     labels = torch.tensor([0, 1])
-    splits = glt_metrics(torch.tensor([0, 2]), labels, {"many": [0], "medium": [1], "few": [2]}, num_classes=3)["class_splits"]
+    splits = glt_metrics(
+        torch.tensor([0, 2]), labels, {"many": [0], "medium": [1], "few": [2]}, num_classes=3
+    )["class_splits"]
     assert set(splits) == {"many", "medium"}
     assert splits["medium"] == {"accuracy": 0.0, "precision": 0.0, "count": 1}

@@ -40,7 +40,10 @@ def test_confusion_per_class_accuracy_and_precision():
 
 
 def test_group_means_are_unweighted_over_classes():
-    assert group_means([75.0, 50.0, 0.0], {"many": [0, 1], "few": [2]}) == {"many": 62.5, "few": 0.0}
+    assert group_means([75.0, 50.0, 0.0], {"many": [0, 1], "few": [2]}) == {
+        "many": 62.5,
+        "few": 0.0,
+    }
 
 
 def test_topk():
@@ -73,7 +76,9 @@ def test_confidence_bins_are_right_closed():
 
 
 def test_classification_metrics_bundle():
-    metrics = classification_metrics(one_hot_logits(PREDICTIONS, 3), LABELS, {"many": [0], "medium": [1], "few": [2]})
+    metrics = classification_metrics(
+        one_hot_logits(PREDICTIONS, 3), LABELS, {"many": [0], "medium": [1], "few": [2]}
+    )
     assert metrics["top1"] == pytest.approx(50.0)
     assert metrics["mean_class_accuracy"] == pytest.approx(125.0 / 3)
     assert metrics["group_accuracy"] == {"many": 75.0, "medium": 50.0, "few": 0.0}

@@ -15,7 +15,11 @@ def test_cross_entropy_by_hand():
     labels = torch.tensor([0, 2])
     first = -math.log(math.exp(2) / (math.exp(2) + 2))
     second = math.log(3)
-    assert math.isclose(build_loss("cross_entropy", [1, 1, 1])(logits, labels).item(), (first + second) / 2, rel_tol=1e-6)
+    assert math.isclose(
+        build_loss("cross_entropy", [1, 1, 1])(logits, labels).item(),
+        (first + second) / 2,
+        rel_tol=1e-6,
+    )
 
 
 def test_mixup_loss_is_the_lambda_weighted_sum():

@@ -112,7 +112,9 @@ def test_tade_loss_default_tau_is_two():
     third = [math.log(0.75) - 2 * math.log(0.25), math.log(0.25) - 2 * math.log(0.75)]
     ce_third = math.log(sum(math.exp(z) for z in third)) - third[1]
     expected = math.log(2) - math.log(0.25) + ce_third  # label 1
-    assert build_loss("tade", [3, 1])([zeros, zeros, zeros], torch.tensor([1])).item() == pytest.approx(expected, rel=1e-5)
+    assert build_loss("tade", [3, 1])(
+        [zeros, zeros, zeros], torch.tensor([1])
+    ).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_inverse_prior_reverses_the_rank_order():
@@ -142,7 +144,11 @@ def test_reslt_loss_default_beta_is_the_authors_0_99():
     F = CE(z_H + z_M + z_T) = CE([2, 1, 0]); the loss is β·I + (1 − β)·F with β = 0.99."""
     from tailfuse.losses.experts import ResLoss
 
-    head, medium, tail = torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([[0.0, 1.0, 0.0]]), torch.zeros(1, 3)
+    head, medium, tail = (
+        torch.tensor([[2.0, 0.0, 0.0]]),
+        torch.tensor([[0.0, 1.0, 0.0]]),
+        torch.zeros(1, 3),
+    )
     individual = -math.log(math.exp(2) / (math.exp(2) + 2) + 1e-7)
     fused = -math.log(math.exp(2) / (math.exp(2) + math.e + 1) + 1e-7)
     value = ResLoss([5, 3, 1])([head, medium, tail], torch.tensor([0])).item()
@@ -184,7 +190,12 @@ def test_ride_loss_defaults_are_official_rides_constants():
     assert loss.margins.tolist() == pytest.approx([0.158114, 0.281171, 0.5], abs=1e-6)
     # t_c = 3·π_c·0.05 + 0.95 = [1.085135, 0.963514, 0.951351], divided by its max
     assert loss.temperature_scale.tolist() == pytest.approx([1.0, 0.887920, 0.876712], abs=1e-6)
-    assert (loss.s, loss.temperature, loss.diversity_factor, loss.base_loss_factor) == (30.0, 1.0, -0.2, 1.0)
+    assert (loss.s, loss.temperature, loss.diversity_factor, loss.base_loss_factor) == (
+        30.0,
+        1.0,
+        -0.2,
+        1.0,
+    )
     assert loss.drw_epoch is None and loss.epoch == 0 and not loss.reweighting
     # (1 − 0.9999) / (1 − 0.9999^n), normalised to sum to C: the tail class weighs the most
     assert loss.drw_weights.argmax().item() == 2

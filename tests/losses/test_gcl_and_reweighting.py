@@ -65,11 +65,15 @@ def test_gcl_noise_is_clipped_at_one():
     tail_noise = -logits[:, 1]  # the rarest class: noise_mul * delta * 1
     assert tail_noise.max().item() == 1.0 and tail_noise.min().item() >= 0.0
     assert (tail_noise == 1.0).sum().item() > 1000  # the clipped mass sits exactly at 1
-    assert tail_noise.mean().item() == pytest.approx(math.sqrt(2 / math.pi) / 3, abs=0.005)  # E|N(0,1/9)|
+    assert tail_noise.mean().item() == pytest.approx(
+        math.sqrt(2 / math.pi) / 3, abs=0.005
+    )  # E|N(0,1/9)|
 
 
 def test_gcl_stage2_margin_scale_and_focal_form_by_hand():
-    loss = GaussianCloudedLogitLoss([4, 4], m=0.1, s=20.0, noise_mul=0.5, gamma=1.0)  # equal counts: no noise
+    loss = GaussianCloudedLogitLoss(
+        [4, 4], m=0.1, s=20.0, noise_mul=0.5, gamma=1.0
+    )  # equal counts: no noise
     cosine = torch.tensor([[0.6, 0.4]])
     labels = torch.tensor([0])
     logits = torch.tensor([20 * (0.6 - 0.1), 20 * 0.4])  # 10, 8
@@ -139,7 +143,9 @@ def test_reweighting_passes_the_epoch_to_a_loss_with_its_own_schedule():
     assert wrapped.loss.epoch == 3
     assert wrapped(cosine, labels).item() == pytest.approx(own(cosine, labels).item(), rel=1e-6)
     own.set_epoch(0)
-    assert abs(wrapped(cosine, labels).item() - own(cosine, labels).item()) > 1e-3  # the switch matters here
+    assert (
+        abs(wrapped(cosine, labels).item() - own(cosine, labels).item()) > 1e-3
+    )  # the switch matters here
 
 
 def test_reweighting_refuses_losses_without_class_weights_and_half_settings():
@@ -164,7 +170,9 @@ def test_gcl_class_weights_by_hand_in_cross_entropy_and_focal_form():
     weights = torch.tensor([0.5, 2.0])
     # sample 0: 20·[0.5 − 0.1, 0.2] = [8, 4]; sample 1: 20·[0.1, 0.3 − 0.1] = [2, 4]
     first, second = math.log1p(math.exp(-4.0)), math.log1p(math.exp(-2.0))
-    assert loss(cosine, labels, weights).item() == pytest.approx((0.5 * first + 2.0 * second) / 2.5, rel=1e-5)
+    assert loss(cosine, labels, weights).item() == pytest.approx(
+        (0.5 * first + 2.0 * second) / 2.5, rel=1e-5
+    )
     assert loss(cosine, labels).item() == pytest.approx((first + second) / 2, rel=1e-5)
     focal = GaussianCloudedLogitLoss([10, 1], m=0.1, s=20.0, noise_mul=0.0, gamma=1.0)
     focal.set_generator(torch.Generator().manual_seed(0))

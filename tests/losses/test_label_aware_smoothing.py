@@ -13,7 +13,9 @@ from tailfuse.losses.label_aware_smoothing import LabelAwareSmoothing, smoothing
 def test_epsilon_shapes_by_hand():
     counts = [100, 55, 10]  # r = 1, 0.5, 0
     assert smoothing_per_class(counts, 0.4, 0.1, "linear") == pytest.approx([0.4, 0.25, 0.1])
-    assert smoothing_per_class(counts, 0.4, 0.1, "concave") == pytest.approx([0.4, 0.1 + 0.3 * math.sin(math.pi / 4), 0.1])
+    assert smoothing_per_class(counts, 0.4, 0.1, "concave") == pytest.approx(
+        [0.4, 0.1 + 0.3 * math.sin(math.pi / 4), 0.1]
+    )
     assert smoothing_per_class(counts, 0.4, 0.1, "convex") == pytest.approx(
         [0.4, 0.4 + 0.3 * math.sin(1.5 * math.pi + math.pi / 4), 0.1]
     )

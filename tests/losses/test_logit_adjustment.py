@@ -25,13 +25,17 @@ def test_balanced_softmax_adds_the_log_prior():
 def test_logit_adjusted_tau_scales_the_prior():
     loss = build_loss("logit_adjusted", [3, 1], tau=2.0)
     logits, labels = torch.tensor([[0.0, 0.0]]), torch.tensor([0])
-    assert loss(logits, labels).item() == pytest.approx(-math.log(0.75**2 / (0.75**2 + 0.25**2)), rel=1e-5)
+    assert loss(logits, labels).item() == pytest.approx(
+        -math.log(0.75**2 / (0.75**2 + 0.25**2)), rel=1e-5
+    )
 
 
 def test_logit_adjusted_default_tau_is_one_balanced_softmax():
     loss = build_loss("logit_adjusted", [3, 1])
     logits, labels = torch.tensor([[0.0, 0.0]]), torch.tensor([0])
-    assert loss(logits, labels).item() == pytest.approx(-math.log(0.75), rel=1e-5)  # softmax(log π) = π
+    assert loss(logits, labels).item() == pytest.approx(
+        -math.log(0.75), rel=1e-5
+    )  # softmax(log π) = π
 
 
 def test_focal_loss_by_hand_and_gradient_through_log_p_only():
@@ -41,18 +45,22 @@ def test_focal_loss_by_hand_and_gradient_through_log_p_only():
     value = loss(logits, torch.tensor([0]))
     assert value.item() == pytest.approx(-((1 - p) ** 2) * math.log(p), rel=1e-5)
     value.backward()
-    expected_grad = -((1 - p) ** 2) * torch.tensor([1 - p, -(1 - p)])  # d(-log p)/dz scaled by the fixed factor
+    expected_grad = -((1 - p) ** 2) * torch.tensor(
+        [1 - p, -(1 - p)]
+    )  # d(-log p)/dz scaled by the fixed factor
     assert torch.allclose(logits.grad[0], expected_grad.float(), atol=1e-6)
-    assert build_loss("focal", [1, 1], gamma=0.0)(logits.detach(), torch.tensor([0])).item() == pytest.approx(
-        F.cross_entropy(logits.detach(), torch.tensor([0])).item()
-    )
+    assert build_loss("focal", [1, 1], gamma=0.0)(
+        logits.detach(), torch.tensor([0])
+    ).item() == pytest.approx(F.cross_entropy(logits.detach(), torch.tensor([0])).item())
 
 
 def test_focal_loss_default_gamma_is_lins_two():
     """``loss: focal`` without ``gamma`` is Lin et al.'s γ = 2: logits [1, 0], label 0."""
     p = math.e / (math.e + 1)
     loss = build_loss("focal", [1, 1])
-    assert loss(torch.tensor([[1.0, 0.0]]), torch.tensor([0])).item() == pytest.approx(-((1 - p) ** 2) * math.log(p), rel=1e-5)
+    assert loss(torch.tensor([[1.0, 0.0]]), torch.tensor([0])).item() == pytest.approx(
+        -((1 - p) ** 2) * math.log(p), rel=1e-5
+    )
 
 
 def test_posthoc_logit_adjustment_subtracts_tau_log_prior():

@@ -16,9 +16,15 @@ CIFAR10_IF200 = [5000, 2775, 1540, 854, 474, 263, 146, 81, 45, 25]
 
 def test_kps_multipliers_margins_and_scales_match_spec_table():
     loss = KPSLoss(CIFAR10_IF200, max_m=0.2, s=15)
-    assert loss.multipliers.tolist() == pytest.approx([2.354, 2.204, 2.053, 1.903, 1.752, 1.602, 1.451, 1.301, 1.150, 1.000], abs=1e-3)
-    assert loss.margins.tolist() == pytest.approx([0.0849, 0.0977, 0.1105, 0.1233, 0.1360, 0.1488, 0.1616, 0.1744, 0.1872, 0.2000], abs=1e-4)
-    assert loss.sample_scales[0].item() == pytest.approx(15.0) and loss.sample_scales[-1].item() == pytest.approx(35.32, abs=0.01)
+    assert loss.multipliers.tolist() == pytest.approx(
+        [2.354, 2.204, 2.053, 1.903, 1.752, 1.602, 1.451, 1.301, 1.150, 1.000], abs=1e-3
+    )
+    assert loss.margins.tolist() == pytest.approx(
+        [0.0849, 0.0977, 0.1105, 0.1233, 0.1360, 0.1488, 0.1616, 0.1744, 0.1872, 0.2000], abs=1e-4
+    )
+    assert loss.sample_scales[0].item() == pytest.approx(15.0) and loss.sample_scales[
+        -1
+    ].item() == pytest.approx(35.32, abs=0.01)
 
 
 def test_kps_loss_by_hand_before_and_after_the_epoch_switch():
@@ -51,7 +57,9 @@ def test_kps_by_count_margins_equal_reversed_ones_on_sorted_exponential_counts()
     by_count = KPSLoss(CIFAR10_IF200, max_m=0.2, margin_order="by_count").margins
     assert torch.allclose(reversed_order, by_count, atol=2e-3)
     shuffled = [CIFAR10_IF200[i] for i in (3, 0, 9, 1, 2, 4, 5, 6, 7, 8)]
-    assert KPSLoss(shuffled, max_m=0.2, margin_order="by_count").margins[2].item() == pytest.approx(0.2)
+    assert KPSLoss(shuffled, max_m=0.2, margin_order="by_count").margins[2].item() == pytest.approx(
+        0.2
+    )
 
 
 def test_ldam_margins_and_loss_by_hand():
@@ -84,13 +92,17 @@ def test_drw_weights_switch_on_at_their_epoch():
     loss.set_epoch(160)
     after = loss(cosine, labels)
     adjusted = 30 * (cosine - F.one_hot(labels, 2) * loss.margins)
-    assert torch.isclose(after, F.cross_entropy(adjusted, labels, weight=torch.tensor(weights, dtype=torch.float32)))
+    assert torch.isclose(
+        after, F.cross_entropy(adjusted, labels, weight=torch.tensor(weights, dtype=torch.float32))
+    )
     assert not torch.isclose(before, after)
 
 
 def test_spec_drw_weights_cifar10_if200():
     weights = class_balanced_weights(CIFAR10_IF200)
-    assert weights[0] == pytest.approx(0.028, abs=1e-3) and weights[-1] == pytest.approx(4.44, abs=0.01)
+    assert weights[0] == pytest.approx(0.028, abs=1e-3) and weights[-1] == pytest.approx(
+        4.44, abs=0.01
+    )
 
 
 def test_build_loss_rejects_unknown_options():

@@ -52,15 +52,25 @@ def test_cutmix_box_for_lambda_one_is_empty():
 
 
 def test_paste_box_copies_the_donor_area_and_returns_the_kept_fraction():
-    images, donors = torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8) * torch.tensor([1.0, 2.0]).view(2, 1, 1, 1)
+    images, donors = (
+        torch.zeros(2, 3, 8, 8),
+        torch.ones(2, 3, 8, 8) * torch.tensor([1.0, 2.0]).view(2, 1, 1, 1),
+    )
     mixed, kept = paste_box(images, donors, (2, 6, 1, 4))  # 4 x 3 = 12 of 64 pixels
     assert kept == pytest.approx(1 - 12 / 64)
     assert mixed[0].sum().item() == 3 * 12 * 1.0 and mixed[1].sum().item() == 3 * 12 * 2.0
-    assert torch.equal(mixed[:, :, 2:6, 1:4], donors[:, :, 2:6, 1:4]) and images.sum().item() == 0  # input untouched
+    assert (
+        torch.equal(mixed[:, :, 2:6, 1:4], donors[:, :, 2:6, 1:4]) and images.sum().item() == 0
+    )  # input untouched
 
 
 def _cmo(loss: str = "cross_entropy", **options):
-    config = build_config({"method": {"name": "cmo", "loss": loss, "mix_prob": 1.0, **options}, "model": {"backbone": "resnet32"}})
+    config = build_config(
+        {
+            "method": {"name": "cmo", "loss": loss, "mix_prob": 1.0, **options},
+            "model": {"backbone": "resnet32"},
+        }
+    )
     torch.manual_seed(0)
     model = build_model(config.model, len(COUNTS))
     return build_method(config, model, COUNTS), model
@@ -69,18 +79,24 @@ def _cmo(loss: str = "cross_entropy", **options):
 def _batches(height: int = 32, width: int = 32):
     generator = torch.Generator().manual_seed(1)
     main = Batch(torch.randn(4, 3, height, width, generator=generator), torch.tensor([0, 0, 1, 0]))
-    minority = Batch(torch.randn(4, 3, height, width, generator=generator), torch.tensor([3, 2, 3, 1]))
+    minority = Batch(
+        torch.randn(4, 3, height, width, generator=generator), torch.tensor([3, 2, 3, 1])
+    )
     return {"main": main, "minority": minority}
 
 
-@pytest.mark.parametrize("loss, height, width", [("cross_entropy", 32, 32), ("balanced_softmax", 32, 32),
-                                                 ("cross_entropy", 32, 20)])
+@pytest.mark.parametrize(
+    "loss, height, width",
+    [("cross_entropy", 32, 32), ("balanced_softmax", 32, 32), ("cross_entropy", 32, 20)],
+)
 def test_cmo_loss_mixes_labels_by_the_pasted_area(loss, height, width):
     method, model = _cmo(loss)
     assert method.branches() == {"main": "instance", "minority": "class_balanced"}
     model.eval()  # no BatchNorm statistics change between the two forward passes
     batches = _batches(height, width)
-    value = method.loss(batches, StepContext(epoch=5, total_epochs=20, randomness=EpochRandomness(0, 5)))
+    value = method.loss(
+        batches, StepContext(epoch=5, total_epochs=20, randomness=EpochRandomness(0, 5))
+    )
     # the same draws by hand: r, then lam ~ Beta(1, 1), then the centre row and column; the
     # box's sides are the image's sides times sqrt(1 - lam)
     rng = np.random.default_rng(derive_seed(0, 5, "numpy"))
@@ -98,47 +114,73 @@ def test_cmo_loss_mixes_labels_by_the_pasted_area(loss, height, width):
     if loss == "balanced_softmax":
         prior = torch.tensor(COUNTS, dtype=torch.float64) / sum(COUNTS)
         logits = logits + torch.log(prior + 1e-12).float()
-    expected = kept * F.cross_entropy(logits, batches["main"].labels) + (1 - kept) * F.cross_entropy(logits, batches["minority"].labels)
+    expected = kept * F.cross_entropy(logits, batches["main"].labels) + (
+        1 - kept
+    ) * F.cross_entropy(logits, batches["minority"].labels)
     assert value.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_cmo_with_ldam_drw_and_outside_its_epoch_window_is_the_plain_loss():
     config_options = {"loss_options": {"max_m": 0.5, "s": 30.0, "drw_epoch": 2}}
-    config = build_config({"method": {"name": "cmo", "loss": "ldam", "mix_prob": 1.0, **config_options},
-                           "model": {"backbone": "resnet32", "head": "cosine", "cosine_scale": 1.0}})
+    config = build_config(
+        {
+            "method": {"name": "cmo", "loss": "ldam", "mix_prob": 1.0, **config_options},
+            "model": {"backbone": "resnet32", "head": "cosine", "cosine_scale": 1.0},
+        }
+    )
     torch.manual_seed(0)
     model = build_model(config.model, len(COUNTS))
     method = build_method(config, model, COUNTS)
     model.eval()
     batches = _batches()
     for epoch in (3, 17):  # start_epoch 3 < e < 20 - 3 is the window: 3 and 17 are outside
-        value = method.loss(batches, StepContext(epoch=epoch, total_epochs=20, randomness=EpochRandomness(0, epoch)))
+        value = method.loss(
+            batches, StepContext(epoch=epoch, total_epochs=20, randomness=EpochRandomness(0, epoch))
+        )
         plain = method.criterion(model(batches["main"].images), batches["main"].labels)
         assert value.item() == pytest.approx(plain.item(), rel=1e-6)
     assert method.criterion.active()  # DRW on from epoch 2
 
 
 def test_gcl_stage2_trains_the_cosine_head_with_eval_mode_batchnorm_and_predicts_s_cos():
-    config = build_config({"method": {"name": "gcl", "h2t": {"ratio": 0.25}},
-                           "model": {"backbone": "resnet32", "head": "cosine", "cosine_scale": 1.0}})
+    config = build_config(
+        {
+            "method": {"name": "gcl", "h2t": {"ratio": 0.25}},
+            "model": {"backbone": "resnet32", "head": "cosine", "cosine_scale": 1.0},
+        }
+    )
     torch.manual_seed(0)
     model = build_model(config.model, len(COUNTS))
     method = build_method(config, model, COUNTS)
     assert method.branches() == {"balanced": "class_balanced", "fusing": "instance"}
     method.train_mode()
     assert not model.backbone.training and model.head.training
-    batches = {"balanced": Batch(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])),
-               "fusing": Batch(torch.randn(4, 3, 32, 32), torch.zeros(4, dtype=torch.long))}
+    batches = {
+        "balanced": Batch(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])),
+        "fusing": Batch(torch.randn(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)),
+    }
     randomness = EpochRandomness(0, 0)
     method.loss(batches, StepContext(epoch=0, total_epochs=1, randomness=randomness)).backward()
-    assert all(p.grad is None for p in model.backbone.parameters()) and model.head.weight.grad is not None
-    assert method.criterion.generator is randomness.stream("loss")  # GCL's noise: the step's loss stream
+    assert (
+        all(p.grad is None for p in model.backbone.parameters())
+        and model.head.weight.grad is not None
+    )
+    assert method.criterion.generator is randomness.stream(
+        "loss"
+    )  # GCL's noise: the step's loss stream
     model.eval()
     images = torch.randn(2, 3, 32, 32)
     assert torch.allclose(method.predict(images), 20.0 * model(images))
     with pytest.raises(ConfigError, match="needs model.head=cosine"):  # the recipe's own check
-        build_method(build_config({"method": {"name": "gcl"}}), build_model(build_config({}).model, 4), COUNTS)
+        build_method(
+            build_config({"method": {"name": "gcl"}}),
+            build_model(build_config({}).model, 4),
+            COUNTS,
+        )
     # and the method's, for a model built apart from the recipe
     linear_model = build_model(build_config({}).model, 4)
-    with pytest.raises(ConfigError, match=r"^method.name=gcl needs model.head=cosine \(GCL works on cosine logits\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^method.name=gcl needs model.head=cosine \(GCL works on cosine logits\)$",
+    ):
         build_method(config, linear_model, COUNTS)

@@ -26,9 +26,15 @@ def make(method: dict):
 
 def batches(h2t: bool = True) -> dict[str, Batch]:
     generator = torch.Generator().manual_seed(0)
-    out = {"balanced": Batch(torch.randn(8, 3, 32, 32, generator=generator), torch.tensor([0, 1, 2, 3] * 2))}
+    out = {
+        "balanced": Batch(
+            torch.randn(8, 3, 32, 32, generator=generator), torch.tensor([0, 1, 2, 3] * 2)
+        )
+    }
     if h2t:
-        out["fusing"] = Batch(torch.randn(8, 3, 32, 32, generator=generator), torch.zeros(8, dtype=torch.long))
+        out["fusing"] = Batch(
+            torch.randn(8, 3, 32, 32, generator=generator), torch.zeros(8, dtype=torch.long)
+        )
     return out
 
 
@@ -85,7 +91,9 @@ def test_crt_and_lws_epochs_are_the_class_aware_length():
         method, _ = make({"name": name, "h2t": {"ratio": 0.25}})
         method.bind_training_set(labels)
         branches = method.branches()
-        assert branches["balanced"].name == "class_aware" and branches["balanced"].num_samples == 200
+        assert (
+            branches["balanced"].name == "class_aware" and branches["balanced"].num_samples == 200
+        )
         assert branches["fusing"].name == "instance" and branches["fusing"].num_samples == 200
         assert torch.equal(branches["balanced"].labels, labels)
     method, _ = make({"name": "crt", "epoch_length": "dataset"})  # the option: one pass of N
@@ -133,12 +141,21 @@ def test_tau_norm_trains_nothing_and_rescales_weights():
 
 def _ride_tau_norm(tau: float):
     """tau_norm on a 2-expert RIDE model with hand-set 2-class layers on feature channels 0 and 1."""
-    config = build_config({"method": {"name": "tau_norm", "tau": tau}, "model": {
-        "backbone": "ride_resnet32", "backbone_options": {"num_experts": 2}, "head": "expert_linear"}})
+    config = build_config(
+        {
+            "method": {"name": "tau_norm", "tau": tau},
+            "model": {
+                "backbone": "ride_resnet32",
+                "backbone_options": {"num_experts": 2},
+                "head": "expert_linear",
+            },
+        }
+    )
     model = build_model(config.model, 2)
     with torch.no_grad():
-        for expert, weight in zip(model.head.experts, ([[3.0, 4.0], [0.0, 2.0]], [[2.0, 0.0], [0.0, -3.0]]),
-                                  strict=True):
+        for expert, weight in zip(
+            model.head.experts, ([[3.0, 4.0], [0.0, 2.0]], [[2.0, 0.0], [0.0, -3.0]]), strict=True
+        ):
             expert.fc.weight.zero_()
             expert.fc.weight[:, :2] = torch.tensor(weight)
             expert.fc.bias.fill_(5.0)  # dropped by tau-normalisation
@@ -146,14 +163,19 @@ def _ride_tau_norm(tau: float):
 
 
 def test_tau_norm_on_a_multi_expert_model_normalises_each_experts_classifier():
-    maps = [torch.zeros(1, 64, 2, 2), torch.zeros(1, 64, 2, 2)]  # pooled: expert 1 (1, 1), expert 2 (2, 1)
+    maps = [
+        torch.zeros(1, 64, 2, 2),
+        torch.zeros(1, 64, 2, 2),
+    ]  # pooled: expert 1 (1, 1), expert 2 (2, 1)
     maps[0][0, :2] = torch.tensor([1.0, 1.0]).view(2, 1, 1)
     maps[1][0, :2] = torch.tensor([2.0, 1.0]).view(2, 1, 1)
     method, model = _ride_tau_norm(1.0)
     assert method.parameter_groups() == []
     # expert 1: rows (3,4)/5, (0,2)/2 on (1,1) -> (1.4, 1.0); expert 2: (2,0)/2, (0,-3)/3 on (2,1) -> (2, -1)
     assert torch.allclose(method.head_logits(maps), torch.tensor([[1.7, 0.0]]), atol=1e-6)
-    untouched, _ = _ride_tau_norm(0.0)  # tau 0: the plain weights: (7, 2) and (4, -3), averaged, no bias
+    untouched, _ = _ride_tau_norm(
+        0.0
+    )  # tau 0: the plain weights: (7, 2) and (4, -3), averaged, no bias
     assert torch.allclose(untouched.head_logits(maps), torch.tensor([[5.5, -0.5]]), atol=1e-6)
     images = torch.randn(3, 3, 32, 32)  # whole-model prediction goes the same way
     model.eval()
@@ -163,7 +185,9 @@ def test_tau_norm_on_a_multi_expert_model_normalises_each_experts_classifier():
 
 def test_crt_draws_a_fresh_cosine_head_as_the_authors_normed_linear_does():
     """``uniform(−1, 1)`` per weight, then every class column scaled to unit L2 norm."""
-    config = build_config({"method": {"name": "crt"}, "model": {"backbone": "resnet32", "head": "cosine"}})
+    config = build_config(
+        {"method": {"name": "crt"}, "model": {"backbone": "resnet32", "head": "cosine"}}
+    )
     torch.manual_seed(0)
     model = build_model(config.model, len(COUNTS))
     torch.manual_seed(5)
@@ -192,8 +216,12 @@ def test_tau_norm_of_one_linear_head_shared_by_several_maps_averages_their_logit
 def test_tau_norm_refuses_heads_without_linear_weights_when_the_recipe_is_read():
     for head in ("cosine", "expert_cosine"):
         backbone = "ride_resnet32" if head.startswith("expert") else "resnet32"
-        with pytest.raises(ConfigError, match=f"model.head must be linear or expert_linear \\(it is {head}\\)"):
-            build_config({"method": {"name": "tau_norm"}, "model": {"backbone": backbone, "head": head}})
+        with pytest.raises(
+            ConfigError, match=f"model.head must be linear or expert_linear \\(it is {head}\\)"
+        ):
+            build_config(
+                {"method": {"name": "tau_norm"}, "model": {"backbone": backbone, "head": head}}
+            )
 
 
 def test_mislas_smoothing_options_reach_its_loss():
@@ -215,4 +243,7 @@ def test_mislas_with_lws_trains_the_head_too():
 def test_mislas_uses_label_aware_smoothing():
     method, _ = make({"name": "mislas", "label_smoothing": {"head": 0.4, "tail": 0.1}})
     assert type(method.criterion).__name__ == "LabelAwareSmoothing"
-    assert abs(method.criterion.epsilon[0].item() - 0.4) < 1e-6 and abs(method.criterion.epsilon[-1].item() - 0.1) < 1e-6
+    assert (
+        abs(method.criterion.epsilon[0].item() - 0.4) < 1e-6
+        and abs(method.criterion.epsilon[-1].item() - 0.1) < 1e-6
+    )

@@ -156,29 +156,48 @@ def test_crt_reinitialises_every_expert_classifier():
     torch.manual_seed(5)
     build_method(config, model, COUNTS)
     after = list(model.head.parameters())
-    assert len(before) == 3 and all(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
+    assert len(before) == 3 and all(
+        not torch.equal(b, a) for b, a in zip(before, after, strict=True)
+    )
 
 
 def test_expert_methods_hand_their_options_to_their_losses():
     """The recipe's loss settings reach the loss the method trains with."""
-    ride, _ = _method("cifar10_lt_quick_ride", "method.loss_options.max_m=0.3", "method.loss_options.s=20")
+    ride, _ = _method(
+        "cifar10_lt_quick_ride", "method.loss_options.max_m=0.3", "method.loss_options.s=20"
+    )
     assert ride.criterion.margins.max().item() == pytest.approx(0.3)
-    assert (ride.criterion.s, ride.criterion.drw_epoch, ride.criterion.diversity_factor) == (20, 32, -0.2)
+    assert (ride.criterion.s, ride.criterion.drw_epoch, ride.criterion.diversity_factor) == (
+        20,
+        32,
+        -0.2,
+    )
     for recipe in ("cifar10_lt_quick_reslt", "cifar10_lt_quick_reslt_h2t"):
         reslt, _ = _method(recipe, "method.beta=0.7", "method.groups=cifar100")
         criterion = reslt.criterion
-        assert (criterion.beta, criterion.medium_from, criterion.tail_from, criterion.rule) == (0.7, 35, 70, "at_least")
+        assert (criterion.beta, criterion.medium_from, criterion.tail_from, criterion.rule) == (
+            0.7,
+            35,
+            70,
+            "at_least",
+        )
         # a group row other than ResLoss's own default (cifar100)
         criterion = _method(recipe, "method.groups=imagenet_lt")[0].criterion
         assert (criterion.medium_from, criterion.tail_from, criterion.rule) == (825, 220, "below")
-    assert _method("cifar10_lt_quick_tade", "method.tau=0.5")[0].criterion.tau == 0.5  # TADELoss's default is 2
+    assert (
+        _method("cifar10_lt_quick_tade", "method.tau=0.5")[0].criterion.tau == 0.5
+    )  # TADELoss's default is 2
 
 
 def test_reslt_cross_entropy_keeps_the_authors_epsilon():
     """``−log(softmax + 1e-7)``: a target probability that underflows to 0 costs −log 1e-7 = 16.118."""
     from tailfuse.losses.experts import ResLoss
 
-    losses = ResLoss._cross_entropy(torch.tensor([[0.0, -200.0], [0.0, -200.0]]), torch.tensor([1, 0]))
+    losses = ResLoss._cross_entropy(
+        torch.tensor([[0.0, -200.0], [0.0, -200.0]]), torch.tensor([1, 0])
+    )
     assert losses.tolist() == pytest.approx([16.118096, -1e-7], abs=1e-6)
-    with pytest.raises(ConfigError, match="unknown ResLT groups 'cifar1000'; choose from cifar10, cifar100"):
+    with pytest.raises(
+        ConfigError, match="unknown ResLT groups 'cifar1000'; choose from cifar10, cifar100"
+    ):
         ResLoss([3, 2, 1], groups="cifar1000")

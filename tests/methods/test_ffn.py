@@ -33,7 +33,11 @@ def make(fusion_weight=0.3, ce_batchnorm="eval"):
 def test_classifier_starts_as_the_kps_head_and_ce_backbone_is_loaded():
     method, kps_model, ce_model, head_before = make()
     assert torch.equal(kps_model.head.weight, head_before)
-    for (name, value), (_, loaded) in zip(ce_model.backbone.state_dict().items(), method.second_backbone.state_dict().items(), strict=True):
+    for (name, value), (_, loaded) in zip(
+        ce_model.backbone.state_dict().items(),
+        method.second_backbone.state_dict().items(),
+        strict=True,
+    ):
         assert torch.equal(value, loaded), name
 
 
@@ -74,9 +78,15 @@ def test_the_authors_batchnorm_quirk_is_available():
 
 def test_the_loss_options_reach_the_ldam_loss():
     """LDAM on counts 40, 10, 3 with max_m 0.3 and s 10: the rarest class gets the whole 0.3."""
-    config = build_config({"model": {"head": "cosine", "cosine_scale": 1.0},
-                           "method": {"name": "ffn", "loss_options": {"max_m": 0.3, "s": 10.0}}})
+    config = build_config(
+        {
+            "model": {"head": "cosine", "cosine_scale": 1.0},
+            "method": {"name": "ffn", "loss_options": {"max_m": 0.3, "s": 10.0}},
+        }
+    )
     torch.manual_seed(0)
     kps_model, ce_model = build_model(config.model, 3), build_model(build_config({}).model, 3)
     method = build_method(config, kps_model, COUNTS, auxiliary={"ce": ce_model.state_dict()})
-    assert method.criterion.margins.tolist()[-1] == pytest.approx(0.3) and method.criterion.s == 10.0
+    assert (
+        method.criterion.margins.tolist()[-1] == pytest.approx(0.3) and method.criterion.s == 10.0
+    )

@@ -47,13 +47,19 @@ def context(epoch=0):
     return StepContext(epoch=epoch, total_epochs=16, randomness=EpochRandomness(0, epoch))
 
 
-@pytest.mark.parametrize("recipe", ["cifar10_glt_quick_bsm", "cifar10_glt_quick_bsm_ifl", "cifar10_glt_quick_bsm_alt"])
+@pytest.mark.parametrize(
+    "recipe", ["cifar10_glt_quick_bsm", "cifar10_glt_quick_bsm_ifl", "cifar10_glt_quick_bsm_alt"]
+)
 def test_balanced_softmax_variants_train_on_logits_plus_log_prior(recipe):
     _, method, _ = from_recipe(recipe)
     zero = torch.zeros(2, 2)
     # CE(0 + log pi, y): -log(3/4) for the head class, -log(1/4) for the tail class
-    assert method.criterion(zero, torch.tensor([0, 0])).item() == pytest.approx(-math.log(0.75), rel=1e-5)
-    assert method.criterion(zero, torch.tensor([1, 1])).item() == pytest.approx(-math.log(0.25), rel=1e-5)
+    assert method.criterion(zero, torch.tensor([0, 0])).item() == pytest.approx(
+        -math.log(0.75), rel=1e-5
+    )
+    assert method.criterion(zero, torch.tensor([1, 1])).item() == pytest.approx(
+        -math.log(0.25), rel=1e-5
+    )
 
 
 def test_logit_adjusted_variant_subtracts_log_prior_at_test():
@@ -72,14 +78,18 @@ def test_mixup_variant_feeds_mixed_images_to_the_model():
     lam = float(fresh.numpy.beta(1.0, 1.0))
     partner = torch.randperm(4, generator=fresh.augment)
     (seen,) = model.backbone.inputs
-    assert seen.mean(dim=(1, 2, 3)).tolist() == pytest.approx([lam * k + (1 - lam) * float(partner[k]) for k in range(4)])
+    assert seen.mean(dim=(1, 2, 3)).tolist() == pytest.approx(
+        [lam * k + (1 - lam) * float(partner[k]) for k in range(4)]
+    )
 
 
 def test_randaugment_variant_changes_the_training_images_beyond_crop_and_flip():
     plain = load_recipe("cifar10_glt_quick_ifl").data.augment
     randaug = load_recipe("cifar10_glt_quick_randaug_ifl").data.augment
     assert not plain.rand_augment and randaug.rand_augment
-    images = torch.randint(0, 256, (4, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    images = torch.randint(
+        0, 256, (4, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    )
     # crop and flip draw first from the same stream, so the two outputs differ only by RandAugment
     first = BatchAugmenter(plain).train(images, torch.Generator().manual_seed(1))
     second = BatchAugmenter(randaug).train(images, torch.Generator().manual_seed(1))
@@ -97,7 +107,9 @@ def test_one_environment_variant_keeps_one_uniform_environment_and_the_whole_bat
     assert list(method.branches()) == ["env1"]
     assert method.branch_batch_size("env1", config.train.batch_size) == config.train.batch_size
     method.confidence.copy_(torch.tensor([0.1, 0.5, 0.9, 0.3]))
-    method.end_epoch(context(config.method.update_milestones[0]))  # an update milestone: nothing to rebuild
+    method.end_epoch(
+        context(config.method.update_milestones[0])
+    )  # an update milestone: nothing to rebuild
     assert method.state.environment_weights.tolist() == [[1.0, 1.0, 1.0, 1.0]]
 
 

@@ -15,7 +15,9 @@ def maps(batch: int = 4, channels: int = 64) -> tuple[torch.Tensor, torch.Tensor
     return fused, fusing
 
 
-def replaced_channels(output: torch.Tensor, fused: torch.Tensor, fusing: torch.Tensor) -> torch.Tensor:
+def replaced_channels(
+    output: torch.Tensor, fused: torch.Tensor, fusing: torch.Tensor
+) -> torch.Tensor:
     """(B, C) bool: channel taken whole from the donor; asserts every other channel is untouched."""
     from_donor = (output == fusing).flatten(2).all(dim=2)
     untouched = (output == fused).flatten(2).all(dim=2)
@@ -23,7 +25,17 @@ def replaced_channels(output: torch.Tensor, fused: torch.Tensor, fusing: torch.T
     return from_donor
 
 
-@pytest.mark.parametrize(("ratio", "channels", "expected"), [(0.25, 64, 16), (0.25, 2048, 512), (0.4, 64, 25), (0.29, 100, 28), (0.0, 64, 0), (1.0, 64, 64)])
+@pytest.mark.parametrize(
+    ("ratio", "channels", "expected"),
+    [
+        (0.25, 64, 16),
+        (0.25, 2048, 512),
+        (0.4, 64, 25),
+        (0.29, 100, 28),
+        (0.0, 64, 0),
+        (1.0, 64, 64),
+    ],
+)
 def test_channel_count_is_floor_of_p_times_c(ratio, channels, expected):
     assert fused_channel_count(channels, ratio) == expected
 
@@ -62,7 +74,9 @@ def test_ratio_zero_is_identity():
 
 def test_per_sample_variant_draws_a_subset_per_sample():
     fused, fusing = maps(batch=8)
-    output = fuse_channels(fused, fusing, 0.25, torch.Generator().manual_seed(4), channels="per_sample")
+    output = fuse_channels(
+        fused, fusing, 0.25, torch.Generator().manual_seed(4), channels="per_sample"
+    )
     chosen = replaced_channels(output, fused, fusing)
     assert chosen.sum(dim=1).tolist() == [16] * 8
     assert len({tuple(row.tolist()) for row in chosen}) > 1
@@ -92,7 +106,9 @@ def test_shape_mismatch_is_refused():
 def test_a_ratio_that_gives_one_channel_replaces_exactly_one():
     """p = 0.25 of C = 4: floor(1.0) = 1 channel from the donor (not none)."""
     fused, fusing = maps(channels=4)
-    chosen = replaced_channels(fuse_channels(fused, fusing, 0.25, torch.Generator().manual_seed(1)), fused, fusing)
+    chosen = replaced_channels(
+        fuse_channels(fused, fusing, 0.25, torch.Generator().manual_seed(1)), fused, fusing
+    )
     assert chosen.sum(dim=1).tolist() == [1, 1, 1, 1]
 
 
@@ -109,12 +125,16 @@ def test_the_subsets_come_from_the_given_generator_alone(channels):
     generator = torch.Generator().manual_seed(6)
     expected = [fuse_channels(fused, fusing, 0.25, generator, channels=channels) for _ in range(2)]
     torch.manual_seed(13)
-    listed = fuse_channels([fused, fused], [fusing, fusing], 0.25, torch.Generator().manual_seed(6), channels=channels)
+    listed = fuse_channels(
+        [fused, fused], [fusing, fusing], 0.25, torch.Generator().manual_seed(6), channels=channels
+    )
     assert all(torch.equal(a, b) for a, b in zip(listed, expected, strict=True))
 
 
 def test_soft_mixing_reaches_every_expert_map():
     experts = [maps() for _ in range(2)]
-    output = fuse_channels([e[0] for e in experts], [e[1] for e in experts], 0.3, torch.Generator(), mixing="soft")
+    output = fuse_channels(
+        [e[0] for e in experts], [e[1] for e in experts], 0.3, torch.Generator(), mixing="soft"
+    )
     for (fused, fusing), mixed in zip(experts, output, strict=True):
         assert torch.allclose(mixed, 0.7 * fused + 0.3 * fusing)

@@ -70,7 +70,11 @@ def step(h2t: dict, name: str = "dr", seed: int = 0):
     method.criterion = RecordingLoss(method.criterion)
     method.train_mode()
     context = StepContext(epoch=0, total_epochs=1, randomness=EpochRandomness(seed, 0))
-    branches = {"balanced": BALANCED, "fusing": FUSING} if h2t.get("ratio", 0) > 0 else {"balanced": BALANCED}
+    branches = (
+        {"balanced": BALANCED, "fusing": FUSING}
+        if h2t.get("ratio", 0) > 0
+        else {"balanced": BALANCED}
+    )
     loss = method.loss(branches, context)
     (seen,) = model.head.seen
     return seen[:, :, 0, 0], method.criterion.labels, loss
@@ -81,12 +85,16 @@ def test_exactly_floor_p_c_channels_come_from_the_index_aligned_fusing_sample(ra
     channels, labels, _ = step({"ratio": ratio})
     for k in range(BATCH):
         row = channels[k].tolist()
-        assert sorted(set(row)) == sorted({10.0 + k, 100.0 + k} if 0 < donated < CHANNELS else {row[0]})
+        assert sorted(set(row)) == sorted(
+            {10.0 + k, 100.0 + k} if 0 < donated < CHANNELS else {row[0]}
+        )
         assert row.count(100.0 + k) == donated  # floor(p * 8) channels of the fusing sample k
         assert row.count(10.0 + k) == CHANNELS - donated  # the rest stay the balanced sample's
     donor_channels = channels >= 100.0
     assert (donor_channels == donor_channels[0]).all()  # one channel subset shared by the batch
-    assert [label.tolist() for label in labels] == [[3, 2, 1, 0]]  # the balanced branch's labels only
+    assert [label.tolist() for label in labels] == [
+        [3, 2, 1, 0]
+    ]  # the balanced branch's labels only
 
 
 def test_the_donated_channels_change_with_the_seed_of_the_step():
@@ -134,12 +142,23 @@ def test_another_fusing_sampler_feeds_the_fusing_branch_inside_a_training_sessio
 
     counts = [60, 3, 3, 2]
     labels = torch.repeat_interleave(torch.arange(4), torch.tensor(counts))
-    images = (torch.arange(len(labels)).view(-1, 1, 1, 1) % 256).expand(-1, 3, 4, 4).to(torch.uint8).contiguous()
+    images = (
+        (torch.arange(len(labels)).view(-1, 1, 1, 1) % 256)
+        .expand(-1, 3, 4, 4)
+        .to(torch.uint8)
+        .contiguous()
+    )
     from tailfuse.data.prepare import LabelledImages
 
     train = LabelledImages(images, labels)
     data = SimpleNamespace(
-        train=train, num_classes=4, class_counts=counts, validation=None, test=train, named_tests={}, plan=None
+        train=train,
+        num_classes=4,
+        class_counts=counts,
+        validation=None,
+        test=train,
+        named_tests={},
+        plan=None,
     )
     donors = {}
     for sampler in ("instance", "class_balanced"):

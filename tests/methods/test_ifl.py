@@ -32,7 +32,8 @@ def test_environment_weights_on_a_hand_made_confidence_table():
     confidence = torch.tensor(
         [0.0, 0.25, 0.5, 0.75, 1.0]  # class 0: evenly spread
         + [0.9, 0.2, NAN]  # class 1: two seen (< 5) -> 1/2 each, the unseen one 0
-        + [1.0] + [0.0] * 9  # class 2: beta clamps at 10
+        + [1.0]
+        + [0.0] * 9  # class 2: beta clamps at 10
         + [NAN, NAN]  # class 3: never seen -> all 0
     )
     weights = intra_class_environment_weights(labels, confidence, 4, sample_scale=4.0)
@@ -100,9 +101,14 @@ def test_milestones_past_the_last_epoch_are_refused(tmp_path, capsys):
     # from epochs 10 and 13: with 12 epochs the second rebuild and weight would never happen
     with pytest.raises(ConfigError, match=r"method.update_milestones \[10, 13\].*train.epochs=12"):
         load_recipe("cifar10_glt_quick_ifl", ["train.epochs=12"])
-    with pytest.raises(ConfigError, match=r"method.center_milestones \[0, 10, 13\].*train.epochs=12"):
+    with pytest.raises(
+        ConfigError, match=r"method.center_milestones \[0, 10, 13\].*train.epochs=12"
+    ):
         load_recipe("cifar10_glt_quick_ifl", ["train.epochs=12", "method.update_milestones=[10]"])
-    assert main(["train", "cifar10_glt_quick_ifl", "train.epochs=4", "--out", str(tmp_path / "run")]) == 2
+    assert (
+        main(["train", "cifar10_glt_quick_ifl", "train.epochs=4", "--out", str(tmp_path / "run")])
+        == 2
+    )
     assert capsys.readouterr().err.startswith("error: ")
     assert not (tmp_path / "run").exists()
     # milestones that cannot take effect are not checked: one environment is never rebuilt, and
@@ -114,7 +120,14 @@ def test_milestones_past_the_last_epoch_are_refused(tmp_path, capsys):
 
 def test_center_weight_follows_the_milestones():
     options = load_recipe("cifar10_glt_quick_ifl").method
-    assert [center_weight(options, e) for e in (0, 9, 10, 12, 13, 15)] == [0.0, 0.0, 0.001, 0.001, 0.005, 0.005]
+    assert [center_weight(options, e) for e in (0, 9, 10, 12, 13, 15)] == [
+        0.0,
+        0.0,
+        0.001,
+        0.001,
+        0.005,
+        0.005,
+    ]
 
 
 def _method(overrides=(), class_counts=(3, 2, 1)):
@@ -145,12 +158,15 @@ def test_center_update_is_the_moving_average_rule():
 def test_a_step_records_confidence_and_moves_centers_only_when_alpha_is_positive():
     method, model, labels = _method()
     batches = {
-        f"env{k}": Batch(torch.randn(3, 3, 32, 32), labels[[0, 3, 5]], torch.tensor([0, 3, 5])) for k in (1, 2)
+        f"env{k}": Batch(torch.randn(3, 3, 32, 32), labels[[0, 3, 5]], torch.tensor([0, 3, 5]))
+        for k in (1, 2)
     }
     before = method.state.centers.clone()
     context = StepContext(epoch=0, total_epochs=16, randomness=EpochRandomness(0, 0))
     loss = method.loss(batches, context)
-    assert loss.requires_grad and torch.equal(method.state.centers, before)  # alpha = 0 before epoch 10
+    assert loss.requires_grad and torch.equal(
+        method.state.centers, before
+    )  # alpha = 0 before epoch 10
     recorded = ~torch.isnan(method.confidence)
     assert recorded.nonzero().flatten().tolist() == [0, 3, 5]
     late = StepContext(epoch=13, total_epochs=16, randomness=EpochRandomness(0, 13))
@@ -158,7 +174,9 @@ def test_a_step_records_confidence_and_moves_centers_only_when_alpha_is_positive
     assert not torch.equal(method.state.centers, before)
     method.end_epoch(late)  # epoch 13 is an update milestone
     env2 = method.state.environment_weights[1]
-    assert env2[[0, 3, 5]].tolist() == [1.0, 1.0, 1.0] and env2.sum() == 3.0  # one seen sample per class
+    assert (
+        env2[[0, 3, 5]].tolist() == [1.0, 1.0, 1.0] and env2.sum() == 3.0
+    )  # one seen sample per class
     assert torch.equal(method.state.environment_weights[0], torch.ones(6, dtype=torch.float64))
     assert torch.isnan(method.confidence).all()  # records restart every epoch
 
@@ -189,23 +207,34 @@ def tiny_glt_overrides(root, epochs=2, **extra):
     return [f"{key}={value}" for key, value in values.items()]
 
 
-@pytest.mark.parametrize(("epoch_images", "environments", "steps"), [("per_environment", 2, 8), ("shared", 2, 4), ("per_environment", 3, 13)])
+@pytest.mark.parametrize(
+    ("epoch_images", "environments", "steps"),
+    [("per_environment", 2, 8), ("shared", 2, 4), ("per_environment", 3, 13)],
+)
 def test_steps_per_epoch_and_branch_batches(tiny_glt, epoch_images, environments, steps):
     # per environment: ceil(63 / 8); shared: ceil(ceil(63 / 2) / 8); three environments: ceil(63 / 5)
     config = load_recipe(
         "cifar10_glt_quick_ifl",
-        tiny_glt_overrides(tiny_glt, **{"method.epoch_images": epoch_images, "method.environments": environments}),
+        tiny_glt_overrides(
+            tiny_glt, **{"method.epoch_images": epoch_images, "method.environments": environments}
+        ),
     )
     runtime = make_runtime(config.train)
     data = load_data(config.data, runtime.device)
-    assert len(data.train) == 63  # pools 40, 20, 10 (rho 4) at 7:2:1 = 70 images, minus the 10 % val (7)
+    assert (
+        len(data.train) == 63
+    )  # pools 40, 20, 10 (rho 4) at 7:2:1 = 70 images, minus the 10 % val (7)
     session = TrainingSession(config, data, runtime)
     assert session.steps_per_epoch == steps
     assert set(session.batch_sizes.values()) == {16 // environments}
     record = session.train_epoch(0)
-    draws = 63 if epoch_images == "per_environment" else 32  # indices each environment draws per epoch
+    draws = (
+        63 if epoch_images == "per_environment" else 32
+    )  # indices each environment draws per epoch
     expected_images = environments * draws
-    assert record["images_per_second"] * record["seconds"] == pytest.approx(expected_images, rel=1e-6)
+    assert record["images_per_second"] * record["seconds"] == pytest.approx(
+        expected_images, rel=1e-6
+    )
 
 
 def test_resumed_ifl_run_equals_an_uninterrupted_one(tiny_glt, tmp_path):
@@ -217,7 +246,9 @@ def test_resumed_ifl_run_equals_an_uninterrupted_one(tiny_glt, tmp_path):
     # an interrupted run: one epoch (cosine lr at epoch 0 does not depend on the length; the
     # center weight of epoch 1 is left out, as a one-epoch run refuses it, and is 0 in epoch 0
     # either way), then its checkpoint relabelled as the two-epoch recipe's and resumed
-    one_epoch = tiny_glt_overrides(tiny_glt, epochs=1, **{"method.center_milestones": "[0]", "method.center_weights": "[0.0]"})
+    one_epoch = tiny_glt_overrides(
+        tiny_glt, epochs=1, **{"method.center_milestones": "[0]", "method.center_weights": "[0.0]"}
+    )
     train(load_recipe("cifar10_glt_quick_ifl", one_epoch), tmp_path / "resumed")
     saved = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
     saved["config"]["train"]["epochs"] = 2

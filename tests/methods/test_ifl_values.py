@@ -46,7 +46,9 @@ def ifl(overrides=(), counts=(5, 5), model=None):
     torch.manual_seed(0)
     model = model or build_model(config.model, len(counts))
     method = build_method(config, model, list(counts))
-    method.bind_training_set(torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts)))
+    method.bind_training_set(
+        torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    )
     return method, model
 
 
@@ -71,8 +73,13 @@ def test_no_rebuild_outside_the_update_milestones():
 
 def test_posthoc_adjustment_in_predict_subtracts_tau_log_prior():
     images = torch.randn(2, 3, 2, 2, generator=torch.Generator().manual_seed(0))
-    for tau, shift in ((1.0, [0.693147, 1.098612, 1.791759]), (0.5, [0.346574, 0.549306, 0.895880])):
-        method, model = ifl([f"method.posthoc_tau={tau}"], counts=(3, 2, 1), model=stub_model())  # prior 1/2, 1/3, 1/6
+    for tau, shift in (
+        (1.0, [0.693147, 1.098612, 1.791759]),
+        (0.5, [0.346574, 0.549306, 0.895880]),
+    ):
+        method, model = ifl(
+            [f"method.posthoc_tau={tau}"], counts=(3, 2, 1), model=stub_model()
+        )  # prior 1/2, 1/3, 1/6
         model.eval()
         with torch.no_grad():
             difference = method.predict(images) - model(images)
@@ -118,12 +125,24 @@ def test_cosine_center_loss_update_by_hand():
 
 
 def test_cosine_center_term_enters_the_loss_with_alpha():
-    method, model = ifl(["method.center_loss=cosine", "method.center_milestones=[0]", "method.center_weights=[0.5]"], counts=(2, 2, 2), model=stub_model())
-    method.state.centers.copy_(torch.tensor([[1.0, 1.0, 1.0, 1.0], [-1.0, -1.0, -1.0, -1.0], [1.0, -1.0, 1.0, -1.0]]))
+    method, model = ifl(
+        [
+            "method.center_loss=cosine",
+            "method.center_milestones=[0]",
+            "method.center_weights=[0.5]",
+        ],
+        counts=(2, 2, 2),
+        model=stub_model(),
+    )
+    method.state.centers.copy_(
+        torch.tensor([[1.0, 1.0, 1.0, 1.0], [-1.0, -1.0, -1.0, -1.0], [1.0, -1.0, 1.0, -1.0]])
+    )
     with torch.no_grad():
         model.head.fc.weight.zero_()
         model.head.fc.bias.zero_()
-    images = torch.ones(1, 3, 2, 2)  # feature (1, 1, 1, 1): cos 1 with center 0, -1 with center 1, 0 with center 2
+    images = torch.ones(
+        1, 3, 2, 2
+    )  # feature (1, 1, 1, 1): cos 1 with center 0, -1 with center 1, 0 with center 2
     context = StepContext(epoch=0, total_epochs=1, randomness=EpochRandomness(0, 0))
     losses = []
     for label in (0, 1, 2):
@@ -134,7 +153,11 @@ def test_cosine_center_term_enters_the_loss_with_alpha():
 
 
 def test_class_mean_center_init_sets_centers_to_the_last_warmup_epochs_class_means():
-    overrides = ["method.center_init=class_mean", "method.center_milestones=[0,2]", "method.center_weights=[0.0,0.005]"]
+    overrides = [
+        "method.center_init=class_mean",
+        "method.center_milestones=[0,2]",
+        "method.center_weights=[0.0,0.005]",
+    ]
     method, _ = ifl(overrides, counts=(2, 1, 1), model=stub_model())
     random_centers = method.state.centers.clone()
 
@@ -145,7 +168,11 @@ def test_class_mean_center_init_sets_centers_to_the_last_warmup_epochs_class_mea
     for epoch in (0, 1):
         context = StepContext(epoch=epoch, total_epochs=4, randomness=EpochRandomness(0, epoch))
         # epoch 0 is not the last warm-up epoch: its features must not count
-        first = batch([100.0, 50.0], [0, 1], [0, 2]) if epoch == 0 else batch([1.0, 10.0], [0, 1], [0, 2])
+        first = (
+            batch([100.0, 50.0], [0, 1], [0, 2])
+            if epoch == 0
+            else batch([1.0, 10.0], [0, 1], [0, 2])
+        )
         second = batch([-9.0], [0], [1]) if epoch == 0 else batch([3.0], [0], [1])
         method.loss({"env1": first, "env2": second}, context)
         method.end_epoch(context)

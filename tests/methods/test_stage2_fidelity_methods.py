@@ -65,7 +65,9 @@ def test_mislas_lws_with_h2t_draws_its_fusing_branch_as_many_images_from_its_sam
     method.bind_training_set(labels)
     branches = method.branches()
     assert sorted(branches) == ["balanced", "fusing"]
-    assert isinstance(branches["fusing"], ReverseSampler) and isinstance(branches["balanced"], ClassAwareSampler)
+    assert isinstance(branches["fusing"], ReverseSampler) and isinstance(
+        branches["balanced"], ClassAwareSampler
+    )
     assert branches["fusing"].num_samples == branches["balanced"].num_samples == 112
     plain, _ = make({"train": {"batch_size": 16}, "method": {"name": "mislas_lws"}})
     plain.bind_training_set(labels)

@@ -81,7 +81,9 @@ def _three_experts(images: torch.Tensor) -> list[torch.Tensor]:
 
 
 def test_weights_start_equal_sum_to_one_and_move_toward_the_consistent_expert():
-    options = SelfSupervisedAggregationOptions(enabled=True, epochs=3, batch_size=8, lr=0.5, stop_below=0.0)
+    options = SelfSupervisedAggregationOptions(
+        enabled=True, epochs=3, batch_size=8, lr=0.5, stop_below=0.0
+    )
     nothing = UnlabelledViews(torch.zeros(0, 3, 4, 4, dtype=torch.uint8), _augmenter(), seed=0)
     start, record = learn_aggregation_weights(_three_experts, nothing, 3, options)
     assert start.tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3]) and record["images"] == 0
@@ -93,11 +95,15 @@ def test_weights_start_equal_sum_to_one_and_move_toward_the_consistent_expert():
     assert record["expert_weights"] == pytest.approx(weights.tolist())
     assert record["epochs_run"] == 3 and record["images"] == 32
     # the mean view similarity rises as the weights learn
-    assert record["mean_view_similarity_per_epoch"][-1] > record["mean_view_similarity_per_epoch"][0]
+    assert (
+        record["mean_view_similarity_per_epoch"][-1] > record["mean_view_similarity_per_epoch"][0]
+    )
 
 
 def test_early_stop_once_a_weight_falls_below_the_threshold():
-    options = SelfSupervisedAggregationOptions(enabled=True, epochs=50, batch_size=8, lr=5.0, stop_below=0.05)
+    options = SelfSupervisedAggregationOptions(
+        enabled=True, epochs=50, batch_size=8, lr=5.0, stop_below=0.05
+    )
     weights, record = learn_aggregation_weights(_three_experts, _FixedViews(), 3, options)
     assert record["epochs_run"] < 50 and weights.min() < 0.05
 
@@ -174,21 +180,30 @@ def test_learned_weights_through_the_cli_and_eval_ignore_the_labels(
 
     def garbage_labels(*args, **kwargs):
         data = real_load_data(*args, **kwargs)
-        garbage = torch.randint(0, 10, data.test.labels.shape, generator=torch.Generator().manual_seed(1))
+        garbage = torch.randint(
+            0, 10, data.test.labels.shape, generator=torch.Generator().manual_seed(1)
+        )
         return replace(data, test=replace(data.test, labels=garbage))
 
     monkeypatch.setattr(trainer, "load_data", garbage_labels)
     assert main(["eval", str(run), "--out", str(tmp_path / "eval")]) == 0
     evaluated = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert evaluated["test_time_adaptation"]["expert_weights"] == weights
-    assert evaluated["test"]["confusion_matrix"] != results["test"]["confusion_matrix"]  # labels did change
+    assert (
+        evaluated["test"]["confusion_matrix"] != results["test"]["confusion_matrix"]
+    )  # labels did change
 
 
 def test_test_time_defaults_are_the_authors_released_config():
     # test_time_cifar100_ir100_tade.json: batch 128, SGD lr 0.1, momentum 0.9, wd 5e-4, Nesterov, 5 passes
     options = SelfSupervisedAggregationOptions()
     assert not options.enabled
-    assert (options.batch_size, options.lr, options.momentum, options.weight_decay) == (128, 0.1, 0.9, 5.0e-4)
+    assert (options.batch_size, options.lr, options.momentum, options.weight_decay) == (
+        128,
+        0.1,
+        0.9,
+        5.0e-4,
+    )
     assert options.nesterov and options.epochs == 5 and options.stop_below == 0.05
 
 
@@ -198,13 +213,19 @@ def test_one_aggregation_step_is_sgd_with_the_options_momentum_nesterov_and_deca
     with g the gradient of the (hand-checked) aggregation loss at a = 1/3."""
     lr, momentum, decay = 0.5, 0.9, 0.1
     options = SelfSupervisedAggregationOptions(
-        enabled=True, epochs=1, batch_size=8, lr=lr, momentum=momentum, weight_decay=decay,
-        nesterov=nesterov, stop_below=0.0,
+        enabled=True,
+        epochs=1,
+        batch_size=8,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=decay,
+        nesterov=nesterov,
+        stop_below=0.0,
     )
     views = _FixedViews(batches=1)
     weights, _ = learn_aggregation_weights(_three_experts, views, 3, options)
     start = torch.full((3,), 1 / 3, requires_grad=True)
-    (first, second), = views.batches(8, 0)
+    ((first, second),) = views.batches(8, 0)
     aggregation_loss(start, _three_experts(first), _three_experts(second)).backward()
     step = start.grad + decay * start.detach()
     moved = start.detach() - lr * step * ((1 + momentum) if nesterov else 1.0)
@@ -259,10 +280,14 @@ def test_the_epoch_similarity_is_the_image_weighted_mean_and_the_arguments_reach
     assert record["kind"] == "tade_self_supervised_aggregation"
     assert record["options"] == options.model_dump()
 
-    plain = SelfSupervisedAggregationOptions(enabled=True, epochs=1, stop_below=0.0, colour_distortion=False)
+    plain = SelfSupervisedAggregationOptions(
+        enabled=True, epochs=1, stop_below=0.0, colour_distortion=False
+    )
     one_image = _RecordingViews([1])
     _, record = learn_aggregation_weights(_twin_experts, one_image, 2, plain)
-    assert record["mean_view_similarity_per_epoch"] == pytest.approx([2.0 / math.sqrt(5.0)], abs=1e-6)
+    assert record["mean_view_similarity_per_epoch"] == pytest.approx(
+        [2.0 / math.sqrt(5.0)], abs=1e-6
+    )
     assert one_image.calls == [(128, 0, False)]
 
 
@@ -281,8 +306,14 @@ def test_two_plain_sgd_steps_with_weight_decay_by_hand():
     alike; the second one does not, so leaving the decay out changes the weights."""
     lr, decay = 2.0, 0.5
     options = SelfSupervisedAggregationOptions(
-        enabled=True, epochs=1, batch_size=1, lr=lr, momentum=0.0, weight_decay=decay,
-        nesterov=False, stop_below=0.0,
+        enabled=True,
+        epochs=1,
+        batch_size=1,
+        lr=lr,
+        momentum=0.0,
+        weight_decay=decay,
+        nesterov=False,
+        stop_below=0.0,
     )
     views = _FixedViews(batches=1)
     views.images = views.images[:2]

@@ -139,19 +139,25 @@ def read_glt_annotation(
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise DataError(f"GLT annotation {path} does not exist (build one with `tailfuse data build-glt`)")
+        raise DataError(
+            f"GLT annotation {path} does not exist (build one with `tailfuse data build-glt`)"
+        )
     try:
         content = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise DataError(f"GLT annotation {path} is not readable JSON: {error}") from None
     if not isinstance(content, dict) or "train" not in content:
-        raise DataError(f"GLT annotation {path} has no 'train' split (expected keys {', '.join(GLT_SPLITS)})")
+        raise DataError(
+            f"GLT annotation {path} has no 'train' split (expected keys {', '.join(GLT_SPLITS)})"
+        )
     root_path = Path(root).expanduser() if root else None
     replace_prefix = replace_prefix or {}
     try:
         class_names = _class_names(content, path)
     except (ValueError, TypeError, AttributeError) as error:
-        raise DataError(f"{path}: a class id or label is not an integer ({' '.join(str(error).split())[:120]})") from None
+        raise DataError(
+            f"{path}: a class id or label is not an integer ({' '.join(str(error).split())[:120]})"
+        ) from None
     splits = {}
     for split_name in GLT_SPLITS:
         if split_name not in content:
@@ -165,7 +171,9 @@ def read_glt_annotation(
         if not keys:
             continue
         image_paths = keys
-        if "path" in raw:  # the authors' MSCOCO-GLT files: keys are patch ids, ``path`` names the image
+        if (
+            "path" in raw
+        ):  # the authors' MSCOCO-GLT files: keys are patch ids, ``path`` names the image
             missing = next((k for k in keys if k not in raw["path"]), None)
             if missing is not None:
                 raise DataError(f"{path}: split '{split_name}' has no path for image '{missing}'")
@@ -181,13 +189,17 @@ def read_glt_annotation(
                 if name in raw
             }
         except KeyError as error:
-            raise DataError(f"{path}: split '{split_name}' lacks an entry for image {error}") from None
+            raise DataError(
+                f"{path}: split '{split_name}' lacks an entry for image {error}"
+            ) from None
         except (ValueError, TypeError, AttributeError) as error:
             raise DataError(
                 f"{path}: split '{split_name}' has an entry that is not an integer ({' '.join(str(error).split())[:120]})"
             ) from None
         if labels.min() < 0 or labels.max() >= len(class_names):
-            raise DataError(f"{path}: split '{split_name}' has labels outside 0..{len(class_names) - 1}")
+            raise DataError(
+                f"{path}: split '{split_name}' has labels outside 0..{len(class_names) - 1}"
+            )
         splits[split_name] = GltSplit(
             paths=[_rewrite(p, root_path, replace_prefix) for p in image_paths],
             labels=labels,
@@ -198,7 +210,9 @@ def read_glt_annotation(
     if "train" not in splits:
         raise DataError(f"GLT annotation {path}: the train split is empty")
     if not any(name in splits for name in TEST_SPLITS):
-        raise DataError(f"GLT annotation {path} has none of the test splits {', '.join(TEST_SPLITS)}")
+        raise DataError(
+            f"GLT annotation {path} has none of the test splits {', '.join(TEST_SPLITS)}"
+        )
     return GltAnnotation(class_names, splits, dict(content.get("meta", {})))
 
 
@@ -222,7 +236,9 @@ def write_json_atomically(content: dict, path: Path) -> None:
 # ---------------------------------------------------------------------- synthetic attributes
 
 
-def apply_attribute_transforms(images: np.ndarray, transforms: dict[str, np.ndarray], tint_strength: float = 0.4) -> np.ndarray:
+def apply_attribute_transforms(
+    images: np.ndarray, transforms: dict[str, np.ndarray], tint_strength: float = 0.4
+) -> np.ndarray:
     """Apply CIFAR-10-GLT's attribute to uint8 (N, H, W, 3) images (spec §7.2 item 1, end note).
 
     ``tint`` id t: ``(1 − λ)·x + λ·colour_t`` (λ = ``tint_strength``; −1 = none);
@@ -264,7 +280,9 @@ class CifarGltOptions:
     cbl_val_per_class: int = 30  # val of the CBL file, 7:2:1
     gbl_per_rank: int = 100  # Test-GBL images per (class, rank)
     cbl_test_per_class: int = 300  # Test-CBL images per class, 7:2:1
-    test_lt_pool_per_class: int = 400  # Test-GLT: ⌊pool·ρ^(−c/(C−1))⌋ at 7:2:1 from the rest (0: none)
+    test_lt_pool_per_class: int = (
+        400  # Test-GLT: ⌊pool·ρ^(−c/(C−1))⌋ at 7:2:1 from the rest (0: none)
+    )
     frequency_boundaries: tuple[int, int] = (4, 7)  # classes [0,4) many, [4,7) medium, rest few
 
     def check(self) -> None:
@@ -303,7 +321,9 @@ def list_image_folder(folder: Path, resolve: bool = False) -> tuple[list[str], l
     return list(class_names), per_class
 
 
-def build_cifar_glt(root: str | Path, options: CifarGltOptions | None = None) -> dict[str, GltAnnotation]:
+def build_cifar_glt(
+    root: str | Path, options: CifarGltOptions | None = None
+) -> dict[str, GltAnnotation]:
     """Build the two CIFAR-10-GLT annotations (``glt``: Train-GLT file, ``cbl``: Train-CBL file).
 
     Follows spec §7.2 items 3–8; both files share the identical test sets.
@@ -320,7 +340,9 @@ def build_cifar_glt(root: str | Path, options: CifarGltOptions | None = None) ->
         raise DataError(f"{root}/train must hold at least two class folders")
     n_max = options.max_per_class or min(len(paths) for paths in train_paths)
     exponent = 1.0 / (num_classes - 1)
-    pool_sizes = [int(math.floor(n_max * options.rho ** (-c * exponent) + 1e-9)) for c in range(num_classes)]
+    pool_sizes = [
+        int(math.floor(n_max * options.rho ** (-c * exponent) + 1e-9)) for c in range(num_classes)
+    ]
     a, b = options.frequency_boundaries
     frequency_of = [0 if c < a else 1 if c < b else 2 for c in range(num_classes)]
     transform_name = options.attribute
@@ -337,7 +359,9 @@ def build_cifar_glt(root: str | Path, options: CifarGltOptions | None = None) ->
         return out
 
     def permuted(paths: list[str], *purpose: object) -> list[str]:
-        order = np.random.default_rng(derive_seed(options.seed, "cifar-glt", *purpose)).permutation(len(paths))
+        order = np.random.default_rng(derive_seed(options.seed, "cifar-glt", *purpose)).permutation(
+            len(paths)
+        )
         return [paths[i] for i in order]
 
     glt_pool, cbl_train, cbl_val = [], [], []
@@ -348,9 +372,13 @@ def build_cifar_glt(root: str | Path, options: CifarGltOptions | None = None) ->
     for c in range(num_classes):
         glt_sizes = rank_sizes(pool_sizes[c])
         if sum(glt_sizes) > len(train_paths[c]):
-            raise DataError(f"class {class_names[c]} has {len(train_paths[c])} train images; CIFAR-10-GLT needs {sum(glt_sizes)}")
+            raise DataError(
+                f"class {class_names[c]} has {len(train_paths[c])} train images; CIFAR-10-GLT needs {sum(glt_sizes)}"
+            )
         if sum(cbl_sizes) + sum(cbl_val_sizes) > len(train_paths[c]):
-            raise DataError(f"class {class_names[c]} has too few train images for Train-CBL ({sum(cbl_sizes)} + val)")
+            raise DataError(
+                f"class {class_names[c]} has too few train images for Train-CBL ({sum(cbl_sizes)} + val)"
+            )
         glt_pool += entries(permuted(train_paths[c], "glt", c), c, glt_sizes)
         cbl_order = permuted(train_paths[c], "cbl", c)
         cbl_train += entries(cbl_order, c, cbl_sizes)
@@ -358,7 +386,9 @@ def build_cifar_glt(root: str | Path, options: CifarGltOptions | None = None) ->
         test_order = permuted(test_paths[c], "test", c)
         needed = 3 * options.gbl_per_rank + sum(cbl_test_sizes)
         if needed > len(test_order):
-            raise DataError(f"class {class_names[c]} has {len(test_order)} test images; the GLT test sets need {needed}")
+            raise DataError(
+                f"class {class_names[c]} has {len(test_order)} test images; the GLT test sets need {needed}"
+            )
         tests["test_bbl"] += entries(test_order, c, [options.gbl_per_rank] * 3)
         start = 3 * options.gbl_per_rank
         tests["test_bl"] += entries(test_order[start:], c, cbl_test_sizes)
@@ -398,10 +428,18 @@ def build_cifar_glt(root: str | Path, options: CifarGltOptions | None = None) ->
         "attribute_meaning": "rank: 0 head, 1 medium, 2 tail attribute within the class (7:2:1)",
     }
     return {
-        "glt": GltAnnotation(class_names, {"train": split(glt_train), "val": split(glt_val), **shared_tests}, {**meta, "train_set": "glt"}),
+        "glt": GltAnnotation(
+            class_names,
+            {"train": split(glt_train), "val": split(glt_val), **shared_tests},
+            {**meta, "train_set": "glt"},
+        ),
         "cbl": GltAnnotation(
             class_names,
-            {"train": split(cbl_train), "val": split(cbl_val), **{k: v for k, v in shared_tests.items() if k != "test_lt"}},
+            {
+                "train": split(cbl_train),
+                "val": split(cbl_val),
+                **{k: v for k, v in shared_tests.items() if k != "test_lt"},
+            },
             {**meta, "train_set": "cbl"},
         ),
     }
@@ -412,18 +450,25 @@ def cifar_glt_file_stem(options: CifarGltOptions) -> str:
     return f"cifar10_glt_{options.attribute}_{options.mode}_rho{rho}_seed{options.seed}"
 
 
-def write_cifar_glt(root: str | Path, out_dir: str | Path, options: CifarGltOptions | None = None) -> dict[str, Path]:
+def write_cifar_glt(
+    root: str | Path, out_dir: str | Path, options: CifarGltOptions | None = None
+) -> dict[str, Path]:
     """Build CIFAR-10-GLT and write ``<stem>_intra_lt_inter_lt.json`` / ``..._inter_bl.json``.
 
     Image keys are relative to ``root`` (pass ``data.root`` when reading).
     """
     options = options or CifarGltOptions()
     annotations = build_cifar_glt(root, options)
-    return write_annotation_pair(annotations, out_dir, cifar_glt_file_stem(options), Path(root).expanduser().resolve())
+    return write_annotation_pair(
+        annotations, out_dir, cifar_glt_file_stem(options), Path(root).expanduser().resolve()
+    )
 
 
 def write_annotation_pair(
-    annotations: dict[str, GltAnnotation], out_dir: str | Path, stem: str, relative_to: Path | None = None
+    annotations: dict[str, GltAnnotation],
+    out_dir: str | Path,
+    stem: str,
+    relative_to: Path | None = None,
 ) -> dict[str, Path]:
     """Write ``<stem>_intra_lt_inter_lt.json`` (Train-GLT) and ``..._inter_bl.json`` (Train-CBL)."""
     written = {}
@@ -436,15 +481,29 @@ def write_annotation_pair(
 
 def annotation_summary(annotation: GltAnnotation) -> dict:
     """Sizes per split, per class and per (class, attribute): what `data build-glt` prints."""
-    summary = {"classes": annotation.class_names, "train_set": annotation.meta.get("train_set"), "splits": {}}
+    summary = {
+        "classes": annotation.class_names,
+        "train_set": annotation.meta.get("train_set"),
+        "splits": {},
+    }
     for name, split in annotation.splits.items():
         per_class = np.bincount(split.labels, minlength=annotation.num_classes).tolist()
-        per_attribute = np.bincount(split.attributes[split.attributes >= 0], minlength=3).tolist() if (split.attributes >= 0).any() else []
-        summary["splits"][name] = {"size": len(split), "per_class": per_class, "per_attribute": per_attribute}
+        per_attribute = (
+            np.bincount(split.attributes[split.attributes >= 0], minlength=3).tolist()
+            if (split.attributes >= 0).any()
+            else []
+        )
+        summary["splits"][name] = {
+            "size": len(split),
+            "per_class": per_class,
+            "per_attribute": per_attribute,
+        }
     return summary
 
 
-def write_preview(annotation: GltAnnotation, path: str | Path, tint_strength: float = 0.4, split: str = "test_bbl") -> Path:
+def write_preview(
+    annotation: GltAnnotation, path: str | Path, tint_strength: float = 0.4, split: str = "test_bbl"
+) -> Path:
     """A class × attribute grid of one ``split`` image each, with its tint/rotation applied."""
     import matplotlib
 
@@ -453,7 +512,9 @@ def write_preview(annotation: GltAnnotation, path: str | Path, tint_strength: fl
     from PIL import Image
 
     chosen = annotation.splits[split]
-    figure, axes = plt.subplots(3, annotation.num_classes, figsize=(1.1 * annotation.num_classes + 1, 3.6), squeeze=False)
+    figure, axes = plt.subplots(
+        3, annotation.num_classes, figsize=(1.1 * annotation.num_classes + 1, 3.6), squeeze=False
+    )
     for class_index in range(annotation.num_classes):
         for rank in range(3):
             axis = axes[rank][class_index]
@@ -464,7 +525,9 @@ def write_preview(annotation: GltAnnotation, path: str | Path, tint_strength: fl
                 position = int(where[0])
                 with Image.open(chosen.paths[position]) as image:
                     pixels = np.asarray(image.convert("RGB"))[None]
-                transforms = {name: values[[position]] for name, values in chosen.transforms.items()}
+                transforms = {
+                    name: values[[position]] for name, values in chosen.transforms.items()
+                }
                 axis.imshow(apply_attribute_transforms(pixels, transforms, tint_strength)[0])
             if rank == 0:
                 axis.set_title(annotation.class_names[class_index], fontsize=7)

@@ -95,7 +95,9 @@ def attribute_lists(images: Sequence[str], cluster_ids: np.ndarray) -> list[list
     if len(ranks) != len(images):
         raise DataError(f"{len(images)} images but {len(ranks)} cluster ids")
     if len(ranks) and ranks.max() > 5:
-        raise DataError(f"a class has {int(ranks.max()) + 1} clusters; ImageNet-GLT merges 6 into 3 attributes")
+        raise DataError(
+            f"a class has {int(ranks.max()) + 1} clusters; ImageNet-GLT merges 6 into 3 attributes"
+        )
     by_rank: list[list[str]] = [[] for _ in range(6)]
     for path, rank in zip(images, ranks.tolist(), strict=True):
         by_rank[rank].append(path)
@@ -120,10 +122,14 @@ def imagenet_glt_splits(
     sizes = sizes or ImagenetGltSizes()
     num_classes = len(class_names)
     if len(profile) != num_classes:
-        raise DataError(f"the long-tail profile has {len(profile)} entries for {num_classes} classes")
+        raise DataError(
+            f"the long-tail profile has {len(profile)} entries for {num_classes} classes"
+        )
     if any(a < b for a, b in zip(profile, profile[1:], strict=False)):
         raise DataError("the long-tail profile must be non-increasing (class id 0 = largest)")
-    order = sorted(range(num_classes), key=lambda k: -len(class_images[k]))  # stable: ties keep listing order
+    order = sorted(
+        range(num_classes), key=lambda k: -len(class_images[k])
+    )  # stable: ties keep listing order
     many_until = int(round(sizes.many_fraction * num_classes))
     few_from = int(round(sizes.few_fraction * num_classes))
     frequency_of = [0 if i < many_until else 1 if i < few_from else 2 for i in range(num_classes)]
@@ -151,7 +157,9 @@ def imagenet_glt_splits(
     test_lt_size = sizes.test_lt_per_class * num_classes
     val_size = sizes.val_per_class * num_classes
     if test_lt_size + val_size > len(pool):
-        raise DataError(f"the long-tailed pool holds {len(pool)} images; Test-GLT and val need {test_lt_size + val_size}")
+        raise DataError(
+            f"the long-tailed pool holds {len(pool)} images; Test-GLT and val need {test_lt_size + val_size}"
+        )
     generator = random.Random(seed)
     positions = list(range(len(pool)))
     test_lt_positions = set(generator.sample(positions, test_lt_size))
@@ -177,7 +185,9 @@ def imagenet_glt_splits(
             {**meta, "train_set": "glt"},
         ),
         "cbl": GltAnnotation(
-            names, {"train": split(rows["cbl_train"]), "val": split(rows["cbl_val"]), **tests}, {**meta, "train_set": "cbl"}
+            names,
+            {"train": split(rows["cbl_train"]), "val": split(rows["cbl_val"]), **tests},
+            {**meta, "train_set": "cbl"},
         ),
     }
 
@@ -192,7 +202,9 @@ def load_feature_model(weights: str | Path, architecture: str = "resnet50", devi
 
     weights = Path(weights)
     if not weights.is_file():
-        raise DataError(f"feature weights {weights} do not exist (a torchvision {architecture} state dict)")
+        raise DataError(
+            f"feature weights {weights} do not exist (a torchvision {architecture} state dict)"
+        )
     model = getattr(torchvision.models, architecture)(weights=None)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
@@ -224,7 +236,13 @@ def extract_features(
     from torch.utils.data import DataLoader, Dataset
     from torchvision.transforms import v2
 
-    transform = v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(crop), v2.ToDtype(torch.float32, scale=True)])
+    transform = v2.Compose(
+        [
+            v2.Resize(resize, antialias=True),
+            v2.CenterCrop(crop),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
+    )
 
     class Images(Dataset):
         def __len__(self):
@@ -256,7 +274,9 @@ def cluster_images(features: np.ndarray, num_clusters: int = 6, seed: int = 25) 
     from sklearn.cluster import KMeans
 
     if len(features) < num_clusters:
-        raise DataError(f"a class has {len(features)} images, fewer than the {num_clusters} clusters")
+        raise DataError(
+            f"a class has {len(features)} images, fewer than the {num_clusters} clusters"
+        )
     return KMeans(n_clusters=num_clusters, random_state=seed, n_init=10).fit_predict(features)
 
 
@@ -285,18 +305,26 @@ def build_imagenet_glt_files(
     if not isinstance(profile, (list, tuple)):
         profile_path = Path(profile).expanduser()
         if not profile_path.is_file():
-            raise DataError(f"long-tail profile {profile_path} does not exist (a JSON list of per-class counts)")
+            raise DataError(
+                f"long-tail profile {profile_path} does not exist (a JSON list of per-class counts)"
+            )
         profile = [int(v) for v in json.loads(profile_path.read_text())]
-    too_small = [name for name, images in zip(class_names, class_images, strict=True) if len(images) < 6]
+    too_small = [
+        name for name, images in zip(class_names, class_images, strict=True) if len(images) < 6
+    ]
     if too_small:
-        raise DataError(f"classes {too_small[:5]} have fewer than 6 images, the K-Means clusters of a class")
+        raise DataError(
+            f"classes {too_small[:5]} have fewer than 6 images, the K-Means clusters of a class"
+        )
     model, resolved = load_feature_model(weights, architecture, device)
     class_clusters = []
     for images in tqdm(class_images, desc="features and clusters per class", leave=False):
         features = extract_features(images, model, resolved, resize, crop, batch_size, num_workers)
         class_clusters.append(cluster_images(features, seed=seed))
         del features
-    annotations = imagenet_glt_splits(class_names, class_images, class_clusters, profile, sizes, seed)
+    annotations = imagenet_glt_splits(
+        class_names, class_images, class_clusters, profile, sizes, seed
+    )
     return write_annotation_pair(annotations, out_dir, "imagenet_sup")
 
 
@@ -344,7 +372,9 @@ def greedy_balanced_selection(attribute_vectors: np.ndarray, count: int) -> list
     return chosen
 
 
-def attribute_frequency_labels(objects: list[CocoObject], labels: np.ndarray, class_attribute_counts: np.ndarray) -> np.ndarray:
+def attribute_frequency_labels(
+    objects: list[CocoObject], labels: np.ndarray, class_attribute_counts: np.ndarray
+) -> np.ndarray:
     """Head/medium/tail attribute label per object (spec §1.4 item 9), thresholds from this split.
 
     score = Σ_a norm(count_train[class, a])·norm(1[z_a]) (both L1-normalised); sorted
@@ -363,10 +393,14 @@ def attribute_frequency_labels(objects: list[CocoObject], labels: np.ndarray, cl
     ordered = np.sort(scores)[::-1]
     third = len(ordered) // 3
     head_threshold, medium_threshold = ordered[third], ordered[min(2 * third, len(ordered) - 1)]
-    return np.where(scores > head_threshold, 0, np.where(scores > medium_threshold, 1, 2)).astype(np.int64)
+    return np.where(scores > head_threshold, 0, np.where(scores > medium_threshold, 1, 2)).astype(
+        np.int64
+    )
 
 
-def mscoco_glt_splits(objects: list[CocoObject], sizes: CocoGltSizes | None = None, seed: int = 25) -> dict[str, dict]:
+def mscoco_glt_splits(
+    objects: list[CocoObject], sizes: CocoGltSizes | None = None, seed: int = 25
+) -> dict[str, dict]:
     """Object lists per split for the LT and BL files (spec §1.4 items 2–7).
 
     Returns ``{"glt"|"cbl": {"class_names", "splits": {name: [(object, label), ...]}}}``.
@@ -376,7 +410,9 @@ def mscoco_glt_splits(objects: list[CocoObject], sizes: CocoGltSizes | None = No
     by_class: dict[str, list[CocoObject]] = {}
     for obj in objects:
         by_class.setdefault(obj.class_name, []).append(obj)
-    class_names = sorted(by_class, key=lambda name: -len(by_class[name]))  # stable by first appearance for ties
+    class_names = sorted(
+        by_class, key=lambda name: -len(by_class[name])
+    )  # stable by first appearance for ties
     num_classes = len(class_names)
     results = {}
     for kind, file_index in (("glt", 0), ("cbl", 1)):
@@ -388,12 +424,16 @@ def mscoco_glt_splits(objects: list[CocoObject], sizes: CocoGltSizes | None = No
             vectors = np.stack([m.attributes for m in members])
             chosen = greedy_balanced_selection(vectors, gbl_count)
             if len(chosen) < gbl_count:
-                raise DataError(f"class {name} has only {len(chosen)} objects with attributes; Test-GBL needs {gbl_count}")
+                raise DataError(
+                    f"class {name} has only {len(chosen)} objects with attributes; Test-GBL needs {gbl_count}"
+                )
             chosen_set = set(chosen)
             splits["test_bbl"] += [(members[i], label) for i in chosen]
             rest = [m for i, m in enumerate(members) if i not in chosen_set]
             if len(rest) < cbl_count:
-                raise DataError(f"class {name} has too few objects left for Test-CBL ({len(rest)} < {cbl_count})")
+                raise DataError(
+                    f"class {name} has too few objects left for Test-CBL ({len(rest)} < {cbl_count})"
+                )
             generator.shuffle(rest)
             splits["test_bl"] += [(m, label) for m in rest[:cbl_count]]
             remaining_per_class.append(rest[cbl_count:])
@@ -401,17 +441,26 @@ def mscoco_glt_splits(objects: list[CocoObject], sizes: CocoGltSizes | None = No
         if kind == "glt":
             top = max(available)
             exponent = 1.0 / max(1, num_classes - 1)
-            targets = [min(int(math.floor(top * sizes.tail_ratio ** (i * exponent) + 1e-9)), available[i]) for i in range(num_classes)]
+            targets = [
+                min(int(math.floor(top * sizes.tail_ratio ** (i * exponent) + 1e-9)), available[i])
+                for i in range(num_classes)
+            ]
         else:
             targets = [min(available)] * num_classes
         for label, rest in enumerate(remaining_per_class):
-            splits["pool"] += [(m, label) for m in rest[: targets[label]]]  # already shuffled: a random draw
+            splits["pool"] += [
+                (m, label) for m in rest[: targets[label]]
+            ]  # already shuffled: a random draw
         pool = splits.pop("pool")
         generator.shuffle(pool)
         val_size = sizes.val_per_class[file_index] * num_classes
         if kind == "glt":
             test_lt_size = sizes.test_lt_per_class * num_classes
-            splits["test_lt"], splits["val"], splits["train"] = pool[:test_lt_size], pool[test_lt_size : test_lt_size + val_size], pool[test_lt_size + val_size :]
+            splits["test_lt"], splits["val"], splits["train"] = (
+                pool[:test_lt_size],
+                pool[test_lt_size : test_lt_size + val_size],
+                pool[test_lt_size + val_size :],
+            )
         else:
             splits["val"], splits["train"] = pool[:val_size], pool[val_size:]
         results[kind] = {"class_names": class_names, "splits": splits, "targets": targets}
@@ -424,7 +473,10 @@ JOBLIB_SAFE_GLOBALS = CIFAR_PICKLE_GLOBALS | {
     ("joblib.numpy_pickle", "NumpyArrayWrapper"),
     ("collections", "OrderedDict"),
     ("collections", "defaultdict"),
-    *{("builtins", name) for name in ("set", "frozenset", "list", "dict", "tuple", "int", "float", "str", "bytes")},
+    *{
+        ("builtins", name)
+        for name in ("set", "frozenset", "list", "dict", "tuple", "int", "float", "str", "bytes")
+    },
 }
 
 
@@ -440,15 +492,22 @@ def restricted_joblib_load(path: Path):
     try:
         from joblib.numpy_pickle import NumpyUnpickler, _validate_fileobject_and_memmap
     except ImportError as error:
-        raise DataError(f"this joblib cannot be read safely here ({error}); pin joblib 1.x") from None
+        raise DataError(
+            f"this joblib cannot be read safely here ({error}); pin joblib 1.x"
+        ) from None
 
     class RestrictedUnpickler(NumpyUnpickler):
         def find_class(self, module: str, name: str):
             if (module, name) not in JOBLIB_SAFE_GLOBALS:
-                raise pickle.UnpicklingError(f"it names {module}.{name}, which cocottributes never holds; refused")
+                raise pickle.UnpicklingError(
+                    f"it names {module}.{name}, which cocottributes never holds; refused"
+                )
             return super().find_class(module, name)
 
-    with open(path, "rb") as stream, _validate_fileobject_and_memmap(stream, str(path), None) as (handle, _):
+    with (
+        open(path, "rb") as stream,
+        _validate_fileobject_and_memmap(stream, str(path), None) as (handle, _),
+    ):
         if isinstance(handle, str):
             raise DataError(f"{path} is in a joblib format older than 0.10")
         return RestrictedUnpickler(str(path), handle, True).load()
@@ -467,13 +526,22 @@ def load_cocottributes(path: str | Path) -> dict[int, np.ndarray]:
         content = restricted_joblib_load(path)
         vectors, patch_to_annotation = content["ann_vecs"], content["patch_id_to_ann_id"]
     except (KeyError, TypeError) as error:
-        raise DataError(f"{path} lacks the cocottributes keys ann_vecs / patch_id_to_ann_id: {error}") from None
+        raise DataError(
+            f"{path} lacks the cocottributes keys ann_vecs / patch_id_to_ann_id: {error}"
+        ) from None
     except Exception as error:  # noqa: BLE001 - joblib raises many types for a bad file
         raise DataError(f"cannot read cocottributes file {path}: {error}") from None
-    return {int(patch_to_annotation[patch]): np.asarray(vector) > 0.5 for patch, vector in vectors.items()}
+    return {
+        int(patch_to_annotation[patch]): np.asarray(vector) > 0.5
+        for patch, vector in vectors.items()
+    }
 
 
-def load_coco_objects(attributes: dict[int, np.ndarray], annotation_files: Sequence[str | Path], image_folders: Sequence[str | Path]) -> list[CocoObject]:
+def load_coco_objects(
+    attributes: dict[int, np.ndarray],
+    annotation_files: Sequence[str | Path],
+    image_folders: Sequence[str | Path],
+) -> list[CocoObject]:
     """Join attribute vectors with COCO instance annotations (box, class name, image file)."""
     located: dict[str, str] = {}
     for folder in image_folders:
@@ -495,7 +563,9 @@ def load_coco_objects(attributes: dict[int, np.ndarray], annotation_files: Seque
                 continue
             file_name = images[annotation["image_id"]]
             if file_name not in located:
-                raise DataError(f"image {file_name} of annotation {annotation['id']} is in none of {list(map(str, image_folders))}")
+                raise DataError(
+                    f"image {file_name} of annotation {annotation['id']} is in none of {list(map(str, image_folders))}"
+                )
             objects.append(
                 CocoObject(
                     object_id=int(annotation["id"]),
@@ -510,7 +580,9 @@ def load_coco_objects(attributes: dict[int, np.ndarray], annotation_files: Seque
     return objects
 
 
-def crop_box(bbox: tuple[float, float, float, float], image_width: int, image_height: int) -> tuple[int, int, int, int]:
+def crop_box(
+    bbox: tuple[float, float, float, float], image_width: int, image_height: int
+) -> tuple[int, int, int, int]:
     """Square crop around an object (spec §1.4 item 8): grow each side by 50 px when that box side
     is under 100 px, else by 20 % of it; clip to the image; pad the shorter side symmetrically.
 
@@ -543,13 +615,20 @@ def build_mscoco_glt_files(
     from tqdm.auto import tqdm
 
     sizes = sizes or CocoGltSizes()
-    objects = load_coco_objects(load_cocottributes(attributes_file), annotation_files, image_folders)
+    objects = load_coco_objects(
+        load_cocottributes(attributes_file), annotation_files, image_folders
+    )
     plans = mscoco_glt_splits(objects, sizes, seed)
     out_dir = Path(out_dir).expanduser().resolve()
     image_dir = out_dir / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     crops: dict[int, str] = {}
-    needed = {obj.object_id: obj for plan in plans.values() for rows in plan["splits"].values() for obj, _ in rows}
+    needed = {
+        obj.object_id: obj
+        for plan in plans.values()
+        for rows in plan["splits"].values()
+        for obj, _ in rows
+    }
     for obj in tqdm(needed.values(), desc="crops", leave=False):
         target = image_dir / f"{obj.object_id}.jpg"
         if not target.is_file():
@@ -571,12 +650,22 @@ def build_mscoco_glt_files(
         splits = {}
         for name, rows in plan["splits"].items():
             labels = np.asarray([label for _, label in rows], dtype=np.int64)
-            attribute_labels = attribute_frequency_labels([obj for obj, _ in rows], labels, class_attribute_counts)
+            attribute_labels = attribute_frequency_labels(
+                [obj for obj, _ in rows], labels, class_attribute_counts
+            )
             splits[name] = _split_from_rows(
-                [(crops[obj.object_id], label, int(attr)) for (obj, label), attr in zip(rows, attribute_labels, strict=True)],
+                [
+                    (crops[obj.object_id], label, int(attr))
+                    for (obj, label), attr in zip(rows, attribute_labels, strict=True)
+                ],
                 frequency_of,
             )
-        meta = {"builder": "mscoco_glt", "seed": seed, "train_set": kind, "train_targets": plan["targets"]}
+        meta = {
+            "builder": "mscoco_glt",
+            "seed": seed,
+            "train_set": kind,
+            "train_targets": plan["targets"],
+        }
         path = out_dir / f"coco_{suffix}.json"
         write_json_atomically(GltAnnotation(class_names, splits, meta).to_json(), path)
         written[kind] = path

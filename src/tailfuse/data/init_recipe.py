@@ -52,7 +52,9 @@ def write_init_recipes(
     name = name or re.sub(r"[^A-Za-z0-9_]+", "_", root.name).strip("_") or "my_data"
     layout = "train/test" if (root / "train").is_dir() else "split"
     if layout == "train/test" and not (root / "test").is_dir():
-        raise DataError(f"{root} has train/ but no test/; add test/<class>/ or put the class folders directly in {root}")
+        raise DataError(
+            f"{root} has train/ but no test/; add test/<class>/ or put the class folders directly in {root}"
+        )
     data: dict = {"root": str(root), "image_size": image_size}
     if layout == "split":
         data["split"] = {"validation": validation, "test": test, "seed": 0}
@@ -60,14 +62,25 @@ def write_init_recipes(
     stage1_path, stage2_path = out_dir / f"{name}.yaml", out_dir / f"{name}_h2t.yaml"
     for path in (stage1_path, stage2_path):
         if path.exists() and not force:
-            raise TailfuseError(f"{path} exists; pass --force to replace it, or choose --name / --out")
+            raise TailfuseError(
+                f"{path} exists; pass --force to replace it, or choose --name / --out"
+            )
     stage1 = {"base": "image_folder", "name": name, "data": data}
-    stage2 = {"base": "image_folder_dr_h2t", "name": f"{name}_h2t", "data": data, "init": {"recipe": stage1_path.name}}
+    stage2 = {
+        "base": "image_folder_dr_h2t",
+        "name": f"{name}_h2t",
+        "data": data,
+        "init": {"recipe": stage1_path.name},
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     header = f"# {name}: your ImageFolder tree {root} ({'train/test folders' if layout == 'train/test' else 'one tree, split per class'})"
-    stage1_path.write_text(f"{header}, stage 1 (written by `tailfuse init`).\n" + yaml.safe_dump(stage1, sort_keys=False))
+    stage1_path.write_text(
+        f"{header}, stage 1 (written by `tailfuse init`).\n"
+        + yaml.safe_dump(stage1, sort_keys=False)
+    )
     stage2_path.write_text(
-        f"{header}, H2T stage 2 on {stage1_path.name} (written by `tailfuse init`).\n" + yaml.safe_dump(stage2, sort_keys=False)
+        f"{header}, H2T stage 2 on {stage1_path.name} (written by `tailfuse init`).\n"
+        + yaml.safe_dump(stage2, sort_keys=False)
     )
     from tailfuse.data.prepare import plan_subset
 
@@ -79,15 +92,24 @@ def write_init_recipes(
         raise
     summary = plan.summary()
     counts = ", ".join(f"{n} {c}" for n, c in zip(plan.class_names, plan.class_counts, strict=True))
-    print(f"{len(plan.class_names)} classes, {summary['total']} training images (most to fewest): {counts}")
-    print("groups: " + "; ".join(f"{group} {len(members)}" for group, members in plan.groups.items())
-          + " (many > 100, few < 20 training images: data.groups.many_above / few_below)")
-    print(f"test images {summary['test_size']}, validation images {summary['validation_size']}"
-          + (" (val/ folder)" if (root / "val").is_dir() and layout != "split" else ""))
+    print(
+        f"{len(plan.class_names)} classes, {summary['total']} training images (most to fewest): {counts}"
+    )
+    print(
+        "groups: "
+        + "; ".join(f"{group} {len(members)}" for group, members in plan.groups.items())
+        + " (many > 100, few < 20 training images: data.groups.many_above / few_below)"
+    )
+    print(
+        f"test images {summary['test_size']}, validation images {summary['validation_size']}"
+        + (" (val/ folder)" if (root / "val").is_dir() and layout != "split" else "")
+    )
     sizes = _image_sizes(root)
     if sizes and any(size != (image_size, image_size) for size in sizes):
         common = ", ".join(f"{w}x{h}" for (w, h), _ in sizes.most_common(3))
-        print(f"images are {common}, ...; they will be resized to {image_size}x{image_size} (--image-size)")
+        print(
+            f"images are {common}, ...; they will be resized to {image_size}x{image_size} (--image-size)"
+        )
     print(f"wrote {stage1_path} and {stage2_path}")
     print(f"next: tailfuse train {stage1_path} --out runs/{name}")
     return stage1_path, stage2_path

@@ -30,9 +30,7 @@ def profile_class_counts(
         if num_classes == 1:
             return [max_per_class]
         ratio = 1.0 / imbalance_factor
-        return [
-            int(max_per_class * ratio ** (c / (num_classes - 1.0))) for c in range(num_classes)
-        ]
+        return [int(max_per_class * ratio ** (c / (num_classes - 1.0))) for c in range(num_classes)]
     if profile == "step":
         head = num_classes // 2
         return [max_per_class] * head + [int(max_per_class / imbalance_factor)] * (

@@ -48,13 +48,20 @@ class BatchAugmenter:
         columns = columns + col_offset
         batch_index = torch.arange(batch, device=device).view(batch, 1, 1, 1)
         channel_index = torch.arange(channels, device=device).view(1, channels, 1, 1)
-        return images[batch_index, channel_index, rows.view(batch, 1, height, 1), columns.view(batch, 1, 1, width)]
+        return images[
+            batch_index,
+            channel_index,
+            rows.view(batch, 1, height, 1),
+            columns.view(batch, 1, 1, width),
+        ]
 
     def rand_augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """torchvision's RandAugment on each uint8 image, seeded from ``generator`` (resume-safe)."""
         from torchvision.transforms import v2
 
-        transform = v2.RandAugment(num_ops=self.config.rand_augment_ops, magnitude=self.config.rand_augment_magnitude)
+        transform = v2.RandAugment(
+            num_ops=self.config.rand_augment_ops, magnitude=self.config.rand_augment_magnitude
+        )
         seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device).item())
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -104,14 +111,20 @@ def streamed_transforms(config: AugmentConfig):
     from torchvision.transforms import v2
 
     normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(config.mean, config.std)]
-    training = [v2.RandomResizedCrop(config.crop_size, scale=tuple(config.crop_scale), antialias=True)]
+    training = [
+        v2.RandomResizedCrop(config.crop_size, scale=tuple(config.crop_scale), antialias=True)
+    ]
     if config.horizontal_flip:
         training.append(v2.RandomHorizontalFlip())
     if config.rand_augment:
-        training.append(v2.RandAugment(num_ops=config.rand_augment_ops, magnitude=config.rand_augment_magnitude))
+        training.append(
+            v2.RandAugment(num_ops=config.rand_augment_ops, magnitude=config.rand_augment_magnitude)
+        )
     if config.color_jitter > 0:
         jitter = config.color_jitter
-        training.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=0))
+        training.append(
+            v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=0)
+        )
     evaluation = [v2.Resize(config.resize, antialias=True), v2.CenterCrop(config.crop_size)]
     return v2.Compose([*training, *normalize]), v2.Compose([*evaluation, *normalize])
 
@@ -169,6 +182,8 @@ def loader_batches(loader: torch.utils.data.DataLoader):
                 last = last.removeprefix("tailfuse.errors.DataError: ")
                 raise DataError(f"a data-loading worker failed: {last}") from None
             if isinstance(error, RuntimeError) and message.startswith("DataLoader worker"):
-                raise DataError(f"{' '.join(message.split())} (out of memory? lower data.num_workers)") from None
+                raise DataError(
+                    f"{' '.join(message.split())} (out of memory? lower data.num_workers)"
+                ) from None
             raise
         yield batch

@@ -64,12 +64,16 @@ class SubsetPlan:
             "group_sizes": {name: len(members) for name, members in self.groups.items()},
             "subset_checksum": self.subset_checksum,
             "test_size": int(len(self.test_indices)),
-            "validation_size": 0 if self.validation_indices is None else int(len(self.validation_indices)),
+            "validation_size": 0
+            if self.validation_indices is None
+            else int(len(self.validation_indices)),
             **({"split": self.split} if self.split else {}),
             **(
                 {
                     "glt_train_set": self.glt_train_set,
-                    "glt_test_sizes": {name: int(len(indices)) for name, indices in self.named_tests.items()},
+                    "glt_test_sizes": {
+                        name: int(len(indices)) for name, indices in self.named_tests.items()
+                    },
                 }
                 if self.glt_train_set
                 else {}
@@ -113,9 +117,7 @@ def plan_subset(config: DataConfig) -> SubsetPlan:
     train_source = open_source(config, "all" if split else "train")
     test_source = train_source if split else open_source(config, "test")
     if train_source.class_names != test_source.class_names:
-        raise DataError(
-            f"train and test splits under {config.root} have different classes"
-        )
+        raise DataError(f"train and test splits under {config.root} have different classes")
     validation_source = train_source
     val_folder = Path(config.root).expanduser() / "val"
     if config.source == "image_folder" and not split and val_folder.is_dir():
@@ -127,7 +129,9 @@ def plan_subset(config: DataConfig) -> SubsetPlan:
     split_record = None
     validation_indices = None
     if split:
-        pool, validation_indices, test_indices = stratified_split(labels, split.validation, split.test, split.seed)
+        pool, validation_indices, test_indices = stratified_split(
+            labels, split.validation, split.test, split.seed
+        )
         if not len(validation_indices):
             validation_indices = None
         split_record = {
@@ -165,7 +169,9 @@ def plan_subset(config: DataConfig) -> SubsetPlan:
     elif config.validation_per_class and validation_indices is None:
         try:
             validation_indices = balanced_indices(
-                labels, config.validation_per_class, config.subset_seed + 1,
+                labels,
+                config.validation_per_class,
+                config.subset_seed + 1,
                 exclude=np.concatenate([train_indices, test_indices]) if split else train_indices,
             )
         except DataError as error:
@@ -179,7 +185,9 @@ def plan_subset(config: DataConfig) -> SubsetPlan:
                 f"outside the long-tailed subset, and there are too few: {error}; {advice}"
             ) from None
     if config.test_per_class:
-        chosen = balanced_indices(test_source.labels[test_indices], config.test_per_class, config.subset_seed)
+        chosen = balanced_indices(
+            test_source.labels[test_indices], config.test_per_class, config.subset_seed
+        )
         test_indices = test_indices[chosen]
     sources = {"train": train_source, "test": test_source, "validation": validation_source}
     class_names = train_source.class_names
@@ -208,7 +216,9 @@ def _renumbered(sources: dict[str, ImageSource], order: list[int]) -> dict[str, 
     for source in sources.values():
         if id(source) not in renumbered:
             renumbered[id(source)] = dataclasses.replace(
-                source, labels=new_label[source.labels], class_names=[source.class_names[c] for c in order]
+                source,
+                labels=new_label[source.labels],
+                class_names=[source.class_names[c] for c in order],
             )
     return {name: renumbered[id(source)] for name, source in sources.items()}
 
@@ -219,13 +229,27 @@ def _plan_glt(config: DataConfig) -> SubsetPlan:
     train_kind = annotation.train_kind(source_name)
     cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else None
     identity = f"glt:{source_name}"
-    train_splits = [annotation.splits["train"]] + ([annotation.splits["val"]] if "val" in annotation.splits else [])
+    train_splits = [annotation.splits["train"]] + (
+        [annotation.splits["val"]] if "val" in annotation.splits else []
+    )
     test_names = [name for name in TEST_SPLITS if name in annotation.splits]
-    train_source = glt_image_source(train_splits, annotation.class_names, f"{identity}:train", config, cache_dir)
-    test_source = glt_image_source([annotation.splits[n] for n in test_names], annotation.class_names, f"{identity}:test", config, cache_dir)
+    train_source = glt_image_source(
+        train_splits, annotation.class_names, f"{identity}:train", config, cache_dir
+    )
+    test_source = glt_image_source(
+        [annotation.splits[n] for n in test_names],
+        annotation.class_names,
+        f"{identity}:test",
+        config,
+        cache_dir,
+    )
     train_size = len(annotation.splits["train"])
     train_indices = np.arange(train_size, dtype=np.int64)
-    validation_indices = np.arange(train_size, len(train_source.labels), dtype=np.int64) if len(train_splits) > 1 else None
+    validation_indices = (
+        np.arange(train_size, len(train_source.labels), dtype=np.int64)
+        if len(train_splits) > 1
+        else None
+    )
     named_tests, start = {}, 0
     for name in test_names:
         size = len(annotation.splits[name])
@@ -234,7 +258,9 @@ def _plan_glt(config: DataConfig) -> SubsetPlan:
     primary = "test_bbl" if train_kind == "cbl" else "test_bl"
     if primary not in named_tests:
         primary = test_names[0]
-    class_counts = np.bincount(annotation.splits["train"].labels, minlength=annotation.num_classes).tolist()
+    class_counts = np.bincount(
+        annotation.splits["train"].labels, minlength=annotation.num_classes
+    ).tolist()
     return SubsetPlan(
         class_names=annotation.class_names,
         class_counts=[int(c) for c in class_counts],
@@ -331,7 +357,9 @@ def _to_device(source: ImageSource, indices: np.ndarray, device: torch.device) -
     """Decode the chosen images once into a uint8 tensor on ``device``."""
     images = torch.from_numpy(np.ascontiguousarray(source.load(indices))).permute(0, 3, 1, 2)
     labels = torch.from_numpy(source.labels[indices].astype(np.int64))
-    return LabelledImages(images.contiguous().to(device), labels.to(device), _attributes(source, indices))
+    return LabelledImages(
+        images.contiguous().to(device), labels.to(device), _attributes(source, indices)
+    )
 
 
 def _named_tests(plan: SubsetPlan, make) -> dict:
@@ -339,7 +367,9 @@ def _named_tests(plan: SubsetPlan, make) -> dict:
     return {name: make(plan.sources["test"], indices) for name, indices in plan.named_tests.items()}
 
 
-def load_data(config: DataConfig, device: torch.device | str = "cpu", include_train: bool = True) -> PreparedData:
+def load_data(
+    config: DataConfig, device: torch.device | str = "cpu", include_train: bool = True
+) -> PreparedData:
     """Plan the subset and decode its images once onto ``device``.
 
     With ``include_train=False`` (evaluation only) the training split keeps its labels,
@@ -348,15 +378,20 @@ def load_data(config: DataConfig, device: torch.device | str = "cpu", include_tr
     device = torch.device(device)
     plan = plan_subset(config)
     if config.storage == "stream":
+
         def streamed(source: ImageSource, indices: np.ndarray) -> StreamedImages:
             if source.transforms_images:
                 raise DataError("synthetic GLT attributes (tint/rotation) need data.storage=device")
             labels = torch.from_numpy(source.labels[indices].astype(np.int64))
-            return StreamedImages([source.paths[i] for i in indices], labels, _attributes(source, indices))
+            return StreamedImages(
+                [source.paths[i] for i in indices], labels, _attributes(source, indices)
+            )
 
         validation = None
         if plan.validation_indices is not None:
-            validation = streamed(plan.sources.get("validation", plan.sources["train"]), plan.validation_indices)
+            validation = streamed(
+                plan.sources.get("validation", plan.sources["train"]), plan.validation_indices
+            )
         return PreparedData(
             plan=plan,
             train=streamed(plan.sources["train"], plan.train_indices),
@@ -369,13 +404,25 @@ def load_data(config: DataConfig, device: torch.device | str = "cpu", include_tr
     else:
         size = config.image_size
         labels = torch.from_numpy(plan.sources["train"].labels[plan.train_indices].astype(np.int64))
-        train = LabelledImages(torch.empty((0, 3, size, size), dtype=torch.uint8, device=device), labels.to(device))
+        train = LabelledImages(
+            torch.empty((0, 3, size, size), dtype=torch.uint8, device=device), labels.to(device)
+        )
     validation = None
     if plan.validation_indices is not None:
-        validation = _to_device(plan.sources.get("validation", plan.sources["train"]), plan.validation_indices, device)
+        validation = _to_device(
+            plan.sources.get("validation", plan.sources["train"]), plan.validation_indices, device
+        )
     if plan.named_tests:
-        named_tests = _named_tests(plan, lambda source, indices: _to_device(source, indices, device))
-        test = next(split for name, split in named_tests.items() if plan.named_tests[name] is plan.test_indices)
+        named_tests = _named_tests(
+            plan, lambda source, indices: _to_device(source, indices, device)
+        )
+        test = next(
+            split
+            for name, split in named_tests.items()
+            if plan.named_tests[name] is plan.test_indices
+        )
     else:
         named_tests, test = {}, _to_device(plan.sources["test"], plan.test_indices, device)
-    return PreparedData(plan=plan, train=train, test=test, validation=validation, named_tests=named_tests)
+    return PreparedData(
+        plan=plan, train=train, test=test, validation=validation, named_tests=named_tests
+    )

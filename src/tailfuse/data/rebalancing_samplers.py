@@ -68,7 +68,9 @@ class ProgressivePowerSampler(_EpochDependentSampler):
 
 def effective_number_image_weights(class_counts: list[int], betas: list[float]) -> list[float]:
     """Per-image weight of each class, ``(1−β_c)/(1−β_c^{n_c})`` (Cui et al. 2019)."""
-    return [(1.0 - beta) / (1.0 - beta**count) for count, beta in zip(class_counts, betas, strict=True)]
+    return [
+        (1.0 - beta) / (1.0 - beta**count) for count, beta in zip(class_counts, betas, strict=True)
+    ]
 
 
 def cben_betas(class_counts: list[int], a: float = 0.9999, b: float = 1e-5) -> list[float]:
@@ -84,7 +86,9 @@ class _EffectiveNumberBase(_ClassWeightedSampler):
 
     def class_probabilities(self) -> torch.Tensor:
         counts = self.class_counts.tolist()
-        weights = torch.tensor(effective_number_image_weights(counts, self.betas()), dtype=torch.float64)
+        weights = torch.tensor(
+            effective_number_image_weights(counts, self.betas()), dtype=torch.float64
+        )
         mass = weights * self.class_counts.double()
         return mass / mass.sum()
 

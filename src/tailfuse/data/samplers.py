@@ -41,7 +41,9 @@ class IndexSampler(abc.ABC):
         self.class_counts = torch.bincount(self.labels, minlength=num_classes)
         if (self.class_counts == 0).any():
             empty = torch.nonzero(self.class_counts == 0).flatten().tolist()
-            raise ConfigError(f"classes {empty} have no training images; a sampler needs every class")
+            raise ConfigError(
+                f"classes {empty} have no training images; a sampler needs every class"
+            )
         order = torch.argsort(self.labels, stable=True)
         self.indices_by_class = order
         self.class_starts = torch.cumsum(self.class_counts, 0) - self.class_counts
@@ -53,7 +55,9 @@ class IndexSampler(abc.ABC):
     def _uniform_within(self, classes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """For each drawn class, one uniformly chosen image of it (with replacement)."""
         sizes = self.class_counts[classes]
-        offsets = (torch.rand(len(classes), generator=generator, dtype=torch.float64) * sizes).long()
+        offsets = (
+            torch.rand(len(classes), generator=generator, dtype=torch.float64) * sizes
+        ).long()
         offsets = torch.minimum(offsets, sizes - 1)
         return self.indices_by_class[self.class_starts[classes] + offsets]
 
@@ -133,7 +137,9 @@ class ClassAwareSampler(IndexSampler):
             [torch.randperm(self.num_classes, generator=generator) for _ in range(cycles)]
         )[:visits]
         visits_per_class = torch.bincount(class_order, minlength=self.num_classes)
-        streams, stream_starts = self._shuffled_rounds(visits_per_class * self.samples_per_class, generator)
+        streams, stream_starts = self._shuffled_rounds(
+            visits_per_class * self.samples_per_class, generator
+        )
         # rank of each visit among the visits of its class (0 for its first visit, ...)
         by_class = torch.argsort(class_order, stable=True)
         first_visit = torch.cumsum(visits_per_class, 0) - visits_per_class
@@ -141,10 +147,16 @@ class ClassAwareSampler(IndexSampler):
         visit_rank[by_class] = torch.arange(visits) - first_visit[class_order[by_class]]
         # visit v of class c takes images 4k .. 4k+3 of c's stream, k its rank
         offsets = torch.arange(self.samples_per_class)
-        positions = stream_starts[class_order].unsqueeze(1) + visit_rank.unsqueeze(1) * self.samples_per_class + offsets
+        positions = (
+            stream_starts[class_order].unsqueeze(1)
+            + visit_rank.unsqueeze(1) * self.samples_per_class
+            + offsets
+        )
         return streams[positions.flatten()][: self.num_samples]
 
-    def _shuffled_rounds(self, needed: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _shuffled_rounds(
+        self, needed: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Each class's images in ``ceil(needed_c / n_c)`` independent random orders, one after another.
 
         Returns all classes' streams concatenated and where each class's stream starts;
@@ -158,10 +170,14 @@ class ClassAwareSampler(IndexSampler):
         element_class = torch.repeat_interleave(torch.arange(self.num_classes), lengths)
         offset = torch.arange(total) - starts[element_class]
         member = offset % counts[element_class]
-        round_group = (torch.cumsum(rounds, 0) - rounds)[element_class] + offset // counts[element_class]
+        round_group = (torch.cumsum(rounds, 0) - rounds)[element_class] + offset // counts[
+            element_class
+        ]
         keys = torch.rand(total, generator=generator, dtype=torch.float64)
         by_key = torch.argsort(keys)
-        order = by_key[torch.argsort(round_group[by_key], stable=True)]  # random within each (class, round)
+        order = by_key[
+            torch.argsort(round_group[by_key], stable=True)
+        ]  # random within each (class, round)
         images = self.indices_by_class[self.class_starts[element_class] + member]
         return images[order], starts
 

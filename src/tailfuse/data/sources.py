@@ -85,7 +85,9 @@ class CifarUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) not in CIFAR_PICKLE_GLOBALS:
-            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never holds; refused")
+            raise pickle.UnpicklingError(
+                f"it names {module}.{name}, which a CIFAR batch never holds; refused"
+            )
         return super().find_class(module, name)
 
 
@@ -93,15 +95,26 @@ def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as handle:
             content = CifarUnpickler(handle, encoding="latin1").load()
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
+    except (
+        OSError,
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+    ) as error:
         raise DataError(f"cannot read CIFAR file {path}: {error}") from None
     if not isinstance(content, dict):
-        raise DataError(f"cannot read CIFAR file {path}: it holds a {type(content).__name__}, not a dict")
+        raise DataError(
+            f"cannot read CIFAR file {path}: it holds a {type(content).__name__}, not a dict"
+        )
     return content
 
 
 @functools.lru_cache(maxsize=4)
-def _read_cifar_pickles(name: str, folder: Path, split: str, modified: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _read_cifar_pickles(
+    name: str, folder: Path, split: str, modified: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Images (NHWC), labels and class names of one split; cached per process while files are unchanged."""
     spec = CIFAR_FILES[name]
     arrays, labels = [], []
@@ -111,9 +124,13 @@ def _read_cifar_pickles(name: str, folder: Path, split: str, modified: tuple[int
             arrays.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.extend(int(label) for label in batch[spec["label_key"]])
         except (KeyError, ValueError, TypeError) as error:
-            raise DataError(f"CIFAR file {folder / file_name} is not a CIFAR batch ({type(error).__name__}: {error})") from None
+            raise DataError(
+                f"CIFAR file {folder / file_name} is not a CIFAR batch ({type(error).__name__}: {error})"
+            ) from None
         if len(labels) != sum(len(array) for array in arrays):
-            raise DataError(f"CIFAR file {folder / file_name} has a different number of labels and images")
+            raise DataError(
+                f"CIFAR file {folder / file_name} has a different number of labels and images"
+            )
     images = np.ascontiguousarray(np.concatenate(arrays).transpose(0, 2, 3, 1))
     meta_file, meta_key = spec["meta"]
     meta = _unpickle(folder / meta_file)
@@ -193,7 +210,10 @@ def warn_resized(sizes: dict[tuple[int, int], int], total: int, image_size: int)
     import sys
 
     count = sum(sizes.values())
-    common = ", ".join(f"{width}x{height} ({number})" for (width, height), number in sorted(sizes.items(), key=lambda item: -item[1])[:3])
+    common = ", ".join(
+        f"{width}x{height} ({number})"
+        for (width, height), number in sorted(sizes.items(), key=lambda item: -item[1])[:3]
+    )
     print(
         f"warning: resized {count} of {total} images to {image_size}x{image_size} (data.image_size); "
         f"they were {common}{', ...' if len(sizes) > 3 else ''}"
@@ -225,7 +245,9 @@ def _cached_decoder(
             np.save(temporary, images)
             os.replace(temporary, cache_path)
         except OSError as error:  # a full or read-only cache only costs the next run a decode
-            _warn(f"decoded images not cached in {cache_path.parent} ({error.strerror or error}); continuing")
+            _warn(
+                f"decoded images not cached in {cache_path.parent} ({error.strerror or error}); continuing"
+            )
             try:
                 temporary.unlink(missing_ok=True)
             except OSError:
@@ -273,7 +295,9 @@ def read_list_file(root: Path, list_path: Path) -> tuple[list[str], np.ndarray]:
     return paths, np.asarray(labels, dtype=np.int64)
 
 
-def read_inaturalist_json(root: Path, json_path: Path) -> tuple[list[str], np.ndarray, dict[int, str]]:
+def read_inaturalist_json(
+    root: Path, json_path: Path
+) -> tuple[list[str], np.ndarray, dict[int, str]]:
     """An iNaturalist 2017/2018 annotation file (COCO-style ``images``, ``annotations``,
     ``categories``) → paths under ``root``, ``category_id`` labels, and category names by id."""
     import json
@@ -283,13 +307,24 @@ def read_inaturalist_json(root: Path, json_path: Path) -> tuple[list[str], np.nd
     try:
         content = json.loads(json_path.read_text())
         files = {image["id"]: image["file_name"] for image in content["images"]}
-        pairs = [(files[note["image_id"]], int(note["category_id"])) for note in content["annotations"]]
-        names = {int(category["id"]): str(category.get("name", category["id"])) for category in content.get("categories", [])}
+        pairs = [
+            (files[note["image_id"]], int(note["category_id"])) for note in content["annotations"]
+        ]
+        names = {
+            int(category["id"]): str(category.get("name", category["id"]))
+            for category in content.get("categories", [])
+        }
     except (ValueError, KeyError, TypeError) as error:
-        raise DataError(f"{json_path} is not an iNaturalist annotation file (images, annotations): {error!r}") from None
+        raise DataError(
+            f"{json_path} is not an iNaturalist annotation file (images, annotations): {error!r}"
+        ) from None
     if not pairs:
         raise DataError(f"list file {json_path} has no annotated images")
-    return [str(root / name) for name, _ in pairs], np.asarray([label for _, label in pairs], dtype=np.int64), names
+    return (
+        [str(root / name) for name, _ in pairs],
+        np.asarray([label for _, label in pairs], dtype=np.int64),
+        names,
+    )
 
 
 def read_labelled_list(root: Path, list_path: Path) -> tuple[list[str], np.ndarray, dict[int, str]]:
@@ -309,7 +344,9 @@ def frequency_order(train_labels: np.ndarray) -> np.ndarray:
     counts = np.bincount(train_labels)
     if (counts == 0).any():
         empty = np.nonzero(counts == 0)[0][:5].tolist()
-        raise DataError(f"the training list has no images of classes {empty} (labels must be 0..C-1)")
+        raise DataError(
+            f"the training list has no images of classes {empty} (labels must be 0..C-1)"
+        )
     order = np.argsort(-counts, kind="stable")
     mapping = np.empty_like(order)
     mapping[order] = np.arange(len(order))
@@ -318,7 +355,9 @@ def frequency_order(train_labels: np.ndarray) -> np.ndarray:
 
 def _list_file_source(config: DataConfig, split: str, cache_dir: Path | None) -> ImageSource:
     root = Path(config.root).expanduser()
-    train_paths, train_labels, names = read_labelled_list(root, Path(config.train_list).expanduser())
+    train_paths, train_labels, names = read_labelled_list(
+        root, Path(config.train_list).expanduser()
+    )
     if train_labels.min() < 0:
         raise DataError(f"{config.train_list} has negative labels")
     num_classes = int(train_labels.max()) + 1
@@ -327,7 +366,9 @@ def _list_file_source(config: DataConfig, split: str, cache_dir: Path | None) ->
     else:
         paths, labels, _ = read_labelled_list(root, Path(config.test_list).expanduser())
         if labels.max() >= num_classes or labels.min() < 0:
-            raise DataError(f"{config.test_list} has labels outside the {num_classes} training classes")
+            raise DataError(
+                f"{config.test_list} has labels outside the {num_classes} training classes"
+            )
     class_names = [names.get(index, str(index)) for index in range(num_classes)]
     if config.label_order == "frequency":
         mapping = frequency_order(train_labels)
@@ -449,7 +490,9 @@ def open_glt_annotation(config: DataConfig):
     return annotations[glt.train_set], f"{stem}_{glt.train_set}"
 
 
-def glt_image_source(splits: list, class_names: list[str], identity: str, config: DataConfig, cache_dir: Path | None) -> ImageSource:
+def glt_image_source(
+    splits: list, class_names: list[str], identity: str, config: DataConfig, cache_dir: Path | None
+) -> ImageSource:
     """One image source over the concatenated GLT ``splits``; applies their tint/rotation when loading."""
     from tailfuse.data.glt import apply_attribute_transforms
 
@@ -459,7 +502,10 @@ def glt_image_source(splits: list, class_names: list[str], identity: str, config
     transform_names = set.intersection(*(set(split.transforms) for split in splits))
     if any(set(split.transforms) != transform_names for split in splits):
         raise DataError(f"{identity}: splits disagree on their attribute transforms")
-    transforms = {name: np.concatenate([split.transforms[name] for split in splits]) for name in transform_names}
+    transforms = {
+        name: np.concatenate([split.transforms[name] for split in splits])
+        for name in transform_names
+    }
     decode = _cached_decoder(paths, identity, config.image_size, cache_dir)
     strength = config.glt.tint_strength
 
@@ -468,7 +514,9 @@ def glt_image_source(splits: list, class_names: list[str], identity: str, config
         images = decode(indices)
         if not transforms:
             return images
-        return apply_attribute_transforms(images, {name: values[indices] for name, values in transforms.items()}, strength)
+        return apply_attribute_transforms(
+            images, {name: values[indices] for name, values in transforms.items()}, strength
+        )
 
     return ImageSource(
         labels=labels,

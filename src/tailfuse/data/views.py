@@ -84,7 +84,9 @@ class UnlabelledViews:
                 "(data.storage: device); streamed splits are not supported"
             )
         device = self.images.device
-        order_generator = torch.Generator().manual_seed(derive_seed(self.seed, "unlabelled", epoch, "order"))
+        order_generator = torch.Generator().manual_seed(
+            derive_seed(self.seed, "unlabelled", epoch, "order")
+        )
         augment = torch.Generator(device=device).manual_seed(
             derive_seed(self.seed, "unlabelled", epoch, "augment")
         )
@@ -93,7 +95,9 @@ class UnlabelledViews:
             chosen = self.images[order[start : start + batch_size]]
             yield self._view(chosen, augment, distort), self._view(chosen, augment, distort)
 
-    def _view(self, images: torch.Tensor, generator: torch.Generator, distort: bool) -> torch.Tensor:
+    def _view(
+        self, images: torch.Tensor, generator: torch.Generator, distort: bool
+    ) -> torch.Tensor:
         images = self.augmenter.crop_and_flip(images, generator)
         if self.augmenter.config.rand_augment:
             images = self.augmenter.rand_augment(images, generator)

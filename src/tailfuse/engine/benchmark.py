@@ -25,10 +25,16 @@ def _model_only(session: TrainingSession, steps: int) -> float:
     config = session.config
     runtime = session.runtime
     batch_size = config.train.batch_size
-    size = config.data.augment.crop_size if config.data.storage == "stream" else config.data.image_size
+    size = (
+        config.data.augment.crop_size if config.data.storage == "stream" else config.data.image_size
+    )
     generator = torch.Generator(device=runtime.device).manual_seed(0)
-    images = runtime.prepare_images(torch.randn(batch_size, 3, size, size, generator=generator, device=runtime.device))
-    labels = torch.randint(session.data.num_classes, (batch_size,), generator=generator, device=runtime.device)
+    images = runtime.prepare_images(
+        torch.randn(batch_size, 3, size, size, generator=generator, device=runtime.device)
+    )
+    labels = torch.randint(
+        session.data.num_classes, (batch_size,), generator=generator, device=runtime.device
+    )
     model, optimizer = session.model, session.optimizer
     model.train()
     start = time.perf_counter()
@@ -53,7 +59,9 @@ def _end_to_end(session: TrainingSession, steps: int, epoch: int) -> float:
     return images / (time.perf_counter() - start)
 
 
-def run_benchmark(config: RunConfig, steps: int | None = None, rounds: int = 3, warmup_steps: int = 5) -> dict:
+def run_benchmark(
+    config: RunConfig, steps: int | None = None, rounds: int = 3, warmup_steps: int = 5
+) -> dict:
     """Measure images/s of both loops over ``rounds`` alternating rounds; returns medians and ratio."""
     runtime = make_runtime(config.train)
     data = load_data(config.data, runtime.device)

@@ -28,7 +28,9 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        handle, temporary = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+        )
         with os.fdopen(handle, "wb") as stream:
             torch.save({"format": CHECKPOINT_FORMAT, **state}, stream)
             stream.flush()
@@ -37,7 +39,11 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     except Exception as error:  # noqa: BLE001 - every failed write is the same user-facing error
         if temporary is not None and os.path.exists(temporary):
             os.unlink(temporary)
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else _write_failure(error, path)
+        reason = (
+            error.strerror
+            if isinstance(error, OSError) and error.strerror
+            else _write_failure(error, path)
+        )
         kept = "the previous checkpoint is kept" if path.exists() else "no checkpoint was written"
         raise CheckpointError(f"cannot write checkpoint {path}: {reason}; {kept}") from None
     except BaseException:
@@ -66,7 +72,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - every unreadable file is the same user error
-        raise CheckpointError(f"checkpoint {path} is unreadable or truncated ({type(error).__name__})") from None
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable or truncated ({type(error).__name__})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a tailfuse checkpoint")
     return state
@@ -81,11 +89,19 @@ def load_run_checkpoint(path: str | Path) -> dict[str, Any]:
     state = load_checkpoint(path)
     missing = [key for key in REQUIRED_KEYS if key not in state]
     if not missing and isinstance(state["session"], dict):
-        missing = [f"session.{key}" for key in ("model", "method_modules") if key not in state["session"]]
+        missing = [
+            f"session.{key}" for key in ("model", "method_modules") if key not in state["session"]
+        ]
     if not missing and isinstance(state["data"], dict):
-        missing = [f"data.{key}" for key in ("class_names", "class_counts", "subset_checksum") if key not in state["data"]]
+        missing = [
+            f"data.{key}"
+            for key in ("class_names", "class_counts", "subset_checksum")
+            if key not in state["data"]
+        ]
     if missing or not all(isinstance(state[key], dict) for key in ("config", "session", "data")):
-        raise CheckpointError(f"checkpoint {path} is incomplete (missing {', '.join(missing) or 'sections'})")
+        raise CheckpointError(
+            f"checkpoint {path} is incomplete (missing {', '.join(missing) or 'sections'})"
+        )
     return state
 
 
@@ -93,7 +109,9 @@ def load_run_checkpoint(path: str | Path) -> dict[str, Any]:
 REQUIRED_KEYS = ("config", "epoch", "session", "data", "best")
 
 
-def load_weights(module: torch.nn.Module, weights: Any, path: str | Path, what: str = "model") -> None:
+def load_weights(
+    module: torch.nn.Module, weights: Any, path: str | Path, what: str = "model"
+) -> None:
     """``module.load_state_dict(weights)``; missing keys or other shapes are one :class:`CheckpointError`."""
     if not isinstance(weights, dict):
         raise CheckpointError(f"checkpoint {path} holds no {what} weights")
@@ -102,7 +120,9 @@ def load_weights(module: torch.nn.Module, weights: Any, path: str | Path, what: 
     except RuntimeError as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         detail = " ".join(lines[1:3] if len(lines) > 1 else lines)[:240]
-        raise CheckpointError(f"checkpoint {path} does not fit this recipe's {what}: {detail}") from None
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this recipe's {what}: {detail}"
+        ) from None
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -111,7 +131,11 @@ def capture_rng_state() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+        "numpy": [
+            numpy_state[0],
+            torch.from_numpy(numpy_state[1].astype(np.int64)),
+            *numpy_state[2:],
+        ],
         "python": random.getstate(),
     }
 

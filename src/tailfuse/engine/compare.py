@@ -75,16 +75,30 @@ def read_rows(path: str | Path) -> list[Row]:
         content = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"cannot read rows file {path}: {error}") from None
-    if not isinstance(content, list) or not all(isinstance(item, dict) and "recipe" in item for item in content):
-        raise ConfigError(f"rows file {path} must be a YAML list of mappings with a 'recipe' (and 'label', 'overrides')")
-    return [Row(str(item.get("label") or Path(item["recipe"]).stem), str(item["recipe"]), list(item.get("overrides") or []))
-            for item in content]
+    if not isinstance(content, list) or not all(
+        isinstance(item, dict) and "recipe" in item for item in content
+    ):
+        raise ConfigError(
+            f"rows file {path} must be a YAML list of mappings with a 'recipe' (and 'label', 'overrides')"
+        )
+    return [
+        Row(
+            str(item.get("label") or Path(item["recipe"]).stem),
+            str(item["recipe"]),
+            list(item.get("overrides") or []),
+        )
+        for item in content
+    ]
 
 
 #: Data and pretrained-weights paths hashed as resolved absolute paths (relative ones from the
 #: current folder, as the trainer reads them).
 IDENTITY_PATHS = (
-    "data.root", "data.annotation", "data.annotation_cbl", "data.train_list", "data.test_list",
+    "data.root",
+    "data.annotation",
+    "data.annotation_cbl",
+    "data.train_list",
+    "data.test_list",
     "model.weights",
 )
 #: Keys that do not change a run's result, left out of its identity: what a resume may change,
@@ -135,7 +149,9 @@ def _with_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
     return build_config(apply_overrides(config_to_dict(config), overrides), config.name)
 
 
-def plan_runs(rows: list[Row], seeds: list[int], out_dir: Path, overrides: list[str]) -> tuple[list[PlannedRun], dict]:
+def plan_runs(
+    rows: list[Row], seeds: list[int], out_dir: Path, overrides: list[str]
+) -> tuple[list[PlannedRun], dict]:
     """Every run the table needs: earlier stages first (deduplicated), and each (row, seed) run.
 
     ``overrides`` apply to every run, earlier stages included (e.g. ``train.epochs=2``).
@@ -164,15 +180,24 @@ def plan_runs(rows: list[Row], seeds: list[int], out_dir: Path, overrides: list[
 
 
 def _place_earlier_stages(
-    config: RunConfig, seed: int, runs_dir: Path, earlier: dict[Path, PlannedRun], overrides: list[str]
+    config: RunConfig,
+    seed: int,
+    runs_dir: Path,
+    earlier: dict[Path, PlannedRun],
+    overrides: list[str],
 ) -> RunConfig:
     """Give each earlier stage of ``config`` the global ``overrides``, this seed and a content-addressed run directory."""
     placements = []
-    sources = {"": config.init, **{f"auxiliary.{name}.": source for name, source in config.init.auxiliary.items()}}
+    sources = {
+        "": config.init,
+        **{f"auxiliary.{name}.": source for name, source in config.init.auxiliary.items()},
+    }
     for prefix, source in sources.items():
         if source.checkpoint or source.run_dir:
             continue  # the recipe names its earlier stage: use it as it is
-        seeded = source.model_copy(update={"overrides": [*source.overrides, *overrides, f"train.seed={seed}"]})
+        seeded = source.model_copy(
+            update={"overrides": [*source.overrides, *overrides, f"train.seed={seed}"]}
+        )
         first = stage1_config(config, seeded)
         run_dir = runs_dir / run_identity(first)
         earlier.setdefault(run_dir, PlannedRun(first, run_dir))
@@ -207,7 +232,12 @@ def execute(runs: list[PlannedRun], jobs: int, threads_per_job: int | None) -> N
             continue
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             futures = {
-                pool.submit(_train_one, config_to_dict(_quiet(run.config)), str(run.run_dir), threads_per_job): run
+                pool.submit(
+                    _train_one,
+                    config_to_dict(_quiet(run.config)),
+                    str(run.run_dir),
+                    threads_per_job,
+                ): run
                 for run in phase
             }
             for future, run in futures.items():
@@ -245,6 +275,8 @@ def run_compare(
     total_threads = threads or os.cpu_count() or 1
     threads_per_job = max(1, total_threads // jobs) if (jobs > 1 or threads) else None
     execute(runs, jobs, threads_per_job)
-    results = {key: json.loads((run.run_dir / "results.json").read_text()) for key, run in cells.items()}
+    results = {
+        key: json.loads((run.run_dir / "results.json").read_text()) for key, run in cells.items()
+    }
     runs_by_cell = {key: run.run_dir for key, run in cells.items()}
     return write_compare_report(out_dir, rows, seeds, results, runs_by_cell, paper, command)

@@ -64,7 +64,12 @@ class World:
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         """``tensor`` reduced over all ranks (``sum``, ``max`` or ``min``), in place and returned."""
         if self.distributed:
-            dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[op])
+            dist.all_reduce(
+                tensor,
+                op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[
+                    op
+                ],
+            )
         return tensor
 
     def all_gather_rows(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -100,7 +105,10 @@ _WORLD: World | None = None
 
 def launched_by_torchrun() -> bool:
     """Whether torchrun (or another launcher) set the process-group environment."""
-    return all(name in os.environ for name in ("RANK", "WORLD_SIZE")) and int(os.environ["WORLD_SIZE"]) > 1
+    return (
+        all(name in os.environ for name in ("RANK", "WORLD_SIZE"))
+        and int(os.environ["WORLD_SIZE"]) > 1
+    )
 
 
 def world() -> World:
@@ -178,7 +186,12 @@ class CrossProcessBatchNorm(nn.BatchNorm2d):
     """
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (
+            self.training
+            and dist.is_available()
+            and dist.is_initialized()
+            and dist.get_world_size() > 1
+        ):
             return super().forward(input)
         channels = input.shape[1]
         values = input.double()
@@ -191,10 +204,18 @@ class CrossProcessBatchNorm(nn.BatchNorm2d):
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
-                momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                momentum = (
+                    self.momentum
+                    if self.momentum is not None
+                    else 1.0 / float(self.num_batches_tracked)
+                )
                 unbiased = variance * n / (n - 1).clamp_min(1.0)
-                self.running_mean.mul_(1 - momentum).add_(momentum * mean.to(self.running_mean.dtype))
-                self.running_var.mul_(1 - momentum).add_(momentum * unbiased.to(self.running_var.dtype))
+                self.running_mean.mul_(1 - momentum).add_(
+                    momentum * mean.to(self.running_mean.dtype)
+                )
+                self.running_var.mul_(1 - momentum).add_(
+                    momentum * unbiased.to(self.running_var.dtype)
+                )
         shape = (1, channels, 1, 1)
         scale = torch.rsqrt(variance + self.eps).view(shape)
         output = (values - mean.view(shape)) * scale
@@ -209,7 +230,11 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     if isinstance(module, nn.BatchNorm2d) and not isinstance(module, CrossProcessBatchNorm):
         converted = CrossProcessBatchNorm(
-            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
         )
         if module.affine:
             converted.weight, converted.bias = module.weight, module.bias
@@ -258,7 +283,11 @@ def wrap_for_ddp(method, trained: list[nn.Parameter], device: torch.device) -> n
     }
     step = MethodStep(method, extras)
     trained_ids = {id(parameter) for parameter in trained}
-    ignored = [name for name, parameter in step.named_parameters() if parameter.requires_grad and id(parameter) not in trained_ids]
+    ignored = [
+        name
+        for name, parameter in step.named_parameters()
+        if parameter.requires_grad and id(parameter) not in trained_ids
+    ]
     if ignored:
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(step, ignored)
     return DistributedDataParallel(step, device_ids=None)  # buffers: rank 0's each step

@@ -55,10 +55,14 @@ def default_check_images(predictor: Predictor) -> list[str]:
     try:
         plan = plan_subset(predictor.config.data)
     except TailfuseError as error:
-        raise DataError(f"no images for the parity check ({error}); name some with --check-images") from None
+        raise DataError(
+            f"no images for the parity check ({error}); name some with --check-images"
+        ) from None
     source = plan.sources["test"]
     if source.paths is None:
-        raise DataError("the recipe's test images are not files (CIFAR pickles); name some with --check-images")
+        raise DataError(
+            "the recipe's test images are not files (CIFAR pickles); name some with --check-images"
+        )
     indices = plan.test_indices
     step = max(1, len(indices) // CHECK_IMAGES)
     return [source.paths[i] for i in indices[::step][:CHECK_IMAGES]]
@@ -70,8 +74,14 @@ def _write_onnx(module: nn.Module, example: torch.Tensor, path: Path, metadata: 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (example,), str(path), dynamo=False, input_names=["images"], output_names=["logits"],
-            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
+            module,
+            (example,),
+            str(path),
+            dynamo=False,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
         )
     model = onnx.load(str(path))
     for key, value in metadata.items():
@@ -101,7 +111,10 @@ def _run_torchscript(path: Path, images: torch.Tensor) -> torch.Tensor:
 
 
 def export_checkpoint(
-    checkpoint: str | Path, out: str | Path, output_format: str = "onnx", check_images: list[str] | None = None
+    checkpoint: str | Path,
+    out: str | Path,
+    output_format: str = "onnx",
+    check_images: list[str] | None = None,
 ) -> dict:
     """Export ``checkpoint`` to ``out`` (+ ``out.json``); returns the metadata with the parity result."""
     if output_format not in FORMATS:
@@ -111,7 +124,9 @@ def export_checkpoint(
             import onnx  # noqa: F401
             import onnxruntime  # noqa: F401
         except ImportError:
-            raise ExportError("ONNX export needs onnx and onnxruntime: pip install 'tailfuse[export]'") from None
+            raise ExportError(
+                "ONNX export needs onnx and onnxruntime: pip install 'tailfuse[export]'"
+            ) from None
     out = Path(out)
     predictor = Predictor.from_checkpoint(checkpoint, "cpu")
     paths = expand_image_paths(check_images) if check_images else default_check_images(predictor)
@@ -135,7 +150,12 @@ def export_checkpoint(
     try:
         example = images[:2]
         if output_format == "onnx":
-            _write_onnx(module, example, temporary, {k: metadata[k] for k in ("class_names", "mean", "std", "image_size")})
+            _write_onnx(
+                module,
+                example,
+                temporary,
+                {k: metadata[k] for k in ("class_names", "mean", "std", "image_size")},
+            )
             exported = _run_onnx(temporary, images)
         else:
             _write_torchscript(module, example, temporary)

@@ -20,7 +20,11 @@ TRAIN_SET_KEY = "data.glt.train_set"
 
 
 def run_glt_benchmark(
-    recipe: str, seeds: list[int], out_dir: str | Path, overrides: list[str] | None = None, label: str | None = None
+    recipe: str,
+    seeds: list[int],
+    out_dir: str | Path,
+    overrides: list[str] | None = None,
+    label: str | None = None,
 ) -> dict:
     """Train ``recipe`` on both training sets for each seed; returns the protocol summary."""
     out_dir = Path(out_dir)
@@ -28,7 +32,15 @@ def run_glt_benchmark(
     for train_set in ("glt", "cbl"):
         run_sweep(recipe, TRAIN_SET_KEY, [train_set], seeds, out_dir / train_set, overrides)
         runs[train_set] = [
-            json.loads((out_dir / train_set / f"{TRAIN_SET_KEY}={train_set}" / f"seed{seed}" / "results.json").read_text())
+            json.loads(
+                (
+                    out_dir
+                    / train_set
+                    / f"{TRAIN_SET_KEY}={train_set}"
+                    / f"seed{seed}"
+                    / "results.json"
+                ).read_text()
+            )
             for seed in seeds
         ]
     summary = bench_summary(label or recipe, runs)

@@ -36,11 +36,19 @@ def expand_image_paths(arguments: list[str]) -> list[str]:
     for argument in arguments:
         path = Path(argument).expanduser()
         if path.is_dir():
-            found += sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            found += sorted(
+                str(p)
+                for p in path.rglob("*")
+                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+            )
         elif path.is_file():
             found.append(str(path))
         elif any(character in argument for character in "*?["):
-            matches = sorted(m for m in glob.glob(str(path), recursive=True) if Path(m).suffix.lower() in IMAGE_EXTENSIONS)
+            matches = sorted(
+                m
+                for m in glob.glob(str(path), recursive=True)
+                if Path(m).suffix.lower() in IMAGE_EXTENSIONS
+            )
             if not matches:
                 raise DataError(f"no image matches {argument}")
             found += matches
@@ -55,7 +63,14 @@ def expand_image_paths(arguments: list[str]) -> list[str]:
 class Predictor:
     """A checkpoint's model and method in eval mode, with the recipe's evaluation preprocessing."""
 
-    def __init__(self, config: RunConfig, method: Method, class_names: list[str], device: torch.device, source: str = ""):
+    def __init__(
+        self,
+        config: RunConfig,
+        method: Method,
+        class_names: list[str],
+        device: torch.device,
+        source: str = "",
+    ):
         self.config = config
         self.method = method
         self.model = method.model
@@ -137,16 +152,22 @@ class Predictor:
         rows = []
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
-            probabilities = torch.softmax(self.logits(self.load_images(chunk)).double(), dim=1).cpu()
+            probabilities = torch.softmax(
+                self.logits(self.load_images(chunk)).double(), dim=1
+            ).cpu()
             values, indices = probabilities.topk(top_k, dim=1)
-            for path, row_values, row_indices in zip(chunk, values.tolist(), indices.tolist(), strict=True):
-                rows.append({
-                    "path": path,
-                    "predictions": [
-                        {"class": self.class_names[index], "index": index, "probability": value}
-                        for value, index in zip(row_values, row_indices, strict=True)
-                    ],
-                })
+            for path, row_values, row_indices in zip(
+                chunk, values.tolist(), indices.tolist(), strict=True
+            ):
+                rows.append(
+                    {
+                        "path": path,
+                        "predictions": [
+                            {"class": self.class_names[index], "index": index, "probability": value}
+                            for value, index in zip(row_values, row_indices, strict=True)
+                        ],
+                    }
+                )
         return rows
 
 
@@ -157,9 +178,25 @@ def predictions_text(rows: list[dict], output_format: str) -> str:
     top_k = max(len(row["predictions"]) for row in rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", *(f"{kind}_{rank}" for rank in range(1, top_k + 1) for kind in ("class", "probability"))])
+    writer.writerow(
+        [
+            "path",
+            *(
+                f"{kind}_{rank}"
+                for rank in range(1, top_k + 1)
+                for kind in ("class", "probability")
+            ),
+        ]
+    )
     for row in rows:
         writer.writerow(
-            [row["path"], *(item for p in row["predictions"] for item in (p["class"], f"{p['probability']:.6f}"))]
+            [
+                row["path"],
+                *(
+                    item
+                    for p in row["predictions"]
+                    for item in (p["class"], f"{p['probability']:.6f}")
+                ),
+            ]
         )
     return buffer.getvalue()

@@ -19,11 +19,20 @@ def git_commit() -> str | None:
     source = Path(tailfuse.__file__).resolve().parent
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"],
+            cwd=source,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "."], cwd=source, capture_output=True, text=True,
-            timeout=5, check=True,
+            ["git", "status", "--porcelain", "--untracked-files=no", "."],
+            cwd=source,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -38,7 +47,9 @@ def provenance(device: str, precision: str) -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": device,
-        "cuda_device": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None,
+        "cuda_device": torch.cuda.get_device_name(torch.device(device))
+        if device.startswith("cuda")
+        else None,
         "precision": precision,
         "command": " ".join(sys.argv),
     }

@@ -184,7 +184,12 @@ def _same_values(first: dict, second: dict) -> bool:
         return False
     for key, value in first.items():
         other = second[key]
-        both_nan = isinstance(value, float) and isinstance(other, float) and math.isnan(value) and math.isnan(other)
+        both_nan = (
+            isinstance(value, float)
+            and isinstance(other, float)
+            and math.isnan(value)
+            and math.isnan(other)
+        )
         if value != other and not both_nan:
             return False
     return True
@@ -225,6 +230,10 @@ def legacy_log(path: Path, completed_epochs: int) -> list[dict]:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and isinstance(record.get("epoch"), int) and record["epoch"] <= completed_epochs:
+        if (
+            isinstance(record, dict)
+            and isinstance(record.get("epoch"), int)
+            and record["epoch"] <= completed_epochs
+        ):
             kept.append(record)
     return kept

@@ -79,13 +79,19 @@ class TrainingSession:
         self.world = process_world or world()
         self.rank, self.world_size = self.world.rank, self.world.world_size
         if config.train.batch_size < self.world_size:
-            raise ConfigError(f"train.batch_size={config.train.batch_size} is the global batch: it needs at least one "
-                              f"image for each of the {self.world_size} processes")
+            raise ConfigError(
+                f"train.batch_size={config.train.batch_size} is the global batch: it needs at least one "
+                f"image for each of the {self.world_size} processes"
+            )
         sync_batchnorm = config.train.sync_batchnorm and self.world.distributed
-        self.model: Classifier = build_model(config.model, data.num_classes).to(runtime.device, runtime.parameter_dtype)
+        self.model: Classifier = build_model(config.model, data.num_classes).to(
+            runtime.device, runtime.parameter_dtype
+        )
         if runtime.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        if initialize is not None:  # e.g. load the stage-1 weights, before the method sees the model
+        if (
+            initialize is not None
+        ):  # e.g. load the stage-1 weights, before the method sees the model
             initialize(self.model)
         if sync_batchnorm:
             self.model = convert_sync_batchnorm(self.model, runtime.device)
@@ -103,12 +109,16 @@ class TrainingSession:
             self.model.head.compile()
         optimizer_config = config.optimizer
         groups = [group for group in self.method.parameter_groups() if group["params"]]
-        self.optimizer = None if not groups else torch.optim.SGD(
-            groups,
-            lr=optimizer_config.lr,
-            momentum=optimizer_config.momentum,
-            weight_decay=optimizer_config.weight_decay,
-            nesterov=optimizer_config.nesterov,
+        self.optimizer = (
+            None
+            if not groups
+            else torch.optim.SGD(
+                groups,
+                lr=optimizer_config.lr,
+                momentum=optimizer_config.momentum,
+                weight_decay=optimizer_config.weight_decay,
+                nesterov=optimizer_config.nesterov,
+            )
         )
         self.scaler = runtime.grad_scaler()
         # under torchrun the method's loss runs through DDP, which all-reduces the gradients
@@ -120,19 +130,25 @@ class TrainingSession:
         self.augmenter = BatchAugmenter(config.data.augment, runtime.device)
         if isinstance(data.train, StreamedImages):
             self.streamed_transforms = streamed_transforms(config.data.augment)
-            self.streamed_train = StreamedImageDataset(data.train.paths, data.train.labels, self.streamed_transforms[0])
+            self.streamed_train = StreamedImageDataset(
+                data.train.paths, data.train.labels, self.streamed_transforms[0]
+            )
         train_labels = data.train.labels
         self.method.bind_training_set(train_labels)
         self.samplers = {
-            branch: sampler if isinstance(sampler, IndexSampler) else build_sampler(sampler, train_labels, data.num_classes)
+            branch: sampler
+            if isinstance(sampler, IndexSampler)
+            else build_sampler(sampler, train_labels, data.num_classes)
             for branch, sampler in self.method.branches().items()
         }
         self.batch_sizes = {
-            branch: self.method.branch_batch_size(branch, config.train.batch_size) for branch in self.samplers
+            branch: self.method.branch_batch_size(branch, config.train.batch_size)
+            for branch in self.samplers
         }
         # each branch's sampler draws one epoch of indices; the longest sets the step count
         self.steps_per_epoch = max(
-            math.ceil(sampler.num_samples / self.batch_sizes[branch]) for branch, sampler in self.samplers.items()
+            math.ceil(sampler.num_samples / self.batch_sizes[branch])
+            for branch, sampler in self.samplers.items()
         )
         if self.optimizer is None:  # a post-hoc method (tau_norm): nothing to train
             self.steps_per_epoch = 0
@@ -142,7 +158,9 @@ class TrainingSession:
     # ------------------------------------------------------------------ training
 
     def set_learning_rate(self, epoch: int) -> float:
-        rate = learning_rate(self.config.schedule, self.config.optimizer.lr, epoch, self.config.train.epochs)
+        rate = learning_rate(
+            self.config.schedule, self.config.optimizer.lr, epoch, self.config.train.epochs
+        )
         for group in self.optimizer.param_groups if self.optimizer else []:
             group["lr"] = rate * group.get("lr_scale", 1.0)
         return rate
@@ -153,7 +171,9 @@ class TrainingSession:
         start, end = share_bounds(min(size, max(total - first, 0)), self.rank, self.world_size)
         return first + start, first + end
 
-    def _branch_batches(self, order: torch.Tensor, steps: int, randomness: EpochRandomness, branch: str) -> Iterator[Batch]:
+    def _branch_batches(
+        self, order: torch.Tensor, steps: int, randomness: EpochRandomness, branch: str
+    ) -> Iterator[Batch]:
         """The ``steps`` augmented batches of one branch (this process's shares), in the order of ``order``."""
         size = self.batch_sizes[branch]
         device = self.runtime.device
@@ -168,20 +188,33 @@ class TrainingSession:
                 indices = order[first : first + size]
                 images = self.augmenter.train(self.data.train.images[indices], randomness.augment)
                 positions = torch.arange(first, first + len(indices), device=device)
-                yield Batch(self.runtime.prepare_images(images), self.data.train.labels[indices], indices, positions)
+                yield Batch(
+                    self.runtime.prepare_images(images),
+                    self.data.train.labels[indices],
+                    indices,
+                    positions,
+                )
                 continue
             # every process augments the whole global batch with the shared generator and keeps
             # its rows: the same crops, flips and mixup partners as one process
             indices = order[first : first + size]
-            images = self.runtime.prepare_images(self.augmenter.train(self.data.train.images[indices], randomness.augment))
+            images = self.runtime.prepare_images(
+                self.augmenter.train(self.data.train.images[indices], randomness.augment)
+            )
             whole = Batch(images, self.data.train.labels[indices], indices)
             rows = slice(start - first, end - first)
             yield Batch(
-                images[rows], whole.labels[rows], indices[rows], torch.arange(start, end, device=device),
-                whole=whole, start=start - first,
+                images[rows],
+                whole.labels[rows],
+                indices[rows],
+                torch.arange(start, end, device=device),
+                whole=whole,
+                start=start - first,
             )
 
-    def _streamed_batches(self, order: torch.Tensor, steps: int, randomness: EpochRandomness, branch: str) -> Iterator[Batch]:
+    def _streamed_batches(
+        self, order: torch.Tensor, steps: int, randomness: EpochRandomness, branch: str
+    ) -> Iterator[Batch]:
         """Streamed images: DataLoader workers decode this process's shares (persistent workers).
 
         Every drawn image carries its own augmentation seed, drawn for the whole epoch
@@ -190,7 +223,9 @@ class TrainingSession:
         """
         size = self.batch_sizes[branch]
         device = self.runtime.device
-        seeds = torch.randint(2**62, (len(order),), generator=randomness.torch_generator(f"stream:{branch}"))
+        seeds = torch.randint(
+            2**62, (len(order),), generator=randomness.torch_generator(f"stream:{branch}")
+        )
         bounds = [self._share(step, size, len(order)) for step in range(steps)]
         plan = [list(zip(order[a:b].tolist(), seeds[a:b].tolist(), strict=True)) for a, b in bounds]
         loader = self._loaders.get(branch)
@@ -226,7 +261,12 @@ class TrainingSession:
             branch: sampler.epoch_indices(randomness.torch_generator(f"sampler:{branch}"))
             for branch, sampler in self.samplers.items()
         }
-        context = StepContext(epoch=epoch, total_epochs=self.config.train.epochs, randomness=randomness, world=self.world)
+        context = StepContext(
+            epoch=epoch,
+            total_epochs=self.config.train.epochs,
+            randomness=randomness,
+            world=self.world,
+        )
         steps = min(self.steps_per_epoch, max_steps or self.steps_per_epoch)
         loss_sum = torch.zeros((), device=self.runtime.device)
         # first step whose loss was not finite (-1: none); checked every few steps, not every step
@@ -243,16 +283,26 @@ class TrainingSession:
             mininterval=1.0,
             dynamic_ncols=True,
         )
-        streams = {branch: self._branch_batches(order, steps, randomness, branch) for branch, order in orders.items()}
+        streams = {
+            branch: self._branch_batches(order, steps, randomness, branch)
+            for branch, order in orders.items()
+        }
         for step in bar:
             batches = {branch: next(stream) for branch, stream in streams.items()}
             local = sum(len(batch.labels) for batch in batches.values())
             with self.runtime.autocast():
-                loss = self.method.loss(batches, context) if self.ddp is None else self.ddp(batches, context)
+                loss = (
+                    self.method.loss(batches, context)
+                    if self.ddp is None
+                    else self.ddp(batches, context)
+                )
             if self.world.distributed:
                 # DDP averages gradients over processes; weighting each process's mean loss by its
                 # share makes that the mean over the global batch even when shares differ in size
-                total = sum(min(self.batch_sizes[b], len(orders[b]) - step * self.batch_sizes[b]) for b in orders)
+                total = sum(
+                    min(self.batch_sizes[b], len(orders[b]) - step * self.batch_sizes[b])
+                    for b in orders
+                )
                 loss = loss * (local * self.world_size / total)
             not_finite = ~torch.isfinite(loss.detach()) & (bad_step < 0)
             bad_value = torch.where(not_finite, loss.detach().float(), bad_value)
@@ -268,7 +318,14 @@ class TrainingSession:
         self._raise_if_not_finite(bad_step, bad_value, epoch)
         self.method.end_epoch(context)
         seconds = time.perf_counter() - start
-        totals = self.world.all_reduce(torch.stack([loss_sum.double(), torch.tensor(float(images_seen), device=loss_sum.device, dtype=torch.float64)]))
+        totals = self.world.all_reduce(
+            torch.stack(
+                [
+                    loss_sum.double(),
+                    torch.tensor(float(images_seen), device=loss_sum.device, dtype=torch.float64),
+                ]
+            )
+        )
         return {
             "epoch": epoch + 1,
             "lr": rate,
@@ -277,7 +334,9 @@ class TrainingSession:
             "images_per_second": float(totals[1]) / seconds if seconds > 0 else float("nan"),
         }
 
-    def _raise_if_not_finite(self, bad_step: torch.Tensor, bad_value: torch.Tensor, epoch: int) -> None:
+    def _raise_if_not_finite(
+        self, bad_step: torch.Tensor, bad_value: torch.Tensor, epoch: int
+    ) -> None:
         """One host synchronisation: stop every process when any loss so far was nan or inf."""
         first = bad_step.clone()
         first.masked_fill_(first < 0, 2**62)
@@ -296,18 +355,25 @@ class TrainingSession:
         ``order`` (a permutation of the split, or None for its own order) is the method's
         evaluation order (FFN's train-mode BN quirk); processes share its batches.
         """
-        first_batch, end_batch = share_bounds(math.ceil(len(split) / size), self.rank, self.world_size)
+        first_batch, end_batch = share_bounds(
+            math.ceil(len(split) / size), self.rank, self.world_size
+        )
         low, high = first_batch * size, min(end_batch * size, len(split))
         chosen = None if order is None else order[low:high]
         if isinstance(split, StreamedImages):
             key = (id(split), low, high, None if chosen is None else tuple(chosen.tolist()))
             if key not in self._loaders:
                 workers = self.config.data.num_workers
-                dataset = StreamedImageDataset(split.paths, split.labels, self.streamed_transforms[1])
+                dataset = StreamedImageDataset(
+                    split.paths, split.labels, self.streamed_transforms[1]
+                )
                 rows = range(low, high) if chosen is None else chosen.tolist()
                 self._loaders[key] = DataLoader(
-                    torch.utils.data.Subset(dataset, rows), batch_size=size, num_workers=workers,
-                    pin_memory=self.runtime.device.type == "cuda", persistent_workers=workers > 0 and high > low,
+                    torch.utils.data.Subset(dataset, rows),
+                    batch_size=size,
+                    num_workers=workers,
+                    pin_memory=self.runtime.device.type == "cuda",
+                    persistent_workers=workers > 0 and high > low,
                 )
             for images, _ in loader_batches(self._loaders[key]):
                 yield images.to(self.runtime.device, non_blocking=True)
@@ -332,7 +398,9 @@ class TrainingSession:
         outputs = []
         for images in self._evaluation_batches(split, size, order):
             with self.runtime.autocast():
-                outputs.append(self.method.predict(self.runtime.prepare_images(images)).float().cpu())
+                outputs.append(
+                    self.method.predict(self.runtime.prepare_images(images)).float().cpu()
+                )
         logits = torch.cat(outputs) if outputs else torch.empty((0, self.data.num_classes))
         logits = self.world.all_gather_rows(logits)
         if order is None:
@@ -351,7 +419,9 @@ class TrainingSession:
         from tailfuse.data.views import UnlabelledViews
 
         images = split.images if isinstance(split, LabelledImages) else None
-        views = UnlabelledViews(images, self.augmenter, self.config.train.seed, self.runtime.prepare_images)
+        views = UnlabelledViews(
+            images, self.augmenter, self.config.train.seed, self.runtime.prepare_images
+        )
         self.model.eval()
         with self.runtime.autocast():
             return self.method.adapt_to_unlabelled(views)
@@ -379,7 +449,9 @@ class TrainingSession:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict() if self.optimizer else {},
             "scaler": self.scaler.state_dict(),
-            "method_modules": {name: module.state_dict() for name, module in self.method.modules_to_save().items()},
+            "method_modules": {
+                name: module.state_dict() for name, module in self.method.modules_to_save().items()
+            },
         }
 
     def load_state_dict(self, state: dict) -> None:

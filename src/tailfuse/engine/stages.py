@@ -87,7 +87,9 @@ def _check_same_stage1_recipe(state: dict, first_stage: RunConfig, run_dir: Path
     from tailfuse.engine.trainer import RESUMABLE_CHANGES, config_differences
 
     differences = [
-        key for key in config_differences(state["config"], config_to_dict(first_stage)) if key not in RESUMABLE_CHANGES
+        key
+        for key in config_differences(state["config"], config_to_dict(first_stage))
+        if key not in RESUMABLE_CHANGES
     ]
     if differences:
         raise CheckpointError(
@@ -120,7 +122,9 @@ def checked_checkpoint(
         problems.append(f"backbone {saved_model['backbone']} (recipe: {config.model.backbone})")
     elif saved_model.get("backbone_options", {}) != config.model.backbone_options:
         saved_options = saved_model.get("backbone_options", {})
-        problems.append(f"backbone_options {saved_options} (recipe: {config.model.backbone_options})")
+        problems.append(
+            f"backbone_options {saved_options} (recipe: {config.model.backbone_options})"
+        )
     saved_classes = len(saved["data"]["class_counts"])
     if saved_classes != len(class_counts):
         problems.append(f"{saved_classes} classes (recipe: {len(class_counts)})")
@@ -148,9 +152,13 @@ def checked_checkpoint(
             "same layout but other pixels: is data.root the same dataset?)"
         )
     if check_head and saved_model["head"] != config.model.head:
-        problems.append(f"head {saved_model['head']} (recipe: {config.model.head}; use init.load=backbone)")
+        problems.append(
+            f"head {saved_model['head']} (recipe: {config.model.head}; use init.load=backbone)"
+        )
     if problems:
-        raise CheckpointError(f"stage-1 checkpoint {checkpoint_path} does not fit: " + "; ".join(problems))
+        raise CheckpointError(
+            f"stage-1 checkpoint {checkpoint_path} does not fit: " + "; ".join(problems)
+        )
     return saved
 
 
@@ -168,7 +176,13 @@ def initial_model_state(
     """
     init = config.init
     saved = checked_checkpoint(
-        config, checkpoint_path, class_counts, subset_checksum, init.load == "all", init.subset_seed, summary=summary
+        config,
+        checkpoint_path,
+        class_counts,
+        subset_checksum,
+        init.load == "all",
+        init.subset_seed,
+        summary=summary,
     )
     weights = saved["session"]["model"]
     if config.init.load == "backbone":
@@ -177,7 +191,11 @@ def initial_model_state(
 
 
 def auxiliary_models(
-    config: RunConfig, out_dir: Path, class_counts: list[int], subset_checksum: str, summary: dict | None = None
+    config: RunConfig,
+    out_dir: Path,
+    class_counts: list[int],
+    subset_checksum: str,
+    summary: dict | None = None,
 ) -> dict[str, dict]:
     """Train-if-missing, check and load every ``init.auxiliary`` model: name -> model state dict."""
     states = {}

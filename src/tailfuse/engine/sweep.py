@@ -34,8 +34,19 @@ def run_sweep(
     out_dir = Path(out_dir)
     overrides = list(overrides or [])
     command = " ".join(
-        ["tailfuse sweep", shlex.quote(recipe), *map(shlex.quote, overrides), "--param", parameter, "--values", *values,
-         "--seeds", *map(str, seeds), "--out", str(out_dir)]
+        [
+            "tailfuse sweep",
+            shlex.quote(recipe),
+            *map(shlex.quote, overrides),
+            "--param",
+            parameter,
+            "--values",
+            *values,
+            "--seeds",
+            *map(str, seeds),
+            "--out",
+            str(out_dir),
+        ]
     )
     base = load_recipe(recipe, overrides)
     if base.init is not None:
@@ -78,7 +89,9 @@ def _finished_results(run_dir: Path, config: RunConfig) -> dict:
     except (OSError, ValueError, yaml.YAMLError) as error:
         raise TailfuseError(f"cannot reuse the finished run in {run_dir}: {error}") from None
     differences = [
-        key for key in config_differences(saved or {}, config_to_dict(config)) if key not in RESUMABLE_CHANGES
+        key
+        for key in config_differences(saved or {}, config_to_dict(config))
+        if key not in RESUMABLE_CHANGES
     ]
     if differences:
         raise TailfuseError(

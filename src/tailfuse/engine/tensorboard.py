@@ -17,7 +17,9 @@ def record_scalars(record: dict, prefix: str = "") -> dict[str, float]:
         tag = f"{prefix}{key}"
         if isinstance(value, dict):
             scalars.update(record_scalars(value, f"{tag}/"))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        elif (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ):
             scalars[tag] = float(value)
     return scalars
 
@@ -29,7 +31,9 @@ class EpochLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ConfigError("train.tensorboard=true needs tensorboard: pip install 'tailfuse[tensorboard]'") from None
+            raise ConfigError(
+                "train.tensorboard=true needs tensorboard: pip install 'tailfuse[tensorboard]'"
+            ) from None
         self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
 
     def log(self, record: dict) -> None:

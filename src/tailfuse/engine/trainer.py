@@ -54,8 +54,16 @@ from tailfuse.eval.report import json_text, write_report
 
 #: Keys that may differ between a run and its resumption (they do not change the result).
 RESUMABLE_CHANGES = {
-    "train.progress", "train.threads", "train.device", "train.tensorboard", "data.root", "data.cache_dir", "data.download",
-    "train.compile", "train.check_finite_every", "data.num_workers",
+    "train.progress",
+    "train.threads",
+    "train.device",
+    "train.tensorboard",
+    "data.root",
+    "data.cache_dir",
+    "data.download",
+    "train.compile",
+    "train.check_finite_every",
+    "data.num_workers",
 }
 
 
@@ -103,7 +111,11 @@ def check_starting_point(config: RunConfig) -> None:
     from tailfuse.methods import METHODS
 
     method_class = METHODS.get(config.method.name)
-    if getattr(method_class, "needs_trained_model", False) and config.init is None and not config.model.weights:
+    if (
+        getattr(method_class, "needs_trained_model", False)
+        and config.init is None
+        and not config.model.weights
+    ):
         raise ConfigError(
             f"method {config.method.name} re-trains the classifier on a frozen, already trained backbone: "
             "set init.recipe or init.checkpoint (the stage-1 run) or model.weights"
@@ -119,7 +131,9 @@ def check_same_classes(saved_names: list[str], names: list[str], what: str) -> N
         detail = f"label {position} is '{names[position]}' here but was '{saved_names[position]}'"
     else:
         detail = f"{len(names)} classes here, {len(saved_names)} in training"
-    raise CheckpointError(f"{what}: the class folders differ from the ones it was trained on ({detail})")
+    raise CheckpointError(
+        f"{what}: the class folders differ from the ones it was trained on ({detail})"
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -133,7 +147,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(config: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: bool = False) -> dict:
+def train(
+    config: RunConfig, out_dir: str | Path, resume: bool = False, overwrite: bool = False
+) -> dict:
     """Train the recipe ``config`` into ``out_dir`` and return its results (``results.json``).
 
     The directory is created and locked first (another run on it is refused), an earlier
@@ -141,11 +157,17 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False, overwrit
     """
     out_dir = Path(out_dir)
     if resume and overwrite:
-        raise ConfigError("--resume continues the run in --out and --overwrite deletes it: pass one of them")
+        raise ConfigError(
+            "--resume continues the run in --out and --overwrite deletes it: pass one of them"
+        )
     config = with_absolute_data_paths(config)  # stored so: eval from any folder finds the data
     check_starting_point(config)
     # under torchrun only rank 0 owns (locks, creates, cleans) the run directory
-    owner = open_run_directory(out_dir, resume, overwrite) if world().is_main else contextlib.nullcontext()
+    owner = (
+        open_run_directory(out_dir, resume, overwrite)
+        if world().is_main
+        else contextlib.nullcontext()
+    )
     with owner:
         return _train_locked(config, out_dir, resume)
 
@@ -156,7 +178,9 @@ def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
     if resume:
         saved = load_run_checkpoint(last_path)
         differences = [
-            key for key in config_differences(saved["config"], config_to_dict(config)) if key not in RESUMABLE_CHANGES
+            key
+            for key in config_differences(saved["config"], config_to_dict(config))
+            if key not in RESUMABLE_CHANGES
         ]
         if differences:
             raise CheckpointError(
@@ -171,11 +195,17 @@ def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
     initialize, auxiliary = None, None
     if config.init is not None and saved is None:
         stage1_checkpoint = ensure_stage1_checkpoint(config, config.init, out_dir)
-        auxiliary = auxiliary_models(config, out_dir, data.class_counts, summary["subset_checksum"], summary=summary)
+        auxiliary = auxiliary_models(
+            config, out_dir, data.class_counts, summary["subset_checksum"], summary=summary
+        )
 
         def initialize(model):
             state = initial_model_state(
-                config, stage1_checkpoint, data.class_counts, summary["subset_checksum"], model.state_dict(),
+                config,
+                stage1_checkpoint,
+                data.class_counts,
+                summary["subset_checksum"],
+                model.state_dict(),
                 summary=summary,
             )
             load_weights(model, state, stage1_checkpoint)
@@ -186,7 +216,9 @@ def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
     main = world().is_main  # under torchrun only rank 0 writes
 
     if main:
-        write_text_atomically(out_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        write_text_atomically(
+            out_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False)
+        )
         write_text_atomically(out_dir / "data_summary.json", json_text(summary, indent=2))
     log_path = out_dir / "metrics.jsonl"
 
@@ -197,7 +229,9 @@ def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
             restore_rng_state(saved["rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
             detail = " ".join(str(error).split())[:200]
-            raise CheckpointError(f"cannot resume from {last_path}: {type(error).__name__}: {detail}") from None
+            raise CheckpointError(
+                f"cannot resume from {last_path}: {type(error).__name__}: {detail}"
+            ) from None
         start_epoch, best = saved["epoch"], dict(saved["best"])
         if "history" in saved:
             history = [dict(record) for record in saved["history"]]
@@ -216,7 +250,6 @@ def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
     if main:
         write_metrics_log(log_path, log_records)
 
-
     progress = config.train.progress and main
     tensorboard = None
     if config.train.tensorboard and main:
@@ -228,7 +261,11 @@ def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
         try:
             record = session.train_epoch(epoch, progress=progress)
         except TrainingError as error:
-            kept = f"the last good checkpoint (epoch {epoch}) is kept in {last_path}" if epoch else "no checkpoint was written"
+            kept = (
+                f"the last good checkpoint (epoch {epoch}) is kept in {last_path}"
+                if epoch
+                else "no checkpoint was written"
+            )
             raise TrainingError(f"training diverged in {out_dir}: {error}; {kept}") from None
         if _is_eval_epoch(config, epoch + 1, rule):
             evaluated = _evaluate_splits(session, data)
@@ -238,20 +275,31 @@ def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
                 best = {"score": record[f"{selection_split}_top1"], "epoch": epoch + 1}
                 if main:
                     save_checkpoint(
-                        _checkpoint(config, session, summary, epoch + 1, best, [*history, checkpoint_record(record)]),
+                        _checkpoint(
+                            config,
+                            session,
+                            summary,
+                            epoch + 1,
+                            best,
+                            [*history, checkpoint_record(record)],
+                        ),
                         out_dir / "checkpoints" / f"{rule}.pt",
                     )
         history.append(checkpoint_record(record))
         log_records.append(record)
         if main:
             # the checkpoint holds the whole history, so a kill before the log is rewritten loses no line
-            save_checkpoint(_checkpoint(config, session, summary, epoch + 1, best, history), last_path)
+            save_checkpoint(
+                _checkpoint(config, session, summary, epoch + 1, best, history), last_path
+            )
             write_metrics_log(log_path, log_records)
         world().barrier()  # no process reads a checkpoint before rank 0 has written it
         if tensorboard is not None:
             tensorboard.log(record)
         if main:
-            (tqdm.write if progress else print)(_format_record(record))  # one line per epoch, bars or not
+            (tqdm.write if progress else print)(
+                _format_record(record)
+            )  # one line per epoch, bars or not
     if tensorboard is not None:
         tensorboard.close()
 
@@ -261,14 +309,20 @@ def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
 
 def _check_resumed_data(out_dir: Path, saved_data: dict, summary: dict) -> None:
     """A resumed run must see the same classes, subset and (when recorded) pixels."""
-    check_same_classes(saved_data["class_names"], summary["class_names"], f"cannot resume {out_dir}")
+    check_same_classes(
+        saved_data["class_names"], summary["class_names"], f"cannot resume {out_dir}"
+    )
     if saved_data["subset_checksum"] != summary["subset_checksum"]:
         raise CheckpointError(
             f"cannot resume {out_dir}: the training subset changed (checksum {summary['subset_checksum']} "
             f"vs saved {saved_data['subset_checksum']}); is data.root the same dataset?"
         )
     saved_content = saved_data.get("content_checksum")
-    if saved_content and summary["content_checksum"] and saved_content != summary["content_checksum"]:
+    if (
+        saved_content
+        and summary["content_checksum"]
+        and saved_content != summary["content_checksum"]
+    ):
         raise CheckpointError(
             f"cannot resume {out_dir}: the training images changed (content checksum {summary['content_checksum']} "
             f"vs saved {saved_content}); is data.root the same dataset?"
@@ -276,7 +330,11 @@ def _check_resumed_data(out_dir: Path, saved_data: dict, summary: dict) -> None:
 
 
 def _evaluate_splits(session: TrainingSession, data) -> dict:
-    return {name: session.evaluate(getattr(data, name)) for name in ("validation", "test") if getattr(data, name) is not None}
+    return {
+        name: session.evaluate(getattr(data, name))
+        for name in ("validation", "test")
+        if getattr(data, name) is not None
+    }
 
 
 def _log_entries(evaluated: dict) -> dict:
@@ -300,12 +358,21 @@ def _format_record(record: dict) -> str:
         text += f" val {record['validation_top1']:.2f}"
     if "test_top1" in record:
         groups = record["test_group_accuracy"]
-        text += f" test {record['test_top1']:.2f} (" + ", ".join(f"{g} {groups[g]:.1f}" for g in groups) + ")"
+        text += (
+            f" test {record['test_top1']:.2f} ("
+            + ", ".join(f"{g} {groups[g]:.1f}" for g in groups)
+            + ")"
+        )
     return text
 
 
 def _checkpoint(
-    config: RunConfig, session: TrainingSession, summary: dict, epoch: int, best: dict, history: list[dict]
+    config: RunConfig,
+    session: TrainingSession,
+    summary: dict,
+    epoch: int,
+    best: dict,
+    history: list[dict],
 ) -> dict:
     data_keys = ("class_names", "class_counts", "subset_checksum", "content_checksum", "total")
     return {
@@ -327,7 +394,13 @@ def glt_protocols(session: TrainingSession, data) -> dict:
     names = PROTOCOL_NAMES[data.plan.glt_train_set]
     protocols = {}
     for split_name, split in data.named_tests.items():
-        metrics = glt_metrics(session.predict(split), split.labels, data.plan.groups, split.attributes, data.num_classes)
+        metrics = glt_metrics(
+            session.predict(split),
+            split.labels,
+            data.plan.groups,
+            split.attributes,
+            data.num_classes,
+        )
         protocols[split_name] = {"protocol": names.get(split_name, split_name), "metrics": metrics}
         if metrics["non_finite_samples"] and session.world.is_main:
             print(
@@ -340,7 +413,12 @@ def glt_protocols(session: TrainingSession, data) -> dict:
 
 
 def finish_run(
-    config: RunConfig, session: TrainingSession, out_dir: Path, rule: str, best: dict, final_epoch_metrics: dict | None = None
+    config: RunConfig,
+    session: TrainingSession,
+    out_dir: Path,
+    rule: str,
+    best: dict,
+    final_epoch_metrics: dict | None = None,
 ) -> dict:
     """Evaluate the selected model and write ``results.json``, ``report.md`` and the plot.
 
@@ -392,7 +470,9 @@ def _load_model_weights(session: TrainingSession, saved: dict, path: Path) -> No
     modules = saved["session"]["method_modules"]
     for name, module in session.method.modules_to_save().items():
         if name not in modules:
-            raise CheckpointError(f"checkpoint {path} has no '{name}' weights, which method {session.method.name} needs")
+            raise CheckpointError(
+                f"checkpoint {path} has no '{name}' weights, which method {session.method.name} needs"
+            )
         load_weights(module, modules[name], path, f"{session.method.name} '{name}'")
 
 
@@ -407,7 +487,9 @@ def resolve_checkpoint_argument(path: str | Path) -> Path:
         return path
     checkpoints = path / "checkpoints"
     if not checkpoints.is_dir():
-        raise CheckpointError(f"{path} is a folder without checkpoints/; pass a checkpoint file or a run directory")
+        raise CheckpointError(
+            f"{path} is a folder without checkpoints/; pass a checkpoint file or a run directory"
+        )
     rule = "final"
     try:
         rule = json.loads((path / "results.json").read_text())["selection"]["rule"]
@@ -461,13 +543,19 @@ def evaluate_checkpoint(
 
     checkpoint_path = resolve_checkpoint_argument(checkpoint_path)
     saved = load_run_checkpoint(checkpoint_path)
-    config = build_config(apply_overrides(saved["config"], list(overrides or [])), str(checkpoint_path))
+    config = build_config(
+        apply_overrides(saved["config"], list(overrides or [])), str(checkpoint_path)
+    )
     config = with_absolute_data_paths(config)
-    out_dir = Path(out_dir) if out_dir else checkpoint_path.parent.parent / f"eval_{checkpoint_path.stem}"
+    out_dir = (
+        Path(out_dir) if out_dir else checkpoint_path.parent.parent / f"eval_{checkpoint_path.stem}"
+    )
     _check_evaluation_folder(out_dir, checkpoint_path, overwrite)
     runtime = make_runtime(config.train)
     data = load_data(config.data, runtime.device, include_train=False)
-    check_same_classes(saved["data"]["class_names"], data.plan.class_names, f"cannot evaluate {checkpoint_path}")
+    check_same_classes(
+        saved["data"]["class_names"], data.plan.class_names, f"cannot evaluate {checkpoint_path}"
+    )
     if data.plan.subset_checksum != saved["data"]["subset_checksum"]:
         raise CheckpointError(
             f"the recipe's training subset (checksum {data.plan.subset_checksum}) is not the one "

@@ -29,7 +29,10 @@ def selected_checkpoint(run_dir: Path) -> Path:
     results_path = run_dir / "results.json"
     if results_path.is_file():
         rule = json.loads(results_path.read_text()).get("selection", {}).get("rule")
-        if rule in ("best_validation", "best_test") and (run_dir / "checkpoints" / f"{rule}.pt").is_file():
+        if (
+            rule in ("best_validation", "best_test")
+            and (run_dir / "checkpoints" / f"{rule}.pt").is_file()
+        ):
             return run_dir / "checkpoints" / f"{rule}.pt"
     return run_dir / "checkpoints" / "last.pt"
 
@@ -52,7 +55,11 @@ def test_features(session: TrainingSession, indices: np.ndarray) -> np.ndarray:
 
 
 def plot_run_tsne(
-    run_dir: str | Path, checkpoint: str | Path | None = None, max_images: int = 2000, out: str | Path | None = None, seed: int = 0
+    run_dir: str | Path,
+    checkpoint: str | Path | None = None,
+    max_images: int = 2000,
+    out: str | Path | None = None,
+    seed: int = 0,
 ) -> Path:
     """Embed the test features of ``run_dir``'s model with t-SNE and save the scatter plot."""
     from sklearn.manifold import TSNE
@@ -73,7 +80,9 @@ def plot_run_tsne(
     indices = np.linspace(0, len(data.test) - 1, count).round().astype(np.int64)
     features = test_features(session, indices)
     perplexity = float(min(30.0, (count - 1) / 3))
-    embedded = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
+    embedded = TSNE(
+        n_components=2, perplexity=perplexity, init="pca", random_state=seed
+    ).fit_transform(features)
     labels = data.test.labels.cpu().numpy()[indices]
     group_of = {c: group for group, members in data.plan.groups.items() for c in members}
 
@@ -86,7 +95,14 @@ def plot_run_tsne(
     for group, colour in GROUP_COLOURS.items():
         chosen = np.array([group_of.get(int(label)) == group for label in labels])
         if chosen.any():
-            axis.scatter(embedded[chosen, 0], embedded[chosen, 1], s=6, c=colour, label=f"{group} ({chosen.sum()})", alpha=0.7)
+            axis.scatter(
+                embedded[chosen, 0],
+                embedded[chosen, 1],
+                s=6,
+                c=colour,
+                label=f"{group} ({chosen.sum()})",
+                alpha=0.7,
+            )
     axis.legend(title="class group", markerscale=3)
     axis.set_xticks([])
     axis.set_yticks([])

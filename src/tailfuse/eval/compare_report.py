@@ -28,16 +28,29 @@ def read_published(path: str | Path) -> dict[str, dict]:
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"cannot read published figures {path}: {error}") from None
     if not isinstance(content, list):
-        raise ConfigError(f"published figures {path} must be a YAML list of {{recipe or label, paper, source}}")
+        raise ConfigError(
+            f"published figures {path} must be a YAML list of {{recipe or label, paper, source}}"
+        )
     figures = {}
     for item in content:
-        if not isinstance(item, dict) or "paper" not in item or not (item.get("label") or item.get("recipe")):
-            raise ConfigError(f"published figures {path}: every entry needs 'paper' and a 'label' or 'recipe' ({item!r})")
+        if (
+            not isinstance(item, dict)
+            or "paper" not in item
+            or not (item.get("label") or item.get("recipe"))
+        ):
+            raise ConfigError(
+                f"published figures {path}: every entry needs 'paper' and a 'label' or 'recipe' ({item!r})"
+            )
         try:
             figure = float(item["paper"])
         except (TypeError, ValueError):
-            raise ConfigError(f"published figures {path}: paper figure {item['paper']!r} is not a number") from None
-        figures[str(item.get("label") or item["recipe"])] = {"paper": figure, "source": str(item.get("source", ""))}
+            raise ConfigError(
+                f"published figures {path}: paper figure {item['paper']!r} is not a number"
+            ) from None
+        figures[str(item.get("label") or item["recipe"])] = {
+            "paper": figure,
+            "source": str(item.get("source", "")),
+        }
     return figures
 
 
@@ -64,10 +77,18 @@ def markdown_table(summary: list[dict]) -> str:
         rule += "---|---|"
     lines = [header, rule]
     for entry in summary:
-        line = f"| {entry['value']} | {entry['runs']} | " + " | ".join(_cell(entry, c) for c in METRICS) + " |"
+        line = (
+            f"| {entry['value']} | {entry['runs']} | "
+            + " | ".join(_cell(entry, c) for c in METRICS)
+            + " |"
+        )
         if with_paper:
             paper = entry.get("paper")
-            line += " – | – |" if paper is None else f" {paper:.2f} | {entry['all_mean'] - paper:+.2f} |"
+            line += (
+                " – | – |"
+                if paper is None
+                else f" {paper:.2f} | {entry['all_mean'] - paper:+.2f} |"
+            )
         lines.append(line)
     return "\n".join(lines)
 
@@ -101,10 +122,19 @@ def plot_per_class(path: Path, rows, seeds: list[int], results: dict, title: str
     for index, row in enumerate(rows):
         runs = [results[(row.label, seed)] for seed in seeds]
         counts = runs[0]["data"]["class_counts"]
-        accuracy = [statistics.fmean(run["test"]["per_class_accuracy"][c] for run in runs) for c in range(len(counts))]
+        accuracy = [
+            statistics.fmean(run["test"]["per_class_accuracy"][c] for run in runs)
+            for c in range(len(counts))
+        ]
         order = sorted(range(len(counts)), key=lambda c: counts[c])
-        axis.plot([counts[c] for c in order], [accuracy[c] for c in order], marker=markers[index % len(markers)],
-                  markersize=4, linewidth=1, label=row.label)
+        axis.plot(
+            [counts[c] for c in order],
+            [accuracy[c] for c in order],
+            marker=markers[index % len(markers)],
+            markersize=4,
+            linewidth=1,
+            label=row.label,
+        )
     axis.set_xscale("log")
     axis.set_xlabel("training images of the class (log)")
     axis.set_ylabel("test accuracy of the class (%)")
@@ -118,11 +148,21 @@ def plot_per_class(path: Path, rows, seeds: list[int], results: dict, title: str
 
 
 def write_compare_report(
-    out_dir: Path, rows, seeds: list[int], results: dict, run_dirs: dict, published: dict, command: str
+    out_dir: Path,
+    rows,
+    seeds: list[int],
+    results: dict,
+    run_dirs: dict,
+    published: dict,
+    command: str,
 ) -> list[dict]:
     """Write ``compare.md``, ``compare.csv``, ``compare.json`` and ``compare.png``; returns the summary."""
-    run_rows = [run_row(row.label, seed, results[(row.label, seed)]) for row in rows for seed in seeds]
-    for entry, (row, seed) in zip(run_rows, [(row, seed) for row in rows for seed in seeds], strict=True):
+    run_rows = [
+        run_row(row.label, seed, results[(row.label, seed)]) for row in rows for seed in seeds
+    ]
+    for entry, (row, seed) in zip(
+        run_rows, [(row, seed) for row in rows for seed in seeds], strict=True
+    ):
         entry["run_dir"] = str(run_dirs[(row.label, seed)])
         entry["recipe"] = row.recipe
     summary = _summarise_rows(run_rows)
@@ -131,22 +171,38 @@ def write_compare_report(
         figure = published_for(row, published)
         entry["paper"] = figure["paper"] if figure else None
         entry["paper_source"] = figure["source"] if figure else None
-        entry["difference"] = None if figure is None or entry["all_mean"] is None else entry["all_mean"] - figure["paper"]
+        entry["difference"] = (
+            None
+            if figure is None or entry["all_mean"] is None
+            else entry["all_mean"] - figure["paper"]
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomically(
         out_dir / "compare.json",
-        json_text({"command": command, "seeds": seeds, "runs": run_rows, "summary": summary}, indent=2),
+        json_text(
+            {"command": command, "seeds": seeds, "runs": run_rows, "summary": summary}, indent=2
+        ),
     )
-    fields = ["method", "recipe", "runs"] + [f"{c}_{s}" for c in METRICS for s in ("mean", "std")] + ["paper", "difference"]
+    fields = (
+        ["method", "recipe", "runs"]
+        + [f"{c}_{s}" for c in METRICS for s in ("mean", "std")]
+        + ["paper", "difference"]
+    )
     table_rows = [{**entry, "method": entry["value"]} for entry in summary]
-    write_text_atomically(out_dir / "compare.csv", csv_text(fields, table_rows, extrasaction="ignore"))
+    write_text_atomically(
+        out_dir / "compare.csv", csv_text(fields, table_rows, extrasaction="ignore")
+    )
     sources = sorted({entry["paper_source"] for entry in summary if entry.get("paper_source")})
-    paper_note = f" Paper figures (all, top-1 %) are the papers': {'; '.join(sources)}." if sources else ""
+    paper_note = (
+        f" Paper figures (all, top-1 %) are the papers': {'; '.join(sources)}." if sources else ""
+    )
     write_text_atomically(
         out_dir / "compare.md",
         f"# Comparison\n\nCommand: `{command}`\n\nSeeds: {seeds}; mean ± sample std over seeds; test-set "
         f"accuracy (%) of each run's selected epoch; ECE in %, 15 bins.{paper_note}\n\n"
-        f"{markdown_table(summary)}\n\n![per-class accuracy](compare.png)\n"
+        f"{markdown_table(summary)}\n\n![per-class accuracy](compare.png)\n",
     )
-    plot_per_class(out_dir / "compare.png", rows, seeds, results, f"per-class accuracy ({len(seeds)} seeds)")
+    plot_per_class(
+        out_dir / "compare.png", rows, seeds, results, f"per-class accuracy ({len(seeds)} seeds)"
+    )
     return summary

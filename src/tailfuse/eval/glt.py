@@ -18,7 +18,9 @@ CLASS_SPLITS = ("many", "medium", "few")
 ATTRIBUTE_SPLITS = ("many_a", "medium_a", "few_a")
 
 
-def _sample_precision(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+def _sample_precision(
+    predictions: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> torch.Tensor:
     """``P_i = 1[ŷ_i = y_i] / #{j: ŷ_j = ŷ_i}`` over this set (ŷ = -1: no prediction, 0)."""
     predicted_counts = torch.bincount(predictions[predictions >= 0], minlength=num_classes).double()
     counts = predicted_counts[predictions.clamp(min=0)].clamp(min=1)
@@ -60,7 +62,11 @@ def glt_metrics(
         predictions = values.long()
         num_classes = num_classes or int(max(predictions.max(), labels.max())) + 1
     labels = labels.detach().long().cpu()
-    result = {"overall": glt_scores(predictions, labels, num_classes), "class_splits": {}, "attribute_splits": {}}
+    result = {
+        "overall": glt_scores(predictions, labels, num_classes),
+        "class_splits": {},
+        "attribute_splits": {},
+    }
     result["non_finite_samples"] = non_finite
     sample_precision = _sample_precision(predictions, labels, num_classes)
     present = set(torch.unique(labels).tolist())
@@ -79,12 +85,14 @@ def glt_metrics(
         for value, name in enumerate(ATTRIBUTE_SPLITS):
             chosen = attributes == value
             if chosen.any():
-                result["attribute_splits"][name] = glt_scores(predictions[chosen], labels[chosen], num_classes)
+                result["attribute_splits"][name] = glt_scores(
+                    predictions[chosen], labels[chosen], num_classes
+                )
     return result
 
 
 def cell(scores: dict | None) -> str:
-    """"Acc / Prec" as the paper prints it."""
+    """ "Acc / Prec" as the paper prints it."""
     if not scores:
         return "–"
     return f"{scores['accuracy']:.2f} / {scores['precision']:.2f}"

@@ -54,10 +54,22 @@ def bench_summary(label: str, runs: dict[str, list[dict]]) -> dict:
             continue
         accuracy = _mean_std([f["accuracy"] for f in found])
         precision = _mean_std([f["precision"] for f in found])
-        cells[title] = {"accuracy": accuracy[0], "accuracy_std": accuracy[1], "precision": precision[0], "precision_std": precision[1], "seeds": len(found)}
+        cells[title] = {
+            "accuracy": accuracy[0],
+            "accuracy_std": accuracy[1],
+            "precision": precision[0],
+            "precision_std": precision[1],
+            "seeds": len(found),
+        }
     seeds = sorted({r.get("seed", -1) for rs in runs.values() for r in rs})
     epochs = sorted({r["epochs"] for rs in runs.values() for r in rs})
-    return {"label": label, "cells": cells, "epochs": epochs, "runs": {k: len(v) for k, v in runs.items()}, "seeds": seeds}
+    return {
+        "label": label,
+        "cells": cells,
+        "epochs": epochs,
+        "runs": {k: len(v) for k, v in runs.items()},
+        "seeds": seeds,
+    }
 
 
 def _cell(entry: dict | None) -> str:
@@ -73,9 +85,18 @@ def glt_table_markdown(summaries: list[dict]) -> str:
     lines = []
     for protocol in ("CLT", "GLT", "ALT"):
         titles = [c[0] for c in COLUMNS if c[0].startswith(protocol)]
-        lines += [f"**{protocol}** (Acc / Prec, %)", "", "| method | " + " | ".join(t[len(protocol) + 1 :] for t in titles) + " |", "|---" * (len(titles) + 1) + "|"]
+        lines += [
+            f"**{protocol}** (Acc / Prec, %)",
+            "",
+            "| method | " + " | ".join(t[len(protocol) + 1 :] for t in titles) + " |",
+            "|---" * (len(titles) + 1) + "|",
+        ]
         for summary in summaries:
-            lines.append(f"| {summary['label']} | " + " | ".join(_cell(summary["cells"].get(t)) for t in titles) + " |")
+            lines.append(
+                f"| {summary['label']} | "
+                + " | ".join(_cell(summary["cells"].get(t)) for t in titles)
+                + " |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -86,13 +107,17 @@ def write_glt_table(summaries: list[dict], path: Path) -> None:
     write_text_atomically(path.with_suffix(".json"), json_text(summaries, indent=2))
 
 
-def combine_bench_dirs(directories: list[str | Path], labels: list[str] | None = None) -> list[dict]:
+def combine_bench_dirs(
+    directories: list[str | Path], labels: list[str] | None = None
+) -> list[dict]:
     """Summaries of several ``glt-bench`` output folders, for one table."""
     summaries = []
     for position, directory in enumerate(directories):
         path = Path(directory) / "glt_summary.json"
         if not path.is_file():
-            raise TailfuseError(f"{directory} holds no glt_summary.json (run `tailfuse glt-bench` there first)")
+            raise TailfuseError(
+                f"{directory} holds no glt_summary.json (run `tailfuse glt-bench` there first)"
+            )
         summary = json.loads(path.read_text())
         if labels:
             summary["label"] = labels[position]

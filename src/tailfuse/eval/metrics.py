@@ -21,7 +21,9 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> flo
     return 100.0 * hits.float().mean().item()
 
 
-def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+def confusion_matrix(
+    predictions: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> torch.Tensor:
     """``matrix[true, predicted]`` counts."""
     flat = labels.long() * num_classes + predictions.long()
     return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
@@ -35,14 +37,20 @@ def per_class_accuracy(confusion: torch.Tensor, totals: torch.Tensor | None = No
     """
     totals = (confusion.sum(dim=1) if totals is None else totals).double()
     correct = confusion.diagonal().double()
-    return [100.0 * c / t if t > 0 else float("nan") for c, t in zip(correct.tolist(), totals.tolist(), strict=True)]
+    return [
+        100.0 * c / t if t > 0 else float("nan")
+        for c, t in zip(correct.tolist(), totals.tolist(), strict=True)
+    ]
 
 
 def per_class_precision(confusion: torch.Tensor) -> list[float]:
     """TP_c / (number predicted as c) in percent; a class never predicted contributes 0."""
     predicted = confusion.sum(dim=0).double()
     correct = confusion.diagonal().double()
-    return [100.0 * c / p if p > 0 else 0.0 for c, p in zip(correct.tolist(), predicted.tolist(), strict=True)]
+    return [
+        100.0 * c / p if p > 0 else 0.0
+        for c, p in zip(correct.tolist(), predicted.tolist(), strict=True)
+    ]
 
 
 def _mean(values: list[float]) -> float:

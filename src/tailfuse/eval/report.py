@@ -46,11 +46,17 @@ def save_figure(figure, path: Path) -> None:
 
 
 def _number(value: float) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+    return (
+        "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+    )
 
 
 def plot_per_class_accuracy(
-    path: Path, per_class_accuracy: list[float], class_counts: list[int], class_names: list[str], title: str
+    path: Path,
+    per_class_accuracy: list[float],
+    class_counts: list[int],
+    class_names: list[str],
+    title: str,
 ) -> None:
     """Bars of per-class test accuracy, classes ordered by training count, with the counts as a line."""
     import matplotlib
@@ -66,9 +72,13 @@ def plot_per_class_accuracy(
     accuracy_axis.set_ylim(0, 100)
     accuracy_axis.set_xlabel("class (sorted by training count)")
     if len(order) <= 20:
-        accuracy_axis.set_xticks(positions, [class_names[c] for c in order], rotation=45, ha="right")
+        accuracy_axis.set_xticks(
+            positions, [class_names[c] for c in order], rotation=45, ha="right"
+        )
     count_axis = accuracy_axis.twinx()
-    count_axis.plot(positions, [class_counts[c] for c in order], color="#DD8452", marker="o", markersize=3)
+    count_axis.plot(
+        positions, [class_counts[c] for c in order], color="#DD8452", marker="o", markersize=3
+    )
     count_axis.set_yscale("log")
     count_axis.set_ylabel("training images (log)", color="#DD8452")
     accuracy_axis.set_title(title)
@@ -93,11 +103,27 @@ def plot_reliability_diagram(path: Path, calibration: dict, title: str) -> None:
     lefts = [b * width for b in range(bins)]
     accuracy = [a if a is not None and a == a else 0.0 for a in calibration["accuracy"]]
     confidence = [c if c is not None and c == c else 0.0 for c in calibration["confidence"]]
-    figure, (axis, count_axis) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=[3, 1], sharex=True)
-    axis.bar(lefts, accuracy, width=width, align="edge", color="#4C72B0", edgecolor="white", label="accuracy")
+    figure, (axis, count_axis) = plt.subplots(
+        2, 1, figsize=(5, 6), height_ratios=[3, 1], sharex=True
+    )
     axis.bar(
-        lefts, [c - a for a, c in zip(accuracy, confidence, strict=True)], bottom=accuracy, width=width, align="edge",
-        color="#C44E52", alpha=0.35, label="gap to mean confidence",
+        lefts,
+        accuracy,
+        width=width,
+        align="edge",
+        color="#4C72B0",
+        edgecolor="white",
+        label="accuracy",
+    )
+    axis.bar(
+        lefts,
+        [c - a for a, c in zip(accuracy, confidence, strict=True)],
+        bottom=accuracy,
+        width=width,
+        align="edge",
+        color="#C44E52",
+        alpha=0.35,
+        label="gap to mean confidence",
     )
     axis.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1)
     axis.set_ylabel("accuracy")
@@ -132,7 +158,9 @@ def markdown_report(results: dict) -> str:
     for group in GROUP_ORDER:
         if group in test["group_accuracy"]:
             size = len(results["data"]["groups"][group])
-            lines.append(f"| {group} accuracy ({size} classes) | {_number(test['group_accuracy'][group])} |")
+            lines.append(
+                f"| {group} accuracy ({size} classes) | {_number(test['group_accuracy'][group])} |"
+            )
     lines += [
         f"| macro precision | {_number(test['macro_precision'])} |",
         f"| ECE (15 bins) | {_number(test['ece'])} |",
@@ -153,7 +181,12 @@ def markdown_report(results: dict) -> str:
     if results.get("glt"):
         from tailfuse.eval.glt import protocol_markdown
 
-        lines += ["", "## GLT protocols (spec glt_ifl §2: accuracy / macro precision)", "", protocol_markdown(results["glt"])]
+        lines += [
+            "",
+            "## GLT protocols (spec glt_ifl §2: accuracy / macro precision)",
+            "",
+            protocol_markdown(results["glt"]),
+        ]
     lines += ["", "| class | train images | accuracy | precision |", "|---|---|---|---|"]
     names = results["data"]["class_names"]
     for c, count in enumerate(results["data"]["class_counts"]):
@@ -180,5 +213,7 @@ def write_report(directory: Path, results: dict) -> None:
     )
     if results["test"].get("calibration"):
         plot_reliability_diagram(
-            directory / "reliability.png", results["test"]["calibration"], f"{results['name']}: ECE {results['test']['ece']:.2f}%"
+            directory / "reliability.png",
+            results["test"]["calibration"],
+            f"{results['name']}: ECE {results['test']['ece']:.2f}%",
         )

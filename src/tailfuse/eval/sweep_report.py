@@ -48,7 +48,10 @@ def markdown_table(parameter: str, summary: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for entry in summary:
-        cells = [f"{entry[f'{c}_mean']:.2f} ± {entry[f'{c}_std']:.2f}" for c in (*COLUMNS, "macro_precision", "ece")]
+        cells = [
+            f"{entry[f'{c}_mean']:.2f} ± {entry[f'{c}_std']:.2f}"
+            for c in (*COLUMNS, "macro_precision", "ece")
+        ]
         lines.append(f"| {entry['value']} | {entry['runs']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -87,20 +90,33 @@ def plot_sweep(path: Path, parameter: str, summary: list[dict], title: str) -> N
     plt.close(figure)
 
 
-def write_sweep_report(out_dir: Path, recipe: str, parameter: str, rows: list[dict], command: str) -> list[dict]:
+def write_sweep_report(
+    out_dir: Path, recipe: str, parameter: str, rows: list[dict], command: str
+) -> list[dict]:
     """Write ``sweep.json``, ``sweep.csv``, ``sweep.md`` and ``sweep.png``; returns the summary."""
     summary = summarise(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomically(
         out_dir / "sweep.json",
-        json_text({"recipe": recipe, "parameter": parameter, "command": command, "runs": rows, "summary": summary}, indent=2),
+        json_text(
+            {
+                "recipe": recipe,
+                "parameter": parameter,
+                "command": command,
+                "runs": rows,
+                "summary": summary,
+            },
+            indent=2,
+        ),
     )
     write_text_atomically(out_dir / "sweep.csv", csv_text(list(rows[0]), rows))
     seeds = sorted({row["seed"] for row in rows})
     write_text_atomically(
         out_dir / "sweep.md",
         f"# Sweep of {parameter} on {recipe}\n\nCommand: `{command}`\n\nSeeds: {seeds}; mean ± sample std over seeds; "
-        f"test-set accuracy (%) of the final epoch.\n\n{markdown_table(parameter, summary)}\n\n![sweep](sweep.png)\n"
+        f"test-set accuracy (%) of the final epoch.\n\n{markdown_table(parameter, summary)}\n\n![sweep](sweep.png)\n",
     )
-    plot_sweep(out_dir / "sweep.png", parameter, summary, f"{recipe}: {parameter} ({len(seeds)} seeds)")
+    plot_sweep(
+        out_dir / "sweep.png", parameter, summary, f"{recipe}: {parameter} ({len(seeds)} seeds)"
+    )
     return summary

@@ -29,10 +29,14 @@ from tailfuse.losses.reweighting import ClassReweighting
 #: Loss name -> factory(class_counts, **options).
 LOSSES: dict[str, Callable[..., nn.Module]] = {
     "cross_entropy": lambda class_counts, **options: CrossEntropy(**options),
-    "label_aware_smoothing": lambda class_counts, **options: LabelAwareSmoothing(class_counts, **options),
+    "label_aware_smoothing": lambda class_counts, **options: LabelAwareSmoothing(
+        class_counts, **options
+    ),
     "ldam": lambda class_counts, **options: LDAMLoss(class_counts, **options),
     "kps": lambda class_counts, **options: KPSLoss(class_counts, **options),
-    "balanced_softmax": lambda class_counts, **options: LogitAdjustedLoss(class_counts, tau=1.0, **options),
+    "balanced_softmax": lambda class_counts, **options: LogitAdjustedLoss(
+        class_counts, tau=1.0, **options
+    ),
     "logit_adjusted": lambda class_counts, **options: LogitAdjustedLoss(class_counts, **options),
     "focal": lambda class_counts, **options: FocalLoss(**options),
     "gcl": lambda class_counts, **options: GaussianCloudedLogitLoss(class_counts, **options),
@@ -44,7 +48,15 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {
 }
 
 #: Losses whose forward takes ``class_weights=`` (so the re-weighting options apply).
-REWEIGHTABLE = {"cross_entropy", "ldam", "kps", "balanced_softmax", "logit_adjusted", "focal", "gcl"}
+REWEIGHTABLE = {
+    "cross_entropy",
+    "ldam",
+    "kps",
+    "balanced_softmax",
+    "logit_adjusted",
+    "focal",
+    "gcl",
+}
 
 REWEIGHTING_OPTIONS = ("reweight_from_epoch", "drw_epoch", "beta")
 
@@ -57,24 +69,34 @@ OWN_REWEIGHTING = {"ride", "reslt"}
 def build_loss(name: str, class_counts: list[int], **options) -> nn.Module:
     """Create the loss ``name`` for a training set with ``class_counts``."""
     if name not in LOSSES:
-        raise ConfigError(f"unknown loss '{name}'{did_you_mean(name, LOSSES)}; choose from {', '.join(sorted(LOSSES))}")
+        raise ConfigError(
+            f"unknown loss '{name}'{did_you_mean(name, LOSSES)}; choose from {', '.join(sorted(LOSSES))}"
+        )
     own = name in OWN_REWEIGHTING
-    reweighting = {} if own else {key: options.pop(key) for key in REWEIGHTING_OPTIONS if key in options}
+    reweighting = (
+        {} if own else {key: options.pop(key) for key in REWEIGHTING_OPTIONS if key in options}
+    )
     try:
         loss = LOSSES[name](class_counts, **options)
     except TypeError as error:
-        raise ConfigError(f"loss '{name}' does not take these options {sorted(options)}: {error}") from None
+        raise ConfigError(
+            f"loss '{name}' does not take these options {sorted(options)}: {error}"
+        ) from None
     except ValueError as error:
         raise ConfigError(f"loss '{name}': {error}") from None
     if not reweighting:
         return loss
     if name not in REWEIGHTABLE:
-        raise ConfigError(f"loss '{name}' takes no class weights; {sorted(reweighting)} need one of {sorted(REWEIGHTABLE)}")
+        raise ConfigError(
+            f"loss '{name}' takes no class weights; {sorted(reweighting)} need one of {sorted(REWEIGHTABLE)}"
+        )
     if "reweight_from_epoch" in reweighting and "drw_epoch" in reweighting:
         raise ConfigError("give reweight_from_epoch or drw_epoch (the same setting), not both")
     from_epoch = reweighting.get("reweight_from_epoch", reweighting.get("drw_epoch"))
     if from_epoch is None:
-        raise ConfigError(f"loss '{name}': beta needs reweight_from_epoch (0: class-balanced; E: DRW from epoch E)")
+        raise ConfigError(
+            f"loss '{name}': beta needs reweight_from_epoch (0: class-balanced; E: DRW from epoch E)"
+        )
     beta = float(reweighting.get("beta", 0.9999))
     if not 0.0 <= beta < 1.0:
         raise ConfigError(f"loss '{name}': beta must lie in [0, 1), got {beta}")

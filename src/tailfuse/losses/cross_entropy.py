@@ -12,10 +12,14 @@ class CrossEntropy(nn.Module):
 
     def __init__(self, class_weights: list[float] | None = None):
         super().__init__()
-        weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+        weights = (
+            None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+        )
         self.register_buffer("class_weights", weights, persistent=False)
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``class_weights`` (from a re-weighting schedule) replace the constructor's for this call."""
         weight = class_weights if class_weights is not None else self.class_weights
         return F.cross_entropy(logits.float(), labels, weight=weight)

@@ -31,18 +31,33 @@ def gcl_noise_scale(class_counts: list[int]) -> list[float]:
     return [(max(logs) - value) / span for value in logs]
 
 
-def clouded_noise(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+def clouded_noise(
+    shape: torch.Size, generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
     """``|clip(N(0, (1/3)²), −1, 1)|`` of ``shape``, drawn from ``generator``."""
-    standard = torch.randn(shape, generator=generator, device=device if generator is None else generator.device)
+    standard = torch.randn(
+        shape, generator=generator, device=device if generator is None else generator.device
+    )
     return (standard.to(device) / 3.0).clamp(-1.0, 1.0).abs()
 
 
 class GaussianCloudedLogitLoss(nn.Module):
     """GCL on raw cosines; ``set_generator`` gives it the seeded stream its noise draws from."""
 
-    def __init__(self, class_counts: list[int], m: float = 0.0, s: float = 30.0, noise_mul: float = 0.5, gamma: float = 0.0):
+    def __init__(
+        self,
+        class_counts: list[int],
+        m: float = 0.0,
+        s: float = 30.0,
+        noise_mul: float = 0.5,
+        gamma: float = 0.0,
+    ):
         super().__init__()
-        self.register_buffer("noise_scale", torch.tensor(gcl_noise_scale(class_counts), dtype=torch.float32), persistent=False)
+        self.register_buffer(
+            "noise_scale",
+            torch.tensor(gcl_noise_scale(class_counts), dtype=torch.float32),
+            persistent=False,
+        )
         self.m, self.s, self.noise_mul, self.gamma = m, s, noise_mul, gamma
         self.generator: torch.Generator | None = None
 
@@ -62,7 +77,9 @@ class GaussianCloudedLogitLoss(nn.Module):
         clouded = clouded - self.m * F.one_hot(labels, cosine.shape[1])
         return self.s * clouded
 
-    def forward(self, cosine: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, cosine: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         logits = self.clouded_logits(cosine, labels)
         if self.gamma > 0:
             return focal_mean(F.log_softmax(logits, dim=1), labels, self.gamma, class_weights)

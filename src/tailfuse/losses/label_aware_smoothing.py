@@ -40,7 +40,10 @@ def smoothing_per_class(
         elif shape == "linear":
             values.append(smooth_tail + (smooth_head - smooth_tail) * ratio)
         elif shape == "convex":
-            values.append(smooth_head + (smooth_head - smooth_tail) * math.sin(1.5 * math.pi + math.pi * ratio / 2))
+            values.append(
+                smooth_head
+                + (smooth_head - smooth_tail) * math.sin(1.5 * math.pi + math.pi * ratio / 2)
+            )
         elif shape == "exp":
             values.append(smooth_tail + (smooth_head - smooth_tail) * ratio**power)
         else:

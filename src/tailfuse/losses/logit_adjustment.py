@@ -25,7 +25,9 @@ def log_prior(class_counts: list[int]) -> torch.Tensor:
     return torch.log(counts / counts.sum() + 1e-12).float()
 
 
-def posthoc_adjust(logits: torch.Tensor, log_prior_values: torch.Tensor, tau: float) -> torch.Tensor:
+def posthoc_adjust(
+    logits: torch.Tensor, log_prior_values: torch.Tensor, tau: float
+) -> torch.Tensor:
     """Post-hoc logit adjustment ``z − τ·log π`` (Menon et al. 2021); ``tau`` 0 returns ``logits``."""
     if tau <= 0:
         return logits
@@ -39,9 +41,13 @@ class LogitAdjustedLoss(nn.Module):
         super().__init__()
         self.register_buffer("adjustment", tau * log_prior(class_counts), persistent=False)
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``class_weights``: a weighted mean over the batch (as ``F.cross_entropy(weight=)``)."""
-        return F.cross_entropy(logits.float() + self.adjustment.to(logits.device), labels, weight=class_weights)
+        return F.cross_entropy(
+            logits.float() + self.adjustment.to(logits.device), labels, weight=class_weights
+        )
 
 
 class FocalLoss(nn.Module):
@@ -58,7 +64,9 @@ class FocalLoss(nn.Module):
         self.gamma = gamma
         self.detach_factor = detach_factor
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         log_probabilities = F.log_softmax(logits.float(), dim=1)
         return focal_mean(log_probabilities, labels, self.gamma, class_weights, self.detach_factor)
 

@@ -28,11 +28,22 @@ class LDAMLoss(nn.Module):
     :func:`class_balanced_weights` (spec ffn §2.3); ``drw_epoch=None`` never re-weights.
     """
 
-    def __init__(self, class_counts: list[int], max_m: float = 0.5, s: float = 30.0, drw_epoch: int | None = None, beta: float = 0.9999):
+    def __init__(
+        self,
+        class_counts: list[int],
+        max_m: float = 0.5,
+        s: float = 30.0,
+        drw_epoch: int | None = None,
+        beta: float = 0.9999,
+    ):
         super().__init__()
-        margins = torch.tensor([count ** -0.25 for count in class_counts], dtype=torch.float32)
+        margins = torch.tensor([count**-0.25 for count in class_counts], dtype=torch.float32)
         self.register_buffer("margins", margins * (max_m / margins.max()), persistent=False)
-        self.register_buffer("drw_weights", torch.tensor(class_balanced_weights(class_counts, beta)), persistent=False)
+        self.register_buffer(
+            "drw_weights",
+            torch.tensor(class_balanced_weights(class_counts, beta)),
+            persistent=False,
+        )
         self.s = s
         self.drw_epoch = drw_epoch
         self.epoch = 0
@@ -45,7 +56,9 @@ class LDAMLoss(nn.Module):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def forward(self, cosine: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, cosine: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         cosine = cosine.float()
         adjusted = cosine - F.one_hot(labels, cosine.shape[1]) * self.margins.to(cosine.device)
         weight = class_weights
@@ -84,10 +97,18 @@ class KPSLoss(nn.Module):
             partner = [math.log(50.0 * n_max / count) / math.log(50.0) for count in class_counts]
         else:
             raise ValueError(f"unknown margin_order '{margin_order}' (reversed, by_count)")
-        self.register_buffer("multipliers", torch.tensor(multipliers, dtype=torch.float32), persistent=False)
-        self.register_buffer("margins", torch.tensor([max_m * p / r_max for p in partner], dtype=torch.float32), persistent=False)
         self.register_buffer(
-            "sample_scales", torch.tensor([min(max(s * p, s), 50.0) for p in partner], dtype=torch.float32), persistent=False
+            "multipliers", torch.tensor(multipliers, dtype=torch.float32), persistent=False
+        )
+        self.register_buffer(
+            "margins",
+            torch.tensor([max_m * p / r_max for p in partner], dtype=torch.float32),
+            persistent=False,
+        )
+        self.register_buffer(
+            "sample_scales",
+            torch.tensor([min(max(s * p, s), 50.0) for p in partner], dtype=torch.float32),
+            persistent=False,
         )
         self.s = s
         self.weighted_from_epoch = weighted_from_epoch
@@ -105,7 +126,9 @@ class KPSLoss(nn.Module):
         """``r_j·cos θ_j``: the logits KPS trains on, without margin and scale."""
         return cosine.float() * self.multipliers.to(cosine.device)
 
-    def forward(self, cosine: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, cosine: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         logits = self.training_logits(cosine)
         logits = logits - F.one_hot(labels, cosine.shape[1]) * self.margins.to(cosine.device)
         if self.weighted_from_epoch is not None and self.epoch >= self.weighted_from_epoch:

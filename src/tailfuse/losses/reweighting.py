@@ -20,10 +20,14 @@ class ClassReweighting(nn.Module):
     Other attributes (``training_logits``, ``set_generator``) are the wrapped loss's.
     """
 
-    def __init__(self, loss: nn.Module, class_counts: list[int], beta: float = 0.9999, from_epoch: int = 0):
+    def __init__(
+        self, loss: nn.Module, class_counts: list[int], beta: float = 0.9999, from_epoch: int = 0
+    ):
         super().__init__()
         self.loss = loss
-        self.register_buffer("weights", torch.tensor(class_balanced_weights(class_counts, beta)), persistent=False)
+        self.register_buffer(
+            "weights", torch.tensor(class_balanced_weights(class_counts, beta)), persistent=False
+        )
         self.from_epoch = from_epoch
         self.epoch = 0
 

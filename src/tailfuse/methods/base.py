@@ -166,10 +166,15 @@ def register_method(name: str, options_class: type[BaseModel]):
 
 
 def build_method(
-    config: RunConfig, model: Classifier, class_counts: list[int], auxiliary: dict[str, dict] | None = None
+    config: RunConfig,
+    model: Classifier,
+    class_counts: list[int],
+    auxiliary: dict[str, dict] | None = None,
 ) -> Method:
     """Create the method a recipe names, with its validated options."""
     name = config.method.name
     if name not in METHODS:
-        raise ConfigError(f"unknown method '{name}'{did_you_mean(name, METHODS)}; choose from {', '.join(sorted(METHODS))}")
+        raise ConfigError(
+            f"unknown method '{name}'{did_you_mean(name, METHODS)}; choose from {', '.join(sorted(METHODS))}"
+        )
     return METHODS[name](config.method, model, class_counts, config, auxiliary)

@@ -38,7 +38,9 @@ class CmoOptions(StrictModel):
     end_epochs: int = Field(3, ge=0)
 
 
-def cutmix_box(height: int, width: int, lam: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
+def cutmix_box(
+    height: int, width: int, lam: float, rng: np.random.Generator
+) -> tuple[int, int, int, int]:
     """CutMix's box for λ: rows [r1, r2), columns [c1, c2) (Yun et al. 2019 ``rand_bbox``)."""
     cut_ratio = np.sqrt(1.0 - lam)
     cut_h, cut_w = int(height * cut_ratio), int(width * cut_ratio)
@@ -48,7 +50,9 @@ def cutmix_box(height: int, width: int, lam: float, rng: np.random.Generator) ->
     return int(r1), int(r2), int(c1), int(c2)
 
 
-def paste_box(images: torch.Tensor, donors: torch.Tensor, box: tuple[int, int, int, int]) -> tuple[torch.Tensor, float]:
+def paste_box(
+    images: torch.Tensor, donors: torch.Tensor, box: tuple[int, int, int, int]
+) -> tuple[torch.Tensor, float]:
     """``images`` with ``donors``' box pasted in (k onto k), and the kept-area weight ``1 − box/image``."""
     r1, r2, c1, c2 = box
     mixed = images.clone()
@@ -81,5 +85,7 @@ class ContextRichMinorityOversampling(Method):
             lam = float(rng.beta(self.options.beta, self.options.beta))
             box = cutmix_box(batch.images.shape[-2], batch.images.shape[-1], lam, rng)
             images, kept = paste_box(batch.images, minority.images, box)
-            return mixup_loss(self.criterion, self.model(images), batch.labels, minority.labels, kept)
+            return mixup_loss(
+                self.criterion, self.model(images), batch.labels, minority.labels, kept
+            )
         return self.criterion(self.model(batch.images), batch.labels)

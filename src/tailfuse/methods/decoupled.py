@@ -252,12 +252,21 @@ class DecoupledStage2(Method):
         if self.options.h2t.enabled:
             donor = self.model.features(batches["fusing"].images)
             h2t = self.options.h2t
-            features = fuse_channels(features, donor, h2t.ratio, context.randomness.stream("h2t"), h2t.channels, h2t.mixing)
+            features = fuse_channels(
+                features,
+                donor,
+                h2t.ratio,
+                context.randomness.stream("h2t"),
+                h2t.channels,
+                h2t.mixing,
+            )
         return features
 
     def loss(self, batches: dict[str, Batch], context: StepContext) -> torch.Tensor:
         advance_loss(self.criterion, context.epoch, context.randomness.stream("loss"))
-        return self.criterion(self.head_logits(self.balanced_features(batches, context)), batches["balanced"].labels)
+        return self.criterion(
+            self.head_logits(self.balanced_features(batches, context)), batches["balanced"].labels
+        )
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         return self.head_logits(self.model.features(images))
@@ -291,7 +300,9 @@ class TauNormalization(DecoupledStage2):
     def _tau_logits(self, head: LinearHead, feature_map: torch.Tensor) -> torch.Tensor:
         """``pool(f) · (w_j/‖w_j‖^τ)`` for every class j, without the bias."""
         weight = head.fc.weight
-        normalised = weight / weight.norm(dim=1, keepdim=True).clamp_min(1e-12).pow(self.options.tau)
+        normalised = weight / weight.norm(dim=1, keepdim=True).clamp_min(1e-12).pow(
+            self.options.tau
+        )
         return head.pool(feature_map) @ normalised.t()
 
 

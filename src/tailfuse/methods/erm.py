@@ -48,7 +48,9 @@ class EmpiricalRiskMinimization(Method):
         self.criterion = build_loss(options.loss, class_counts, **options.loss_options)
         self.log_prior = log_prior(class_counts)
         if options.prediction == "loss_logits" and not hasattr(self.criterion, "training_logits"):
-            raise ConfigError(f"method.prediction=loss_logits: loss '{options.loss}' has no training logits")
+            raise ConfigError(
+                f"method.prediction=loss_logits: loss '{options.loss}' has no training logits"
+            )
 
     def branches(self) -> dict[str, str]:
         return {"main": self.options.sampler}

@@ -60,10 +60,16 @@ class FeatureFusionNetwork(Method):
         if options.second_backbone in self.auxiliary:  # absent when a saved FFN run is evaluated
             state = self.auxiliary[options.second_backbone]
             self.second_backbone.load_state_dict(
-                {key.removeprefix("backbone."): value for key, value in state.items() if key.startswith("backbone.")}
+                {
+                    key.removeprefix("backbone."): value
+                    for key, value in state.items()
+                    if key.startswith("backbone.")
+                }
             )
         elif config.init is not None and options.second_backbone not in config.init.auxiliary:
-            raise ConfigError(f"ffn needs init.auxiliary.{options.second_backbone}: the CE stage-1 run")
+            raise ConfigError(
+                f"ffn needs init.auxiliary.{options.second_backbone}: the CE stage-1 run"
+            )
         for parameter in [*model.backbone.parameters(), *self.second_backbone.parameters()]:
             parameter.requires_grad_(False)
         self.criterion = build_loss(options.loss, class_counts, **options.loss_options)

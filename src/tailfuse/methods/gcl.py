@@ -25,7 +25,12 @@ class GclStage2Options(DecoupledOptions):
 
     name: Literal["gcl"] = "gcl"
     loss: str = "gcl"
-    loss_options: dict[str, float | int | str | None] = {"m": 0.1, "s": 20.0, "noise_mul": 0.5, "gamma": 1.0}
+    loss_options: dict[str, float | int | str | None] = {
+        "m": 0.1,
+        "s": 20.0,
+        "noise_mul": 0.5,
+        "gamma": 1.0,
+    }
     shift_bn: bool = False
 
 
@@ -35,7 +40,9 @@ class GclStage2(DecoupledStage2):
 
     def __init__(self, options, model, class_counts, config, auxiliary=None):
         if not isinstance(model.head, CosineHead):
-            raise ConfigError("method.name=gcl needs model.head=cosine (GCL works on cosine logits)")
+            raise ConfigError(
+                "method.name=gcl needs model.head=cosine (GCL works on cosine logits)"
+            )
         super().__init__(options, model, class_counts, config, auxiliary)
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:

@@ -65,9 +65,14 @@ def fuse_channels(
     channels for every sample, hard-copied from ``fusing[k]`` into ``fused[k]``.
     """
     if isinstance(fused, (list, tuple)):
-        return [fuse_channels(f, d, ratio, generator, channels, mixing) for f, d in zip(fused, fusing, strict=True)]
+        return [
+            fuse_channels(f, d, ratio, generator, channels, mixing)
+            for f, d in zip(fused, fusing, strict=True)
+        ]
     if fused.shape != fusing.shape:
-        raise ValueError(f"fused {tuple(fused.shape)} and fusing {tuple(fusing.shape)} maps differ in shape")
+        raise ValueError(
+            f"fused {tuple(fused.shape)} and fusing {tuple(fusing.shape)} maps differ in shape"
+        )
     if mixing == "soft":
         return (1.0 - ratio) * fused + ratio * fusing
     batch, num_channels = fused.shape[:2]
@@ -80,7 +85,9 @@ def fuse_channels(
         mask[chosen] = True
         mask = mask.view(1, num_channels, *([1] * (fused.dim() - 2)))
     else:
-        ranks = torch.rand(batch, num_channels, generator=generator, device=fused.device).argsort(dim=1)
+        ranks = torch.rand(batch, num_channels, generator=generator, device=fused.device).argsort(
+            dim=1
+        )
         mask = torch.zeros(batch, num_channels, dtype=torch.bool, device=fused.device)
         mask.scatter_(1, ranks[:, :count], True)
         mask = mask.view(batch, num_channels, *([1] * (fused.dim() - 2)))

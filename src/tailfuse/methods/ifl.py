@@ -71,8 +71,12 @@ class IflOptions(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> IflOptions:
         if len(self.center_milestones) != len(self.center_weights):
-            raise ValueError("method.center_milestones and method.center_weights need the same length")
-        if sorted(self.center_milestones) != self.center_milestones or self.center_milestones[:1] != [0]:
+            raise ValueError(
+                "method.center_milestones and method.center_weights need the same length"
+            )
+        if sorted(self.center_milestones) != self.center_milestones or self.center_milestones[
+            :1
+        ] != [0]:
             raise ValueError("method.center_milestones must be increasing and start at 0")
         return self
 
@@ -101,7 +105,9 @@ def center_weight(options: IflOptions, epoch: int) -> float:
     return alpha
 
 
-def center_distance(features: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
+def center_distance(
+    features: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor, kind: str
+) -> torch.Tensor:
     """Per-sample distance to the own class center: squared L2 (clamped) or ``1 − cos``."""
     chosen = centers[labels]
     if kind == "cosine":
@@ -157,8 +163,12 @@ def intra_class_environment_weights(
     # the within-class order of u by one stable sort
     classes, p = labels[seen], confidence[seen]
     count = torch.bincount(classes, minlength=num_classes).double()
-    low = torch.full((num_classes,), float("inf"), dtype=torch.float64).scatter_reduce(0, classes, p, "amin")
-    high = torch.full((num_classes,), float("-inf"), dtype=torch.float64).scatter_reduce(0, classes, p, "amax")
+    low = torch.full((num_classes,), float("inf"), dtype=torch.float64).scatter_reduce(
+        0, classes, p, "amin"
+    )
+    high = torch.full((num_classes,), float("-inf"), dtype=torch.float64).scatter_reduce(
+        0, classes, p, "amax"
+    )
     scaled = (p - low[classes]) / (high[classes] - low[classes] + 1e-9)
     u = (1.0 - scaled).abs() + 1e-5
     by_u = torch.argsort(u, stable=True)
@@ -168,8 +178,12 @@ def intra_class_environment_weights(
     rank[ordered] = torch.arange(len(seen), dtype=torch.float64) - first[classes[ordered]]
     head_count = torch.floor(0.8 * count)
     in_head = rank < head_count[classes]
-    head_sum = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, classes, torch.where(in_head, u, 0.0))
-    tail_sum = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, classes, torch.where(in_head, 0.0, u))
+    head_sum = torch.zeros(num_classes, dtype=torch.float64).index_add_(
+        0, classes, torch.where(in_head, u, 0.0)
+    )
+    tail_sum = torch.zeros(num_classes, dtype=torch.float64).index_add_(
+        0, classes, torch.where(in_head, 0.0, u)
+    )
     ratio = (tail_sum / (count - head_count)) / (head_sum / head_count) + 1e-5
     beta = (math.log(sample_scale) / torch.log(ratio)).clamp(1.0, 10.0)
     raw = u.pow(beta[classes]) + 1e-12
@@ -182,7 +196,9 @@ def intra_class_environment_weights(
 class EnvironmentSampler(IndexSampler):
     """Draw ``num_samples`` indices with replacement from per-sample weights (authors' DistributionSampler)."""
 
-    def __init__(self, labels: torch.Tensor, num_classes: int, weights_of, num_samples: int | None = None):
+    def __init__(
+        self, labels: torch.Tensor, num_classes: int, weights_of, num_samples: int | None = None
+    ):
         super().__init__(labels, num_classes, num_samples)
         self.weights_of = weights_of
 
@@ -194,7 +210,9 @@ class EnvironmentSampler(IndexSampler):
 
     def class_probabilities(self) -> torch.Tensor:
         weights = self.weights_of().detach().to("cpu", torch.float64)
-        per_class = torch.zeros(self.num_classes, dtype=torch.float64).index_add_(0, self.labels, weights)
+        per_class = torch.zeros(self.num_classes, dtype=torch.float64).index_add_(
+            0, self.labels, weights
+        )
         return per_class / per_class.sum()
 
 
@@ -203,7 +221,9 @@ class IflState(nn.Module):
 
     def __init__(self, environments: int, num_samples: int, num_classes: int, feature_dim: int):
         super().__init__()
-        self.register_buffer("environment_weights", torch.ones(environments, num_samples, dtype=torch.float64))
+        self.register_buffer(
+            "environment_weights", torch.ones(environments, num_samples, dtype=torch.float64)
+        )
         self.register_buffer("centers", torch.randn(num_classes, feature_dim))
 
 
@@ -242,12 +262,18 @@ class InvariantFeatureLearning(Method):
 
     def bind_training_set(self, labels: torch.Tensor) -> None:
         if len(labels) != self.num_samples:
-            raise ConfigError(f"ifl: {len(labels)} training labels for {self.num_samples} counted images")
+            raise ConfigError(
+                f"ifl: {len(labels)} training labels for {self.num_samples} counted images"
+            )
         self.training_labels = labels.detach().cpu()
         # one slot per training image, plus one that absorbs superseded records (no host sync)
-        self.confidence_slots = torch.full((self.num_samples + 1,), float("nan"), device=labels.device)
+        self.confidence_slots = torch.full(
+            (self.num_samples + 1,), float("nan"), device=labels.device
+        )
         # when each confidence was recorded (step, environment, position): the latest wins
-        self.record_order = torch.full((self.num_samples,), -1, dtype=torch.int64, device=labels.device)
+        self.record_order = torch.full(
+            (self.num_samples,), -1, dtype=torch.int64, device=labels.device
+        )
 
     @property
     def confidence(self) -> torch.Tensor:
@@ -260,7 +286,9 @@ class InvariantFeatureLearning(Method):
         if self.options.epoch_images == "shared":
             draws = math.ceil(self.num_samples / self.options.environments)
         return {
-            f"env{k + 1}": EnvironmentSampler(labels, self.num_classes, lambda k=k: self.state.environment_weights[k], draws)
+            f"env{k + 1}": EnvironmentSampler(
+                labels, self.num_classes, lambda k=k: self.state.environment_weights[k], draws
+            )
             for k in range(self.options.environments)
         }
 
@@ -277,13 +305,18 @@ class InvariantFeatureLearning(Method):
     def _classification(self, logits, labels, partner_labels, lam) -> torch.Tensor:
         if partner_labels is None:
             return self.criterion(logits, labels)
-        return lam * self.criterion(logits, labels) + (1.0 - lam) * self.criterion(logits, partner_labels)
+        return lam * self.criterion(logits, labels) + (1.0 - lam) * self.criterion(
+            logits, partner_labels
+        )
 
     def _center_term(self, features, centers, labels, partner_labels, lam) -> torch.Tensor:
         kind = self.options.center_loss
         term = center_distance(features, centers, labels, kind).mean()
         if partner_labels is not None:
-            term = lam * term + (1.0 - lam) * center_distance(features, centers, partner_labels, kind).mean()
+            term = (
+                lam * term
+                + (1.0 - lam) * center_distance(features, centers, partner_labels, kind).mean()
+            )
         return term
 
     def loss(self, batches: dict[str, Batch], context: StepContext) -> torch.Tensor:
@@ -295,7 +328,12 @@ class InvariantFeatureLearning(Method):
         if hasattr(self.criterion, "set_epoch"):
             self.criterion.set_epoch(context.epoch)
         if self.options.mixup_alpha > 0:
-            images, partner, lam = mixup(images, self.options.mixup_alpha, context.randomness.numpy, context.randomness.augment)
+            images, partner, lam = mixup(
+                images,
+                self.options.mixup_alpha,
+                context.randomness.numpy,
+                context.randomness.augment,
+            )
             partner_labels = labels[partner]
         feature_map = self.model.features(images)
         if self.multi_expert:
@@ -308,15 +346,26 @@ class InvariantFeatureLearning(Method):
             logits = self.model.head.logits_from_features(pooled)
             loss = self._classification(logits, labels, partner_labels, lam)
         features = pooled.float()
-        with torch.no_grad():  # confidence of the (un-mixed) label; the last record of a sample wins
-            probabilities = torch.softmax(logits.detach().float(), dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
+        with (
+            torch.no_grad()
+        ):  # confidence of the (un-mixed) label; the last record of a sample wins
+            probabilities = (
+                torch.softmax(logits.detach().float(), dim=1)
+                .gather(1, labels.view(-1, 1))
+                .squeeze(1)
+            )
             self._record_confidence(indices, self._record_stamps(ordered), probabilities)
         alpha = center_weight(self.options, context.epoch)
-        if self.options.center_init == "class_mean" and context.epoch + 1 == self._first_center_epoch():
+        if (
+            self.options.center_init == "class_mean"
+            and context.epoch + 1 == self._first_center_epoch()
+        ):
             self._accumulate_class_means(features.detach(), labels)
         if alpha > 0:
             centers = self.state.centers
-            loss = loss + alpha * self._center_term(features, centers.detach().clone(), labels, partner_labels, lam)
+            loss = loss + alpha * self._center_term(
+                features, centers.detach().clone(), labels, partner_labels, lam
+            )
             self._update_centers(features.detach(), labels, partner_labels, lam, context.world)
         return loss
 
@@ -336,14 +385,18 @@ class InvariantFeatureLearning(Method):
             stamps.append((step * self.options.environments + environment) * size + within)
         return torch.cat(stamps)
 
-    def _record_confidence(self, indices: torch.Tensor, stamps: torch.Tensor, probabilities: torch.Tensor) -> None:
+    def _record_confidence(
+        self, indices: torch.Tensor, stamps: torch.Tensor, probabilities: torch.Tensor
+    ) -> None:
         """Keep each sample's latest confidence (a sample drawn twice keeps the later draw's)."""
         device = self.confidence_slots.device
         indices, stamps = indices.to(device), stamps.to(device)
         self.record_order.scatter_reduce_(0, indices, stamps, reduce="amax")
         latest = self.record_order[indices] == stamps
         target = torch.where(latest, indices, torch.full_like(indices, self.num_samples))
-        record_last(self.confidence_slots, target, probabilities)  # one write per slot, also on CUDA
+        record_last(
+            self.confidence_slots, target, probabilities
+        )  # one write per slot, also on CUDA
 
     def _gather_confidence(self, world) -> None:
         """Every process's records combined (the latest per sample), before environments are rebuilt."""
@@ -352,9 +405,13 @@ class InvariantFeatureLearning(Method):
         local_order = self.record_order.clone()
         world.all_reduce(self.record_order, "max")
         mine = (local_order == self.record_order) & (local_order >= 0)
-        values = torch.where(mine, self.confidence.nan_to_num(0.0), torch.zeros_like(self.confidence))
+        values = torch.where(
+            mine, self.confidence.nan_to_num(0.0), torch.zeros_like(self.confidence)
+        )
         world.all_reduce(values)
-        self.confidence.copy_(torch.where(self.record_order >= 0, values, torch.full_like(values, float("nan"))))
+        self.confidence.copy_(
+            torch.where(self.record_order >= 0, values, torch.full_like(values, float("nan")))
+        )
 
     def _update_centers(self, features, labels, partner_labels, lam, world=None) -> None:
         """One SGD step (lr ``center_lr``) on the α-free center loss (spec §3.3).
@@ -376,15 +433,21 @@ class InvariantFeatureLearning(Method):
         self.state.centers.sub_(self.options.center_lr * gradient)
 
     def _first_center_epoch(self) -> int:
-        for milestone, weight in zip(self.options.center_milestones, self.options.center_weights, strict=True):
+        for milestone, weight in zip(
+            self.options.center_milestones, self.options.center_weights, strict=True
+        ):
             if weight > 0:
                 return milestone
         return -1
 
     def _accumulate_class_means(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         if self.mean_sums is None:
-            self.mean_sums = torch.zeros(self.num_classes, features.shape[1], device=features.device, dtype=torch.float64)
-            self.mean_counts = torch.zeros(self.num_classes, device=features.device, dtype=torch.float64)
+            self.mean_sums = torch.zeros(
+                self.num_classes, features.shape[1], device=features.device, dtype=torch.float64
+            )
+            self.mean_counts = torch.zeros(
+                self.num_classes, device=features.device, dtype=torch.float64
+            )
         self.mean_sums.index_add_(0, labels, features.double())
         self.mean_counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
 
@@ -399,11 +462,21 @@ class InvariantFeatureLearning(Method):
             means = (self.mean_sums[seen] / self.mean_counts[seen].unsqueeze(1)).float()
             self.state.centers[seen] = means.to(self.state.centers.device)
             self.mean_sums = self.mean_counts = None
-        if self.options.environments > 1 and (self.options.always_update or epoch in self.options.update_milestones):
-            scales = [self.options.sample_scale] if self.options.environments == 2 else [self.options.sample_scale // 2, self.options.sample_scale]
+        if self.options.environments > 1 and (
+            self.options.always_update or epoch in self.options.update_milestones
+        ):
+            scales = (
+                [self.options.sample_scale]
+                if self.options.environments == 2
+                else [self.options.sample_scale // 2, self.options.sample_scale]
+            )
             for position, scale in enumerate(scales, start=1):
-                weights = intra_class_environment_weights(self.training_labels, self.confidence, self.num_classes, scale)
-                self.state.environment_weights[position] = weights.to(self.state.environment_weights.device)
+                weights = intra_class_environment_weights(
+                    self.training_labels, self.confidence, self.num_classes, scale
+                )
+                self.state.environment_weights[position] = weights.to(
+                    self.state.environment_weights.device
+                )
         self.confidence.fill_(float("nan"))
         self.record_order.fill_(-1)
 

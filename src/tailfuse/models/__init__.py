@@ -95,7 +95,10 @@ def build_model(config: ModelConfig, num_classes: int) -> Classifier:
         head = CosineHead(backbone.out_channels, num_classes, config.cosine_scale)
     else:
         head = LinearHead(
-            backbone.out_channels, num_classes, kaiming_init=config.backbone in SMALL_IMAGE_BACKBONES, bias=config.head_bias
+            backbone.out_channels,
+            num_classes,
+            kaiming_init=config.backbone in SMALL_IMAGE_BACKBONES,
+            bias=config.head_bias,
         )
     return Classifier(backbone, head)
 

@@ -35,7 +35,9 @@ class LinearHead(Head):
     ``bias=False``: the GLT code's classifier (spec glt_ifl §4).
     """
 
-    def __init__(self, in_features: int, num_classes: int, kaiming_init: bool = False, bias: bool = True):
+    def __init__(
+        self, in_features: int, num_classes: int, kaiming_init: bool = False, bias: bool = True
+    ):
         super().__init__()
         self.fc = nn.Linear(in_features, num_classes, bias=bias)
         if kaiming_init:

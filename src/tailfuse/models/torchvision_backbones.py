@@ -34,7 +34,9 @@ class TorchvisionResNetBackbone(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-def load_backbone_weights(network: nn.Module, weights_path: str, drop_prefixes: tuple[str, ...] = ("fc.",)) -> None:
+def load_backbone_weights(
+    network: nn.Module, weights_path: str, drop_prefixes: tuple[str, ...] = ("fc.",)
+) -> None:
     """Load a torchvision state dict from a local file; keys under ``drop_prefixes`` (the classifier) are ignored."""
     path = Path(weights_path).expanduser()
     if not path.is_file():
@@ -75,8 +77,14 @@ class PlacesResNet152Backbone(nn.Module):
         network.layer4 = network.layer4[:2]
         load_backbone_weights(network, weights_path, drop_prefixes=("fc.", "layer4.2."))
         self.trunk = nn.Sequential(
-            network.conv1, network.bn1, network.relu, network.maxpool,
-            network.layer1, network.layer2, network.layer3, network.layer4,
+            network.conv1,
+            network.bn1,
+            network.relu,
+            network.maxpool,
+            network.layer1,
+            network.layer2,
+            network.layer3,
+            network.layer4,
         )
         for parameter in self.trunk.parameters():
             parameter.requires_grad_(False)
