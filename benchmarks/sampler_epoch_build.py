@@ -3,9 +3,9 @@
     python benchmarks/sampler_epoch_build.py [--repeats 3]
 
 Class sizes follow an exponential long tail down to 2 images, scaled so the total is
-iNaturalist 2018's 437,513 (the largest class gets about 2,500). Prints, per sampler, the best of ``--repeats``
-builds of one epoch order (``num_samples`` = the number of images), and the time of
-rebuilding IFL's environment weights from one epoch of confidences.
+iNaturalist 2018's 437,513 (the largest class gets about 2,500). Prints, per sampler,
+the best of ``--repeats`` builds of one epoch order (``num_samples`` = the number of images),
+and the time of rebuilding IFL's environment weights from one epoch of confidences.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ IMAGES, CLASSES = 437_513, 8_142
 
 
 def inaturalist_like_labels() -> torch.Tensor:
-    """Labels whose class sizes fall exponentially (ratio 500) to at least 2 and add up to 437,513."""
+    """Labels whose class sizes fall exponentially (ratio 500) to at least 2
+    and add up to 437,513."""
     shape = torch.logspace(0, -torch.log10(torch.tensor(500.0)), CLASSES, dtype=torch.float64)
     counts = (shape / shape.sum() * IMAGES).floor().clamp_min(2).long()
     counts[0] += IMAGES - int(counts.sum())
@@ -45,8 +46,8 @@ def main() -> None:
     labels = inaturalist_like_labels()
     counts = torch.bincount(labels)
     print(
-        f"{len(labels):,} images, {len(counts):,} classes (largest {int(counts.max())}, smallest {int(counts.min())}), "
-        f"{torch.get_num_threads()} threads, best of {arguments.repeats}"
+        f"{len(labels):,} images, {len(counts):,} classes (largest {int(counts.max())}, smallest "
+        f"{int(counts.min())}), {torch.get_num_threads()} threads, best of {arguments.repeats}"
     )
     for name in sorted(SAMPLERS):
         sampler = build_sampler(name, labels, CLASSES)

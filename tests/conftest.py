@@ -17,7 +17,10 @@ SHARED_CIFAR10_JPEG = Path(
 def cifar10_jpeg_root() -> Path:
     """The shared ImageFolder copy of CIFAR-10 (real images). CI must have it."""
     if not (SHARED_CIFAR10_JPEG / "train").is_dir():
-        message = f"real CIFAR-10 JPEG copy not found at {SHARED_CIFAR10_JPEG} (set TAILFUSE_CIFAR10_JPEG)"
+        message = (
+            f"real CIFAR-10 JPEG copy not found at {SHARED_CIFAR10_JPEG} "
+            "(set TAILFUSE_CIFAR10_JPEG)"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

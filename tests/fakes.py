@@ -11,7 +11,8 @@ import numpy as np
 def write_cifar_pickles(
     root: Path, dataset: str, train_per_class: int, test_per_class: int, seed: int = 0
 ) -> Path:
-    """torchvision's CIFAR-10/100 pickle layout filled with random images (labels in shuffled order)."""
+    """torchvision's CIFAR-10/100 pickle layout filled with random images
+    (labels in shuffled order)."""
     num_classes = 10 if dataset == "cifar10" else 100
     folder = root / ("cifar-10-batches-py" if dataset == "cifar10" else "cifar-100-python")
     folder.mkdir(parents=True, exist_ok=True)
@@ -92,7 +93,8 @@ def write_image_folder(
 
 
 def write_glt_annotation_files(root: Path, num_classes: int = 4, size: int = 40) -> dict:
-    """JPEGs and a Train-GLT / Train-CBL pair of annotation files in ImageNet-GLT's published schema.
+    """JPEGs and a Train-GLT / Train-CBL pair of annotation files in
+    ImageNet-GLT's published schema.
 
     Keys are absolute image paths; every split holds ``label``, ``frequency`` and ``attribute``.
     """
@@ -153,7 +155,8 @@ def _write_jpegs(root: Path, relative_paths: list[str], size: int = 40, seed: in
 
 def write_inaturalist_dataset(root: Path, train_counts: list[int], val_per_class: int = 1) -> dict:
     """iNaturalist 2018's layout: ``train_val2018/<kingdom>/<id>/<hash>.jpg`` with the official
-    COCO-style ``train2018.json`` / ``val2018.json`` and MiSLAS-style txt lists of the same images."""
+    COCO-style ``train2018.json`` / ``val2018.json`` and MiSLAS-style txt
+    lists of the same images."""
     import json
 
     files: dict = {}
@@ -186,7 +189,8 @@ def write_inaturalist_dataset(root: Path, train_counts: list[int], val_per_class
 
 
 def write_places_lt_dataset(root: Path, train_counts: list[int], test_per_class: int = 1) -> dict:
-    """Places-LT's lists: ``data_256/<l>/<scene>/<n>.jpg label`` (train), ``val_256/Places365_val_<n>.jpg label`` (test)."""
+    """Places-LT's lists: ``data_256/<l>/<scene>/<n>.jpg label`` (train),
+    ``val_256/Places365_val_<n>.jpg label`` (test)."""
     lines = {"train": [], "test": []}
     for label, count in enumerate(train_counts):
         scene = f"scene{label}"

@@ -30,7 +30,8 @@ def _copy_resized(source: Path, target: Path, index: int) -> None:
 def make_image_folder(
     cifar_root: Path, root: Path, test_per_class: int = 15, validation_per_class: int = 0
 ) -> Path:
-    """``root/train/<class>/`` with :data:`TRAIN_COUNTS`, ``root/test/<class>/`` (and ``val/``) balanced."""
+    """``root/train/<class>/`` with :data:`TRAIN_COUNTS`, ``root/test/<class>/``
+    (and ``val/``) balanced."""
     for name, count in TRAIN_COUNTS.items():
         files = sorted((cifar_root / "train" / name).iterdir())
         for index, source in enumerate(files[:count]):
@@ -44,7 +45,8 @@ def make_image_folder(
 
 
 def make_new_images(cifar_root: Path, folder: Path, per_class: int = 2) -> list[Path]:
-    """Unlabelled 40x40 images a user would ask predictions for (CIFAR test images the tree does not hold)."""
+    """Unlabelled 40x40 images a user would ask predictions for (CIFAR test images
+    the tree does not hold)."""
     made = []
     for name in TRAIN_COUNTS:
         for index, source in enumerate(

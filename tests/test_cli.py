@@ -72,7 +72,8 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: invalid recipe cifar10_lt_quick: data.imbalance_factr: unknown key (did you mean 'imbalance_factor'?)"
+        "error: invalid recipe cifar10_lt_quick: data.imbalance_factr: unknown key "
+        "(did you mean 'imbalance_factor'?)"
     ]
     result = subprocess.run(
         [sys.executable, "-m", "tailfuse.cli", "eval", str(tmp_path / "missing.pt")],

@@ -1,4 +1,5 @@
-"""Discovery and errors: --help/--version, recipes with descriptions, config show, suggestions, strict JSON."""
+"""Discovery and errors: --help/--version, recipes with descriptions, config show,
+suggestions, strict JSON."""
 
 from __future__ import annotations
 

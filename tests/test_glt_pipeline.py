@@ -8,7 +8,10 @@ import pytest
 
 from tailfuse.cli import main
 
-STAGE1_TINY = 'init.overrides=["train.epochs=1","train.batch_size=32","train.eval_every=0","train.precision=fp32"]'
+STAGE1_TINY = (
+    'init.overrides=["train.epochs=1","train.batch_size=32",'
+    '"train.eval_every=0","train.precision=fp32"]'
+)
 
 
 def glt_tiny(root, epochs=1, **extra):

@@ -95,7 +95,8 @@ def _run_first_steps(stem: str, tmp_path) -> dict:
         # one small step from the initialisation: near chance (ln 4 = 1.39 on 4 classes), a few
         # units above it in stage 1, whose BatchNorm statistics are still ~90% the initial ones;
         # the exploded model gave NaN (stage 1) and 1.3e15 (stage 2). Not on Places-LT: its
-        # frozen eval-mode trunk is a random stand-in ResNet-152, whose logits are arbitrary in scale
+        # frozen eval-mode trunk is a random stand-in ResNet-152,
+        # whose logits are arbitrary in scale
         if not stem.startswith("places"):
             assert stage["test"]["nll"] < 10.0
     return results

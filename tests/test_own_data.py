@@ -193,7 +193,8 @@ def test_a_val_folder_is_the_validation_set(cifar10_jpeg_root, tmp_path):
 def test_stratified_split_worked_example():
     labels = np.array([0] * 10 + [1] * 5 + [2] * 3)
     train, validation, test = stratified_split(labels, 0.1, 0.2, seed=0)
-    # per class round(n*0.2) test, round(n*0.1) validation: class 0: 2 + 1, class 1: 1 + 0 (0.5 rounds to 0),
+    # per class round(n*0.2) test, round(n*0.1) validation: class 0: 2 + 1,
+    # class 1: 1 + 0 (0.5 rounds to 0),
     # class 2: 1 (0.6) + 0 (0.3)
     assert np.bincount(labels[test], minlength=3).tolist() == [2, 1, 1]
     assert np.bincount(labels[validation], minlength=3).tolist() == [1, 0, 0]
@@ -212,7 +213,8 @@ def test_one_tree_is_split_and_the_split_recorded(photos):
     ]
     plan = plan_subset(load_recipe("image_folder", overrides).data)
     split = plan.summary()["split"]
-    # by hand, per class (150, 130, 60, 25, 12, 8): test 30+26+12+5+2+2 = 77, validation 15+13+6+2+1+1 = 38
+    # by hand, per class (150, 130, 60, 25, 12, 8): test 30+26+12+5+2+2 = 77,
+    # validation 15+13+6+2+1+1 = 38
     assert split["sizes"] == {"train": 270, "validation": 38, "test": 77}
     assert split["seed"] == 3 and plan.class_counts == [105, 91, 42, 18, 9, 5]
     assert plan.groups == {"many": [0], "medium": [1, 2], "few": [3, 4, 5]}
@@ -264,7 +266,8 @@ def test_a_stage1_run_directory_is_never_resumed_unasked(photos, tmp_path):
     )  # stopped early
     with pytest.raises(
         CheckpointError,
-        match=r"stopped at epoch 2 of 4; continue it with `tailfuse train .*config.yaml --out .* --resume`",
+        match=r"stopped at epoch 2 of 4; continue it with `tailfuse train "
+        r".*config.yaml --out .* --resume`",
     ):
         ensure_stage1_checkpoint(stage2, stage2.init, tmp_path / "h2t")
     other = config_to_dict(first)

@@ -14,7 +14,8 @@ from .conftest import REPOSITORY
 from .own_data import make_image_folder
 
 PLUGIN = textwrap.dedent('''
-    """A tiny method: ERM whose predictions are the logits halved (so its predict is visibly used)."""
+    """A tiny method: ERM whose predictions are the logits halved \
+(so its predict is visibly used)."""
     from typing import Literal
 
     import torch
@@ -60,7 +61,8 @@ def test_a_plugin_named_by_imports_trains_evaluates_and_predicts_through_the_cli
     folder.mkdir()
     (folder / "halved_plugin.py").write_text(PLUGIN)
     (folder / "halved.yaml").write_text(
-        f"base: image_folder\nname: halved\nimports: [halved_plugin.py]\ndata: {{root: {root}}}\nmethod: {{name: halved_erm}}\n"
+        f"base: image_folder\nname: halved\nimports: [halved_plugin.py]\ndata: {{root: {root}}}\n"
+        "method: {name: halved_erm}\n"
     )
     fast = [
         "train.epochs=1",
@@ -100,7 +102,8 @@ def test_a_plugin_named_by_imports_trains_evaluates_and_predicts_through_the_cli
 
 
 def test_an_entry_point_plugin_is_loaded_before_the_recipe_is_resolved(tmp_path):
-    # an installed distribution, as pip would leave it: a module and a dist-info with the entry point
+    # an installed distribution, as pip would leave it: a module and a
+    # dist-info with the entry point
     site = tmp_path / "site"
     site.mkdir()
     (site / "halved_entry.py").write_text(PLUGIN)

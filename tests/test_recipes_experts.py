@@ -167,7 +167,8 @@ def test_glt_multi_expert_recipe_runs_its_first_steps(recipe, glt_files, tmp_pat
 
 
 def test_places_lt_ride_h2t_runs_its_first_steps_after_its_stage1(tmp_path):
-    """Places-LT lists in the ImageNet-LT list-file format; no ImageNet weights for the trunk here."""
+    """Places-LT lists in the ImageNet-LT list-file format; no ImageNet
+    weights for the trunk here."""
     files = write_list_file_dataset(tmp_path / "places", num_classes=4)
     budget = [
         "train.epochs=1",

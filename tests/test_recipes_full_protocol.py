@@ -163,7 +163,8 @@ def test_stage2_recipe_runs_its_first_steps(recipe, fake_roots, tmp_path_factory
     for key, value in stage1["session"]["model"].items():  # the backbone's weights stay stage 1's
         if key.startswith("backbone.") and key.endswith(("conv1.weight", "conv2.weight")):
             assert torch.equal(value, stage2["session"]["model"][key]), key
-    # LWS learns only per-class scales and tau-norm rescales at prediction: both keep the head's weights
+    # LWS learns only per-class scales and tau-norm rescales at prediction:
+    # both keep the head's weights
     keeps_head = config.method.name in ("lws", "tau_norm")
     same_head = torch.equal(
         stage1["session"]["model"]["head.fc.weight"], stage2["session"]["model"]["head.fc.weight"]
@@ -240,7 +241,8 @@ IMAGENET = ["imagenet_lt_ffn"]
 
 @pytest.mark.parametrize("recipe", IMAGENET)
 def test_imagenet_lt_recipes_run_their_first_steps(recipe, tmp_path):
-    """ImageNet-LT recipes on a tiny stand-in in the published list format (ResNet-50, 32 px crops)."""
+    """ImageNet-LT recipes on a tiny stand-in in the published list format
+    (ResNet-50, 32 px crops)."""
     from .fakes import write_list_file_dataset
 
     files = write_list_file_dataset(tmp_path / "imagenet")
@@ -314,7 +316,8 @@ def glt_files(tmp_path_factory):
     "recipe", _default_run_for(GLT_RECIPES, lambda recipe: recipe.startswith("imagenet_glt_"))
 )
 def test_glt_recipes_run_their_first_steps(recipe, glt_files, tmp_path_factory):
-    """ImageNet-GLT / MSCOCO-GLT recipes on tiny annotation files in the published schema (ResNeXt-50, 32 px)."""
+    """ImageNet-GLT / MSCOCO-GLT recipes on tiny annotation files in the published
+    schema (ResNeXt-50, 32 px)."""
     config = load_recipe(recipe)
     assert config.model.backbone == "resnext50_32x4d" and not config.model.head_bias
     assert config.optimizer.momentum == (0.0 if recipe.endswith("momentum0") else 0.9)

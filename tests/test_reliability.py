@@ -35,7 +35,8 @@ TEST_PER_CLASS = 4
 def _copy_tree(
     source_root: Path, target: Path, offset: int, names: tuple[str, ...] = CLASSES
 ) -> Path:
-    """A 3-class ImageFolder tree of real JPEGs; ``offset`` picks other images of the same classes."""
+    """A 3-class ImageFolder tree of real JPEGs; ``offset`` picks other
+    images of the same classes."""
     for split, counts in (("train", TRAIN_COUNTS), ("test", (TEST_PER_CLASS,) * 3)):
         for source_class, name, count in zip(CLASSES, names, counts, strict=True):
             folder = target / split / name
@@ -48,7 +49,8 @@ def _copy_tree(
 
 @pytest.fixture(scope="module")
 def trees(cifar10_jpeg_root, tmp_path_factory) -> dict[str, Path]:
-    """``a``; ``b``: same layout and file names, other pixels; ``renamed``: ``a`` with airplane → plane."""
+    """``a``; ``b``: same layout and file names, other pixels; ``renamed``:
+    ``a`` with airplane → plane."""
     base = tmp_path_factory.mktemp("trees")
     return {
         "a": _copy_tree(cifar10_jpeg_root, base / "a", 0),
@@ -60,7 +62,8 @@ def trees(cifar10_jpeg_root, tmp_path_factory) -> dict[str, Path]:
 
 
 def tree_overrides(root: Path, epochs: int = 1, **extra: object) -> list[str]:
-    """A seconds-long cifar10_lt_quick run on a tiny tree: every image, groups by count, fp32, 1 thread."""
+    """A seconds-long cifar10_lt_quick run on a tiny tree: every image, groups by
+    count, fp32, 1 thread."""
     values = {
         "data.source": "image_folder",
         "data.root": str(root),
@@ -82,7 +85,8 @@ def tree_overrides(root: Path, epochs: int = 1, **extra: object) -> list[str]:
 
 
 def one_error_line(capsys, arguments: list[str]) -> str:
-    """Run the CLI; assert it exits 2 with exactly one ``error:`` line and no traceback; return it."""
+    """Run the CLI; assert it exits 2 with exactly one ``error:`` line and
+    no traceback; return it."""
     status = main(arguments)
     error_lines = [
         line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning:")
@@ -107,7 +111,8 @@ def test_a_name_override_keeps_every_other_setting():
         load_recipe("cifar10_lt_quick", ["data.root=/data/c10", "train.seed=7", "name=my_run"])
     )
     assert named["name"] == "my_run"
-    # the shipped recipe's settings (precision auto, 40 epochs, mixup 1.0, index groups [3, 7]) and earlier overrides stay
+    # the shipped recipe's settings (precision auto, 40 epochs, mixup 1.0, index groups [3, 7])
+    # and earlier overrides stay
     assert (
         named["train"]["precision"] == "auto"
         and named["train"]["epochs"] == 40
@@ -251,9 +256,9 @@ def test_eval_creates_its_report_folder_only_after_reading_the_data(trees, tmp_p
         capsys,
         ["eval", checkpoint, f"data.root={missing}", "--out", str(tmp_path / "a-file" / "e")],
     )
-    assert (
-        line
-        == f"error: cannot create --out folder {tmp_path / 'a-file' / 'e'}: {tmp_path / 'a-file'} is a file"
+    assert line == (
+        f"error: cannot create --out folder {tmp_path / 'a-file' / 'e'}: "
+        f"{tmp_path / 'a-file'} is a file"
     )
     assert main(["eval", checkpoint, "--out", str(tmp_path / "reports" / "e")]) == 0
     assert (tmp_path / "reports" / "e" / "results.json").is_file()
@@ -508,7 +513,8 @@ def test_a_full_disk_and_an_unwritable_cache_are_one_line_and_a_warning(trees, t
     )
     assert [line for line in lines if line.startswith("error:")] == [lines[-1]]
     assert not list((run / "checkpoints").glob(".*.tmp"))
-    # decoded images over the limit could not be cached: a warning, and the run went on to its checkpoint
+    # decoded images over the limit could not be cached: a warning, and the run
+    # went on to its checkpoint
     assert any(line.startswith("warning: decoded images not cached") for line in lines)
 
 
@@ -659,7 +665,10 @@ def test_eval_of_a_run_directory_evaluates_its_selected_checkpoint(trees, tmp_pa
 
 
 def test_a_stage1_run_of_another_recipe_is_not_reused(trees, tmp_path, capsys):
-    stage1_tiny = 'init.overrides=["train.epochs=1","train.batch_size=4","train.threads=1","train.progress=false"]'
+    stage1_tiny = (
+        'init.overrides=["train.epochs=1","train.batch_size=4",'
+        '"train.threads=1","train.progress=false"]'
+    )
     overrides = [*tree_overrides(trees["a"]), stage1_tiny]
     tailfuse.train("cifar10_lt_quick_dr", tmp_path / "dr", overrides)
     stage1 = tmp_path / "cifar10_lt_quick"

@@ -35,7 +35,8 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
 ) -> dict:
-    """Train a recipe (name, path or :class:`RunConfig`) into the run directory ``out``; returns results.
+    """Train a recipe (name, path or :class:`RunConfig`) into the run directory
+    ``out``; returns results.
 
     ``out`` holding an earlier run is refused unless ``resume`` (continue it) or
     ``overwrite`` (delete its files first). The overrides also reach the stage-1 run a stage-2
@@ -93,7 +94,8 @@ def sweep(
     out: str | Path,
     overrides: list[str] | None = None,
 ) -> list[dict]:
-    """Run ``recipe`` for each value of the dotted key ``parameter`` and each seed; table + plot in ``out``."""
+    """Run ``recipe`` for each value of the dotted key ``parameter`` and each seed;
+    table + plot in ``out``."""
     from tailfuse.engine.sweep import run_sweep
 
     return run_sweep(recipe, parameter, [str(v) for v in values], seeds, out, overrides)
@@ -108,7 +110,8 @@ def compare(
     jobs: int = 1,
     threads: int | None = None,
 ) -> list[dict]:
-    """Run each row (``RECIPE`` or ``LABEL=RECIPE[:overrides]``) for each seed; one table + plot in ``out``."""
+    """Run each row (``RECIPE`` or ``LABEL=RECIPE[:overrides]``) for each seed;
+    one table + plot in ``out``."""
     from tailfuse.engine.compare import parse_row, run_compare
 
     command = "tailfuse compare " + " ".join(repr(row) for row in rows)
@@ -124,7 +127,8 @@ def predict(
     batch_size: int = 64,
     device: str = "auto",
 ) -> list[dict]:
-    """Top-k class names and probabilities for image files, folders or globs, by the method's own prediction."""
+    """Top-k class names and probabilities for image files, folders or globs,
+    by the method's own prediction."""
     from tailfuse.engine.predict import Predictor, expand_image_paths
 
     predictor = Predictor.from_checkpoint(checkpoint, device)
@@ -137,7 +141,8 @@ def export(
     format: str = "onnx",
     check_images: list[str] | None = None,
 ) -> dict:
-    """Export the method's prediction path (ONNX or TorchScript) with its preprocessing metadata, parity-checked."""
+    """Export the method's prediction path (ONNX or TorchScript) with its preprocessing
+    metadata, parity-checked."""
     from tailfuse.engine.export import export_checkpoint
 
     return export_checkpoint(checkpoint, out, format, check_images)

@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
         "--nproc",
         type=int,
         default=1,
-        help="processes on this machine (DDP through torchrun --standalone; one per GPU, or CPU processes with gloo)",
+        help="processes on this machine (DDP through torchrun --standalone; one per GPU, "
+        "or CPU processes with gloo)",
     )
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on its recipe's test set")
@@ -55,8 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         "--with",
         dest="with_checkpoint",
         default=None,
-        help="GLT: a checkpoint trained on the other training set (Train-CBL for a Train-GLT run, or the reverse); "
-        "prints and saves the CLT/GLT/ALT table of the pair",
+        help="GLT: a checkpoint trained on the other training set (Train-CBL for a Train-GLT run, "
+        "or the reverse); prints and saves the CLT/GLT/ALT table of the pair",
     )
 
     data = commands.add_parser("data", help="inspect datasets")
@@ -69,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
 
     verify = data_commands.add_parser(
         "verify",
-        help="decode every image of list files (txt or iNaturalist JSON); report missing/unreadable/corrupt ones",
+        help="decode every image of list files (txt or iNaturalist JSON); "
+        "report missing/unreadable/corrupt ones",
     )
     verify.add_argument(
         "lists", nargs="+", help="list files (relative/path label lines, or iNaturalist *.json)"
@@ -86,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
 
     build = data_commands.add_parser(
         "build-glt",
-        help="build CIFAR-10-GLT annotation files (Train-GLT and Train-CBL) from an ImageFolder tree",
+        help="build CIFAR-10-GLT annotation files (Train-GLT and "
+        "Train-CBL) from an ImageFolder tree",
     )
     build.add_argument(
         "--root", required=True, help="folder with train/<class>/ and test/<class>/ images"
@@ -125,7 +128,8 @@ def _parser() -> argparse.ArgumentParser:
 
     imagenet = data_commands.add_parser(
         "build-imagenet-glt",
-        help="build ImageNet-GLT annotation files from an ILSVRC-2012 train folder (spec glt_ifl §1.3)",
+        help="build ImageNet-GLT annotation files from an ILSVRC-2012 train "
+        "folder (spec glt_ifl §1.3)",
     )
     imagenet.add_argument(
         "--train-dir", required=True, help="ILSVRC-2012 CLS-LOC train folder (<wnid>/<images>)"
@@ -148,7 +152,8 @@ def _parser() -> argparse.ArgumentParser:
 
     coco = data_commands.add_parser(
         "build-mscoco-glt",
-        help="build MSCOCO-GLT annotation files and object crops from cocottributes + COCO (spec §1.4)",
+        help="build MSCOCO-GLT annotation files and object crops from "
+        "cocottributes + COCO (spec §1.4)",
     )
     coco.add_argument("--attributes", required=True, help="cocottributes_py3.jbl (joblib)")
     coco.add_argument(
@@ -187,7 +192,8 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "rows",
         nargs="*",
-        help="RECIPE or 'LABEL=RECIPE', overrides of that row after ':' (e.g. 'DR+H2T=cifar10_lt_quick_dr_h2t')",
+        help="RECIPE or 'LABEL=RECIPE', overrides of that row after ':' (e.g. "
+        "'DR+H2T=cifar10_lt_quick_dr_h2t')",
     )
     compare.add_argument(
         "--rows-file",
@@ -283,8 +289,8 @@ def _run(arguments: argparse.Namespace) -> int:
         print(
             f"{results['name']}: test top-1 {results['test']['top1']:.2f} "
             + " ".join(f"{name} {value:.2f}" for name, value in groups.items())
-            + f" (selection: {results['selection']['rule']}, epoch {results['selection']['epoch']}); "
-            f"report in {arguments.out}/report.md"
+            + f" (selection: {results['selection']['rule']}, epoch "
+            f"{results['selection']['epoch']}); report in {arguments.out}/report.md"
         )
         if results.get("glt"):
             from tailfuse.eval.glt import protocol_text
@@ -349,7 +355,8 @@ def _run(arguments: argparse.Namespace) -> int:
         )
         print(f"{preview}: one Test-GBL image per class and attribute")
         print(
-            f"train with: data.source=glt data.root={arguments.root} data.annotation=<the inter_lt file> data.annotation_cbl=<the inter_bl file>"
+            f"train with: data.source=glt data.root={arguments.root} "
+            "data.annotation=<the inter_lt file> data.annotation_cbl=<the inter_bl file>"
         )
     elif arguments.command == "data" and arguments.data_command == "build-imagenet-glt":
         from tailfuse.data.glt_builders import build_imagenet_glt_files

@@ -18,8 +18,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     init = commands.add_parser(
         "init",
         help="write a stage-1 and an H2T stage-2 recipe for your own ImageFolder tree",
-        description="Write NAME.yaml (stage 1) and NAME_h2t.yaml (H2T stage 2) for DATA_ROOT: a folder with "
-        "train/<class>/ and test/<class>/ (optional val/<class>/), or one <class>/ tree to split.",
+        description="Write NAME.yaml (stage 1) and NAME_h2t.yaml (H2T stage 2) for DATA_ROOT: "
+        "a folder with train/<class>/ and test/<class>/ (optional val/<class>/), "
+        "or one <class>/ tree to split.",
     )
     init.add_argument("data_root")
     init.add_argument(
@@ -70,7 +71,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--check-images",
         nargs="+",
         default=None,
-        help="images for the parity check (default: up to 32 test images of the checkpoint's recipe)",
+        help="images for the parity check (default: up to 32 test images "
+        "of the checkpoint's recipe)",
     )
 
     config = commands.add_parser("config", help="show the resolved recipe")
@@ -161,11 +163,12 @@ def run(arguments: argparse.Namespace) -> int:
         metadata = export_checkpoint(checkpoint, out, arguments.format, arguments.check_images)
         parity = metadata["parity"]
         print(
-            f"parity: max |logit difference| {parity['max_abs_logit_difference']:.3g} over {parity['images']} images "
-            f"({parity['runtime']}; tolerance {parity['tolerance']:g})"
+            f"parity: max |logit difference| {parity['max_abs_logit_difference']:.3g} over "
+            f"{parity['images']} images ({parity['runtime']}; tolerance {parity['tolerance']:g})"
         )
         print(
-            f"{out} ({arguments.format}); preprocessing and class names in {metadata['metadata_path']}"
+            f"{out} ({arguments.format}); preprocessing and class names in "
+            f"{metadata['metadata_path']}"
         )
     elif arguments.command == "plot":
         from tailfuse.engine.tsne import plot_run_tsne

@@ -89,7 +89,8 @@ class AugmentConfig(StrictModel):
 
 
 class GltConfig(StrictModel):
-    """CIFAR-10-GLT, built from ``data.root`` (an ImageFolder tree) when a run starts (spec glt_ifl §7.2).
+    """CIFAR-10-GLT, built from ``data.root`` (an ImageFolder tree) when a run
+    starts (spec glt_ifl §7.2).
 
     ``attribute``: ``tint`` (colour tint λ = ``tint_strength``) or ``rotation``
     (0/90/180°); ``mode``: ``cyclic`` (rank r of class c is value (c + r) mod 3: a
@@ -161,9 +162,11 @@ class DataConfig(StrictModel):
     test_per_class: int | None = Field(None, ge=1)
     validation_per_class: int = Field(0, ge=0)
     image_size: int = Field(32, ge=8)
-    #: ``frequency``: class 0 has the most training images (ties keep name order); ``name``: folder order
+    #: ``frequency``: class 0 has the most training images (ties keep name
+    #: order); ``name``: folder order
     class_order: Literal["name", "frequency"] = "name"
-    #: image_folder only: split one tree ``root/<class>/`` instead of reading ``train/`` and ``test/``
+    #: image_folder only: split one tree ``root/<class>/`` instead of
+    #: reading ``train/`` and ``test/``
     split: SplitConfig | None = None
     cache_dir: str | None = None
     groups: GroupsConfig = GroupsConfig()
@@ -183,7 +186,8 @@ class DataConfig(StrictModel):
             raise ValueError("data.source=glt needs data.annotation (a GLT annotation JSON)")
         if self.source == "glt" and self.glt.train_set == "cbl" and not self.annotation_cbl:
             raise ValueError(
-                "data.glt.train_set=cbl with data.source=glt needs data.annotation_cbl (the Train-CBL file)"
+                "data.glt.train_set=cbl with data.source=glt needs "
+                "data.annotation_cbl (the Train-CBL file)"
             )
         if self.storage == "stream" and self.source in ("cifar10", "cifar100", "cifar10_glt"):
             raise ValueError("data.storage=stream needs an image_folder, list_file or glt source")
@@ -208,7 +212,8 @@ GLT_IGNORED_KEYS = (
 
 
 def _refuse_keys_glt_ignores(data: DataConfig) -> None:
-    """A GLT source refuses long-tail keys changed from their defaults (``profile: none`` is fine)."""
+    """A GLT source refuses long-tail keys changed from their defaults
+    (``profile: none`` is fine)."""
     ignored = []
     for key in GLT_IGNORED_KEYS:
         value = getattr(data, key)
@@ -446,7 +451,8 @@ class RunConfig(StrictModel):
         if name not in METHOD_OPTIONS:
             known = ", ".join(sorted(METHOD_OPTIONS)) or "(none registered)"
             raise ValueError(
-                f"unknown method '{name}'{did_you_mean(name, METHOD_OPTIONS)}; known methods: {known}"
+                f"unknown method '{name}'{did_you_mean(name, METHOD_OPTIONS)}; known methods: "
+                f"{known}"
             )
         return METHOD_OPTIONS[name](**value)
 
@@ -517,7 +523,8 @@ def _names_differ(base: object, override: object) -> bool:
 
 
 def _deep_merge(base: dict, override: dict) -> dict:
-    """Merge ``override`` into ``base``; a section whose ``name`` changes is replaced, not merged."""
+    """Merge ``override`` into ``base``; a section whose ``name`` changes
+    is replaced, not merged."""
     merged = copy.deepcopy(base)
     for key, value in override.items():
         if (

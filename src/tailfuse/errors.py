@@ -22,7 +22,8 @@ class TrainingError(TailfuseError):
 
 
 def did_you_mean(name: str, choices, hint: str = "") -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices`` to ``name`` (difflib), else ``hint``."""
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to ``name``
+    (difflib), else ``hint``."""
     import difflib
 
     matches = difflib.get_close_matches(

@@ -41,9 +41,11 @@ def load_entry_point_plugins() -> list[str]:
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         try:
             loaded = entry_point.load()
-        except Exception as error:  # noqa: BLE001 - a broken plugin is the user's to fix, named here
+        except Exception as error:  # noqa: BLE001
+            # a broken plugin is the user's to fix, named here
             raise ConfigError(
-                f"plugin '{entry_point.name}' ({entry_point.value}) failed to load: {type(error).__name__}: {error}"
+                f"plugin '{entry_point.name}' ({entry_point.value}) failed to load: "
+                f"{type(error).__name__}: {error}"
             ) from None
         if callable(loaded):
             loaded()
@@ -60,7 +62,10 @@ def import_plugin(reference: str) -> None:
         if reference.endswith(".py"):
             if not path.is_file():
                 raise ConfigError(f"imports: plugin file {reference} does not exist")
-            module_name = f"tailfuse_plugin_{path.stem}_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
+            module_name = (
+                f"tailfuse_plugin_{path.stem}_"
+                f"{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
+            )
             spec = importlib.util.spec_from_file_location(module_name, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[module_name] = module

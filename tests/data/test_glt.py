@@ -39,7 +39,8 @@ def _per_class_and_rank(split, num_classes=4):
 def test_small_build_has_exact_split_sizes(image_folder):
     built = build_cifar_glt(image_folder, SMALL)
     glt, cbl = built["glt"].splits, built["cbl"].splits
-    # pools floor(60 * 10^(-c/3)) = 60, 27, 12, 6 -> 7:2:1 floors 42/12/6, 18/5/2, 8/2/1, 4/1/0 = 101 images
+    # pools floor(60 * 10^(-c/3)) = 60, 27, 12, 6 -> 7:2:1 floors 42/12/6, 18/5/2,
+    # 8/2/1, 4/1/0 = 101 images
     pool = np.array(_per_class_and_rank(glt["train"])) + np.array(_per_class_and_rank(glt["val"]))
     assert pool.tolist() == [[42, 12, 6], [18, 5, 2], [8, 2, 1], [4, 1, 0]]
     assert len(glt["val"]) == 10 and len(glt["train"]) == 91  # 10 % i.i.d. val, removed from train

@@ -1,4 +1,5 @@
-"""ImageNet-GLT and MSCOCO-GLT builders on tiny synthetic inputs in the published formats (spec §1.3, §1.4)."""
+"""ImageNet-GLT and MSCOCO-GLT builders on tiny synthetic inputs in the published
+formats (spec §1.3, §1.4)."""
 
 from __future__ import annotations
 
@@ -91,7 +92,8 @@ def test_imagenet_glt_split_sizes_follow_the_procedure():
         paths = [f"/{prefix}/{i}.JPEG" for i in range(sum(cluster_sizes))]
         return paths, np.repeat(np.arange(6), cluster_sizes)
 
-    # six clusters, listed largest first; merged pairs give attributes of 30 / 20 / 10 and 50 / 30 / 20
+    # six clusters, listed largest first; merged pairs give attributes
+    # of 30 / 20 / 10 and 50 / 30 / 20
     small_paths, small_attrs = images(
         "b", [16, 14, 11, 9, 6, 4]
     )  # listed first, but smaller: class id 1
@@ -109,7 +111,8 @@ def test_imagenet_glt_split_sizes_follow_the_procedure():
         "/a/2.JPEG",
     ]  # the list front
     assert len(glt.splits["test_bl"]) == 14  # 4 + 2 + 1 per class
-    # pool: profile 20 -> 14/4/2, profile 8 -> 5/1/0 = 26; Test-GLT 2 x 2, val 2 x 2, the rest trains
+    # pool: profile 20 -> 14/4/2, profile 8 -> 5/1/0 = 26; Test-GLT 2 x 2,
+    # val 2 x 2, the rest trains
     assert (len(glt.splits["test_lt"]), len(glt.splits["val"]), len(glt.splits["train"])) == (
         4,
         4,

@@ -1,4 +1,5 @@
-"""iNaturalist 2018 (JSON and txt lists) and Places-LT lists: parsing, frequency order, groups, verify."""
+"""iNaturalist 2018 (JSON and txt lists) and Places-LT lists: parsing, frequency
+order, groups, verify."""
 
 from __future__ import annotations
 

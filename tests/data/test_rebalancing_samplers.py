@@ -1,4 +1,5 @@
-"""Progressive, effective-number and CBEN samplers: class frequencies over many draws, epochs, resume."""
+"""Progressive, effective-number and CBEN samplers: class frequencies over many
+draws, epochs, resume."""
 
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def test_progressive_power_goes_from_power_one_to_zero():
 
 
 def test_effective_number_sampler_frequencies():
-    # image weight (1-b)/(1-b^n), b = 0.9999; class mass n*(1-b)/(1-b^n) = 1.0252, 1.0100, 1.0040, 1.0010, 1.0002
+    # image weight (1-b)/(1-b^n), b = 0.9999; class mass n*(1-b)/(1-b^n) = 1.0252,
+    # 1.0100, 1.0040, 1.0010, 1.0002
     mass = [c * 1e-4 / (1 - 0.9999**c) for c in COUNTS]
     assert mass[0] == pytest.approx(1.0252, abs=1e-4)
     sampler = build_sampler("effective_number", LABELS, 5, num_samples=DRAWS)
@@ -80,7 +82,8 @@ def test_cben_uses_a_per_class_beta():
 
 @pytest.mark.parametrize("name", ["progressive", "progressive_power", "effective_number", "cben"])
 def test_an_epoch_is_the_same_when_drawn_again_after_a_resume(name):
-    """A resumed run rebuilds its samplers and re-derives the epoch's generator: the same indices."""
+    """A resumed run rebuilds its samplers and re-derives the epoch's
+    generator: the same indices."""
 
     def epoch_order(epoch: int) -> torch.Tensor:
         sampler = build_sampler(name, LABELS, 5)

@@ -17,7 +17,8 @@ from tailfuse.errors import DataError
 
 
 def write_fake_cifar10(root: Path, per_batch: int = 6) -> np.ndarray:
-    """Write torchvision's CIFAR-10 pickle layout with random images; returns all train images (NHWC)."""
+    """Write torchvision's CIFAR-10 pickle layout with random images; returns
+    all train images (NHWC)."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)

@@ -1,4 +1,5 @@
-"""``tailfuse compare``: two tiny recipes x two seeds, table values from the runs, reuse on a second call."""
+"""``tailfuse compare``: two tiny recipes x two seeds, table values from the runs,
+reuse on a second call."""
 
 from __future__ import annotations
 
@@ -40,9 +41,9 @@ def test_markdown_table_prints_paper_figures_and_the_difference():
     table = markdown_table([entry])
     assert "paper (all) | Δ all |" in table.splitlines()[0]
     assert (
-        "| GCL | 2 | 50.00 ± 1.00 | 60.00 ± 0.50 | 40.00 ± 0.00 | 30.00 ± 2.00 | 55.50 ± 0.25 | 3.00 ± 0.12 | 48.61 | +1.39 |"
-        in table
-    )
+        "| GCL | 2 | 50.00 ± 1.00 | 60.00 ± 0.50 | 40.00 ± 0.00 | 30.00 ± 2.00 | 55.50 ± 0.25 | "
+        "3.00 ± 0.12 | 48.61 | +1.39 |"
+    ) in table
 
 
 def test_markdown_table_shows_no_spread_for_a_single_run():
@@ -121,7 +122,8 @@ def test_pretrained_weights_enter_a_runs_identity_as_the_resolved_file(tmp_path,
 
 
 def test_precision_auto_enters_a_runs_identity_as_what_it_resolves_to(monkeypatch, tmp_path):
-    """A bf16 run is never reused as an fp32 one; a stage-1 ``auto`` run is the explicit one of its precision."""
+    """A bf16 run is never reused as an fp32 one; a stage-1 ``auto`` run is the
+    explicit one of its precision."""
     from tailfuse.engine import runtime
 
     def run_dirs(native_bf16, precision=None):

@@ -61,8 +61,8 @@ def _randomness(session):
 
 
 def test_host_synchronisations_do_not_grow_with_the_steps(cifar10_jpeg_root):
-    """bf16 has no loss scaler; with the finite-loss check at epoch end only, the step loop never waits
-    for the GPU: an epoch of 2 steps and one of 5 synchronise equally often."""
+    """bf16 has no loss scaler; with the finite-loss check at epoch end only, the step loop never
+    waits for the GPU: an epoch of 2 steps and one of 5 synchronise equally often."""
     session = _session(
         cifar10_jpeg_root, **{"train.check_finite_every": 0, "data.max_per_class": 80}
     )

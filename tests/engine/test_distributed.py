@@ -151,12 +151,14 @@ def test_ifl_environments_were_rebuilt_from_every_process_records(runs):
 
 @pytest.mark.slow
 def test_per_process_batchnorm_differs_from_the_global_batch(runs):
-    """The default (each process normalises its share, as DataParallel did) is not the one-process run."""
+    """The default (each process normalises its share, as DataParallel did)
+    is not the one-process run."""
     difference = _largest_difference(
         _model(runs / "stage1_one")["model"], _model(runs / "stage1_two_local_bn")["model"]
     )
     print(
-        f"per-process BatchNorm, 2 processes vs 1, 4 steps of 32: largest weight difference {difference:.2e}"
+        "per-process BatchNorm, 2 processes vs 1, 4 steps of 32: largest weight "
+        f"difference {difference:.2e}"
     )
     assert difference > 1e3 * TOLERANCE
 
@@ -224,7 +226,8 @@ def _batchnorm_data():
 
 
 def test_cross_process_batchnorm_gives_the_whole_batch_statistics_and_gradients(tmp_path):
-    """gloo, 2 processes: forward statistics, running statistics and gradients of one BatchNorm2d on all 9 images."""
+    """gloo, 2 processes: forward statistics, running statistics and gradients of one
+    BatchNorm2d on all 9 images."""
     import socket
 
     import torch.multiprocessing as multiprocessing

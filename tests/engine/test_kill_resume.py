@@ -1,4 +1,5 @@
-"""A run killed (SIGKILL) in the middle of a checkpoint write, or just after its rename, resumes exactly.
+"""A run killed (SIGKILL) in the middle of a checkpoint write, or just after
+its rename, resumes exactly.
 
 The kill happens in a child process at the named moment of epoch 2's ``last.pt``; the run
 is then resumed with ``--resume`` and compared with an uninterrupted run: weights,
@@ -47,7 +48,8 @@ def save(state, stream):
 
 def replace(source, target):
     real_replace(source, target)
-    if moment == "after-rename" and str(target).endswith("last.pt") and checkpoint.load_checkpoint(target)["epoch"] == 2:
+    if moment == "after-rename" and str(target).endswith("last.pt") \
+and checkpoint.load_checkpoint(target)["epoch"] == 2:
         os.kill(os.getpid(), signal.SIGKILL)
 
 checkpoint.torch.save = save
@@ -75,7 +77,12 @@ def straight(trees, tmp_path_factory) -> Path:  # noqa: F811
 
 
 @pytest.mark.parametrize("moment", ["during-write", "after-rename"])
-def test_a_run_killed_at_a_checkpoint_resumes_exactly(trees, straight, tmp_path, moment):  # noqa: F811
+def test_a_run_killed_at_a_checkpoint_resumes_exactly(
+    trees,  # noqa: F811
+    straight,
+    tmp_path,
+    moment,
+):
     overrides = _overrides(trees)
 
     run = tmp_path / "killed"

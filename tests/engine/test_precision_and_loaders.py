@@ -127,7 +127,8 @@ def test_dataloader_workers_deliver_the_sampled_images_reproducibly(streamed):
         streamed_session(streamed, 0),
     ]
     assert sessions[0].steps_per_epoch == 3  # 15 images, batches of 5
-    # evaluation (resize + center crop: no randomness) gives the same logits with and without workers
+    # evaluation (resize + center crop: no randomness) gives the same
+    # logits with and without workers
     assert torch.equal(
         sessions[0].predict(sessions[0].data.test), sessions[2].predict(sessions[2].data.test)
     )

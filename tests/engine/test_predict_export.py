@@ -59,7 +59,8 @@ def make_checkpoint(path, recipe, overrides=(), edit=None):
 
 
 def calibrate_batchnorm(modules):
-    """Running BatchNorm statistics from one random batch, so logits have a trained model's scale."""
+    """Running BatchNorm statistics from one random batch, so logits have a
+    trained model's scale."""
     for module in modules:
         if isinstance(module, torch.nn.Module) and any(
             isinstance(m, torch.nn.BatchNorm2d) for m in module.modules()

@@ -16,10 +16,13 @@ from tailfuse.errors import CheckpointError, DataError
 from ..conftest import tiny_overrides
 from ..fakes import write_cifar_pickles
 
-STAGE1_BEST_TEST = 'init.overrides=["train.epochs=2","train.batch_size=32","train.eval_every=0","train.selection=best_test"]'
+STAGE1_BEST_TEST = (
+    'init.overrides=["train.epochs=2","train.batch_size=32","train.eval_every=0",'
+    '"train.selection=best_test"]'
+)
 
 
-# ------------------------------------------------------------------ item 9: MiSLAS's CIFAR-10 settings
+# ---------------------------------------------------------- item 9: MiSLAS's CIFAR-10 settings
 
 
 @pytest.mark.parametrize(
@@ -43,7 +46,7 @@ def test_cifar10_mislas_recipes_use_mislas_cifar10_settings(factor, head, tail, 
     assert (config.method.h2t.ratio == 0.25) == variant.endswith("h2t")
 
 
-# ------------------------------------------------------------------ items 11 and 16: init.select, best_test
+# ---------------------------------------------------------- items 11 and 16: init.select, best_test
 
 
 def test_init_select_and_best_test_from_the_initial_model(cifar10_jpeg_root, tmp_path):
@@ -76,7 +79,8 @@ def test_init_select_and_best_test_from_the_initial_model(cifar10_jpeg_root, tmp
     )
 
     # item 16: the H2T/MiSLAS recipes (init.inherit_best) let the initial model compete as epoch 0;
-    # tau_norm does not train, so epoch 1 scores what epoch 0 scored and the initial model stays best
+    # tau_norm does not train, so epoch 1 scores what epoch 0 scored and
+    # the initial model stays best
     selected = [*overrides, "train.selection=best_test", "train.eval_every=0"]
     results = tailfuse.train("cifar10_lt_quick_tau_norm", tmp_path / "best", selected)
     assert results["selection"] == {"rule": "best_test", "epoch": 0}
@@ -91,7 +95,7 @@ def test_init_select_and_best_test_from_the_initial_model(cifar10_jpeg_root, tmp
         )
 
 
-# ------------------------------------------------------------------ item 12: FFN's subset-seed quirk
+# ---------------------------------------------------------- item 12: FFN's subset-seed quirk
 
 
 def test_stage1_on_another_subset_seed_only_when_asked(cifar10_jpeg_root, tmp_path):
@@ -117,7 +121,7 @@ def test_stage1_on_another_subset_seed_only_when_asked(cifar10_jpeg_root, tmp_pa
         tailfuse.train("cifar10_lt_quick_tau_norm", tmp_path / "clean", overrides)
 
 
-# ------------------------------------------------------------------ item 21: data roots
+# ---------------------------------------------------------- item 21: data roots
 
 
 def test_relative_data_root_is_stored_absolute(cifar10_jpeg_root, tmp_path, monkeypatch):

@@ -13,7 +13,10 @@ from tailfuse.errors import CheckpointError
 
 from ..conftest import tiny_overrides
 
-STAGE1_TINY = 'init.overrides=["train.epochs=1","train.batch_size=32","train.eval_every=0","train.precision=fp32"]'
+STAGE1_TINY = (
+    'init.overrides=["train.epochs=1","train.batch_size=32",'
+    '"train.eval_every=0","train.precision=fp32"]'
+)
 
 
 def stage2_overrides(root, epochs=1, **extra):
@@ -168,7 +171,8 @@ def test_quick_stage2_baselines_run_through_the_cli(recipe, cifar10_jpeg_root, t
     same_head = torch.equal(
         stage1["session"]["model"]["head.fc.weight"], stage2["session"]["model"]["head.fc.weight"]
     )
-    # cRT re-initialises and trains the head, MiSLAS fine-tunes it; LWS and tau-norm leave it as stage 1 left it
+    # cRT re-initialises and trains the head, MiSLAS fine-tunes it; LWS and tau-norm
+    # leave it as stage 1 left it
     assert same_head == (recipe.endswith(("lws", "tau_norm")))
     if recipe.endswith("lws"):
         assert not torch.equal(

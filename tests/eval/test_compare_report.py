@@ -81,26 +81,27 @@ def test_table_csv_and_json_hold_mean_and_sample_std_by_hand(tmp_path):
     lines = (out / "compare.md").read_text().splitlines()
     assert lines[0] == "# Comparison" and lines[2] == "Command: `tailfuse compare ...`"
     assert lines[4].endswith("Paper figures (all, top-1 %) are the papers': FFN Table 5; mine.")
-    assert (
-        lines[6]
-        == "| method | runs | all | many | medium | few | macro precision | ECE | paper (all) | Δ all |"
+    assert lines[6] == (
+        "| method | runs | all | many | medium | few | macro precision | "
+        "ECE | paper (all) | Δ all |"
     )
     assert lines[7] == "|---|---|---|---|---|---|---|---|---|---|"
     # CE: all 40, 44 -> 42 ± 2.83; many 80, 82 -> 81 ± 1.41; ECE 5, 7 -> 6 ± 1.41; 42 − 70.7 = −28.7
     assert lines[8] == (
-        "| CE | 2 | 42.00 ± 2.83 | 81.00 ± 1.41 | 32.00 ± 2.83 | 12.00 ± 2.83 | 51.00 ± 1.41 | 6.00 ± 1.41"
-        " | 70.70 | -28.70 |"
+        "| CE | 2 | 42.00 ± 2.83 | 81.00 ± 1.41 | 32.00 ± 2.83 | 12.00 ± 2.83 | 51.00 ± 1.41 | "
+        "6.00 ± 1.41 | 70.70 | -28.70 |"
     )
     assert lines[9] == (
-        "| DR + H2T | 2 | 61.00 ± 1.41 | 71.00 ± 1.41 | – | 51.00 ± 1.41 | 56.00 ± 1.41 | 3.50 ± 0.71"
-        " | 60.00 | +1.00 |"
+        "| DR + H2T | 2 | 61.00 ± 1.41 | 71.00 ± 1.41 | – | 51.00 ± 1.41 | 56.00 ± 1.41 | "
+        "3.50 ± 0.71 | 60.00 | +1.00 |"
     )
     assert lines[-1] == "![per-class accuracy](compare.png)"
     assert summary[1]["medium_mean"] is None and summary[1]["difference"] == pytest.approx(1.0)
     with open(out / "compare.csv", newline="") as stream:
         assert stream.readline().strip() == (
-            "method,recipe,runs,all_mean,all_std,many_mean,many_std,medium_mean,medium_std,few_mean,few_std,"
-            "macro_precision_mean,macro_precision_std,ece_mean,ece_std,paper,difference"
+            "method,recipe,runs,all_mean,all_std,many_mean,many_std,medium_mean,"
+            "medium_std,few_mean,few_std,macro_precision_mean,macro_precision_std,"
+            "ece_mean,ece_std,paper,difference"
         )
         stream.seek(0)
         table = list(csv.DictReader(stream))

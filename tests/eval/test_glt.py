@@ -40,7 +40,8 @@ def test_attribute_splits_are_scored_as_their_own_test_sets():
     attributes = glt_metrics(PREDICTIONS, LABELS, GROUPS, ATTRIBUTES, num_classes=3)[
         "attribute_splits"
     ]
-    # attribute 0: labels 0,1,2 predicted 0,1,1 -> counts within the subset: class 0 once, class 1 twice
+    # attribute 0: labels 0,1,2 predicted 0,1,1 -> counts within the subset:
+    # class 0 once, class 1 twice
     assert attributes["many_a"]["accuracy"] == pytest.approx(200 / 3)
     assert attributes["many_a"]["precision"] == pytest.approx(100 * (1 / 1 + 1 / 2 + 0) / 3)
     assert attributes["medium_a"]["precision"] == pytest.approx(100 * (1 / 2 + 1 / 1 + 0) / 3)
@@ -55,7 +56,8 @@ def test_logits_and_predictions_give_the_same_scores():
 
 
 def test_precision_divides_by_the_classes_present_in_the_test_set():
-    # only classes 0 and 1 occur; a wrong prediction of class 2 lowers class-0 recall, not the divisor
+    # only classes 0 and 1 occur; a wrong prediction of class 2 lowers
+    # class-0 recall, not the divisor
     scores = glt_scores(torch.tensor([0, 2, 1, 1]), torch.tensor([0, 0, 1, 1]), 3)
     assert scores["precision"] == pytest.approx(100 * (1 / 1 + 2 / 2) / 2)
 
@@ -100,8 +102,8 @@ def test_the_printed_protocol_line_and_the_seed_table_in_full():
         }
     }
     assert protocol_text(protocols) == (
-        " GLT [test_bl] (Acc / Prec): overall 44.44 / 30.00, many 66.67 / 40.00, medium 66.67 / 50.00, "
-        "few 0.00 / 0.00, many_a 66.67 / 50.00, medium_a 66.67 / 50.00, few_a 0.00 / 0.00"
+        " GLT [test_bl] (Acc / Prec): overall 44.44 / 30.00, many 66.67 / 40.00, medium 66.67 / "
+        "50.00, few 0.00 / 0.00, many_a 66.67 / 50.00, medium_a 66.67 / 50.00, few_a 0.00 / 0.00"
     )
     runs = {
         "glt": [
@@ -124,7 +126,10 @@ def test_the_printed_protocol_line_and_the_seed_table_in_full():
             for s in (0, 1)
         ],
     }  # ALT: the attribute-balanced model on Test-GBL
-    cells = "44.44±0.00 / 30.00±0.00 | 66.67±0.00 / 40.00±0.00 | 66.67±0.00 / 50.00±0.00 | 0.00±0.00 / 0.00±0.00"
+    cells = (
+        "44.44±0.00 / 30.00±0.00 | 66.67±0.00 / 40.00±0.00 | 66.67±0.00 / "
+        "50.00±0.00 | 0.00±0.00 / 0.00±0.00"
+    )
     attributes = "66.67±0.00 / 50.00±0.00 | 66.67±0.00 / 50.00±0.00 | 0.00±0.00 / 0.00±0.00"
     assert glt_table_markdown([bench_summary("toy", runs)]).split("\n") == [
         "**CLT** (Acc / Prec, %)",

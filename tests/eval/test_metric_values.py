@@ -16,7 +16,8 @@ from tailfuse.eval.metrics import (
 
 
 def two_class_logits(confidence: float, predicted: int) -> list[float]:
-    """Logits whose softmax gives ``confidence`` to class ``predicted`` (1.0: a saturated softmax)."""
+    """Logits whose softmax gives ``confidence`` to class ``predicted``
+    (1.0: a saturated softmax)."""
     gap = 1000.0 if confidence == 1.0 else math.log(confidence / (1 - confidence))
     row = [0.0, 0.0]
     row[predicted] = gap
@@ -24,7 +25,8 @@ def two_class_logits(confidence: float, predicted: int) -> list[float]:
 
 
 def test_ece_top_bin_holds_confidences_above_14_15_and_exactly_one():
-    # bin 15 (14/15, 1]: 0.96 right, 0.96 wrong, 1.0 wrong -> |acc - conf| = |1/3 - 2.92/3|, weight 3/4
+    # bin 15 (14/15, 1]: 0.96 right, 0.96 wrong, 1.0 wrong ->
+    # |acc - conf| = |1/3 - 2.92/3|, weight 3/4
     # bin 14 (13/15, 14/15]: 0.9 right -> |1 - 0.9| = 0.1, weight 1/4
     # ECE = |1 - 2.92| / 4 + 0.1 / 4 = 0.48 + 0.025 = 50.5 %
     logits = torch.tensor(
@@ -79,7 +81,8 @@ def test_classification_metrics_report_the_ece_of_the_table():
 
 
 def test_glt_class_split_precision_with_a_class_of_the_group_absent_from_the_test_set():
-    # the few group is classes 2 and 3; class 3 has no test image (as in Test-GLT's tail) but is predicted
+    # the few group is classes 2 and 3; class 3 has no test image (as in
+    # Test-GLT's tail) but is predicted
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     predictions = torch.tensor([0, 3, 1, 0, 2, 3])
     groups = {"many": [0], "medium": [1], "few": [2, 3]}

@@ -70,7 +70,8 @@ def test_ece_by_hand():
 
 
 def test_confidence_bins_are_right_closed():
-    # np.digitize(right=True) convention: 9/15 belongs to the 9th bin (index 8), just above to the 10th
+    # np.digitize(right=True) convention: 9/15 belongs to the 9th bin (index 8),
+    # just above to the 10th
     confidence = torch.tensor([9 / 15, 9 / 15 + 1e-9, 1.0, 1 / 15, 1e-6], dtype=torch.float64)
     assert confidence_bins(confidence, 15).tolist() == [8, 9, 14, 0, 0]
 
@@ -90,7 +91,8 @@ def test_classification_metrics_bundle():
 
 
 def test_non_finite_logits_count_as_wrong_and_are_reported():
-    """A NaN row predicts nothing: torch ranks NaN highest, so argmax alone would call it class 0."""
+    """A NaN row predicts nothing: torch ranks NaN highest, so argmax alone
+    would call it class 0."""
     nan, inf = float("nan"), float("inf")
     logits = torch.tensor(
         [

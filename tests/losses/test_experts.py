@@ -29,7 +29,8 @@ def test_ride_loss_is_ldam_ce_per_expert_plus_the_diversity_kl():
 
 
 def test_ride_loss_with_a_diversity_factor_of_one():
-    """α_div = 1 (any non-zero factor adds the KL term): the first test's case, KL added once per expert."""
+    """α_div = 1 (any non-zero factor adds the KL term): the first test's case,
+    KL added once per expert."""
     loss = build_loss("ride", [16, 1], max_m=0.5, s=1.0, diversity_factor=1.0, temperature=1.0)
     first, second = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
     p = math.e / (math.e + 1)
@@ -107,7 +108,8 @@ def test_tade_loss_on_zero_logits():
 
 
 def test_tade_loss_default_tau_is_two():
-    """Prior [0.75, 0.25], inverse [0.25, 0.75]; third expert's logits on zeros: log π − 2·log π_inv."""
+    """Prior [0.75, 0.25], inverse [0.25, 0.75]; third expert's logits on
+    zeros: log π − 2·log π_inv."""
     zeros = torch.zeros(1, 2)
     third = [math.log(0.75) - 2 * math.log(0.25), math.log(0.25) - 2 * math.log(0.75)]
     ce_third = math.log(sum(math.exp(z) for z in third)) - third[1]

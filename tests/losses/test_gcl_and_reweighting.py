@@ -1,4 +1,5 @@
-"""GCL (noise, count scaling, clip, margin, focal form) and class-balanced / DRW re-weighting, by hand."""
+"""GCL (noise, count scaling, clip, margin, focal form) and class-balanced / DRW
+re-weighting, by hand."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def test_noise_scale_is_the_log_count_gap_over_its_range():
     # counts 100, 10, 1: logs 4.605, 2.303, 0 -> (log 100 - log n)/(log 100 - log 1) = 0, 0.5, 1
     assert gcl_noise_scale([100, 10, 1]) == pytest.approx([0.0, 0.5, 1.0])
     assert gcl_noise_scale([7, 7]) == [0.0, 0.0]
-    # the rarest class has 10 images (log 10 ≠ 0): (log 1000 − log n) / (log 1000 − log 10) = 0, 0.5, 1
+    # the rarest class has 10 images (log 10 ≠ 0):
+    # (log 1000 − log n) / (log 1000 − log 10) = 0, 0.5, 1
     assert gcl_noise_scale([1000, 100, 10]) == pytest.approx([0.0, 0.5, 1.0])
 
 
@@ -33,18 +35,21 @@ def test_gcl_stage1_loss_by_hand_with_a_fixed_generator():
     z = _noise(7, (2, 3))
     loss.set_generator(torch.Generator().manual_seed(7))
     value = loss(cosine, labels)
-    # delta = |clip(z/3, -1, 1)|; class 0 gets no noise, class 1 half of 0.5*delta, class 2 all of it
+    # delta = |clip(z/3, -1, 1)|; class 0 gets no noise, class 1 half of
+    # 0.5*delta, class 2 all of it
     delta = (z / 3).clamp(-1, 1).abs()
     clouded = cosine - 0.5 * delta * torch.tensor([0.0, 0.5, 1.0])
     expected = sum(-F.log_softmax(30 * clouded[b], 0)[labels[b]] for b in range(2)) / 2
     assert value.item() == pytest.approx(expected.item(), rel=1e-5)
-    # the head class's logit is never noised: the same cosine rows with any other noise keep column 0
+    # the head class's logit is never noised: the same cosine rows with any
+    # other noise keep column 0
     loss.set_generator(torch.Generator().manual_seed(8))
     assert torch.equal(loss.clouded_logits(cosine, labels)[:, 0], 30 * cosine[:, 0])
 
 
 def test_gcl_defaults_are_the_stage1_constants_m_0_s_30_noise_half():
-    """``loss: gcl`` with no options gives the hand-computed stage-1 value above (m 0, s 30, noise_mul 0.5)."""
+    """``loss: gcl`` with no options gives the hand-computed stage-1 value above
+    (m 0, s 30, noise_mul 0.5)."""
     loss = build_loss("gcl", [100, 10, 1])
     cosine = torch.tensor([[0.5, 0.2, -0.1], [0.1, 0.3, 0.4]])
     labels = torch.tensor([0, 2])
@@ -112,7 +117,8 @@ def test_drw_switches_weights_on_at_its_epoch_for_any_loss():
     advance_loss(loss, 1, generator)
     assert loss(logits, labels).item() == pytest.approx(plain.item())
     advance_loss(loss, 2, generator)
-    # z + log prior = log 0.75, log 0.25: per-sample -log 0.75 and -log 0.25, weighted 8/11 and 14/11
+    # z + log prior = log 0.75, log 0.25: per-sample -log 0.75 and -log 0.25,
+    # weighted 8/11 and 14/11
     expected = (8 / 11 * -math.log(0.75) + 14 / 11 * -math.log(0.25)) / 2
     assert loss(logits, labels).item() == pytest.approx(expected, rel=1e-5)
 
@@ -132,7 +138,8 @@ def test_ldam_drw_through_the_generic_schedule_equals_ldams_own():
 
 def test_reweighting_passes_the_epoch_to_a_loss_with_its_own_schedule():
     """KPS switches to its per-sample scale at ``weighted_from_epoch``; wrapped in DRW, it must
-    still see the epoch (counts [100, 10]: class 1's scale min(max(15·r, 15), 50), r = log 500 / log 50)."""
+    still see the epoch (counts [100, 10]: class 1's scale min(max(15·r, 15), 50),
+    r = log 500 / log 50)."""
     from tailfuse.losses.margins import KPSLoss
 
     wrapped = build_loss("kps", [100, 10], drw_epoch=5, weighted_from_epoch=3, s=15.0)

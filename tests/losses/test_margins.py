@@ -42,7 +42,8 @@ def test_kps_loss_by_hand_before_and_after_the_epoch_switch():
 
 
 def test_kps_loss_on_a_batch_without_the_last_class():
-    """Three classes, labels only 0: the margin goes to class 0 of three logits (counts 50, 5, 1)."""
+    """Three classes, labels only 0: the margin goes to class 0 of three
+    logits (counts 50, 5, 1)."""
     loss = KPSLoss([50, 5, 1], max_m=0.5, s=10)
     r = [math.log(50 * 50) / math.log(50), math.log(50 * 5) / math.log(50), 1.0]
     margin = 0.5 * r[2] / r[0]  # reversed list: class 0 takes the rarest class's multiplier

@@ -1,4 +1,5 @@
-"""Issue 9 items 13, 17, 18: margin losses need raw cosines; focal's factor; MiSLAS's ``exp`` smoothing."""
+"""Issue 9 items 13, 17, 18: margin losses need raw cosines; focal's factor;
+MiSLAS's ``exp`` smoothing."""
 
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def test_focal_loss_detaches_its_factor_by_default_and_can_keep_its_gradient():
     # p = 0.5, gamma = 2. Detached: dL/dz0 = -(1-p)^2 * (1-p) = -0.125.
     assert _focal_gradient(None) == pytest.approx(-0.125, abs=1e-6)
     assert _focal_gradient(True) == pytest.approx(-0.125, abs=1e-6)
-    # LDAM-DRW's focal differentiates the factor too: dL/dp = 2(1-p)log p - (1-p)^2/p, dp/dz0 = p(1-p)
+    # LDAM-DRW's focal differentiates the factor too:
+    # dL/dp = 2(1-p)log p - (1-p)^2/p, dp/dz0 = p(1-p)
     expected = (2 * 0.5 * math.log(0.5) - 0.25 / 0.5) * 0.25
     assert _focal_gradient(False) == pytest.approx(expected, abs=1e-6)  # -0.298287
 

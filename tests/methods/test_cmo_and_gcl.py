@@ -1,4 +1,5 @@
-"""CMO (pasted area, label mix by area, epoch window) and the GCL stage-2 method, on small tensors."""
+"""CMO (pasted area, label mix by area, epoch window) and the GCL stage-2
+method, on small tensors."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ class FixedCentres:
 
 
 def test_cutmix_box_side_and_clipping_by_hand():
-    # lam 0.75 on 32 x 32: side 32*sqrt(0.25) = 16, centre (20, 10) -> rows [12, 28), columns [2, 18)
+    # lam 0.75 on 32 x 32: side 32*sqrt(0.25) = 16, centre (20, 10) -> rows
+    # [12, 28), columns [2, 18)
     assert cutmix_box(32, 32, 0.75, FixedCentres(20, 10)) == (12, 28, 2, 18)
     # centre at the corner: clipped to [0, 8) x [0, 8)
     assert cutmix_box(32, 32, 0.75, FixedCentres(0, 0)) == (0, 8, 0, 8)

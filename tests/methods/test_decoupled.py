@@ -84,8 +84,9 @@ def test_evaluation_is_not_fused():
 
 
 def test_crt_and_lws_epochs_are_the_class_aware_length():
-    """cRT / LWS sample min(max_c n_c * C, 4 N) images per epoch, the GLT authors' ClassAwareSampler:
-    COUNTS = 50, 20, 8, 3 -> min(50 * 4, 4 * 81) = 200 (N = 81 would be 2.5x fewer)."""
+    """cRT / LWS sample min(max_c n_c * C, 4 N) images per epoch, the GLT authors'
+    ClassAwareSampler: COUNTS = 50, 20, 8, 3 -> min(50 * 4, 4 * 81) = 200 (N = 81 would be
+    2.5x fewer)."""
     labels = torch.repeat_interleave(torch.arange(4), torch.tensor(COUNTS))
     for name in ("crt", "lws"):
         method, _ = make({"name": name, "h2t": {"ratio": 0.25}})
@@ -140,7 +141,8 @@ def test_tau_norm_trains_nothing_and_rescales_weights():
 
 
 def _ride_tau_norm(tau: float):
-    """tau_norm on a 2-expert RIDE model with hand-set 2-class layers on feature channels 0 and 1."""
+    """tau_norm on a 2-expert RIDE model with hand-set 2-class layers on
+    feature channels 0 and 1."""
     config = build_config(
         {
             "method": {"name": "tau_norm", "tau": tau},
@@ -171,7 +173,8 @@ def test_tau_norm_on_a_multi_expert_model_normalises_each_experts_classifier():
     maps[1][0, :2] = torch.tensor([2.0, 1.0]).view(2, 1, 1)
     method, model = _ride_tau_norm(1.0)
     assert method.parameter_groups() == []
-    # expert 1: rows (3,4)/5, (0,2)/2 on (1,1) -> (1.4, 1.0); expert 2: (2,0)/2, (0,-3)/3 on (2,1) -> (2, -1)
+    # expert 1: rows (3,4)/5, (0,2)/2 on (1,1) -> (1.4, 1.0); expert 2: (2,0)/2,
+    # (0,-3)/3 on (2,1) -> (2, -1)
     assert torch.allclose(method.head_logits(maps), torch.tensor([[1.7, 0.0]]), atol=1e-6)
     untouched, _ = _ride_tau_norm(
         0.0

@@ -143,7 +143,8 @@ def test_without_mixup_the_step_sees_the_images_as_they_are():
 
 
 def test_the_step_tells_the_loss_its_epoch_and_random_stream():
-    """LDAM-DRW switches to class weights from ``drw_epoch``; GCL draws its noise from the step's stream."""
+    """LDAM-DRW switches to class weights from ``drw_epoch``; GCL draws its noise
+    from the step's stream."""
 
     def cosine_erm(method_options):
         model_options = {"head": "cosine", "cosine_scale": 1.0}

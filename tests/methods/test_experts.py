@@ -190,7 +190,8 @@ def test_expert_methods_hand_their_options_to_their_losses():
 
 
 def test_reslt_cross_entropy_keeps_the_authors_epsilon():
-    """``−log(softmax + 1e-7)``: a target probability that underflows to 0 costs −log 1e-7 = 16.118."""
+    """``−log(softmax + 1e-7)``: a target probability that underflows to 0
+    costs −log 1e-7 = 16.118."""
     from tailfuse.losses.experts import ResLoss
 
     losses = ResLoss._cross_entropy(

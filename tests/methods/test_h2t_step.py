@@ -134,7 +134,8 @@ def test_every_stage2_method_fuses_before_its_head(name):
 
 
 def test_another_fusing_sampler_feeds_the_fusing_branch_inside_a_training_session():
-    """``fusing_sampler: class_balanced``: the donor batches are drawn class-balanced, not by instance."""
+    """``fusing_sampler: class_balanced``: the donor batches are drawn
+    class-balanced, not by instance."""
     from types import SimpleNamespace
 
     from tailfuse.engine.runtime import Runtime

@@ -56,7 +56,8 @@ def test_environment_weights_on_a_hand_made_confidence_table():
 
 def test_beta_tail_is_the_floor_of_a_fifth_of_the_class():
     # the authors: h = mean of the floor(0.8 n) smallest u, t = mean of the floor(0.2 n) largest.
-    # n = 6: h over 4 values, t over 1 (the fifth value is in neither); t/h = 2 -> beta = ln 4 / ln 2
+    # n = 6: h over 4 values, t over 1 (the fifth value is in neither);
+    # t/h = 2 -> beta = ln 4 / ln 2
     u = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 2.0], dtype=torch.float64)
     assert confidence_beta(u, 4.0) == pytest.approx(math.log(4.0) / math.log(2.0 + 1e-5), abs=1e-9)
     assert confidence_beta(u, 4.0) == pytest.approx(2.0, abs=1e-4)
@@ -212,7 +213,8 @@ def tiny_glt_overrides(root, epochs=2, **extra):
     [("per_environment", 2, 8), ("shared", 2, 4), ("per_environment", 3, 13)],
 )
 def test_steps_per_epoch_and_branch_batches(tiny_glt, epoch_images, environments, steps):
-    # per environment: ceil(63 / 8); shared: ceil(ceil(63 / 2) / 8); three environments: ceil(63 / 5)
+    # per environment: ceil(63 / 8); shared: ceil(ceil(63 / 2) / 8);
+    # three environments: ceil(63 / 5)
     config = load_recipe(
         "cifar10_glt_quick_ifl",
         tiny_glt_overrides(

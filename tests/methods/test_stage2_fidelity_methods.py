@@ -1,4 +1,5 @@
-"""Issue 9 items 10, 14, 15, 20: MiSLAS's own stage 2, calibration logits, FFN's BN quirk, option checks."""
+"""Issue 9 items 10, 14, 15, 20: MiSLAS's own stage 2, calibration logits,
+FFN's BN quirk, option checks."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def make(recipe: dict):
     return build_method(config, model, COUNTS), model
 
 
-# ---------------------------------------------------------------- item 10: MiSLAS's own stage 2
+# ---------------------------------------------------------- item 10: MiSLAS's own stage 2
 
 
 def test_mislas_lws_trains_head_and_scales_with_the_scales_at_full_lr():
@@ -56,7 +57,8 @@ def test_mislas_lws_samples_class_aware_for_ceil_n_over_b_plus_one_batches():
 
 def test_mislas_lws_with_h2t_draws_its_fusing_branch_as_many_images_from_its_sampler():
     """H2T on MiSLAS's stage 2: a ``fusing`` branch from ``h2t.fusing_sampler``,
-    the same ceil(N/B) + 1 batches as the balanced branch (reverse here); without H2T no such branch."""
+    the same ceil(N/B) + 1 batches as the balanced branch (reverse here);
+    without H2T no such branch."""
     from tailfuse.data.samplers import ReverseSampler
 
     options = {"name": "mislas_lws", "h2t": {"ratio": 0.25, "fusing_sampler": "reverse"}}
@@ -85,7 +87,7 @@ def test_mislas_lws_predicts_with_the_learned_scales():
     )
 
 
-# ---------------------------------------------------------------- item 14: calibration logits
+# ---------------------------------------------------------- item 14: calibration logits
 
 
 def test_ece_and_nll_use_the_calibration_scale():
@@ -127,7 +129,7 @@ def test_methods_name_the_scale_of_their_loss_logits(model, method, scale):
     assert built.calibration_scale == scale
 
 
-# ---------------------------------------------------------------- item 15: FFN's ce_batchnorm=train
+# ---------------------------------------------------------- item 15: FFN's ce_batchnorm=train
 
 
 def test_ffn_train_mode_batchnorm_evaluates_in_seeded_shuffled_batches_of_256():
@@ -210,14 +212,15 @@ def test_session_prediction_keeps_the_split_order_under_the_shuffled_evaluation(
     )
     assert session.method.evaluation_batching(20, 7)[0] == 8
     logits = session.predict(split)
-    # lambda = 1: only the KPS backbone (eval-mode BN) counts, so each row depends on its image alone
+    # lambda = 1: only the KPS backbone (eval-mode BN) counts, so each row
+    # depends on its image alone
     session.model.eval()
     with torch.inference_mode():
         expected = session.method.predict(session.augmenter.evaluate(images))
     assert torch.allclose(logits, expected, atol=1e-5)
 
 
-# ---------------------------------------------------------------- item 20: options ignored without a word
+# ---------------------------------------------------------- item 20: options ignored without a word
 
 
 def test_label_smoothing_options_without_label_aware_smoothing_are_refused():

@@ -195,7 +195,8 @@ def test_learned_weights_through_the_cli_and_eval_ignore_the_labels(
 
 
 def test_test_time_defaults_are_the_authors_released_config():
-    # test_time_cifar100_ir100_tade.json: batch 128, SGD lr 0.1, momentum 0.9, wd 5e-4, Nesterov, 5 passes
+    # test_time_cifar100_ir100_tade.json: batch 128, SGD lr 0.1, momentum 0.9,
+    # wd 5e-4, Nesterov, 5 passes
     options = SelfSupervisedAggregationOptions()
     assert not options.enabled
     assert (options.batch_size, options.lr, options.momentum, options.weight_decay) == (

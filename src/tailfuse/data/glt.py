@@ -79,7 +79,8 @@ class GltAnnotation:
         return len(self.class_names)
 
     def train_kind(self, source_name: str = "") -> str:
-        """``glt`` (Train-GLT) or ``cbl`` (Train-CBL): from ``meta``, the file name, or the class counts."""
+        """``glt`` (Train-GLT) or ``cbl`` (Train-CBL): from ``meta``, the file
+        name, or the class counts."""
         kind = str(self.meta.get("train_set", "")).lower()
         if kind in ("glt", "cbl"):
             return kind
@@ -194,7 +195,8 @@ def read_glt_annotation(
             ) from None
         except (ValueError, TypeError, AttributeError) as error:
             raise DataError(
-                f"{path}: split '{split_name}' has an entry that is not an integer ({' '.join(str(error).split())[:120]})"
+                f"{path}: split '{split_name}' has an entry that is not an integer "
+                f"({' '.join(str(error).split())[:120]})"
             ) from None
         if labels.min() < 0 or labels.max() >= len(class_names):
             raise DataError(
@@ -307,7 +309,8 @@ def attribute_value(class_index: int, rank: int, mode: str) -> int:
 
 
 def list_image_folder(folder: Path, resolve: bool = False) -> tuple[list[str], list[list[str]]]:
-    """Class names and each class's image paths of an ImageFolder tree (torchvision's listing, sorted)."""
+    """Class names and each class's image paths of an ImageFolder tree
+    (torchvision's listing, sorted)."""
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
     try:
@@ -373,11 +376,13 @@ def build_cifar_glt(
         glt_sizes = rank_sizes(pool_sizes[c])
         if sum(glt_sizes) > len(train_paths[c]):
             raise DataError(
-                f"class {class_names[c]} has {len(train_paths[c])} train images; CIFAR-10-GLT needs {sum(glt_sizes)}"
+                f"class {class_names[c]} has {len(train_paths[c])} train images; "
+                f"CIFAR-10-GLT needs {sum(glt_sizes)}"
             )
         if sum(cbl_sizes) + sum(cbl_val_sizes) > len(train_paths[c]):
             raise DataError(
-                f"class {class_names[c]} has too few train images for Train-CBL ({sum(cbl_sizes)} + val)"
+                f"class {class_names[c]} has too few train images for "
+                f"Train-CBL ({sum(cbl_sizes)} + val)"
             )
         glt_pool += entries(permuted(train_paths[c], "glt", c), c, glt_sizes)
         cbl_order = permuted(train_paths[c], "cbl", c)
@@ -387,7 +392,8 @@ def build_cifar_glt(
         needed = 3 * options.gbl_per_rank + sum(cbl_test_sizes)
         if needed > len(test_order):
             raise DataError(
-                f"class {class_names[c]} has {len(test_order)} test images; the GLT test sets need {needed}"
+                f"class {class_names[c]} has {len(test_order)} test images; "
+                f"the GLT test sets need {needed}"
             )
         tests["test_bbl"] += entries(test_order, c, [options.gbl_per_rank] * 3)
         start = 3 * options.gbl_per_rank

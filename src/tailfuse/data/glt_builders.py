@@ -80,7 +80,8 @@ def rank_clusters(cluster_ids: np.ndarray) -> np.ndarray:
 
 
 def merge_clusters(cluster_ids: np.ndarray) -> np.ndarray:
-    """Attribute of each image: clusters ranked by size (descending), pairs merged (1+2→0, 3+4→1, 5+6→2)."""
+    """Attribute of each image: clusters ranked by size (descending), pairs merged
+    (1+2→0, 3+4→1, 5+6→2)."""
     return rank_clusters(cluster_ids) // 2
 
 
@@ -158,7 +159,8 @@ def imagenet_glt_splits(
     val_size = sizes.val_per_class * num_classes
     if test_lt_size + val_size > len(pool):
         raise DataError(
-            f"the long-tailed pool holds {len(pool)} images; Test-GLT and val need {test_lt_size + val_size}"
+            f"the long-tailed pool holds {len(pool)} images; Test-GLT and val need "
+            f"{test_lt_size + val_size}"
         )
     generator = random.Random(seed)
     positions = list(range(len(pool)))
@@ -193,7 +195,8 @@ def imagenet_glt_splits(
 
 
 def load_feature_model(weights: str | Path, architecture: str = "resnet50", device: str = "auto"):
-    """A torchvision ResNet with the user's weights and ``fc`` → ReLU, in eval mode (spec §1.3 item 2).
+    """A torchvision ResNet with the user's weights and ``fc`` → ReLU,
+    in eval mode (spec §1.3 item 2).
 
     Returns the model and the device it sits on.
     """
@@ -227,7 +230,8 @@ def extract_features(
     batch_size: int = 128,
     num_workers: int = 4,
 ) -> np.ndarray:
-    """Pooled features of ``paths`` (one class) from :func:`load_feature_model`'s model (spec §1.3 item 2).
+    """Pooled features of ``paths`` (one class) from :func:`load_feature_model`'s
+    model (spec §1.3 item 2).
 
     Preprocessing: Resize(resize) → CenterCrop(crop) → ToTensor, no normalisation. The
     output array is allocated once and filled batch by batch (no list to concatenate).
@@ -294,7 +298,8 @@ def build_imagenet_glt_files(
     device: str = "auto",
     seed: int = 25,
 ) -> dict[str, Path]:
-    """Build ``imagenet_sup_intra_lt_inter_{lt,bl}.json`` from an ILSVRC-2012 train folder (spec §1.3).
+    """Build ``imagenet_sup_intra_lt_inter_{lt,bl}.json`` from an ILSVRC-2012
+    train folder (spec §1.3).
 
     Features are extracted and clustered one class at a time (as the authors' script does),
     so memory holds one class's features (≤ 1,300 × 2048 floats), not all 1.28 M images'.
@@ -425,14 +430,16 @@ def mscoco_glt_splits(
             chosen = greedy_balanced_selection(vectors, gbl_count)
             if len(chosen) < gbl_count:
                 raise DataError(
-                    f"class {name} has only {len(chosen)} objects with attributes; Test-GBL needs {gbl_count}"
+                    f"class {name} has only {len(chosen)} objects with attributes; "
+                    f"Test-GBL needs {gbl_count}"
                 )
             chosen_set = set(chosen)
             splits["test_bbl"] += [(members[i], label) for i in chosen]
             rest = [m for i, m in enumerate(members) if i not in chosen_set]
             if len(rest) < cbl_count:
                 raise DataError(
-                    f"class {name} has too few objects left for Test-CBL ({len(rest)} < {cbl_count})"
+                    f"class {name} has too few objects left for Test-CBL "
+                    f"({len(rest)} < {cbl_count})"
                 )
             generator.shuffle(rest)
             splits["test_bl"] += [(m, label) for m in rest[:cbl_count]]
@@ -564,7 +571,8 @@ def load_coco_objects(
             file_name = images[annotation["image_id"]]
             if file_name not in located:
                 raise DataError(
-                    f"image {file_name} of annotation {annotation['id']} is in none of {list(map(str, image_folders))}"
+                    f"image {file_name} of annotation {annotation['id']} is in none of "
+                    f"{list(map(str, image_folders))}"
                 )
             objects.append(
                 CocoObject(
@@ -610,7 +618,8 @@ def build_mscoco_glt_files(
     sizes: CocoGltSizes | None = None,
     seed: int = 25,
 ) -> dict[str, Path]:
-    """Build MSCOCO-GLT: object crops under ``out/images`` and ``coco_intra_lt_inter_{lt,bl}.json``."""
+    """Build MSCOCO-GLT: object crops under ``out/images`` and
+    ``coco_intra_lt_inter_{lt,bl}.json``."""
     from PIL import Image
     from tqdm.auto import tqdm
 

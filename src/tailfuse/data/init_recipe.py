@@ -53,7 +53,8 @@ def write_init_recipes(
     layout = "train/test" if (root / "train").is_dir() else "split"
     if layout == "train/test" and not (root / "test").is_dir():
         raise DataError(
-            f"{root} has train/ but no test/; add test/<class>/ or put the class folders directly in {root}"
+            f"{root} has train/ but no test/; add test/<class>/ or put the class "
+            f"folders directly in {root}"
         )
     data: dict = {"root": str(root), "image_size": image_size}
     if layout == "split":
@@ -73,7 +74,10 @@ def write_init_recipes(
         "init": {"recipe": stage1_path.name},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    header = f"# {name}: your ImageFolder tree {root} ({'train/test folders' if layout == 'train/test' else 'one tree, split per class'})"
+    header = (
+        f"# {name}: your ImageFolder tree {root} "
+        f"({'train/test folders' if layout == 'train/test' else 'one tree, split per class'})"
+    )
     stage1_path.write_text(
         f"{header}, stage 1 (written by `tailfuse init`).\n"
         + yaml.safe_dump(stage1, sort_keys=False)
@@ -93,7 +97,8 @@ def write_init_recipes(
     summary = plan.summary()
     counts = ", ".join(f"{n} {c}" for n, c in zip(plan.class_names, plan.class_counts, strict=True))
     print(
-        f"{len(plan.class_names)} classes, {summary['total']} training images (most to fewest): {counts}"
+        f"{len(plan.class_names)} classes, {summary['total']} training images "
+        f"(most to fewest): {counts}"
     )
     print(
         "groups: "
@@ -108,7 +113,8 @@ def write_init_recipes(
     if sizes and any(size != (image_size, image_size) for size in sizes):
         common = ", ".join(f"{w}x{h}" for (w, h), _ in sizes.most_common(3))
         print(
-            f"images are {common}, ...; they will be resized to {image_size}x{image_size} (--image-size)"
+            f"images are {common}, ...; they will be resized to "
+            f"{image_size}x{image_size} (--image-size)"
         )
     print(f"wrote {stage1_path} and {stage2_path}")
     print(f"next: tailfuse train {stage1_path} --out runs/{name}")

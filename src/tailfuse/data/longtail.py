@@ -61,7 +61,8 @@ def longtail_indices(labels: np.ndarray, class_counts: list[int], seed: int) -> 
 def balanced_indices(
     labels: np.ndarray, per_class: int, seed: int, exclude: np.ndarray | None = None
 ) -> np.ndarray:
-    """``per_class`` indices of every class, seeded, avoiding ``exclude`` (validation, small test sets)."""
+    """``per_class`` indices of every class, seeded, avoiding ``exclude``
+    (validation, small test sets)."""
     labels = np.asarray(labels)
     excluded = np.zeros(len(labels), dtype=bool)
     if exclude is not None and len(exclude):
@@ -130,8 +131,9 @@ def stratified_split(
         validation_size = int(round(len(positions) * validation_fraction))
         if len(positions) - test_size - validation_size < 1:
             raise DataError(
-                f"class {class_index} has {len(positions)} images: too few to keep one for training after "
-                f"data.split takes test {test_fraction} and validation {validation_fraction}"
+                f"class {class_index} has {len(positions)} images: too few to keep "
+                f"one for training after data.split takes test {test_fraction} and "
+                f"validation {validation_fraction}"
             )
         parts[2].append(positions[:test_size])
         parts[1].append(positions[test_size : test_size + validation_size])

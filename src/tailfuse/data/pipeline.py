@@ -56,7 +56,8 @@ class BatchAugmenter:
         ]
 
     def rand_augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """torchvision's RandAugment on each uint8 image, seeded from ``generator`` (resume-safe)."""
+        """torchvision's RandAugment on each uint8 image, seeded from
+        ``generator`` (resume-safe)."""
         from torchvision.transforms import v2
 
         transform = v2.RandAugment(
@@ -68,7 +69,8 @@ class BatchAugmenter:
             return torch.stack([transform(image) for image in images.cpu()]).to(images.device)
 
     def train(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The training transform of one batch: crop and flip, RandAugment when enabled, normalise."""
+        """The training transform of one batch: crop and flip, RandAugment
+        when enabled, normalise."""
         images = self.crop_and_flip(images, generator)
         if self.config.rand_augment:
             images = self.rand_augment(images, generator)

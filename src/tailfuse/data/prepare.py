@@ -42,7 +42,8 @@ class SubsetPlan:
     validation_indices: np.ndarray | None
     groups: dict[str, list[int]]
     sources: dict[str, ImageSource] = field(repr=False, default_factory=dict)
-    #: GLT test sets: split name -> indices into ``sources["test"]`` (``test_indices`` is one of them)
+    #: GLT test sets: split name -> indices into ``sources["test"]``
+    #: (``test_indices`` is one of them)
     named_tests: dict[str, np.ndarray] = field(default_factory=dict)
     #: GLT: ``glt`` (Train-GLT) or ``cbl`` (Train-CBL); None for other datasets
     glt_train_set: str | None = None
@@ -160,7 +161,8 @@ def plan_subset(config: DataConfig) -> SubsetPlan:
         if min(class_counts) < 1:
             raise DataError(
                 f"the profile leaves a class with no images (n_max={max_per_class}, "
-                f"imbalance factor {config.imbalance_factor}); data.profile=none keeps the data's own counts"
+                f"imbalance factor {config.imbalance_factor}); data.profile=none "
+                "keeps the data's own counts"
             )
         train_indices = pool[longtail_indices(labels[pool], class_counts, config.subset_seed)]
 
@@ -178,11 +180,12 @@ def plan_subset(config: DataConfig) -> SubsetPlan:
             advice = (  # with profile none, a lower max_per_class would balance the training set
                 "put a val/ folder beside train/, or use data.split"
                 if config.profile == "none"
-                else "lower data.max_per_class to leave some (own data: a val/ folder or data.split)"
+                else "lower data.max_per_class to leave some (own data: "
+                "a val/ folder or data.split)"
             )
             raise DataError(
-                f"data.validation_per_class={config.validation_per_class} is drawn from training images "
-                f"outside the long-tailed subset, and there are too few: {error}; {advice}"
+                f"data.validation_per_class={config.validation_per_class} is drawn from training "
+                f"images outside the long-tailed subset, and there are too few: {error}; {advice}"
             ) from None
     if config.test_per_class:
         chosen = balanced_indices(
@@ -224,7 +227,8 @@ def _renumbered(sources: dict[str, ImageSource], order: list[int]) -> dict[str, 
 
 
 def _plan_glt(config: DataConfig) -> SubsetPlan:
-    """A GLT annotation's splits: train, val, and the test sets as named tests (spec glt_ifl §1.2)."""
+    """A GLT annotation's splits: train, val, and the test sets as named
+    tests (spec glt_ifl §1.2)."""
     annotation, source_name = open_glt_annotation(config)
     train_kind = annotation.train_kind(source_name)
     cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else None

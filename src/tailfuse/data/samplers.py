@@ -157,7 +157,8 @@ class ClassAwareSampler(IndexSampler):
     def _shuffled_rounds(
         self, needed: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each class's images in ``ceil(needed_c / n_c)`` independent random orders, one after another.
+        """Each class's images in ``ceil(needed_c / n_c)`` independent random
+        orders, one after another.
 
         Returns all classes' streams concatenated and where each class's stream starts;
         one random key per (class, round, image) and two sorts, no loop over classes.
@@ -198,7 +199,8 @@ def build_sampler(
     """Create a sampler by name (see :data:`SAMPLERS`)."""
     if name not in SAMPLERS:
         raise ConfigError(
-            f"unknown sampler '{name}'{did_you_mean(name, SAMPLERS)}; choose from {', '.join(sorted(SAMPLERS))}"
+            f"unknown sampler '{name}'{did_you_mean(name, SAMPLERS)}; choose from "
+            f"{', '.join(sorted(SAMPLERS))}"
         )
     return SAMPLERS[name](labels, num_classes, num_samples)
 

@@ -115,7 +115,8 @@ def _unpickle(path: Path) -> dict:
 def _read_cifar_pickles(
     name: str, folder: Path, split: str, modified: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Images (NHWC), labels and class names of one split; cached per process while files are unchanged."""
+    """Images (NHWC), labels and class names of one split; cached per process
+    while files are unchanged."""
     spec = CIFAR_FILES[name]
     arrays, labels = [], []
     for file_name in spec[split]:
@@ -125,7 +126,8 @@ def _read_cifar_pickles(
             labels.extend(int(label) for label in batch[spec["label_key"]])
         except (KeyError, ValueError, TypeError) as error:
             raise DataError(
-                f"CIFAR file {folder / file_name} is not a CIFAR batch ({type(error).__name__}: {error})"
+                f"CIFAR file {folder / file_name} is not a CIFAR batch "
+                f"({type(error).__name__}: {error})"
             ) from None
         if len(labels) != sum(len(array) for array in arrays):
             raise DataError(
@@ -206,7 +208,8 @@ decode_image_files = _decode_files
 
 
 def warn_resized(sizes: dict[tuple[int, int], int], total: int, image_size: int) -> None:
-    """Say, on stderr, that images were resized to ``image_size`` squares (and which sizes they had)."""
+    """Say, on stderr, that images were resized to ``image_size`` squares (and
+    which sizes they had)."""
     import sys
 
     count = sum(sizes.values())
@@ -215,8 +218,8 @@ def warn_resized(sizes: dict[tuple[int, int], int], total: int, image_size: int)
         for (width, height), number in sorted(sizes.items(), key=lambda item: -item[1])[:3]
     )
     print(
-        f"warning: resized {count} of {total} images to {image_size}x{image_size} (data.image_size); "
-        f"they were {common}{', ...' if len(sizes) > 3 else ''}"
+        f"warning: resized {count} of {total} images to {image_size}x{image_size} "
+        f"(data.image_size); they were {common}{', ...' if len(sizes) > 3 else ''}"
         f"{'; the aspect ratio is not kept' if any(w != h for w, h in sizes) else ''}",
         file=sys.stderr,
     )
@@ -246,7 +249,8 @@ def _cached_decoder(
             os.replace(temporary, cache_path)
         except OSError as error:  # a full or read-only cache only costs the next run a decode
             _warn(
-                f"decoded images not cached in {cache_path.parent} ({error.strerror or error}); continuing"
+                f"decoded images not cached in {cache_path.parent} "
+                f"({error.strerror or error}); continuing"
             )
             try:
                 temporary.unlink(missing_ok=True)
@@ -278,7 +282,8 @@ def _image_folder_source(folder: Path, image_size: int, cache_dir: Path | None) 
 
 
 def read_list_file(root: Path, list_path: Path) -> tuple[list[str], np.ndarray]:
-    """Lines ``relative/path label`` (ImageNet-LT, iNaturalist, Places-LT lists) → paths under ``root``, labels."""
+    """Lines ``relative/path label`` (ImageNet-LT, iNaturalist, Places-LT lists)
+    → paths under ``root``, labels."""
     if not list_path.is_file():
         raise DataError(f"list file {list_path} does not exist")
     paths, labels = [], []
@@ -416,7 +421,8 @@ def _download_cifar(name: str, root: Path) -> None:
 
 
 def open_source(config: DataConfig, split: str) -> ImageSource:
-    """Open the ``split`` ('train', 'test', 'val', or 'all' for a tree to split) of the dataset a recipe names.
+    """Open the ``split`` ('train', 'test', 'val', or 'all' for a tree to split)
+    of the dataset a recipe names.
 
     For ``cifar10``/``cifar100`` the root may hold torchvision's pickles or an ImageFolder
     tree (``train/<class>/``, ``test/<class>/``); when it holds neither and
@@ -464,7 +470,8 @@ def _built_cifar_glt(root: str, options_items: tuple) -> dict:
 
 
 def open_glt_annotation(config: DataConfig):
-    """The GLT annotation a recipe names, and a name for it (file name, or the CIFAR-10-GLT build)."""
+    """The GLT annotation a recipe names, and a name for it (file name,
+    or the CIFAR-10-GLT build)."""
     from tailfuse.data.glt import CifarGltOptions, cifar_glt_file_stem, read_glt_annotation
 
     if config.source == "glt":
@@ -493,7 +500,8 @@ def open_glt_annotation(config: DataConfig):
 def glt_image_source(
     splits: list, class_names: list[str], identity: str, config: DataConfig, cache_dir: Path | None
 ) -> ImageSource:
-    """One image source over the concatenated GLT ``splits``; applies their tint/rotation when loading."""
+    """One image source over the concatenated GLT ``splits``; applies their
+    tint/rotation when loading."""
     from tailfuse.data.glt import apply_attribute_transforms
 
     paths = [path for split in splits for path in split.paths]

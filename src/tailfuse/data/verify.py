@@ -30,7 +30,8 @@ def file_sha256(path: Path) -> str:
 
 
 def check_image(path: str) -> tuple[str, str] | None:
-    """``None`` for a decodable image, else ``(kind, reason)`` with kind in :data:`PROBLEM_KINDS`."""
+    """``None`` for a decodable image, else ``(kind, reason)`` with kind in
+    :data:`PROBLEM_KINDS`."""
     from torchvision.io import ImageReadMode, decode_image
 
     file = Path(path)
@@ -56,7 +57,8 @@ def _check_chunk(paths: list[str]) -> list[tuple[str, str] | None]:
 
 
 def verify_list(list_path: str | Path, root: str | Path, workers: int = 0) -> dict:
-    """Check every image of ``list_path`` (txt or iNaturalist JSON) under ``root``; returns the report."""
+    """Check every image of ``list_path`` (txt or iNaturalist JSON)
+    under ``root``; returns the report."""
     list_path, root = Path(list_path).expanduser(), Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"data root {root} is not a folder")

@@ -62,7 +62,8 @@ def _end_to_end(session: TrainingSession, steps: int, epoch: int) -> float:
 def run_benchmark(
     config: RunConfig, steps: int | None = None, rounds: int = 3, warmup_steps: int = 5
 ) -> dict:
-    """Measure images/s of both loops over ``rounds`` alternating rounds; returns medians and ratio."""
+    """Measure images/s of both loops over ``rounds`` alternating rounds;
+    returns medians and ratio."""
     runtime = make_runtime(config.train)
     data = load_data(config.data, runtime.device)
     session = TrainingSession(config, data, runtime)
@@ -94,8 +95,9 @@ def run_benchmark(
 def format_benchmark(result: dict) -> str:
     """A few lines for the terminal and the README."""
     return (
-        f"{result['recipe']} on {result['device']} ({result['precision']}, channels_last={result['channels_last']}, "
-        f"{result['threads']} threads, batch {result['batch_size']}, {result['steps_per_round']} steps x {result['rounds']} rounds)\n"
+        f"{result['recipe']} on {result['device']} ({result['precision']}, "
+        f"channels_last={result['channels_last']}, {result['threads']} threads, batch "
+        f"{result['batch_size']}, {result['steps_per_round']} steps x {result['rounds']} rounds)\n"
         f"  model-only : {result['model_only_median']:.0f} images/s  (rounds: "
         + ", ".join(f"{value:.0f}" for value in result["model_only_images_per_second"])
         + ")\n"

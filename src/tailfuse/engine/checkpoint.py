@@ -61,11 +61,15 @@ def _write_failure(error: Exception, path: Path) -> str:
     if free is not None and free < 64 * 2**20:
         return f"no space left on the device ({free // 2**20} MiB free)"
     first_line = " ".join(str(error).split())[:160]
-    return f"the write failed, likely a full disk or a file-size limit ({type(error).__name__}: {first_line})"
+    return (
+        "the write failed, likely a full disk or a file-size limit "
+        f"({type(error).__name__}: {first_line})"
+    )
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a tailfuse checkpoint on the CPU; a missing, corrupt or foreign file is one clear error."""
+    """Read a tailfuse checkpoint on the CPU; a missing, corrupt or foreign
+    file is one clear error."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -112,7 +116,8 @@ REQUIRED_KEYS = ("config", "epoch", "session", "data", "best")
 def load_weights(
     module: torch.nn.Module, weights: Any, path: str | Path, what: str = "model"
 ) -> None:
-    """``module.load_state_dict(weights)``; missing keys or other shapes are one :class:`CheckpointError`."""
+    """``module.load_state_dict(weights)``; missing keys or other shapes are one
+    :class:`CheckpointError`."""
     if not isinstance(weights, dict):
         raise CheckpointError(f"checkpoint {path} holds no {what} weights")
     try:

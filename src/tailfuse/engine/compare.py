@@ -59,7 +59,8 @@ class PlannedRun:
 
 
 def parse_row(text: str) -> Row:
-    """``LABEL=RECIPE`` or ``RECIPE`` (label: the recipe's name), overrides after ``:`` separated by spaces.
+    """``LABEL=RECIPE`` or ``RECIPE`` (label: the recipe's name), overrides after
+    ``:`` separated by spaces.
 
     Example: ``"CE + CMO=cifar10_lt_quick_cmo"`` or ``"cifar10_lt_quick_dr:method.h2t.ratio=0.5"``.
     """
@@ -79,7 +80,8 @@ def read_rows(path: str | Path) -> list[Row]:
         isinstance(item, dict) and "recipe" in item for item in content
     ):
         raise ConfigError(
-            f"rows file {path} must be a YAML list of mappings with a 'recipe' (and 'label', 'overrides')"
+            f"rows file {path} must be a YAML list of mappings with a 'recipe' "
+            "(and 'label', 'overrides')"
         )
     return [
         Row(
@@ -186,7 +188,8 @@ def _place_earlier_stages(
     earlier: dict[Path, PlannedRun],
     overrides: list[str],
 ) -> RunConfig:
-    """Give each earlier stage of ``config`` the global ``overrides``, this seed and a content-addressed run directory."""
+    """Give each earlier stage of ``config`` the global ``overrides``, this seed and a
+    content-addressed run directory."""
     placements = []
     sources = {
         "": config.init,
@@ -207,7 +210,8 @@ def _place_earlier_stages(
 
 
 def _train_one(config_dict: dict, run_dir: str, threads: int | None) -> dict:
-    """Train (or resume) one run with ``threads`` CPU threads; a process-pool worker when ``jobs`` > 1."""
+    """Train (or resume) one run with ``threads`` CPU threads; a process-pool
+    worker when ``jobs`` > 1."""
     from tailfuse.engine.trainer import train
 
     if threads:
@@ -260,7 +264,8 @@ def run_compare(
     threads: int | None = None,
     command: str = "",
 ) -> list[dict]:
-    """Run what is missing and write ``compare.{md,csv,json,png}``; returns the table's summary rows.
+    """Run what is missing and write ``compare.{md,csv,json,png}``; returns
+    the table's summary rows.
 
     ``threads``: CPU threads in all; each of the ``jobs`` processes gets ``threads // jobs``
     (default: the machine's cores divided by ``jobs``).

@@ -62,7 +62,8 @@ class World:
             dist.barrier()
 
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
-        """``tensor`` reduced over all ranks (``sum``, ``max`` or ``min``), in place and returned."""
+        """``tensor`` reduced over all ranks (``sum``, ``max`` or ``min``),
+        in place and returned."""
         if self.distributed:
             dist.all_reduce(
                 tensor,

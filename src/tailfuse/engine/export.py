@@ -116,7 +116,8 @@ def export_checkpoint(
     output_format: str = "onnx",
     check_images: list[str] | None = None,
 ) -> dict:
-    """Export ``checkpoint`` to ``out`` (+ ``out.json``); returns the metadata with the parity result."""
+    """Export ``checkpoint`` to ``out`` (+ ``out.json``); returns the metadata
+    with the parity result."""
     if output_format not in FORMATS:
         raise ExportError(f"unknown export format '{output_format}' (onnx or torchscript)")
     if output_format == "onnx":
@@ -139,7 +140,8 @@ def export_checkpoint(
         "method": predictor.config.method.name,
         "tailfuse": tailfuse.__version__,
         "class_names": predictor.class_names,
-        "output": f"float32 logits [N, {len(predictor.class_names)}] of the method's prediction; softmax for probabilities",
+        "output": f"float32 logits [N, {len(predictor.class_names)}] of the method's prediction; "
+        "softmax for probabilities",
         **predictor.preprocessing(),
     }
     module = PredictionModule(predictor).eval()
@@ -171,8 +173,8 @@ def export_checkpoint(
         }
         if not difference <= tolerance:
             raise ExportError(
-                f"the exported model differs from the eager one by up to {difference:.3g} in the logits "
-                f"(tolerance {tolerance:.3g}); nothing was written"
+                f"the exported model differs from the eager one by up to {difference:.3g} in the "
+                f"logits (tolerance {tolerance:.3g}); nothing was written"
             )
         os.replace(temporary, out)
     finally:

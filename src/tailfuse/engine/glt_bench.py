@@ -1,4 +1,5 @@
-"""``tailfuse glt-bench``: one recipe on Train-GLT and Train-CBL over seeds, as the three GLT protocols.
+"""``tailfuse glt-bench``: one recipe on Train-GLT and Train-CBL over seeds,
+as the three GLT protocols.
 
 A Train-GLT run gives CLT (Test-CBL) and GLT (Test-GBL); a Train-CBL run gives ALT
 (Test-GBL) (spec glt_ifl §1.2). Each training set is a sweep over seeds in ``OUT/<glt|cbl>``

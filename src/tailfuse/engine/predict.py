@@ -31,7 +31,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 
 
 def expand_image_paths(arguments: list[str]) -> list[str]:
-    """Image files named by files, folders (searched recursively) and glob patterns, sorted, once each."""
+    """Image files named by files, folders (searched recursively) and glob
+    patterns, sorted, once each."""
     found: list[str] = []
     for argument in arguments:
         path = Path(argument).expanduser()
@@ -84,7 +85,8 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str = "auto") -> Predictor:
-        """Load ``checkpoint`` (a run's ``checkpoints/*.pt``) onto ``device`` (auto, cpu, cuda[:N])."""
+        """Load ``checkpoint`` (a run's ``checkpoints/*.pt``) onto ``device``
+        (auto, cpu, cuda[:N])."""
         saved = load_checkpoint(checkpoint)
         config = build_config(saved["config"], str(checkpoint))
         target = resolve_device(device)
@@ -108,9 +110,11 @@ class Predictor:
         """What is done to an RGB image before the model: recorded beside exported models."""
         augment = self.config.data.augment
         steps = (
-            f"resize the short side to {augment.resize} (antialiased), centre-crop {augment.crop_size}"
+            f"resize the short side to {augment.resize} (antialiased), "
+            f"centre-crop {augment.crop_size}"
             if self.streamed
-            else f"resize to {self.input_size}x{self.input_size} (antialiased, aspect ratio not kept)"
+            else f"resize to {self.input_size}x{self.input_size} "
+            "(antialiased, aspect ratio not kept)"
         )
         return {
             "input": f"float32 [N, 3, {self.input_size}, {self.input_size}], RGB",

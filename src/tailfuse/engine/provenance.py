@@ -1,4 +1,5 @@
-"""What produced a result: tailfuse and torch versions, git commit, device, precision, command line."""
+"""What produced a result: tailfuse and torch versions, git commit, device,
+precision, command line."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import tailfuse
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The commit of the tailfuse source tree when it is a git checkout (``+dirty`` with local edits), else None."""
+    """The commit of the tailfuse source tree when it is a git checkout (``+dirty`` with
+    local edits), else None."""
     source = Path(tailfuse.__file__).resolve().parent
     try:
         commit = subprocess.run(

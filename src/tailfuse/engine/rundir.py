@@ -86,8 +86,8 @@ class RunLock:
             holder = os.pread(self.descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(self.descriptor)
             raise TailfuseError(
-                f"{directory} is in use by another tailfuse run (pid {holder}); wait for it to finish "
-                "or choose another --out"
+                f"{directory} is in use by another tailfuse run (pid {holder}); "
+                "wait for it to finish or choose another --out"
             ) from None
         os.ftruncate(self.descriptor, 0)
         os.pwrite(self.descriptor, f"{os.getpid()}\n".encode(), 0)
@@ -152,8 +152,8 @@ def open_run_directory(directory: Path, resume: bool, overwrite: bool = False) -
             earlier = holds_results(directory)
             if earlier and not overwrite:
                 raise TailfuseError(
-                    f"{directory} already holds a run ({', '.join(earlier)}); pass --resume to continue it, "
-                    "--overwrite to replace it, or choose another --out"
+                    f"{directory} already holds a run ({', '.join(earlier)}); pass --resume to "
+                    "continue it, --overwrite to replace it, or choose another --out"
                 )
             if overwrite:
                 for name in RUN_FILES:
@@ -221,7 +221,8 @@ def restored_log(path: Path, history: list[dict]) -> list[dict]:
 
 
 def legacy_log(path: Path, completed_epochs: int) -> list[dict]:
-    """The parseable lines of ``metrics.jsonl`` up to ``completed_epochs`` (checkpoints without history)."""
+    """The parseable lines of ``metrics.jsonl`` up to ``completed_epochs``
+    (checkpoints without history)."""
     if not path.is_file():
         return []
     kept = []

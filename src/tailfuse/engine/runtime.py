@@ -28,7 +28,8 @@ class Runtime:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Put a float batch in the memory format the model runs fastest in (float64 for ``fp64``)."""
+        """Put a float batch in the memory format the model runs fastest in
+        (float64 for ``fp64``)."""
         if self.precision == "fp64":
             images = images.double()
         if self.channels_last:

@@ -80,8 +80,8 @@ class TrainingSession:
         self.rank, self.world_size = self.world.rank, self.world.world_size
         if config.train.batch_size < self.world_size:
             raise ConfigError(
-                f"train.batch_size={config.train.batch_size} is the global batch: it needs at least one "
-                f"image for each of the {self.world_size} processes"
+                f"train.batch_size={config.train.batch_size} is the global batch: "
+                f"it needs at least one image for each of the {self.world_size} processes"
             )
         sync_batchnorm = config.train.sync_batchnorm and self.world.distributed
         self.model: Classifier = build_model(config.model, data.num_classes).to(
@@ -166,7 +166,8 @@ class TrainingSession:
         return rate
 
     def _share(self, step: int, size: int, total: int) -> tuple[int, int]:
-        """``[start, end)`` of this process's share of global batch ``step`` within the epoch order."""
+        """``[start, end)`` of this process's share of global batch ``step``
+        within the epoch order."""
         first = step * size
         start, end = share_bounds(min(size, max(total - first, 0)), self.rank, self.world_size)
         return first + start, first + end
@@ -174,7 +175,8 @@ class TrainingSession:
     def _branch_batches(
         self, order: torch.Tensor, steps: int, randomness: EpochRandomness, branch: str
     ) -> Iterator[Batch]:
-        """The ``steps`` augmented batches of one branch (this process's shares), in the order of ``order``."""
+        """The ``steps`` augmented batches of one branch (this process's shares),
+        in the order of ``order``."""
         size = self.batch_sizes[branch]
         device = self.runtime.device
         if isinstance(self.data.train, StreamedImages):

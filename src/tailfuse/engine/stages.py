@@ -39,7 +39,8 @@ def stage1_run_dir(config: RunConfig, source: StageSource, out_dir: Path) -> Pat
 
 
 def ensure_stage1_checkpoint(config: RunConfig, source: StageSource, out_dir: Path) -> Path:
-    """The checkpoint ``source.select`` names, training that run first when its directory holds none.
+    """The checkpoint ``source.select`` names, training that run first when
+    its directory holds none.
 
     A run directory is never resumed unasked: a finished stage-1 run of the same recipe is
     used; one that stopped early, or one of another recipe, is refused with what to do.
@@ -73,8 +74,9 @@ def _ensure_trained(config: RunConfig, source: StageSource, out_dir: Path) -> Pa
         if state["epoch"] >= first_stage.train.epochs:
             return last
         raise CheckpointError(
-            f"stage 1 in {run_dir} stopped at epoch {state['epoch']} of {first_stage.train.epochs}; "
-            f"continue it with `tailfuse train {run_dir / 'config.yaml'} --out {run_dir} --resume`, then rerun"
+            f"stage 1 in {run_dir} stopped at epoch {state['epoch']} of "
+            f"{first_stage.train.epochs}; continue it with `tailfuse train "
+            f"{run_dir / 'config.yaml'} --out {run_dir} --resume`, then rerun"
         )
     else:
         print(f"stage-1 checkpoint {last} not found; training {first_stage.name} into {run_dir}")
@@ -83,7 +85,8 @@ def _ensure_trained(config: RunConfig, source: StageSource, out_dir: Path) -> Pa
 
 
 def _check_same_stage1_recipe(state: dict, first_stage: RunConfig, run_dir: Path) -> None:
-    """Refuse to reuse a stage-1 run trained from another recipe (e.g. changed ``init.overrides``)."""
+    """Refuse to reuse a stage-1 run trained from another recipe (e.g.
+    changed ``init.overrides``)."""
     from tailfuse.engine.trainer import RESUMABLE_CHANGES, config_differences
 
     differences = [
@@ -93,9 +96,10 @@ def _check_same_stage1_recipe(state: dict, first_stage: RunConfig, run_dir: Path
     ]
     if differences:
         raise CheckpointError(
-            f"{run_dir} holds another run than the stage 1 this recipe needs ({first_stage.name}; it differs in "
-            f"{', '.join(differences[:6])}{', ...' if len(differences) > 6 else ''}); set init.run_dir to another "
-            f"folder, or init.checkpoint to use that run anyway"
+            f"{run_dir} holds another run than the stage 1 this "
+            f"recipe needs ({first_stage.name}; it differs in "
+            f"{', '.join(differences[:6])}{', ...' if len(differences) > 6 else ''}); "
+            "set init.run_dir to another folder, or init.checkpoint to use that run anyway"
         )
 
 
@@ -112,8 +116,9 @@ def checked_checkpoint(
 
     It must have this recipe's backbone, class count and training subset (and head, when
     ``check_head``); with the data ``summary``, also its classes in the same order and,
-    when both recorded it, the same training pixels (``content_checksum``). With ``subset_seed`` (FFN's quirk) it must instead have been
-    trained on that ``data.subset_seed`` with this recipe's class counts.
+    when both recorded it, the same training pixels (``content_checksum``). With ``subset_seed``
+    (FFN's quirk) it must instead have been trained on that ``data.subset_seed`` with
+    this recipe's class counts.
     """
     saved = load_run_checkpoint(checkpoint_path)
     saved_model = saved["config"]["model"]
@@ -139,7 +144,8 @@ def checked_checkpoint(
             problems.append(f"class counts {saved_counts} (recipe: {class_counts})")
     elif saved["data"]["subset_checksum"] != subset_checksum:
         problems.append(
-            f"training subset {saved['data']['subset_checksum']} (recipe: {subset_checksum}; same data.* settings?)"
+            f"training subset {saved['data']['subset_checksum']} (recipe: "
+            f"{subset_checksum}; same data.* settings?)"
         )
     elif (
         summary is not None
@@ -148,8 +154,9 @@ def checked_checkpoint(
         and saved["data"]["content_checksum"] != summary["content_checksum"]
     ):
         problems.append(
-            f"training images {saved['data']['content_checksum']} (here: {summary['content_checksum']}; "
-            "same layout but other pixels: is data.root the same dataset?)"
+            f"training images {saved['data']['content_checksum']} (here: "
+            f"{summary['content_checksum']}; same layout but other pixels: "
+            "is data.root the same dataset?)"
         )
     if check_head and saved_model["head"] != config.model.head:
         problems.append(

@@ -95,7 +95,8 @@ def _finished_results(run_dir: Path, config: RunConfig) -> dict:
     ]
     if differences:
         raise TailfuseError(
-            f"{run_dir} holds a finished run of another recipe (differs in {', '.join(differences[:5])}); "
-            "use another sweep --out for other overrides, or remove that run"
+            f"{run_dir} holds a finished run of another recipe (differs in "
+            f"{', '.join(differences[:5])}); use another sweep --out for other "
+            "overrides, or remove that run"
         )
     return results

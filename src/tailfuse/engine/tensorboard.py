@@ -1,4 +1,5 @@
-"""Optional TensorBoard logging (``train.tensorboard: true``) from the per-epoch record of metrics.jsonl."""
+"""Optional TensorBoard logging (``train.tensorboard: true``) from the per-epoch
+record of metrics.jsonl."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from tailfuse.errors import ConfigError
 
 
 def record_scalars(record: dict, prefix: str = "") -> dict[str, float]:
-    """Flatten one metrics.jsonl record into ``tag -> value`` (``test_group_accuracy/few``), finite numbers only."""
+    """Flatten one metrics.jsonl record into ``tag -> value``
+    (``test_group_accuracy/few``), finite numbers only."""
     scalars = {}
     for key, value in record.items():
         if key == "epoch":

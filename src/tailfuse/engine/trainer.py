@@ -117,16 +117,20 @@ def check_starting_point(config: RunConfig) -> None:
         and not config.model.weights
     ):
         raise ConfigError(
-            f"method {config.method.name} re-trains the classifier on a frozen, already trained backbone: "
-            "set init.recipe or init.checkpoint (the stage-1 run) or model.weights"
+            f"method {config.method.name} re-trains the classifier on a frozen, already trained "
+            "backbone: set init.recipe or init.checkpoint (the stage-1 run) or model.weights"
         )
 
 
 def check_same_classes(saved_names: list[str], names: list[str], what: str) -> None:
-    """Refuse data whose classes (names, in label order) differ from the ones a model was trained on."""
+    """Refuse data whose classes (names, in label order) differ from the ones
+    a model was trained on."""
     if list(saved_names) == list(names):
         return
-    position = next((i for i, (a, b) in enumerate(zip(saved_names, names)) if a != b), None)  # noqa: B905
+    position = next(
+        (i for i, (a, b) in enumerate(zip(saved_names, names)) if a != b),  # noqa: B905
+        None,
+    )
     if position is not None:
         detail = f"label {position} is '{names[position]}' here but was '{saved_names[position]}'"
     else:
@@ -184,7 +188,8 @@ def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
         ]
         if differences:
             raise CheckpointError(
-                f"cannot resume {out_dir}: the recipe differs from the saved run in {', '.join(differences)}"
+                f"cannot resume {out_dir}: the recipe differs from the saved run "
+                f"in {', '.join(differences)}"
             )
 
     runtime = make_runtime(config.train)
@@ -288,7 +293,8 @@ def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
         history.append(checkpoint_record(record))
         log_records.append(record)
         if main:
-            # the checkpoint holds the whole history, so a kill before the log is rewritten loses no line
+            # the checkpoint holds the whole history, so a kill before the log
+            # is rewritten loses no line
             save_checkpoint(
                 _checkpoint(config, session, summary, epoch + 1, best, history), last_path
             )
@@ -314,8 +320,9 @@ def _check_resumed_data(out_dir: Path, saved_data: dict, summary: dict) -> None:
     )
     if saved_data["subset_checksum"] != summary["subset_checksum"]:
         raise CheckpointError(
-            f"cannot resume {out_dir}: the training subset changed (checksum {summary['subset_checksum']} "
-            f"vs saved {saved_data['subset_checksum']}); is data.root the same dataset?"
+            f"cannot resume {out_dir}: the training subset changed (checksum "
+            f"{summary['subset_checksum']} vs saved {saved_data['subset_checksum']}); "
+            "is data.root the same dataset?"
         )
     saved_content = saved_data.get("content_checksum")
     if (
@@ -324,8 +331,9 @@ def _check_resumed_data(out_dir: Path, saved_data: dict, summary: dict) -> None:
         and saved_content != summary["content_checksum"]
     ):
         raise CheckpointError(
-            f"cannot resume {out_dir}: the training images changed (content checksum {summary['content_checksum']} "
-            f"vs saved {saved_content}); is data.root the same dataset?"
+            f"cannot resume {out_dir}: the training images changed (content "
+            f"checksum {summary['content_checksum']} vs saved {saved_content}); "
+            "is data.root the same dataset?"
         )
 
 
@@ -471,7 +479,8 @@ def _load_model_weights(session: TrainingSession, saved: dict, path: Path) -> No
     for name, module in session.method.modules_to_save().items():
         if name not in modules:
             raise CheckpointError(
-                f"checkpoint {path} has no '{name}' weights, which method {session.method.name} needs"
+                f"checkpoint {path} has no '{name}' weights, which method "
+                f"{session.method.name} needs"
             )
         load_weights(module, modules[name], path, f"{session.method.name} '{name}'")
 
@@ -512,8 +521,9 @@ def _check_evaluation_folder(out_dir: Path, checkpoint_path: Path, overwrite: bo
         return
     if (out_dir / "config.yaml").exists() or (out_dir / "checkpoints").exists():
         raise TailfuseError(
-            f"{out_dir} is a training run's directory; its results.json and report.md would be replaced. "
-            "Choose another eval --out (default: RUN/eval_<checkpoint>), or pass --overwrite"
+            f"{out_dir} is a training run's directory; its results.json and "
+            "report.md would be replaced. Choose another eval --out (default: "
+            "RUN/eval_<checkpoint>), or pass --overwrite"
         )
     results = out_dir / "results.json"
     if results.exists():
@@ -523,8 +533,8 @@ def _check_evaluation_folder(out_dir: Path, checkpoint_path: Path, overwrite: bo
             earlier = None
         if earlier is None or Path(earlier).resolve() != checkpoint_path.resolve():
             raise TailfuseError(
-                f"{out_dir} already holds results of {earlier or 'another run'}; choose another --out "
-                "or pass --overwrite"
+                f"{out_dir} already holds results of {earlier or 'another run'}; "
+                "choose another --out or pass --overwrite"
             )
 
 
@@ -534,7 +544,8 @@ def evaluate_checkpoint(
     overrides: list[str] | None = None,
     overwrite: bool = False,
 ) -> dict:
-    """Evaluate a saved checkpoint (or a run directory's) on its recipe's test set; writes the report to ``out_dir``.
+    """Evaluate a saved checkpoint (or a run directory's) on its recipe's test set;
+    writes the report to ``out_dir``.
 
     The report folder may not be a training run's directory, nor hold another
     checkpoint's results, unless ``overwrite``.

@@ -1,4 +1,5 @@
-"""``tailfuse plot tsne RUN``: t-SNE of a run's test features, coloured by many/medium/few (FFN Fig. 5).
+"""``tailfuse plot tsne RUN``: t-SNE of a run's test features, coloured by
+many/medium/few (FFN Fig. 5).
 
 Features are the backbone's pooled feature vectors (the input of the classifier) of up to
 ``max_images`` test images, taken evenly over the test set; scikit-learn's t-SNE embeds

@@ -39,7 +39,8 @@ def read_published(path: str | Path) -> dict[str, dict]:
             or not (item.get("label") or item.get("recipe"))
         ):
             raise ConfigError(
-                f"published figures {path}: every entry needs 'paper' and a 'label' or 'recipe' ({item!r})"
+                f"published figures {path}: every entry needs 'paper' and a "
+                f"'label' or 'recipe' ({item!r})"
             )
         try:
             figure = float(item["paper"])
@@ -111,7 +112,8 @@ def _summarise_rows(rows: list[dict]) -> list[dict]:
 
 
 def plot_per_class(path: Path, rows, seeds: list[int], results: dict, title: str) -> None:
-    """Per-class test accuracy (mean over seeds) against training-class size, one series per method."""
+    """Per-class test accuracy (mean over seeds) against training-class size,
+    one series per method."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,7 +158,8 @@ def write_compare_report(
     published: dict,
     command: str,
 ) -> list[dict]:
-    """Write ``compare.md``, ``compare.csv``, ``compare.json`` and ``compare.png``; returns the summary."""
+    """Write ``compare.md``, ``compare.csv``, ``compare.json`` and
+    ``compare.png``; returns the summary."""
     run_rows = [
         run_row(row.label, seed, results[(row.label, seed)]) for row in rows for seed in seeds
     ]
@@ -198,8 +201,8 @@ def write_compare_report(
     )
     write_text_atomically(
         out_dir / "compare.md",
-        f"# Comparison\n\nCommand: `{command}`\n\nSeeds: {seeds}; mean ± sample std over seeds; test-set "
-        f"accuracy (%) of each run's selected epoch; ECE in %, 15 bins.{paper_note}\n\n"
+        f"# Comparison\n\nCommand: `{command}`\n\nSeeds: {seeds}; mean ± sample std over seeds; "
+        f"test-set accuracy (%) of each run's selected epoch; ECE in %, 15 bins.{paper_note}\n\n"
         f"{markdown_table(summary)}\n\n![per-class accuracy](compare.png)\n",
     )
     plot_per_class(

@@ -107,7 +107,8 @@ def protocol_markdown(protocols: dict) -> str:
         columns += [(f"{n} (class)", v) for n, v in metrics["class_splits"].items()]
         columns += [(f"{n} (attribute)", v) for n, v in metrics["attribute_splits"].items()]
         lines += [
-            f"### {entry['protocol']} ({split_name}, {metrics['overall']['count']} images), Acc / Prec",
+            f"### {entry['protocol']} ({split_name}, "
+            f"{metrics['overall']['count']} images), Acc / Prec",
             "",
             "| " + " | ".join(name for name, _ in columns) + " |",
             "|" + "---|" * len(columns),

@@ -1,4 +1,5 @@
-"""The GLT benchmark table: CLT / GLT / ALT, "Acc / Prec", mean ± std over seeds (spec glt_ifl §6)."""
+"""The GLT benchmark table: CLT / GLT / ALT, "Acc / Prec", mean ± std over
+seeds (spec glt_ifl §6)."""
 
 from __future__ import annotations
 
@@ -76,7 +77,10 @@ def _cell(entry: dict | None) -> str:
     if not entry:
         return "–"
     if entry["seeds"] > 1:
-        return f"{entry['accuracy']:.2f}±{entry['accuracy_std']:.2f} / {entry['precision']:.2f}±{entry['precision_std']:.2f}"
+        return (
+            f"{entry['accuracy']:.2f}±{entry['accuracy_std']:.2f} / "
+            f"{entry['precision']:.2f}±{entry['precision_std']:.2f}"
+        )
     return f"{entry['accuracy']:.2f} / {entry['precision']:.2f}"
 
 

@@ -58,7 +58,8 @@ def plot_per_class_accuracy(
     class_names: list[str],
     title: str,
 ) -> None:
-    """Bars of per-class test accuracy, classes ordered by training count, with the counts as a line."""
+    """Bars of per-class test accuracy, classes ordered by training count,
+    with the counts as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,9 +146,11 @@ def markdown_report(results: dict) -> str:
     lines = [
         f"# {results['name']}",
         "",
-        f"- model selection: {results['selection']['rule']} (epoch {results['selection']['epoch']} of {results['epochs']})",
-        f"- training images: {results['data']['total']} in {len(results['data']['class_counts'])} classes, "
-        f"imbalance ratio {results['data']['imbalance_ratio']}, subset checksum `{results['data']['subset_checksum']}`",
+        f"- model selection: {results['selection']['rule']} (epoch "
+        f"{results['selection']['epoch']} of {results['epochs']})",
+        f"- training images: {results['data']['total']} in {len(results['data']['class_counts'])} "
+        f"classes, imbalance ratio {results['data']['imbalance_ratio']}, subset checksum "
+        f"`{results['data']['subset_checksum']}`",
         f"- test images: {test['num_samples']}",
         "",
         "| metric | value |",
@@ -191,7 +194,8 @@ def markdown_report(results: dict) -> str:
     names = results["data"]["class_names"]
     for c, count in enumerate(results["data"]["class_counts"]):
         lines.append(
-            f"| {names[c]} | {count} | {_number(test['per_class_accuracy'][c])} | {_number(test['per_class_precision'][c])} |"
+            f"| {names[c]} | {count} | {_number(test['per_class_accuracy'][c])} | "
+            f"{_number(test['per_class_precision'][c])} |"
         )
     lines += ["", "![per-class accuracy](per_class_accuracy.png)", ""]
     if test.get("calibration"):

@@ -27,7 +27,8 @@ def run_row(value: str, seed: int, results: dict) -> dict:
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Mean and sample standard deviation over seeds of each value, in the order values first appear."""
+    """Mean and sample standard deviation over seeds of each value, in the
+    order values first appear."""
     values = list(dict.fromkeys(row["value"] for row in rows))
     summary = []
     for value in values:
@@ -113,8 +114,9 @@ def write_sweep_report(
     seeds = sorted({row["seed"] for row in rows})
     write_text_atomically(
         out_dir / "sweep.md",
-        f"# Sweep of {parameter} on {recipe}\n\nCommand: `{command}`\n\nSeeds: {seeds}; mean ± sample std over seeds; "
-        f"test-set accuracy (%) of the final epoch.\n\n{markdown_table(parameter, summary)}\n\n![sweep](sweep.png)\n",
+        f"# Sweep of {parameter} on {recipe}\n\nCommand: `{command}`\n\nSeeds: {seeds}; "
+        "mean ± sample std over seeds; test-set accuracy (%) of the final epoch.\n\n"
+        f"{markdown_table(parameter, summary)}\n\n![sweep](sweep.png)\n",
     )
     plot_sweep(
         out_dir / "sweep.png", parameter, summary, f"{recipe}: {parameter} ({len(seeds)} seeds)"

@@ -70,7 +70,8 @@ def build_loss(name: str, class_counts: list[int], **options) -> nn.Module:
     """Create the loss ``name`` for a training set with ``class_counts``."""
     if name not in LOSSES:
         raise ConfigError(
-            f"unknown loss '{name}'{did_you_mean(name, LOSSES)}; choose from {', '.join(sorted(LOSSES))}"
+            f"unknown loss '{name}'{did_you_mean(name, LOSSES)}; choose from "
+            f"{', '.join(sorted(LOSSES))}"
         )
     own = name in OWN_REWEIGHTING
     reweighting = (
@@ -88,14 +89,16 @@ def build_loss(name: str, class_counts: list[int], **options) -> nn.Module:
         return loss
     if name not in REWEIGHTABLE:
         raise ConfigError(
-            f"loss '{name}' takes no class weights; {sorted(reweighting)} need one of {sorted(REWEIGHTABLE)}"
+            f"loss '{name}' takes no class weights; {sorted(reweighting)} need one "
+            f"of {sorted(REWEIGHTABLE)}"
         )
     if "reweight_from_epoch" in reweighting and "drw_epoch" in reweighting:
         raise ConfigError("give reweight_from_epoch or drw_epoch (the same setting), not both")
     from_epoch = reweighting.get("reweight_from_epoch", reweighting.get("drw_epoch"))
     if from_epoch is None:
         raise ConfigError(
-            f"loss '{name}': beta needs reweight_from_epoch (0: class-balanced; E: DRW from epoch E)"
+            f"loss '{name}': beta needs reweight_from_epoch "
+            "(0: class-balanced; E: DRW from epoch E)"
         )
     beta = float(reweighting.get("beta", 0.9999))
     if not 0.0 <= beta < 1.0:

@@ -20,7 +20,8 @@ class CrossEntropy(nn.Module):
     def forward(
         self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``class_weights`` (from a re-weighting schedule) replace the constructor's for this call."""
+        """``class_weights`` (from a re-weighting schedule) replace the
+        constructor's for this call."""
         weight = class_weights if class_weights is not None else self.class_weights
         return F.cross_entropy(logits.float(), labels, weight=weight)
 

@@ -170,7 +170,8 @@ RESLT_GROUP_MASKS: dict[str, tuple[int, int | None, str]] = {
 def reslt_group_masks(
     labels: torch.Tensor, medium_from: int, tail_from: int | None, rule: str
 ) -> torch.Tensor:
-    """``[g_H, g_M, g_T]`` as a (3, B) float tensor; g_H is all ones, g_T zero without ``tail_from``."""
+    """``[g_H, g_M, g_T]`` as a (3, B) float tensor; g_H is all ones, g_T zero
+    without ``tail_from``."""
     head = torch.ones_like(labels, dtype=torch.float32)
     if rule == "at_least":
         medium = (labels >= medium_from).float()

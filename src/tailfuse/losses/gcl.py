@@ -23,7 +23,8 @@ from tailfuse.losses.logit_adjustment import focal_mean
 
 
 def gcl_noise_scale(class_counts: list[int]) -> list[float]:
-    """``(log n_max − log n_j)/(log n_max − log n_min)`` per class (0 for every class if all counts are equal)."""
+    """``(log n_max − log n_j)/(log n_max − log n_min)`` per class (0 for every class if
+    all counts are equal)."""
     logs = [math.log(count) for count in class_counts]
     span = max(logs) - min(logs)
     if span == 0:

@@ -28,7 +28,8 @@ def log_prior(class_counts: list[int]) -> torch.Tensor:
 def posthoc_adjust(
     logits: torch.Tensor, log_prior_values: torch.Tensor, tau: float
 ) -> torch.Tensor:
-    """Post-hoc logit adjustment ``z − τ·log π`` (Menon et al. 2021); ``tau`` 0 returns ``logits``."""
+    """Post-hoc logit adjustment ``z − τ·log π`` (Menon et al. 2021);
+    ``tau`` 0 returns ``logits``."""
     if tau <= 0:
         return logits
     return logits.float() - tau * log_prior_values.to(logits.device)
@@ -55,8 +56,9 @@ class FocalLoss(nn.Module):
 
     ``detach_factor=True`` (default; the GLT and KPS code): the modulating factor
     ``(1−p_t)^γ`` carries no gradient. ``False``: it does (LDAM-DRW's ``FocalLoss``).
-    With ``class_weights`` w (class-balanced focal, Cui et al. 2019): ``mean w_y·(1−p_t)^γ·(−log p_t)``,
-    a plain mean over the batch as the CB-focal and GCL codes compute it (not a weighted mean).
+    With ``class_weights`` w (class-balanced focal, Cui et al. 2019):
+    ``mean w_y·(1−p_t)^γ·(−log p_t)``, a plain mean over the batch as the CB-focal and GCL codes
+    compute it (not a weighted mean).
     """
 
     def __init__(self, gamma: float = 2.0, detach_factor: bool = True):

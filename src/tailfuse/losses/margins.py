@@ -22,7 +22,8 @@ def class_balanced_weights(class_counts: list[int], beta: float = 0.9999) -> lis
 
 
 class LDAMLoss(nn.Module):
-    """LDAM: ``CE(s·(z − Δ_y·onehot(y)), y)`` with ``Δ_c = max_m·(n_min/n_c)^{1/4}`` (spec ffn §2.2).
+    """LDAM: ``CE(s·(z − Δ_y·onehot(y)), y)`` with
+    ``Δ_c = max_m·(n_min/n_c)^{1/4}`` (spec ffn §2.2).
 
     DRW: from 0-based epoch ``drw_epoch`` on, the CE is weighted by
     :func:`class_balanced_weights` (spec ffn §2.3); ``drw_epoch=None`` never re-weights.
@@ -68,7 +69,8 @@ class LDAMLoss(nn.Module):
 
 
 class KPSLoss(nn.Module):
-    """KPS (Key Point Sensitive) loss on raw cosines, as the authors' code computes it (spec ffn §2.1).
+    """KPS (Key Point Sensitive) loss on raw cosines, as the authors' code
+    computes it (spec ffn §2.1).
 
     ``r_c = log(50·n_c/n_min)/log 50`` multiplies every logit; the target logit loses the
     margin ``m_c = max_m·r_{C−1−c}/r_max`` (the code reverses the list by class index:

@@ -15,7 +15,8 @@ from tailfuse.losses.margins import class_balanced_weights
 
 
 class ClassReweighting(nn.Module):
-    """``loss(z, y, class_weights=w)`` from 0-based epoch ``from_epoch`` on, plain ``loss(z, y)`` before.
+    """``loss(z, y, class_weights=w)`` from 0-based epoch ``from_epoch`` on,
+    plain ``loss(z, y)`` before.
 
     Other attributes (``training_logits``, ``set_generator``) are the wrapped loss's.
     """

@@ -79,7 +79,8 @@ class Method(abc.ABC):
         config: RunConfig,
         auxiliary: dict[str, dict] | None = None,
     ):
-        """``auxiliary``: model state dicts named in ``init.auxiliary`` (absent when evaluating a checkpoint)."""
+        """``auxiliary``: model state dicts named in ``init.auxiliary`` (absent when
+        evaluating a checkpoint)."""
         self.options = options
         self.model = model
         self.class_counts = list(class_counts)
@@ -175,6 +176,7 @@ def build_method(
     name = config.method.name
     if name not in METHODS:
         raise ConfigError(
-            f"unknown method '{name}'{did_you_mean(name, METHODS)}; choose from {', '.join(sorted(METHODS))}"
+            f"unknown method '{name}'{did_you_mean(name, METHODS)}; choose from "
+            f"{', '.join(sorted(METHODS))}"
         )
     return METHODS[name](config.method, model, class_counts, config, auxiliary)

@@ -34,7 +34,8 @@ class BbnOptions(StrictModel):
 
 
 def cumulative_alpha(epoch: int, total_epochs: int, convention: str = "zero_based") -> float:
-    """BBN's adaptor ``α = 1 − (t/T)²``, 0-based ``epoch``: ``t = epoch`` (``glt``: ``epoch − 1``)."""
+    """BBN's adaptor ``α = 1 − (t/T)²``, 0-based ``epoch``: ``t = epoch``
+    (``glt``: ``epoch − 1``)."""
     t = epoch if convention == "zero_based" else epoch - 1
     return 1.0 - (t / total_epochs) ** 2
 
@@ -47,7 +48,8 @@ class BilateralBranch(Method):
         super().__init__(options, model, class_counts, config, auxiliary)
         if not hasattr(model.head, "mixed_logits"):
             raise ConfigError(
-                "method bbn needs a BBN model: model.backbone bbn_resnet32/bbn_resnet50, model.head bbn"
+                "method bbn needs a BBN model: model.backbone "
+                "bbn_resnet32/bbn_resnet50, model.head bbn"
             )
 
     def branches(self) -> dict[str, str]:

@@ -53,7 +53,8 @@ def cutmix_box(
 def paste_box(
     images: torch.Tensor, donors: torch.Tensor, box: tuple[int, int, int, int]
 ) -> tuple[torch.Tensor, float]:
-    """``images`` with ``donors``' box pasted in (k onto k), and the kept-area weight ``1 − box/image``."""
+    """``images`` with ``donors``' box pasted in (k onto k), and the kept-area
+    weight ``1 − box/image``."""
     r1, r2, c1, c2 = box
     mixed = images.clone()
     mixed[:, :, r1:r2, c1:c2] = donors[:, :, r1:r2, c1:c2]

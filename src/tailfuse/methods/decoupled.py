@@ -244,7 +244,8 @@ class DecoupledStage2(Method):
 
     @torch.no_grad()
     def balanced_features(self, batches: dict[str, Batch], context: StepContext):
-        """The frozen backbone's maps of the balanced branch, fused with H2T when enabled (spec h2t §1.5).
+        """The frozen backbone's maps of the balanced branch, fused with H2T
+        when enabled (spec h2t §1.5).
 
         Multi-expert backbones give one map per expert; the operator fuses each with its own subset.
         """

@@ -35,7 +35,8 @@ AUTHORS_EVALUATION_BATCH = 256
 
 
 class FfnOptions(StrictModel):
-    """``method.name: ffn``; ``fusion_weight`` is λ, the weight of the KPS branch (w1 in the paper)."""
+    """``method.name: ffn``; ``fusion_weight`` is λ, the weight of the KPS
+    branch (w1 in the paper)."""
 
     name: Literal["ffn"] = "ffn"
     fusion_weight: float = Field(0.5, ge=0.0, le=1.0)
@@ -89,7 +90,8 @@ class FeatureFusionNetwork(Method):
         return {"second_backbone": self.second_backbone}
 
     def fused_cosine(self, images: torch.Tensor) -> torch.Tensor:
-        """``λ·cos(f_KPS, W) + (1−λ)·cos(f_CE, W)`` for a batch of images (raw cosines, no scale)."""
+        """``λ·cos(f_KPS, W) + (1−λ)·cos(f_CE, W)`` for a batch of images
+        (raw cosines, no scale)."""
         head: CosineHead = self.model.head
         weight = self.options.fusion_weight
         with torch.no_grad():

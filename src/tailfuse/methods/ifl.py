@@ -91,8 +91,9 @@ class IflOptions(StrictModel):
             late = [m for m in milestones if m >= epochs]
             if late:
                 raise ValueError(
-                    f"method.{key} {milestones} has epochs {late} that a run of train.epochs={epochs} "
-                    f"never reaches (0-based epochs); scale the milestones with the epochs"
+                    f"method.{key} {milestones} has epochs {late} that a run "
+                    f"of train.epochs={epochs} never reaches (0-based epochs); "
+                    "scale the milestones with the epochs"
                 )
 
 
@@ -194,7 +195,8 @@ def intra_class_environment_weights(
 
 
 class EnvironmentSampler(IndexSampler):
-    """Draw ``num_samples`` indices with replacement from per-sample weights (authors' DistributionSampler)."""
+    """Draw ``num_samples`` indices with replacement from per-sample weights
+    (authors' DistributionSampler)."""
 
     def __init__(
         self, labels: torch.Tensor, num_classes: int, weights_of, num_samples: int | None = None
@@ -399,7 +401,8 @@ class InvariantFeatureLearning(Method):
         )  # one write per slot, also on CUDA
 
     def _gather_confidence(self, world) -> None:
-        """Every process's records combined (the latest per sample), before environments are rebuilt."""
+        """Every process's records combined (the latest per sample),
+        before environments are rebuilt."""
         if world.world_size == 1:
             return
         local_order = self.record_order.clone()
@@ -452,7 +455,8 @@ class InvariantFeatureLearning(Method):
         self.mean_counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
 
     def end_epoch(self, context: StepContext) -> None:
-        """Rebuild the environments at the update milestones; set centers to class means (paper init)."""
+        """Rebuild the environments at the update milestones; set centers to
+        class means (paper init)."""
         epoch = context.epoch
         self._gather_confidence(context.world)
         if self.mean_sums is not None and epoch + 1 == self._first_center_epoch():

@@ -61,7 +61,8 @@ def build_model(config: ModelConfig, num_classes: int) -> Classifier:
     """Create the backbone and head a recipe names."""
     if config.backbone not in BACKBONES:
         raise ConfigError(
-            f"unknown model.backbone '{config.backbone}'{did_you_mean(config.backbone, BACKBONES)}; "
+            "unknown model.backbone "
+            f"'{config.backbone}'{did_you_mean(config.backbone, BACKBONES)}; "
             f"choose from {', '.join(sorted(BACKBONES))}"
         )
     if config.weights and config.backbone in SMALL_IMAGE_BACKBONES:

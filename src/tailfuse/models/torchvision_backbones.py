@@ -37,7 +37,8 @@ class TorchvisionResNetBackbone(nn.Module):
 def load_backbone_weights(
     network: nn.Module, weights_path: str, drop_prefixes: tuple[str, ...] = ("fc.",)
 ) -> None:
-    """Load a torchvision state dict from a local file; keys under ``drop_prefixes`` (the classifier) are ignored."""
+    """Load a torchvision state dict from a local file; keys under ``drop_prefixes`` (the
+    classifier) are ignored."""
     path = Path(weights_path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"backbone weights file {path} does not exist (model.weights)")
@@ -50,7 +51,8 @@ def load_backbone_weights(
     missing = [key for key in missing if not key.startswith(drop_prefixes)]
     if missing or unexpected:
         raise CheckpointError(
-            f"backbone weights {path} do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            f"backbone weights {path} do not fit: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
         )
 
 
@@ -70,8 +72,8 @@ class PlacesResNet152Backbone(nn.Module):
 
         if not weights_path:
             raise CheckpointError(
-                "model.backbone=resnet152_places needs model.weights: torchvision's ImageNet ResNet-152 state dict "
-                "(resnet152-b121ed2d.pth from download.pytorch.org/models)"
+                "model.backbone=resnet152_places needs model.weights: torchvision's ImageNet "
+                "ResNet-152 state dict (resnet152-b121ed2d.pth from download.pytorch.org/models)"
             )
         network = torchvision.models.resnet152(weights=None)
         network.layer4 = network.layer4[:2]
