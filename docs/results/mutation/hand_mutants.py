@@ -22,13 +22,15 @@ CASES = [
         "src/tailfuse/methods/cmo.py",
         "np.clip(centre_r - cut_h // 2, 0, height)",
         "np.clip(centre_r - cut_h / 2, 0, height)",
-        "tests/methods/test_cmo_and_gcl.py::test_cutmix_box_odd_sides_and_a_rectangular_image_by_hand",
+        "tests/methods/test_cmo_and_gcl.py::"
+        "test_cutmix_box_odd_sides_and_a_rectangular_image_by_hand",
     ),
     (
         "src/tailfuse/methods/cmo.py",
         "np.clip(centre_c - cut_w // 2, 0, width)",
         "np.clip(centre_c - cut_w / 2, 0, width)",
-        "tests/methods/test_cmo_and_gcl.py::test_cutmix_box_odd_sides_and_a_rectangular_image_by_hand",
+        "tests/methods/test_cmo_and_gcl.py::"
+        "test_cutmix_box_odd_sides_and_a_rectangular_image_by_hand",
     ),
     (
         "src/tailfuse/methods/cmo.py",
@@ -46,13 +48,15 @@ CASES = [
         "src/tailfuse/eval/compare_report.py",
         "statistics.stdev(numbers) if len(numbers) > 1 else 0.0\n        summary",
         "statistics.stdev(numbers) if len(numbers) >= 1 else 0.0\n        summary",
-        "tests/eval/test_compare_report.py::test_one_seed_of_a_row_without_medium_classes_has_zero_spread_and_its_seed",
+        "tests/eval/test_compare_report.py::"
+        "test_one_seed_of_a_row_without_medium_classes_has_zero_spread_and_its_seed",
     ),
     (
         "src/tailfuse/eval/compare_report.py",
         "statistics.stdev(numbers) if len(numbers) > 1 else 0.0\n        summary",
         "statistics.stdev(numbers) if len(numbers) > 1 else 1.0\n        summary",
-        "tests/eval/test_compare_report.py::test_one_seed_of_a_row_without_medium_classes_has_zero_spread_and_its_seed",
+        "tests/eval/test_compare_report.py::"
+        "test_one_seed_of_a_row_without_medium_classes_has_zero_spread_and_its_seed",
     ),
     (
         "src/tailfuse/methods/tade.py",
@@ -64,61 +68,71 @@ CASES = [
         "src/tailfuse/methods/tade.py",
         "total, images = torch.zeros((), device=device), 0",
         "total, images = torch.zeros((), device=device), 1",
-        "tests/methods/test_tade.py::test_the_epoch_similarity_is_the_image_weighted_mean_and_the_arguments_reach_the_views",
+        "tests/methods/test_tade.py::"
+        "test_the_epoch_similarity_is_the_image_weighted_mean_and_the_arguments_reach_the_views",
     ),
     (
         "src/tailfuse/methods/tade.py",
         "images += len(first)",
         "images = len(first)",
-        "tests/methods/test_tade.py::test_the_epoch_similarity_is_the_image_weighted_mean_and_the_arguments_reach_the_views",
+        "tests/methods/test_tade.py::"
+        "test_the_epoch_similarity_is_the_image_weighted_mean_and_the_arguments_reach_the_views",
     ),
     (
         "src/tailfuse/methods/tade.py",
         "float(total / max(images, 1))",
         "float(total / max(images, 2))",
-        "tests/methods/test_tade.py::test_the_epoch_similarity_is_the_image_weighted_mean_and_the_arguments_reach_the_views",
+        "tests/methods/test_tade.py::"
+        "test_the_epoch_similarity_is_the_image_weighted_mean_and_the_arguments_reach_the_views",
     ),
     (
         "src/tailfuse/methods/tade.py",
         "views.batches(options.batch_size, epoch, options.colour_distortion)",
         "views.batches(options.batch_size, None, options.colour_distortion)",
-        "tests/methods/test_tade.py::test_the_epoch_similarity_is_the_image_weighted_mean_and_the_arguments_reach_the_views",
+        "tests/methods/test_tade.py::"
+        "test_the_epoch_similarity_is_the_image_weighted_mean_and_the_arguments_reach_the_views",
     ),
     (
         "src/tailfuse/methods/tade.py",
         "0).min() < options.stop_below",
         "0).min() <= options.stop_below",
-        "tests/methods/test_tade.py::test_the_early_stop_needs_a_weight_strictly_below_the_threshold",
+        "tests/methods/test_tade.py::"
+        "test_the_early_stop_needs_a_weight_strictly_below_the_threshold",
     ),
     (
         "src/tailfuse/methods/tade.py",
         '"kind": "tade_self_supervised_aggregation"',
         '"KIND": "tade_self_supervised_aggregation"',
-        "tests/methods/test_tade.py::test_the_epoch_similarity_is_the_image_weighted_mean_and_the_arguments_reach_the_views",
+        "tests/methods/test_tade.py::"
+        "test_the_epoch_similarity_is_the_image_weighted_mean_and_the_arguments_reach_the_views",
     ),
     (
         "src/tailfuse/losses/reweighting.py",
         "self.epoch = 0",
         "self.epoch = 1",
-        "tests/losses/test_gcl_and_reweighting.py::test_class_reweighting_defaults_are_cuis_beta_from_the_first_epoch",
+        "tests/losses/test_gcl_and_reweighting.py::"
+        "test_class_reweighting_defaults_are_cuis_beta_from_the_first_epoch",
     ),
     (
         "src/tailfuse/losses/reweighting.py",
         "beta: float = 0.9999",
         "beta: float = 1.9999",
-        "tests/losses/test_gcl_and_reweighting.py::test_class_reweighting_defaults_are_cuis_beta_from_the_first_epoch",
+        "tests/losses/test_gcl_and_reweighting.py::"
+        "test_class_reweighting_defaults_are_cuis_beta_from_the_first_epoch",
     ),
     (
         "src/tailfuse/losses/label_aware_smoothing.py",
         'shape: str = "concave",\n    power: float | None = None,\n) -> list',
         'shape: str = "CONCAVE",\n    power: float | None = None,\n) -> list',
-        "tests/losses/test_label_aware_smoothing.py::test_the_defaults_are_mislas_concave_from_0_4_to_0_1",
+        "tests/losses/test_label_aware_smoothing.py::"
+        "test_the_defaults_are_mislas_concave_from_0_4_to_0_1",
     ),
     (
         "src/tailfuse/losses/label_aware_smoothing.py",
         "smooth_head: float = 0.4,",
         "smooth_head: float = 1.4,",
-        "tests/losses/test_label_aware_smoothing.py::test_the_defaults_are_mislas_concave_from_0_4_to_0_1",
+        "tests/losses/test_label_aware_smoothing.py::"
+        "test_the_defaults_are_mislas_concave_from_0_4_to_0_1",
     ),
     (
         "src/tailfuse/losses/label_aware_smoothing.py",
@@ -136,7 +150,8 @@ CASES = [
         "src/tailfuse/losses/gcl.py",
         "span = max(logs) - min(logs)",
         "span = max(logs) + min(logs)",
-        "tests/losses/test_gcl_and_reweighting.py::test_noise_scale_is_the_log_count_gap_over_its_range",
+        "tests/losses/test_gcl_and_reweighting.py::"
+        "test_noise_scale_is_the_log_count_gap_over_its_range",
     ),
     (
         "src/tailfuse/eval/glt.py",
@@ -148,26 +163,30 @@ CASES = [
         "src/tailfuse/engine/runtime.py",
         'return "bf16" if cpu_has_native_bf16() else "fp32"',
         'return "bf16"',
-        "tests/engine/test_precision_and_loaders.py::test_auto_precision_is_bf16_only_on_a_cpu_with_native_bfloat16",
+        "tests/engine/test_precision_and_loaders.py::"
+        "test_auto_precision_is_bf16_only_on_a_cpu_with_native_bfloat16",
     ),
     # fifth session: survivors of the full run's first 1,700 mutants
     (
         "src/tailfuse/methods/erm.py",
         "if self.options.mixup_alpha > 0:",
         "if self.options.mixup_alpha >= 0:",
-        "tests/methods/test_erm_step.py::test_without_mixup_the_step_draws_nothing_from_the_augmentation_stream",
+        "tests/methods/test_erm_step.py::"
+        "test_without_mixup_the_step_draws_nothing_from_the_augmentation_stream",
     ),
     (
         "src/tailfuse/methods/erm.py",
         "pool=whole.images,",
         "pool=None,",
-        "tests/methods/test_erm_step.py::test_a_processs_share_of_the_global_batch_mixes_as_one_process_would",
+        "tests/methods/test_erm_step.py::"
+        "test_a_processs_share_of_the_global_batch_mixes_as_one_process_would",
     ),
     (
         "src/tailfuse/methods/erm.py",
         "                start=batch.start,\n",
         "",
-        "tests/methods/test_erm_step.py::test_a_processs_share_of_the_global_batch_mixes_as_one_process_would",
+        "tests/methods/test_erm_step.py::"
+        "test_a_processs_share_of_the_global_batch_mixes_as_one_process_would",
     ),
     (
         "src/tailfuse/losses/experts.py",
@@ -191,13 +210,15 @@ CASES = [
         "src/tailfuse/methods/decoupled.py",
         "self.fusing_sampler = build_sampler(fusing, labels, num_classes, samples)",
         "self.fusing_sampler = build_sampler(fusing, labels, num_classes, None)",
-        "tests/methods/test_stage2_fidelity_methods.py::test_mislas_lws_with_h2t_draws_its_fusing_branch_as_many_images_from_its_sampler",
+        "tests/methods/test_stage2_fidelity_methods.py::"
+        "test_mislas_lws_with_h2t_draws_its_fusing_branch_as_many_images_from_its_sampler",
     ),
     (
         "src/tailfuse/methods/decoupled.py",
         'branches["fusing"] = self.fusing_sampler\n        return branches\n\n\nregister',
         'branches["FUSING"] = self.fusing_sampler\n        return branches\n\n\nregister',
-        "tests/methods/test_stage2_fidelity_methods.py::test_mislas_lws_with_h2t_draws_its_fusing_branch_as_many_images_from_its_sampler",
+        "tests/methods/test_stage2_fidelity_methods.py::"
+        "test_mislas_lws_with_h2t_draws_its_fusing_branch_as_many_images_from_its_sampler",
     ),
     (
         "src/tailfuse/eval/glt.py",
@@ -221,32 +242,37 @@ CASES = [
         "src/tailfuse/eval/compare_report.py",
         'str(item.get("source", ""))',
         'str(item.get("source", None))',
-        "tests/eval/test_compare_report.py::test_published_figures_match_by_label_then_recipe_then_its_stem",
+        "tests/eval/test_compare_report.py::"
+        "test_published_figures_match_by_label_then_recipe_then_its_stem",
     ),
     # fifth session: survivors of the full run's mutants 1,700 to 2,000
     (
         "src/tailfuse/losses/gcl.py",
-        "m: float = 0.0, s: float = 30.0, noise_mul: float = 0.5",
-        "m: float = 0.0, s: float = 31.0, noise_mul: float = 0.5",
-        "tests/losses/test_gcl_and_reweighting.py::test_gcl_defaults_are_the_stage1_constants_m_0_s_30_noise_half",
+        "m: float = 0.0,\n        s: float = 30.0,\n        noise_mul: float = 0.5,",
+        "m: float = 0.0,\n        s: float = 31.0,\n        noise_mul: float = 0.5,",
+        "tests/losses/test_gcl_and_reweighting.py::"
+        "test_gcl_defaults_are_the_stage1_constants_m_0_s_30_noise_half",
     ),
     (
         "src/tailfuse/losses/gcl.py",
-        "m: float = 0.0, s: float = 30.0, noise_mul: float = 0.5",
-        "m: float = 0.0, s: float = 30.0, noise_mul: float = 1.5",
-        "tests/losses/test_gcl_and_reweighting.py::test_gcl_defaults_are_the_stage1_constants_m_0_s_30_noise_half",
+        "m: float = 0.0,\n        s: float = 30.0,\n        noise_mul: float = 0.5,",
+        "m: float = 0.0,\n        s: float = 30.0,\n        noise_mul: float = 1.5,",
+        "tests/losses/test_gcl_and_reweighting.py::"
+        "test_gcl_defaults_are_the_stage1_constants_m_0_s_30_noise_half",
     ),
     (
         "src/tailfuse/losses/gcl.py",
-        "m: float = 0.0, s: float = 30.0, noise_mul: float = 0.5",
-        "m: float = 1.0, s: float = 30.0, noise_mul: float = 0.5",
-        "tests/losses/test_gcl_and_reweighting.py::test_gcl_defaults_are_the_stage1_constants_m_0_s_30_noise_half",
+        "m: float = 0.0,\n        s: float = 30.0,\n        noise_mul: float = 0.5,",
+        "m: float = 1.0,\n        s: float = 30.0,\n        noise_mul: float = 0.5,",
+        "tests/losses/test_gcl_and_reweighting.py::"
+        "test_gcl_defaults_are_the_stage1_constants_m_0_s_30_noise_half",
     ),
     (
         "src/tailfuse/losses/logit_adjustment.py",
         "tau: float = 1.0):",
         "tau: float = 2.0):",
-        "tests/losses/test_logit_adjustment.py::test_logit_adjusted_default_tau_is_one_balanced_softmax",
+        "tests/losses/test_logit_adjustment.py::"
+        "test_logit_adjusted_default_tau_is_one_balanced_softmax",
     ),
     (
         "src/tailfuse/losses/experts.py",
@@ -262,7 +288,8 @@ CASES = [
     ),
     (
         "src/tailfuse/methods/reslt.py",
-        "auxiliary)\n        self.criterion = ResLoss(class_counts, beta=options.beta, groups=options.groups)",
+        "auxiliary)\n"
+        "        self.criterion = ResLoss(class_counts, beta=options.beta, groups=options.groups)",
         "auxiliary)\n        self.criterion = ResLoss(class_counts, beta=options.beta)",
         "tests/methods/test_experts.py::test_expert_methods_hand_their_options_to_their_losses",
     ),
@@ -270,25 +297,29 @@ CASES = [
         "src/tailfuse/methods/decoupled.py",
         "module.weight.data.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)",
         "module.weight.data.uniform_(-2, 1).renorm_(2, 1, 1e-5).mul_(1e5)",
-        "tests/methods/test_decoupled.py::test_crt_draws_a_fresh_cosine_head_as_the_authors_normed_linear_does",
+        "tests/methods/test_decoupled.py::"
+        "test_crt_draws_a_fresh_cosine_head_as_the_authors_normed_linear_does",
     ),
     (
         "src/tailfuse/methods/decoupled.py",
         "module.weight.data.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)",
         "module.weight.data.uniform_(-1, 1).renorm_(3, 1, 1e-5).mul_(1e5)",
-        "tests/methods/test_decoupled.py::test_crt_draws_a_fresh_cosine_head_as_the_authors_normed_linear_does",
+        "tests/methods/test_decoupled.py::"
+        "test_crt_draws_a_fresh_cosine_head_as_the_authors_normed_linear_does",
     ),
     (
         "src/tailfuse/methods/decoupled.py",
         "module.weight.data.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)",
         "module.weight.data.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(100001.0)",
-        "tests/methods/test_decoupled.py::test_crt_draws_a_fresh_cosine_head_as_the_authors_normed_linear_does",
+        "tests/methods/test_decoupled.py::"
+        "test_crt_draws_a_fresh_cosine_head_as_the_authors_normed_linear_does",
     ),
     (
         "src/tailfuse/methods/decoupled.py",
         "return torch.stack([self._tau_logits(head, one) for one in feature_map]).mean(0)",
         "return torch.stack([self._tau_logits(head, one) for one in feature_map]).mean(1)",
-        "tests/methods/test_decoupled.py::test_tau_norm_of_one_linear_head_shared_by_several_maps_averages_their_logits",
+        "tests/methods/test_decoupled.py::"
+        "test_tau_norm_of_one_linear_head_shared_by_several_maps_averages_their_logits",
     ),
     (
         "src/tailfuse/methods/cmo.py",
@@ -298,9 +329,12 @@ CASES = [
     ),
     (
         "src/tailfuse/methods/gcl.py",
-        'raise ConfigError("method.name=gcl needs model.head=cosine (GCL works on cosine logits)")',
+        "raise ConfigError(\n"
+        '                "method.name=gcl needs model.head=cosine (GCL works on cosine logits)"\n'
+        "            )",
         "raise ConfigError(None)",
-        "tests/methods/test_cmo_and_gcl.py::test_gcl_stage2_trains_the_cosine_head_with_eval_mode_batchnorm_and_predicts_s_cos",
+        "tests/methods/test_cmo_and_gcl.py::"
+        "test_gcl_stage2_trains_the_cosine_head_with_eval_mode_batchnorm_and_predicts_s_cos",
     ),
     # fifth session: survivors of the full run's mutants 2,000 to 2,900
     (
@@ -311,14 +345,14 @@ CASES = [
     ),
     (
         "src/tailfuse/methods/h2t.py",
-        "[fuse_channels(f, d, ratio, generator, channels, mixing)",
-        "[fuse_channels(f, d, ratio, None, channels, mixing)",
+        "[\n            fuse_channels(f, d, ratio, generator, channels, mixing)",
+        "[\n            fuse_channels(f, d, ratio, None, channels, mixing)",
         "tests/methods/test_h2t.py::test_the_subsets_come_from_the_given_generator_alone",
     ),
     (
         "src/tailfuse/methods/h2t.py",
-        "[fuse_channels(f, d, ratio, generator, channels, mixing)",
-        "[fuse_channels(f, d, ratio, generator, channels, None)",
+        "[\n            fuse_channels(f, d, ratio, generator, channels, mixing)",
+        "[\n            fuse_channels(f, d, ratio, generator, channels, None)",
         "tests/methods/test_h2t.py::test_soft_mixing_reaches_every_expert_map",
     ),
     (
@@ -331,13 +365,15 @@ CASES = [
         "src/tailfuse/methods/ffn.py",
         'derive_seed(self.config.train.seed, 0, "ffn:evaluation-order")',
         'derive_seed(self.config.train.seed, 1, "ffn:evaluation-order")',
-        "tests/methods/test_stage2_fidelity_methods.py::test_ffn_train_mode_batchnorm_evaluates_in_seeded_shuffled_batches_of_256",
+        "tests/methods/test_stage2_fidelity_methods.py::"
+        "test_ffn_train_mode_batchnorm_evaluates_in_seeded_shuffled_batches_of_256",
     ),
     (
         "src/tailfuse/methods/ffn.py",
         "torch.randperm(num_samples, generator=generator)",
         "torch.randperm(num_samples, generator=None)",
-        "tests/methods/test_stage2_fidelity_methods.py::test_ffn_train_mode_batchnorm_evaluates_in_seeded_shuffled_batches_of_256",
+        "tests/methods/test_stage2_fidelity_methods.py::"
+        "test_ffn_train_mode_batchnorm_evaluates_in_seeded_shuffled_batches_of_256",
     ),
     (
         "src/tailfuse/losses/experts.py",
@@ -349,38 +385,46 @@ CASES = [
         "src/tailfuse/losses/reweighting.py",
         "            self.loss.set_epoch(epoch)",
         "            self.loss.set_epoch(None)",
-        "tests/losses/test_gcl_and_reweighting.py::test_reweighting_passes_the_epoch_to_a_loss_with_its_own_schedule",
+        "tests/losses/test_gcl_and_reweighting.py::"
+        "test_reweighting_passes_the_epoch_to_a_loss_with_its_own_schedule",
     ),
     (
         "src/tailfuse/losses/reweighting.py",
         'if hasattr(self.loss, "set_epoch"):',
         'if hasattr(None, "set_epoch"):',
-        "tests/losses/test_gcl_and_reweighting.py::test_reweighting_passes_the_epoch_to_a_loss_with_its_own_schedule",
+        "tests/losses/test_gcl_and_reweighting.py::"
+        "test_reweighting_passes_the_epoch_to_a_loss_with_its_own_schedule",
     ),
     (
         "src/tailfuse/methods/decoupled.py",
-        'advance_loss(self.criterion, context.epoch, context.randomness.stream("loss"))\n        return self.criterion(self.head_logits',
-        'advance_loss(self.criterion, context.epoch, context.randomness.stream("LOSS"))\n        return self.criterion(self.head_logits',
-        "tests/methods/test_cmo_and_gcl.py::test_gcl_stage2_trains_the_cosine_head_with_eval_mode_batchnorm_and_predicts_s_cos",
+        'advance_loss(self.criterion, context.epoch, context.randomness.stream("loss"))\n'
+        "        return self.criterion(\n            self.head_logits",
+        'advance_loss(self.criterion, context.epoch, context.randomness.stream("LOSS"))\n'
+        "        return self.criterion(\n            self.head_logits",
+        "tests/methods/test_cmo_and_gcl.py::"
+        "test_gcl_stage2_trains_the_cosine_head_with_eval_mode_batchnorm_and_predicts_s_cos",
     ),
     # fifth session: survivors of the full run's mutants 2,900 to 3,400
     (
         "src/tailfuse/losses/margins.py",
-        "max_m: float = 0.5, s: float = 30.0, drw_epoch",
-        "max_m: float = 1.5, s: float = 30.0, drw_epoch",
-        "tests/losses/test_margins.py::test_ldam_defaults_max_m_half_and_unweighted_until_set_epoch",
+        "max_m: float = 0.5,\n        s: float = 30.0,\n        drw_epoch",
+        "max_m: float = 1.5,\n        s: float = 30.0,\n        drw_epoch",
+        "tests/losses/test_margins.py::"
+        "test_ldam_defaults_max_m_half_and_unweighted_until_set_epoch",
     ),
     (
         "src/tailfuse/losses/margins.py",
         "margins * (max_m / margins.max())",
         "margins * (max_m * margins.max())",
-        "tests/losses/test_margins.py::test_ldam_defaults_max_m_half_and_unweighted_until_set_epoch",
+        "tests/losses/test_margins.py::"
+        "test_ldam_defaults_max_m_half_and_unweighted_until_set_epoch",
     ),
     (
         "src/tailfuse/losses/margins.py",
         "        self.drw_epoch = drw_epoch\n        self.epoch = 0",
         "        self.drw_epoch = drw_epoch\n        self.epoch = 1",
-        "tests/losses/test_margins.py::test_ldam_defaults_max_m_half_and_unweighted_until_set_epoch",
+        "tests/losses/test_margins.py::"
+        "test_ldam_defaults_max_m_half_and_unweighted_until_set_epoch",
     ),
     (
         "src/tailfuse/methods/decoupled.py",
@@ -410,31 +454,36 @@ CASES = [
         "src/tailfuse/engine/trainer.py",
         "            flat[name] = value",
         "            flat[name] = None",
-        "tests/engine/test_trainer.py::test_config_differences_name_every_changed_added_and_removed_nested_key",
+        "tests/engine/test_trainer.py::"
+        "test_config_differences_name_every_changed_added_and_removed_nested_key",
     ),
     (
         "src/tailfuse/engine/trainer.py",
         "for key in old.keys() | new.keys() if",
         "for key in old.keys() & new.keys() if",
-        "tests/engine/test_trainer.py::test_config_differences_name_every_changed_added_and_removed_nested_key",
+        "tests/engine/test_trainer.py::"
+        "test_config_differences_name_every_changed_added_and_removed_nested_key",
     ),
     (
         "src/tailfuse/eval/compare_report.py",
-        'fields = ["method", "recipe", "runs"]',
-        'fields = ["method", "RECIPE", "runs"]',
-        "tests/eval/test_compare_report.py::test_table_csv_and_json_hold_mean_and_sample_std_by_hand",
+        'fields = (\n        ["method", "recipe", "runs"]',
+        'fields = (\n        ["method", "RECIPE", "runs"]',
+        "tests/eval/test_compare_report.py::"
+        "test_table_csv_and_json_hold_mean_and_sample_std_by_hand",
     ),
     (
         "src/tailfuse/eval/compare_report.py",
         'entry["recipe"], entry["overrides"] = row.recipe, row.overrides',
         'entry["RECIPE"], entry["overrides"] = row.recipe, row.overrides',
-        "tests/eval/test_compare_report.py::test_table_csv_and_json_hold_mean_and_sample_std_by_hand",
+        "tests/eval/test_compare_report.py::"
+        "test_table_csv_and_json_hold_mean_and_sample_std_by_hand",
     ),
     (
         "src/tailfuse/eval/compare_report.py",
         "{'; '.join(sources)}.\" if sources else",
         "{'; '.join(sources)}.\" if sources or True else",
-        "tests/eval/test_compare_report.py::test_a_row_without_a_paper_figure_shows_dashes_beside_one_with",
+        "tests/eval/test_compare_report.py::"
+        "test_a_row_without_a_paper_figure_shows_dashes_beside_one_with",
     ),
     # fifth session: survivors of the full run's mutants 3,400 to 3,500 (engine/trainer.py)
     (
@@ -459,27 +508,30 @@ CASES = [
         "src/tailfuse/engine/trainer.py",
         "enumerate(zip(saved_names, names)) if a != b)",
         "enumerate(zip(saved_names, names)) if a == b)",
-        "tests/engine/test_trainer.py::test_class_checks_say_which_label_differs_or_how_many_classes",
+        "tests/engine/test_trainer.py::"
+        "test_class_checks_say_which_label_differs_or_how_many_classes",
     ),
     (
         "src/tailfuse/engine/trainer.py",
         "    if position is not None:\n        detail",
         "    if position is None:\n        detail",
-        "tests/engine/test_trainer.py::test_class_checks_say_which_label_differs_or_how_many_classes",
+        "tests/engine/test_trainer.py::"
+        "test_class_checks_say_which_label_differs_or_how_many_classes",
     ),
     (
         "src/tailfuse/engine/trainer.py",
-        "and config.init is None and not config.model.weights:",
-        "and config.init is None and config.model.weights:",
+        "and config.init is None\n        and not config.model.weights\n    ):",
+        "and config.init is None\n        and config.model.weights\n    ):",
         "tests/engine/test_trainer.py::test_a_stage2_method_without_a_trained_model_is_refused",
     ),
     (
         "src/tailfuse/engine/trainer.py",
-        "and config.init is None and not config.model.weights:",
-        "and config.init is not None and not config.model.weights:",
+        "and config.init is None\n        and not config.model.weights\n    ):",
+        "and config.init is not None\n        and not config.model.weights\n    ):",
         "tests/engine/test_trainer.py::test_a_stage2_method_without_a_trained_model_is_refused",
     ),
-    # _train_locked survivors: end-to-end tests outside mutmut's selection (one new: selection "auto")
+    # _train_locked survivors: end-to-end tests outside mutmut's selection
+    # (one new: selection "auto")
     (
         "src/tailfuse/engine/trainer.py",
         "rule = selection_rule(config, data.validation is not None)",
@@ -494,15 +546,16 @@ CASES = [
     ),
     (
         "src/tailfuse/engine/trainer.py",
-        'write_text_atomically(out_dir / "config.yaml"',
-        'write_text_atomically(out_dir / "CONFIG.YAML"',
+        'write_text_atomically(\n            out_dir / "config.yaml"',
+        'write_text_atomically(\n            out_dir / "CONFIG.YAML"',
         "tests/test_cli.py::test_train_eval_summary_and_bench_through_the_cli",
     ),
     (
         "src/tailfuse/engine/trainer.py",
         'saved_content = saved_data.get("content_checksum")',
         "saved_content = None",
-        "tests/test_reliability.py::test_another_dataset_of_the_same_layout_is_refused_on_resume_and_as_stage1",
+        "tests/test_reliability.py::"
+        "test_another_dataset_of_the_same_layout_is_refused_on_resume_and_as_stage1",
     ),
 ]
 failures = 0
