@@ -14,8 +14,8 @@ from .conftest import REPOSITORY
 from .own_data import make_image_folder
 
 PLUGIN = textwrap.dedent('''
-    """A tiny method: ERM whose predictions are the logits halved \
-(so its predict is visibly used)."""
+    """A tiny method: ERM whose predictions are the logits halved
+    (so its predict is visibly used)."""
     from typing import Literal
 
     import torch

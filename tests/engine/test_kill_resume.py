@@ -48,8 +48,8 @@ def save(state, stream):
 
 def replace(source, target):
     real_replace(source, target)
-    if moment == "after-rename" and str(target).endswith("last.pt") \
-and checkpoint.load_checkpoint(target)["epoch"] == 2:
+    last = str(target).endswith("last.pt")
+    if moment == "after-rename" and last and checkpoint.load_checkpoint(target)["epoch"] == 2:
         os.kill(os.getpid(), signal.SIGKILL)
 
 checkpoint.torch.save = save
