@@ -132,21 +132,6 @@ def test_json_files_are_strict():
     )
 
 
-def test_calibration_bins_worked_example():
-    from tailfuse.eval.metrics import calibration_bins
-
-    # 2 classes; logits (0, 0) give confidence 0.5 (bin 7 of 15: 7/15 < 0.5 <= 8/15);
-    # (ln 9, 0) gives 0.9 (bin 13: 13/15 < 0.9 <= 14/15)
-    logits = torch.tensor(
-        [[0.0, 0.0], [math.log(9.0), 0.0], [math.log(9.0), 0.0], [0.0, math.log(9.0)]]
-    )
-    labels = torch.tensor([0, 0, 1, 1])
-    bins = calibration_bins(logits, labels, 15)
-    assert bins["count"][7] == 1 and bins["count"][13] == 3 and sum(bins["count"]) == 4
-    assert bins["accuracy"][7] == 1.0 and bins["accuracy"][13] == pytest.approx(2 / 3)
-    assert bins["confidence"][13] == pytest.approx(0.9) and math.isnan(bins["accuracy"][0])
-
-
 def test_tensorboard_record_is_the_metrics_line(tmp_path):
     pytest.importorskip("tensorboard")
     from tailfuse.engine.tensorboard import EpochLogger, record_scalars

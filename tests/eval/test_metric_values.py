@@ -9,9 +9,11 @@ import torch
 
 from tailfuse.eval.glt import glt_metrics
 from tailfuse.eval.metrics import (
+    calibration_bins,
     classification_metrics,
     expected_calibration_error,
     negative_log_likelihood,
+    topk_accuracy,
 )
 
 
@@ -80,6 +82,28 @@ def test_classification_metrics_report_the_ece_of_the_table():
     assert metrics["ece"] == pytest.approx(50.5, abs=1e-6)
 
 
+def test_classification_metrics_bin_by_fifteen_and_keep_the_labels_in_calibration():
+    # 0.87 (right) and 0.93 (wrong) share bin 13 of 15 (13/15 < c <= 14/15): ECE = |0.5 - 0.9|;
+    # with 16 bins they would fall apart (0.87 <= 14/16 < 0.93) and ECE would be 53
+    logits = torch.tensor([two_class_logits(0.87, 0), two_class_logits(0.93, 1)])
+    metrics = classification_metrics(logits, torch.tensor([0, 0]), {"many": [0], "few": [1]})
+    assert metrics["ece"] == pytest.approx(40.0, abs=1e-6)
+    assert expected_calibration_error(logits, torch.tensor([0, 0])) == pytest.approx(40.0)
+    calibration = metrics["calibration"]
+    assert calibration["count"] == [0] * 13 + [2, 0]
+    assert calibration["accuracy"][13] == 0.5
+    assert calibration["confidence"][13] == pytest.approx(0.9)
+
+
+def test_top5_is_the_five_highest_logits():
+    # 7 classes ranked 0 (highest) to 6: label 4 is fifth (a hit), label 5 sixth (a miss)
+    logits = torch.tensor([[6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0]] * 2)
+    metrics = classification_metrics(logits, torch.tensor([4, 5]), {"many": list(range(7))})
+    assert metrics["top5"] == 50.0 and metrics["top1"] == 0.0
+    # topk_accuracy's default is top-1: label 0 is the highest logit of the first row only
+    assert topk_accuracy(logits, torch.tensor([0, 1])) == 50.0
+
+
 def test_glt_class_split_precision_with_a_class_of_the_group_absent_from_the_test_set():
     # the few group is classes 2 and 3; class 3 has no test image (as in
     # Test-GLT's tail) but is predicted
@@ -105,3 +129,35 @@ def test_glt_group_with_no_class_in_the_test_set_is_left_out():
     )["class_splits"]
     assert set(splits) == {"many", "medium"}
     assert splits["medium"] == {"accuracy": 0.0, "precision": 0.0, "count": 1}
+
+
+def test_calibration_bins_worked_example():
+    # 2 classes; logits (0, 0) give confidence 0.5 (bin 7 of 15: 7/15 < 0.5 <= 8/15);
+    # (ln 9, 0) gives 0.9 (bin 13: 13/15 < 0.9 <= 14/15); a NaN row falls in no bin
+    logits = torch.tensor(
+        [
+            [0.0, 0.0],
+            [math.log(9.0), 0.0],
+            [math.log(9.0), 0.0],
+            [0.0, math.log(9.0)],
+            [math.nan, 0.0],
+        ]
+    )
+    labels = torch.tensor([0, 0, 1, 1, 0])
+    bins = calibration_bins(logits, labels)  # the default is ECE's 15 bins
+    assert bins["count"] == [0] * 7 + [1] + [0] * 5 + [3, 0]
+    assert bins["accuracy"][7] == 1.0 and bins["accuracy"][13] == pytest.approx(2 / 3)
+    assert bins["confidence"][7] == pytest.approx(0.5)
+    assert bins["confidence"][13] == pytest.approx(0.9)
+    empty = [b for b in range(15) if b not in (7, 13)]
+    assert all(math.isnan(bins["accuracy"][b]) for b in empty)
+    assert all(math.isnan(bins["confidence"][b]) for b in empty)
+
+
+def test_calibration_bins_take_the_bin_count_they_are_given():
+    # 4 bins: 0.5 lies in bin 1 (1/4 < 0.5 <= 2/4), 0.9 in bin 3 (3/4 < 0.9 <= 1)
+    logits = torch.tensor([[0.0, 0.0], [math.log(9.0), 0.0], [0.0, math.log(9.0)]])
+    bins = calibration_bins(logits, torch.tensor([1, 0, 0]), 4)
+    assert bins["count"] == [0, 1, 0, 2]
+    assert bins["accuracy"][1] == 0.0 and bins["accuracy"][3] == 0.5
+    assert bins["confidence"][3] == pytest.approx(0.9)
