@@ -202,3 +202,38 @@ def test_seed_table_mean_and_sample_std_by_hand():
     assert table[5] == "| one seed | 40.00 / 30.00 | – | – | 40.00 / 30.00 |"
     with pytest.raises(TailfuseError, match="run 'plain' has no GLT protocols"):
         bench_summary("plain", {"glt": [{"name": "plain", "seed": 0, "epochs": 1}]})
+
+
+def test_the_protocol_markdown_in_full_with_an_empty_split():
+    """One table per test set, in order: title with image count, header, rule, the cells."""
+    protocols = {
+        "test_bl": {
+            "protocol": "CLT",
+            "metrics": {
+                "overall": {"accuracy": 50.0, "precision": 25.0, "count": 4},
+                "class_splits": {"many": {"accuracy": 100.0, "precision": 50.0}, "few": None},
+                "attribute_splits": {"head_a": {"accuracy": 0.0, "precision": 0.0}},
+            },
+        },
+        "test_bbl": {
+            "protocol": "GLT",
+            "metrics": {
+                "overall": {"accuracy": 12.5, "precision": 10.0, "count": 8},
+                "class_splits": {},
+                "attribute_splits": {},
+            },
+        },
+    }
+    assert protocol_markdown(protocols) == (
+        "### CLT (test_bl, 4 images), Acc / Prec\n"
+        "\n"
+        "| overall | many (class) | few (class) | head_a (attribute) |\n"
+        "|---|---|---|---|\n"
+        "| 50.00 / 25.00 | 100.00 / 50.00 | – | 0.00 / 0.00 |\n"
+        "\n"
+        "### GLT (test_bbl, 8 images), Acc / Prec\n"
+        "\n"
+        "| overall |\n"
+        "|---|\n"
+        "| 12.50 / 10.00 |\n"
+    )

@@ -76,6 +76,23 @@ def test_confidence_bins_are_right_closed():
     assert confidence_bins(confidence, 15).tolist() == [8, 9, 14, 0, 0]
 
 
+def test_confidence_bins_stay_in_range_and_default_to_fifteen():
+    # 0 would be bin -1 and a rounding error above 1 bin B without the clamp; 0.5 is
+    # bin 7 of 15 (7/15 < 0.5 <= 8/15), bin 7 of 16 too, but 0.95 is bin 14 of 15, 15 of 16
+    confidence = torch.tensor([0.0, 1.0 + 1e-12, 0.5, 0.95], dtype=torch.float64)
+    assert confidence_bins(confidence).tolist() == [0, 14, 7, 14]
+    assert confidence_bins(confidence, 4).tolist() == [0, 3, 1, 3]
+
+
+def test_ece_uses_the_bin_count_it_is_given():
+    # confidence 0.5 (wrong: ties predict class 0) and 0.9 (right): in one bin the gap is
+    # |0.5 - 0.7|; in 15 bins each sample has its own, 0.5 and 0.1, weight 1/2 each
+    logits = torch.tensor([[0.0, 0.0], [math.log(9.0), 0.0]], dtype=torch.float64)
+    labels = torch.tensor([1, 0])
+    assert expected_calibration_error(logits, labels, 1) == pytest.approx(20.0)
+    assert expected_calibration_error(logits, labels, 15) == pytest.approx(30.0)
+
+
 def test_classification_metrics_bundle():
     metrics = classification_metrics(
         one_hot_logits(PREDICTIONS, 3), LABELS, {"many": [0], "medium": [1], "few": [2]}

@@ -92,7 +92,7 @@ def glt_metrics(
 
 
 def cell(scores: dict | None) -> str:
-    """ "Acc / Prec" as the paper prints it."""
+    """One split's "Acc / Prec" as the paper prints it; "–" for a split with no images."""
     if not scores:
         return "–"
     return f"{scores['accuracy']:.2f} / {scores['precision']:.2f}"
