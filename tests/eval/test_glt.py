@@ -237,3 +237,10 @@ def test_the_protocol_markdown_in_full_with_an_empty_split():
         "|---|\n"
         "| 12.50 / 10.00 |\n"
     )
+
+
+def test_predicted_labels_of_a_one_class_set_score_without_a_class_count():
+    # 1-D predictions: the class count comes from the largest label or prediction (here 1 class)
+    metrics = glt_metrics(torch.tensor([0, 0]), torch.tensor([0, 0]), {"many": [0]})
+    assert metrics["overall"]["accuracy"] == 100.0 and metrics["overall"]["precision"] == 100.0
+    assert metrics["class_splits"]["many"]["precision"] == 100.0

@@ -557,6 +557,103 @@ CASES = [
         "tests/test_reliability.py::"
         "test_another_dataset_of_the_same_layout_is_refused_on_resume_and_as_stage1",
     ),
+    # sixth session: survivors among the mutants the fifth session's run left unchecked
+    (
+        "src/tailfuse/eval/metrics.py",
+        "labels: torch.Tensor, bins: int = 15) -> dict:",
+        "labels: torch.Tensor, bins: int = 16) -> dict:",
+        "tests/eval/test_metric_values.py::test_calibration_bins_worked_example",
+    ),
+    (
+        "src/tailfuse/eval/metrics.py",
+        "safe = counts.clamp_min(1).double()",
+        "safe = counts.clamp_min(2).double()",
+        "tests/eval/test_metric_values.py::test_calibration_bins_worked_example",
+    ),
+    (
+        "src/tailfuse/eval/metrics.py",
+        "bin_index = confidence_bins(confidence, bins)\n    counts",
+        "bin_index = confidence_bins(confidence)\n    counts",
+        "tests/eval/test_metric_values.py::test_calibration_bins_take_the_bin_count_they_are_given",
+    ),
+    (
+        "src/tailfuse/eval/metrics.py",
+        '"calibration": calibration_bins(calibration_scale * logits, labels, 15)',
+        '"calibration": calibration_bins(calibration_scale * logits, labels, 16)',
+        "tests/eval/test_metric_values.py::test_classification_metrics_bin_by_fifteen_and_keep_the_labels_in_calibration",
+    ),
+    (
+        "src/tailfuse/eval/metrics.py",
+        '"calibration": calibration_bins(calibration_scale * logits, labels, 15)',
+        '"calibration": calibration_bins(calibration_scale * logits, 15)',
+        "tests/eval/test_metric_values.py::test_classification_metrics_bin_by_fifteen_and_keep_the_labels_in_calibration",
+    ),
+    (
+        "src/tailfuse/eval/metrics.py",
+        '"ece": expected_calibration_error(calibration_scale * logits, labels, 15)',
+        '"ece": expected_calibration_error(calibration_scale * logits, labels, 16)',
+        "tests/eval/test_metric_values.py::test_classification_metrics_bin_by_fifteen_and_keep_the_labels_in_calibration",
+    ),
+    (
+        "src/tailfuse/eval/metrics.py",
+        "labels: torch.Tensor, bins: int = 15) -> float:",
+        "labels: torch.Tensor, bins: int = 16) -> float:",
+        "tests/eval/test_metric_values.py::test_classification_metrics_bin_by_fifteen_and_keep_the_labels_in_calibration",
+    ),
+    (
+        "src/tailfuse/eval/metrics.py",
+        '"top5": topk_accuracy(logits, labels, 5)',
+        '"top5": topk_accuracy(logits, labels, 6)',
+        "tests/eval/test_metric_values.py::test_top5_is_the_five_highest_logits",
+    ),
+    (
+        "src/tailfuse/eval/metrics.py",
+        "labels: torch.Tensor, k: int = 1) -> float:",
+        "labels: torch.Tensor, k: int = 2) -> float:",
+        "tests/eval/test_metric_values.py::test_top5_is_the_five_highest_logits",
+    ),
+    (
+        "src/tailfuse/eval/metrics.py",
+        "confidence: torch.Tensor, bins: int = 15) -> torch.Tensor:",
+        "confidence: torch.Tensor, bins: int = 16) -> torch.Tensor:",
+        "tests/eval/test_metrics.py::test_confidence_bins_stay_in_range_and_default_to_fifteen",
+    ),
+    (
+        "src/tailfuse/eval/metrics.py",
+        ".clamp(0, bins - 1).long()",
+        ".clamp(None, bins - 1).long()",
+        "tests/eval/test_metrics.py::test_confidence_bins_stay_in_range_and_default_to_fifteen",
+    ),
+    (
+        "src/tailfuse/eval/metrics.py",
+        ".clamp(0, bins - 1).long()",
+        ".clamp(0, bins + 1).long()",
+        "tests/eval/test_metrics.py::test_confidence_bins_stay_in_range_and_default_to_fifteen",
+    ),
+    (
+        "src/tailfuse/eval/metrics.py",
+        "bin_index = confidence_bins(confidence, bins)\n    total",
+        "bin_index = confidence_bins(confidence)\n    total",
+        "tests/eval/test_metrics.py::test_ece_uses_the_bin_count_it_is_given",
+    ),
+    (
+        "src/tailfuse/eval/glt.py",
+        "        lines += [\n",
+        "        lines = [\n",
+        "tests/eval/test_glt.py::test_the_protocol_markdown_in_full_with_an_empty_split",
+    ),
+    (
+        "src/tailfuse/eval/glt.py",
+        'return "–"',
+        'return "XX–XX"',
+        "tests/eval/test_glt.py::test_the_protocol_markdown_in_full_with_an_empty_split",
+    ),
+    (
+        "src/tailfuse/eval/glt.py",
+        "int(max(predictions.max(), labels.max())) + 1",
+        "int(max(predictions.max(), labels.max())) - 1",
+        "tests/eval/test_glt.py::test_predicted_labels_of_a_one_class_set_score_without_a_class_count",
+    ),
 ]
 failures = 0
 FIRST = int(sys.argv[2]) if len(sys.argv) > 2 else 0
