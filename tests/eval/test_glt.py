@@ -244,3 +244,14 @@ def test_predicted_labels_of_a_one_class_set_score_without_a_class_count():
     metrics = glt_metrics(torch.tensor([0, 0]), torch.tensor([0, 0]), {"many": [0]})
     assert metrics["overall"]["accuracy"] == 100.0 and metrics["overall"]["precision"] == 100.0
     assert metrics["class_splits"]["many"]["precision"] == 100.0
+
+
+def test_a_split_of_two_classes_divides_by_two_and_an_absent_split_is_skipped_not_the_rest():
+    # predicted 0 once, 1 three times, 2 once; per-sample precision 1, 0, 1/3, 1/3, 1
+    predictions, labels = torch.tensor([0, 1, 1, 1, 2]), torch.tensor([0, 0, 1, 1, 2])
+    groups = {"many": [0, 1], "medium": [3], "few": [2]}  # class 3 has no test image
+    splits = glt_metrics(predictions, labels, groups, num_classes=4)["class_splits"]
+    assert list(splits) == ["many", "few"]
+    assert splits["many"]["precision"] == pytest.approx(100 * (1 + 0 + 1 / 3 + 1 / 3) / 2)
+    assert splits["many"]["accuracy"] == 75.0 and splits["many"]["count"] == 4
+    assert splits["few"] == {"accuracy": 100.0, "precision": 100.0, "count": 1}

@@ -654,6 +654,18 @@ CASES = [
         "int(max(predictions.max(), labels.max())) - 1",
         "tests/eval/test_glt.py::test_predicted_labels_of_a_one_class_set_score_without_a_class_count",
     ),
+    (
+        "src/tailfuse/eval/glt.py",
+        "        if not members:\n            continue",
+        "        if not members:\n            break",
+        "tests/eval/test_glt.py::test_a_split_of_two_classes_divides_by_two_and_an_absent_split_is_skipped_not_the_rest",
+    ),
+    (
+        "src/tailfuse/eval/glt.py",
+        "sample_precision[in_group].sum().item() / len(members)",
+        "sample_precision[in_group].sum().item() * len(members)",
+        "tests/eval/test_glt.py::test_a_split_of_two_classes_divides_by_two_and_an_absent_split_is_skipped_not_the_rest",
+    ),
 ]
 failures = 0
 FIRST = int(sys.argv[2]) if len(sys.argv) > 2 else 0
