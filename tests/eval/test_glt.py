@@ -255,3 +255,16 @@ def test_a_split_of_two_classes_divides_by_two_and_an_absent_split_is_skipped_no
     assert splits["many"]["precision"] == pytest.approx(100 * (1 + 0 + 1 / 3 + 1 / 3) / 2)
     assert splits["many"]["accuracy"] == 75.0 and splits["many"]["count"] == 4
     assert splits["few"] == {"accuracy": 100.0, "precision": 100.0, "count": 1}
+
+
+def test_a_set_of_one_image_and_a_set_of_only_non_finite_logits():
+    assert glt_scores(torch.tensor([1]), torch.tensor([1]), 2) == {
+        "accuracy": 100.0,
+        "precision": 100.0,
+        "f1": 100.0,
+        "count": 1,
+    }
+    logits = torch.full((2, 3), float("nan"))  # a diverged model: no sample predicts a class
+    metrics = glt_metrics(logits, torch.tensor([0, 2]), {"many": [0], "few": [2]})
+    assert metrics["non_finite_samples"] == 2
+    assert metrics["overall"]["accuracy"] == 0.0 and metrics["overall"]["precision"] == 0.0
