@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -264,7 +265,10 @@ def test_a_set_of_one_image_and_a_set_of_only_non_finite_logits():
         "f1": 100.0,
         "count": 1,
     }
-    logits = torch.full((2, 3), float("nan"))  # a diverged model: no sample predicts a class
+    empty = glt_scores(torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long), 2)
+    assert sorted(empty) == ["accuracy", "count", "f1", "precision"] and empty["count"] == 0
+    assert all(math.isnan(empty[key]) for key in ("accuracy", "precision", "f1"))
+    logits = torch.full((2, 3), math.nan)  # a diverged model: no sample predicts a class
     metrics = glt_metrics(logits, torch.tensor([0, 2]), {"many": [0], "few": [2]})
     assert metrics["non_finite_samples"] == 2
     assert metrics["overall"]["accuracy"] == 0.0 and metrics["overall"]["precision"] == 0.0
