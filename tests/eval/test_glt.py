@@ -272,3 +272,17 @@ def test_a_set_of_one_image_and_a_set_of_only_non_finite_logits():
     metrics = glt_metrics(logits, torch.tensor([0, 2]), {"many": [0], "few": [2]})
     assert metrics["non_finite_samples"] == 2
     assert metrics["overall"]["accuracy"] == 0.0 and metrics["overall"]["precision"] == 0.0
+
+
+def test_f1_is_the_harmonic_mean_of_accuracy_and_precision_and_zero_when_both_are():
+    def f1(predictions, labels):
+        return glt_scores(torch.tensor(predictions), torch.tensor(labels), 3)["f1"]
+
+    assert f1([0, 0], [0, 1]) == pytest.approx(2 * 50 * 25 / 75)  # accuracy 50, precision 25
+    assert f1([0, 1], [0, 1]) == pytest.approx(100.0)
+    assert f1([1], [0]) == 0.0
+    # accuracy 1/200 = 0.5 %, precision (1/101) / 2 classes: both below one percent point
+    predictions = [0] + [2] * 99 + [0] * 100
+    labels = [0] * 100 + [1] * 100
+    precision = 100 / 101 / 2
+    assert f1(predictions, labels) == pytest.approx(2 * 0.5 * precision / (0.5 + precision))

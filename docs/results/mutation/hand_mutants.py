@@ -678,6 +678,30 @@ CASES = [
         "if labels.numel() == 1:",
         "tests/eval/test_glt.py::test_a_set_of_one_image_and_a_set_of_only_non_finite_logits",
     ),
+    (
+        "src/tailfuse/eval/glt.py",
+        "if accuracy + precision > 0 else 0.0",
+        "if accuracy - precision > 0 else 0.0",
+        "tests/eval/test_glt.py::test_f1_is_the_harmonic_mean_of_accuracy_and_precision_and_zero_when_both_are",
+    ),
+    (
+        "src/tailfuse/eval/glt.py",
+        "if accuracy + precision > 0 else 0.0",
+        "if accuracy + precision > 1 else 0.0",
+        "tests/eval/test_glt.py::test_f1_is_the_harmonic_mean_of_accuracy_and_precision_and_zero_when_both_are",
+    ),
+    (
+        "src/tailfuse/eval/glt.py",
+        "if accuracy + precision > 0 else 0.0",
+        "if accuracy + precision > 0 else 1.0",
+        "tests/eval/test_glt.py::test_f1_is_the_harmonic_mean_of_accuracy_and_precision_and_zero_when_both_are",
+    ),
+    (
+        "src/tailfuse/eval/glt.py",
+        '"f1": math.nan, "count": 0}',
+        '"f1": math.nan, "count": 1}',
+        "tests/eval/test_glt.py::test_a_set_of_one_image_and_a_set_of_only_non_finite_logits",
+    ),
 ]
 failures = 0
 FIRST = int(sys.argv[2]) if len(sys.argv) > 2 else 0
