@@ -7,7 +7,7 @@ import math
 import torch
 
 from tailfuse.losses import build_loss
-from tailfuse.losses.cross_entropy import mixup_loss
+from tailfuse.losses.cross_entropy import CrossEntropy, mixup_loss
 
 
 def test_cross_entropy_by_hand():
@@ -29,3 +29,14 @@ def test_mixup_loss_is_the_lambda_weighted_sum():
     expected = 0.3 * loss(logits, labels) + 0.7 * loss(logits, partners)
     assert torch.isclose(mixup_loss(loss, logits, labels, partners, 0.3), expected)
     assert torch.isclose(mixup_loss(loss, logits, labels, partners, 1.0), loss(logits, labels))
+
+
+def test_class_weights_of_the_constructor_weight_each_sample_unless_a_call_replaces_them():
+    # per-sample losses ln 2 (logits 0, 0) and ln 4 (label 1 against logits ln 3, 0);
+    # weights 1 and 3: (1·ln 2 + 3·ln 4) / (1 + 3) = 7/4 ln 2
+    logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])
+    labels = torch.tensor([0, 1])
+    weighted = CrossEntropy([1.0, 3.0])
+    assert math.isclose(weighted(logits, labels).item(), 1.75 * math.log(2), rel_tol=1e-6)
+    equal = torch.tensor([1.0, 1.0])
+    assert math.isclose(weighted(logits, labels, equal).item(), 1.5 * math.log(2), rel_tol=1e-6)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import tailfuse  # noqa: F401
 from tailfuse.config import build_config
 from tailfuse.losses import build_loss
+from tailfuse.losses.logit_adjustment import log_prior
 from tailfuse.methods import build_method
 from tailfuse.models import build_model
 
@@ -85,3 +86,10 @@ def test_focal_factor_is_detached_by_default():
         options = {} if detach is None else {"detach_factor": detach}
         focal_mean(torch.log_softmax(logits, dim=1), torch.tensor([0]), 1.0, **options).backward()
         assert logits.grad[0, 0].item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_log_prior_of_a_class_without_training_images_is_finite():
+    # log(0 + 1e-12) for the empty class, log(1/4) and log(3/4) for the others
+    prior = log_prior([0, 1, 3])
+    expected = torch.tensor([math.log(1e-12), math.log(0.25), math.log(0.75)])
+    assert torch.allclose(prior, expected, atol=1e-6)

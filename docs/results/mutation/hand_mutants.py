@@ -702,6 +702,24 @@ CASES = [
         '"f1": math.nan, "count": 1}',
         "tests/eval/test_glt.py::test_a_set_of_one_image_and_a_set_of_only_non_finite_logits",
     ),
+    (
+        "src/tailfuse/losses/cross_entropy.py",
+        "None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)",
+        "None",
+        "tests/losses/test_cross_entropy.py::test_class_weights_of_the_constructor_weight_each_sample_unless_a_call_replaces_them",
+    ),
+    (
+        "src/tailfuse/losses/cross_entropy.py",
+        "weight = class_weights if class_weights is not None else self.class_weights",
+        "weight = class_weights",
+        "tests/losses/test_cross_entropy.py::test_class_weights_of_the_constructor_weight_each_sample_unless_a_call_replaces_them",
+    ),
+    (
+        "src/tailfuse/losses/logit_adjustment.py",
+        "counts.sum() + 1e-12)",
+        "counts.sum() - 1e-12)",
+        "tests/losses/test_logit_adjustment.py::test_log_prior_of_a_class_without_training_images_is_finite",
+    ),
 ]
 failures = 0
 FIRST = int(sys.argv[2]) if len(sys.argv) > 2 else 0
