@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
+from tailfuse.errors import ConfigError
 from tailfuse.losses import build_loss
 from tailfuse.losses.cross_entropy import CrossEntropy, mixup_loss
 
@@ -36,7 +38,16 @@ def test_class_weights_of_the_constructor_weight_each_sample_unless_a_call_repla
     # weights 1 and 3: (1·ln 2 + 3·ln 4) / (1 + 3) = 7/4 ln 2
     logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])
     labels = torch.tensor([0, 1])
-    weighted = CrossEntropy([1.0, 3.0])
+    weighted = CrossEntropy([1, 3])  # integer weights are taken as float
     assert math.isclose(weighted(logits, labels).item(), 1.75 * math.log(2), rel_tol=1e-6)
     equal = torch.tensor([1.0, 1.0])
     assert math.isclose(weighted(logits, labels, equal).item(), 1.5 * math.log(2), rel_tol=1e-6)
+    assert weighted.state_dict() == {}  # the weights come from the config, not checkpoints
+
+
+def test_an_unknown_loss_name_is_one_error_with_a_suggestion():
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown loss 'cross_entropi' \(did you mean 'cross_entropy'.*choose from",
+    ):
+        build_loss("cross_entropi", [1, 1])

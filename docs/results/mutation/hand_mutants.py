@@ -720,6 +720,24 @@ CASES = [
         "counts.sum() - 1e-12)",
         "tests/losses/test_logit_adjustment.py::test_log_prior_of_a_class_without_training_images_is_finite",
     ),
+    (
+        "src/tailfuse/losses/cross_entropy.py",
+        "torch.tensor(class_weights, dtype=torch.float32)",
+        "torch.tensor(class_weights)",
+        "tests/losses/test_cross_entropy.py::test_class_weights_of_the_constructor_weight_each_sample_unless_a_call_replaces_them",
+    ),
+    (
+        "src/tailfuse/losses/cross_entropy.py",
+        '"class_weights", weights, persistent=False)',
+        '"class_weights", weights, persistent=True)',
+        "tests/losses/test_cross_entropy.py::test_class_weights_of_the_constructor_weight_each_sample_unless_a_call_replaces_them",
+    ),
+    (
+        "src/tailfuse/losses/__init__.py",
+        "f\"unknown loss '{name}'{did_you_mean(name, LOSSES)}; choose from \"",
+        "f\"unknown loss '{name}'; choose from \"",
+        "tests/losses/test_cross_entropy.py::test_an_unknown_loss_name_is_one_error_with_a_suggestion",
+    ),
 ]
 failures = 0
 FIRST = int(sys.argv[2]) if len(sys.argv) > 2 else 0
