@@ -51,3 +51,18 @@ def test_an_unknown_loss_name_is_one_error_with_a_suggestion():
         match=r"unknown loss 'cross_entropi' \(did you mean 'cross_entropy'.*choose from",
     ):
         build_loss("cross_entropi", [1, 1])
+    with pytest.raises(ConfigError) as raised:
+        build_loss("no_such_loss", [1, 1])
+    assert str(raised.value).startswith(
+        "unknown loss 'no_such_loss'; choose from balanced_softmax, "
+    )
+    assert ", cross_entropy, expert_cross_entropy, focal, " in str(raised.value)
+
+
+def test_a_bad_loss_option_is_one_error_naming_the_loss():
+    with pytest.raises(ConfigError) as raised:
+        build_loss("label_aware_smoothing", [3, 1], shape="wavy")
+    assert str(raised.value) == (
+        "loss 'label_aware_smoothing': unknown smoothing shape 'wavy' "
+        "(concave, linear, convex, exp)"
+    )

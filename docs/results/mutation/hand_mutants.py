@@ -738,6 +738,18 @@ CASES = [
         "f\"unknown loss '{name}'; choose from \"",
         "tests/losses/test_cross_entropy.py::test_an_unknown_loss_name_is_one_error_with_a_suggestion",
     ),
+    (
+        "src/tailfuse/losses/__init__.py",
+        "f\"{', '.join(sorted(LOSSES))}\"",
+        "f\"{'XX, XX'.join(sorted(LOSSES))}\"",
+        "tests/losses/test_cross_entropy.py::test_an_unknown_loss_name_is_one_error_with_a_suggestion",
+    ),
+    (
+        "src/tailfuse/losses/__init__.py",
+        "raise ConfigError(f\"loss '{name}': {error}\") from None",
+        "raise ConfigError(None) from None",
+        "tests/losses/test_cross_entropy.py::test_a_bad_loss_option_is_one_error_naming_the_loss",
+    ),
 ]
 failures = 0
 FIRST = int(sys.argv[2]) if len(sys.argv) > 2 else 0
