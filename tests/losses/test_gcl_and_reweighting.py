@@ -205,3 +205,15 @@ def test_class_reweighting_defaults_are_cuis_beta_from_the_first_epoch():
     assert later(logits, labels).item() == pytest.approx(plain, rel=1e-6)
     later.set_epoch(1)
     assert later.active()
+
+
+def test_beta_may_be_zero_but_not_one():
+    # β = 0 weighs every class (1 − 0) / (1 − 0ⁿ) = 1: the plain loss; β = 1 divides by zero
+    logits, labels = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1])
+    plain = build_loss("cross_entropy", [9, 1])(logits, labels)
+    uniform = build_loss("cross_entropy", [9, 1], reweight_from_epoch=0, beta=0.0)
+    assert torch.allclose(uniform(logits, labels), plain)
+    for beta in (1.0, 1.5):
+        with pytest.raises(ConfigError) as raised:
+            build_loss("cross_entropy", [9, 1], reweight_from_epoch=0, beta=beta)
+        assert str(raised.value) == f"loss 'cross_entropy': beta must lie in [0, 1), got {beta}"

@@ -750,6 +750,24 @@ CASES = [
         "raise ConfigError(None) from None",
         "tests/losses/test_cross_entropy.py::test_a_bad_loss_option_is_one_error_naming_the_loss",
     ),
+    (
+        "src/tailfuse/losses/__init__.py",
+        "if not 0.0 <= beta < 1.0:",
+        "if not 0.0 < beta < 1.0:",
+        "tests/losses/test_gcl_and_reweighting.py::test_beta_may_be_zero_but_not_one",
+    ),
+    (
+        "src/tailfuse/losses/__init__.py",
+        "if not 0.0 <= beta < 1.0:",
+        "if not 0.0 <= beta <= 1.0:",
+        "tests/losses/test_gcl_and_reweighting.py::test_beta_may_be_zero_but_not_one",
+    ),
+    (
+        "src/tailfuse/losses/__init__.py",
+        "if not 0.0 <= beta < 1.0:",
+        "if not 0.0 <= beta < 2.0:",
+        "tests/losses/test_gcl_and_reweighting.py::test_beta_may_be_zero_but_not_one",
+    ),
 ]
 failures = 0
 FIRST = int(sys.argv[2]) if len(sys.argv) > 2 else 0
