@@ -155,6 +155,10 @@ def test_the_progress_line_of_an_epoch_without_steps_shows_no_nan_loss():
     )
     idle = {**trained, "epoch": 1, "train_loss": float("nan"), "images_per_second": float("nan")}
     assert _format_record(idle) == "epoch 1: no training steps test 61.25 (many 80.0, few 40.0)"
+    validated = {**trained, "validation_top1": 55.0}
+    assert _format_record(validated) == (
+        "epoch 3: loss 0.5000 lr 0.10000 (250 img/s) val 55.00 test 61.25 (many 80.0, few 40.0)"
+    )
 
 
 def test_a_glt_test_set_with_non_finite_logits_is_scored_wrong_and_warned_about(capsys):
