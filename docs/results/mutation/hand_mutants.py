@@ -786,6 +786,19 @@ CASES = [
         'if metrics["non_finite_samples"] or session.world.is_main:',
         "tests/engine/test_trainer.py::test_a_glt_test_set_with_non_finite_logits_is_scored_wrong_and_warned_about",
     ),
+    # sixth session: trainer survivors that tests outside mutmut's selection kill
+    (
+        "src/tailfuse/engine/trainer.py",
+        "    data = session.data\n    adaptation = session.adapt_to_unlabelled(data.test)",
+        "    data = session.data\n    adaptation = None",
+        "tests/methods/test_tade.py::test_learned_weights_through_the_cli_and_eval_ignore_the_labels",
+    ),
+    (
+        "src/tailfuse/engine/trainer.py",
+        "final_epoch_metrics = final_epoch_metrics or _evaluate_splits(session, data)",
+        "final_epoch_metrics = final_epoch_metrics and _evaluate_splits(session, data)",
+        "tests/engine/test_trainer.py::test_results_hold_every_metric_and_selection_uses_validation",
+    ),
 ]
 failures = 0
 FIRST = int(sys.argv[2]) if len(sys.argv) > 2 else 0
