@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -135,6 +136,16 @@ def test_results_hold_every_metric_and_selection_uses_validation(cifar10_jpeg_ro
     assert saved["test"]["top1"] == test["top1"]
     assert (tmp_path / "run" / "per_class_accuracy.png").stat().st_size > 1000
     assert "many accuracy" in (tmp_path / "run" / "report.md").read_text()
+    # what a run records beside its metrics (compare, provenance, the report read these keys)
+    assert results["method"] == "erm" and results["seed"] == 123 and results["epochs"] == 2
+    final_epoch = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert results["final_epoch_test"]["top1"] == final_epoch["test_top1"]
+    environment = results["environment"]
+    assert environment["device"] == "cpu" and environment["precision"] == "fp32"
+    assert environment["processes"] == 1 and environment["threads"] >= 1
+    assert environment["machine"] and re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", environment["finished"]
+    )
 
 
 def test_the_progress_line_of_an_epoch_without_steps_shows_no_nan_loss():

@@ -799,6 +799,24 @@ CASES = [
         "final_epoch_metrics = final_epoch_metrics and _evaluate_splits(session, data)",
         "tests/engine/test_trainer.py::test_results_hold_every_metric_and_selection_uses_validation",
     ),
+    (
+        "src/tailfuse/engine/trainer.py",
+        '"seed": config.train.seed,',
+        '"SEED": config.train.seed,',
+        "tests/engine/test_trainer.py::test_results_hold_every_metric_and_selection_uses_validation",
+    ),
+    (
+        "src/tailfuse/engine/trainer.py",
+        '"finished": time.strftime("%Y-%m-%dT%H:%M:%S"),',
+        '"finished": time.strftime("%Y-%M-%DT%H:%M:%S"),',
+        "tests/engine/test_trainer.py::test_results_hold_every_metric_and_selection_uses_validation",
+    ),
+    (
+        "src/tailfuse/engine/trainer.py",
+        '"threads": torch.get_num_threads(),',
+        '"THREADS": torch.get_num_threads(),',
+        "tests/engine/test_trainer.py::test_results_hold_every_metric_and_selection_uses_validation",
+    ),
 ]
 failures = 0
 FIRST = int(sys.argv[2]) if len(sys.argv) > 2 else 0
