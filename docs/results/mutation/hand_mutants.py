@@ -3,9 +3,10 @@
 Run it on a separate worktree, never on a checkout that training runs import from:
 
     git worktree add --detach /tmp/mutants-check HEAD
-    python docs/results/mutation/hand_mutants.py /tmp/mutants-check [FIRST]
+    python docs/results/mutation/hand_mutants.py /tmp/mutants-check [FIRST [LAST]]
 
-FIRST (default 0): run only the cases from that index on (e.g. 22 for the fifth session's).
+FIRST (default 0), LAST (default: all): run only cases FIRST to LAST - 1 (e.g. 22 for the
+fifth session's, 80 for the sixth's).
 Each case runs the named test with PYTHONPATH set to the worktree's src. Exit status 1 when a
 mutant survives or its test is skipped (the end-to-end cases need the CIFAR-10 JPEG copy: set
 TAILFUSE_CIFAR10_JPEG when the worktree is not beside ../shared).
@@ -820,7 +821,8 @@ CASES = [
 ]
 failures = 0
 FIRST = int(sys.argv[2]) if len(sys.argv) > 2 else 0
-for path, old, new, test in CASES[FIRST:]:
+LAST = int(sys.argv[3]) if len(sys.argv) > 3 else len(CASES)
+for path, old, new, test in CASES[FIRST:LAST]:
     file = ROOT / path
     original = file.read_text()
     assert original.count(old) == 1, (path, old, original.count(old))
