@@ -794,11 +794,13 @@ CASES = [
         "    data = session.data\n    adaptation = None",
         "tests/methods/test_tade.py::test_learned_weights_through_the_cli_and_eval_ignore_the_labels",
     ),
+    # with the final epoch already evaluated, `and` only evaluates it again (same numbers);
+    # a run that evaluates no epoch (eval_every 0, as the TADE test) must then fail
     (
         "src/tailfuse/engine/trainer.py",
         "final_epoch_metrics = final_epoch_metrics or _evaluate_splits(session, data)",
         "final_epoch_metrics = final_epoch_metrics and _evaluate_splits(session, data)",
-        "tests/engine/test_trainer.py::test_results_hold_every_metric_and_selection_uses_validation",
+        "tests/methods/test_tade.py::test_learned_weights_through_the_cli_and_eval_ignore_the_labels",
     ),
     (
         "src/tailfuse/engine/trainer.py",
