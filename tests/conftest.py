@@ -6,11 +6,22 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SHARED_CIFAR10_JPEG = Path(
     os.environ.get("TAILFUSE_CIFAR10_JPEG", REPOSITORY.parent / "shared" / "data" / "cifar10-jpeg")
 )
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist, divide the CPU threads between the workers (and the commands they
+    start), so two workers on two cores do not each spin two threads."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (len(os.sched_getaffinity(0)) or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

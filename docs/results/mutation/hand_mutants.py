@@ -838,6 +838,8 @@ for path, old, new, test in CASES[FIRST:LAST]:
                 "-q",
                 "-x",
                 "-rs",
+                "-n",
+                "0",
                 "-p",
                 "no:randomly",
                 "-p",
