@@ -194,6 +194,38 @@ def test_learned_weights_through_the_cli_and_eval_ignore_the_labels(
     )  # labels did change
 
 
+def test_scores_after_an_evaluated_epoch_are_those_of_the_adapted_model(
+    cifar10_jpeg_root, tmp_path
+):
+    # The loop evaluates the final epoch before the adaptation; results.json must report the
+    # adapted model, as `tailfuse eval` (which adapts the same way) does.
+    run = tmp_path / "run"
+    arguments = tiny_overrides(
+        cifar10_jpeg_root,
+        epochs=1,
+        **{
+            "train.max_steps_per_epoch": 1,
+            "train.batch_size": 16,
+            "train.eval_every": 1,
+            "train.selection": "final",  # otherwise the selected checkpoint is evaluated anew
+            "data.test_per_class": 3,
+            "method.test_time_aggregation.batch_size": 15,
+            "method.test_time_aggregation.epochs": 1,
+            "method.test_time_aggregation.lr": 500.0,
+        },
+    )
+    assert main(["train", "cifar10_lt_quick_tade_tta", *arguments, "--out", str(run)]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["selection"] == {"rule": "final", "epoch": 1}
+    assert main(["eval", str(run), "--out", str(tmp_path / "eval")]) == 0
+    evaluated = json.loads((tmp_path / "eval" / "results.json").read_text())
+    weights = results["test_time_adaptation"]["expert_weights"]
+    assert evaluated["test_time_adaptation"]["expert_weights"] == weights
+    assert max(abs(w - 1 / 3) for w in weights) > 1e-3
+    for key in ("top1", "ece", "confusion_matrix"):
+        assert results["test"][key] == evaluated["test"][key], key
+
+
 def test_test_time_defaults_are_the_authors_released_config():
     # test_time_cifar100_ir100_tade.json: batch 128, SGD lr 0.1, momentum 0.9,
     # wd 5e-4, Nesterov, 5 passes
