@@ -21,7 +21,7 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck
 
 from tailfuse.models.resnet_cifar import BasicBlock
-from tailfuse.models.torchvision_backbones import load_backbone_weights
+from tailfuse.models.torchvision_backbones import load_backbone_weights, resnet_trunk
 
 BRANCHES = ("conventional", "rebalancing")
 
@@ -84,16 +84,7 @@ class BBNTorchvisionResNet(_TwoBranch):
         network = getattr(torchvision.models, architecture)(weights=None)
         if weights_path:
             load_backbone_weights(network, weights_path)
-        self.trunk = nn.Sequential(
-            network.conv1,
-            network.bn1,
-            network.relu,
-            network.maxpool,
-            network.layer1,
-            network.layer2,
-            network.layer3,
-            network.layer4[:-1],
-        )
+        self.trunk = resnet_trunk(network, network.layer4[:-1])
         channels = network.fc.in_features
         self.conventional = network.layer4[-1]
         self.rebalancing = Bottleneck(channels, channels // Bottleneck.expansion)

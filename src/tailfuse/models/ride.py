@@ -24,7 +24,7 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck
 
 from tailfuse.models.resnet_cifar import BasicBlock
-from tailfuse.models.torchvision_backbones import load_backbone_weights
+from tailfuse.models.torchvision_backbones import freeze, load_backbone_weights, resnet_trunk
 
 
 def _cifar_stage(in_channels: int, width: int, blocks: int, stride: int) -> nn.Sequential:
@@ -118,18 +118,8 @@ class PlacesExpertBackbone(nn.Module):
         if weights_path:
             load_backbone_weights(network, weights_path)
         network.layer4 = network.layer4[:2]
-        self.trunk = nn.Sequential(
-            network.conv1,
-            network.bn1,
-            network.relu,
-            network.maxpool,
-            network.layer1,
-            network.layer2,
-            network.layer3,
-            network.layer4,
-        )
-        for parameter in self.trunk.parameters():
-            parameter.requires_grad_(False)
+        self.trunk = resnet_trunk(network, network.layer4)
+        freeze(self.trunk)
         self.num_experts = num_experts
         self.experts = nn.ModuleList(Bottleneck(2048, 512) for _ in range(num_experts))
         for module in self.experts.modules():

@@ -56,6 +56,27 @@ def load_backbone_weights(
         )
 
 
+def resnet_trunk(network: torchvision.models.ResNet, layer4: nn.Module) -> nn.Sequential:
+    """A torchvision ResNet's stem and layer1-3, then ``layer4`` (the whole stage or some of
+    its blocks): the trunk the Places-LT and BBN backbones put their own blocks on."""
+    return nn.Sequential(
+        network.conv1,
+        network.bn1,
+        network.relu,
+        network.maxpool,
+        network.layer1,
+        network.layer2,
+        network.layer3,
+        layer4,
+    )
+
+
+def freeze(module: nn.Module) -> None:
+    """No gradients for ``module``'s parameters (a trunk that never trains)."""
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+
+
 class PlacesResNet152Backbone(nn.Module):
     """Places-LT model of H2T/OLTR (spec h2t §3.2): frozen ImageNet ResNet-152 + one trained block.
 
@@ -78,18 +99,8 @@ class PlacesResNet152Backbone(nn.Module):
         network = torchvision.models.resnet152(weights=None)
         network.layer4 = network.layer4[:2]
         load_backbone_weights(network, weights_path, drop_prefixes=("fc.", "layer4.2."))
-        self.trunk = nn.Sequential(
-            network.conv1,
-            network.bn1,
-            network.relu,
-            network.maxpool,
-            network.layer1,
-            network.layer2,
-            network.layer3,
-            network.layer4,
-        )
-        for parameter in self.trunk.parameters():
-            parameter.requires_grad_(False)
+        self.trunk = resnet_trunk(network, network.layer4)
+        freeze(self.trunk)
         self.block = Bottleneck(2048, 512)
         self.out_channels = 2048
         self.trunk.eval()
