@@ -87,13 +87,9 @@ def _ensure_trained(config: RunConfig, source: StageSource, out_dir: Path) -> Pa
 def _check_same_stage1_recipe(state: dict, first_stage: RunConfig, run_dir: Path) -> None:
     """Refuse to reuse a stage-1 run trained from another recipe (e.g.
     changed ``init.overrides``)."""
-    from tailfuse.engine.trainer import RESUMABLE_CHANGES, config_differences
+    from tailfuse.engine.trainer import unresumable_differences
 
-    differences = [
-        key
-        for key in config_differences(state["config"], config_to_dict(first_stage))
-        if key not in RESUMABLE_CHANGES
-    ]
+    differences = unresumable_differences(state["config"], first_stage)
     if differences:
         raise CheckpointError(
             f"{run_dir} holds another run than the stage 1 this "

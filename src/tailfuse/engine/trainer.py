@@ -176,16 +176,22 @@ def train(
         return _train_locked(config, out_dir, resume)
 
 
+def unresumable_differences(saved_config: dict, config: RunConfig) -> list[str]:
+    """The keys in which ``config`` differs from a saved run's config, less the ones a resumed
+    run may change (:data:`RESUMABLE_CHANGES`)."""
+    return [
+        key
+        for key in config_differences(saved_config, config_to_dict(config))
+        if key not in RESUMABLE_CHANGES
+    ]
+
+
 def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
     last_path = out_dir / "checkpoints" / "last.pt"
     saved = None
     if resume:
         saved = load_run_checkpoint(last_path)
-        differences = [
-            key
-            for key in config_differences(saved["config"], config_to_dict(config))
-            if key not in RESUMABLE_CHANGES
-        ]
+        differences = unresumable_differences(saved["config"], config)
         if differences:
             raise CheckpointError(
                 f"cannot resume {out_dir}: the recipe differs from the saved run "
