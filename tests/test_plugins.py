@@ -111,42 +111,28 @@ def test_an_entry_point_plugin_is_loaded_before_the_recipe_is_resolved(tmp_path)
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: halved-entry\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[tailfuse.plugins]\nhalved = halved_entry\n")
-    environment = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(site), str(REPOSITORY / "src")]),
-    }
-    shown = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tailfuse.cli",
-            "config",
-            "show",
-            "image_folder",
-            "method.name=halved_erm",
-        ],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=tmp_path,
-        timeout=300,
-    )
+
+    def show_with(python_path: str) -> subprocess.CompletedProcess:
+        """`tailfuse config show` of a recipe naming the plugin's method, in a fresh process."""
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tailfuse.cli",
+                "config",
+                "show",
+                "image_folder",
+                "method.name=halved_erm",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": python_path},
+            cwd=tmp_path,
+            timeout=300,
+        )
+
+    shown = show_with(os.pathsep.join([str(site), str(REPOSITORY / "src")]))
     assert shown.returncode == 0, shown.stderr
     assert "method:\n  name: halved_erm\n  sampler: every_other\n" in shown.stdout
-    without = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tailfuse.cli",
-            "config",
-            "show",
-            "image_folder",
-            "method.name=halved_erm",
-        ],
-        capture_output=True,
-        text=True,
-        env={**environment, "PYTHONPATH": str(REPOSITORY / "src")},
-        cwd=tmp_path,
-        timeout=300,
-    )
+    without = show_with(str(REPOSITORY / "src"))  # the distribution is not installed
     assert without.returncode == 2 and "unknown method 'halved_erm'" in without.stderr
