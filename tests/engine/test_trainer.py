@@ -84,6 +84,16 @@ def test_resumed_run_equals_uninterrupted_run(cifar10_jpeg_root, tmp_path):
     lines = (partial / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
 
+    # each start is recorded, with the epoch it started from and the code that ran it
+    from tailfuse.engine.provenance import git_commit
+
+    starts = json.loads((partial / "results.json").read_text())["environment"]["starts"]
+    assert [start["epoch"] for start in starts] == [0, 1]
+    assert all(start["git_commit"] == git_commit() for start in starts)
+    assert all(start["command"] and start["started"][:2] == "20" for start in starts)
+    straight_results = json.loads((tmp_path / "straight" / "results.json").read_text())
+    assert [start["epoch"] for start in straight_results["environment"]["starts"]] == [0]
+
 
 def _train_and_interrupt_after_first_epoch(overrides, out_dir):
     from tailfuse.engine import session as session_module

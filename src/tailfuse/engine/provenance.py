@@ -7,6 +7,7 @@ import functools
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -53,5 +54,20 @@ def provenance(device: str, precision: str) -> dict:
         if device.startswith("cuda")
         else None,
         "precision": precision,
+        "command": " ".join(sys.argv),
+    }
+
+
+def start_record(start_epoch: int) -> dict:
+    """One line of a run's ``starts.jsonl``: when this process started (or resumed) the run,
+    from which epoch, with which commit and command.
+
+    A run resumed across sessions can be trained by several commits; ``results.json`` lists
+    every start (``environment.starts``).
+    """
+    return {
+        "epoch": start_epoch,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "git_commit": git_commit(),
         "command": " ".join(sys.argv),
     }

@@ -26,6 +26,7 @@ RUN_FILES = (
     "config.yaml",
     "data_summary.json",
     "metrics.jsonl",
+    "starts.jsonl",
     "results.json",
     "report.md",
     "per_class_accuracy.png",

@@ -35,7 +35,7 @@ from tailfuse.engine.checkpoint import (
     save_checkpoint,
 )
 from tailfuse.engine.distributed import world
-from tailfuse.engine.provenance import provenance
+from tailfuse.engine.provenance import provenance, start_record
 from tailfuse.engine.rundir import (
     check_output_folder,
     checkpoint_record,
@@ -260,6 +260,13 @@ def _train_locked(config: RunConfig, out_dir: Path, resume: bool) -> dict:
                 save_checkpoint(initial, out_dir / "checkpoints" / f"{rule}.pt")
     if main:
         write_metrics_log(log_path, log_records)
+        earlier_starts = read_starts(out_dir) if saved is not None else []
+        write_text_atomically(
+            out_dir / "starts.jsonl",
+            "".join(
+                json.dumps(record) + "\n" for record in [*earlier_starts, start_record(start_epoch)]
+            ),
+        )
 
     progress = config.train.progress and main
     tensorboard = None
@@ -469,6 +476,9 @@ def finish_run(
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         },
     }
+    starts = read_starts(out_dir)
+    if starts:
+        results["environment"]["starts"] = starts
     if adaptation is not None:
         results["test_time_adaptation"] = adaptation
     if data.named_tests:
@@ -476,6 +486,21 @@ def finish_run(
     if world().is_main:
         write_report(out_dir, results)
     return results
+
+
+def read_starts(out_dir: Path) -> list[dict]:
+    """The records of ``starts.jsonl`` (every start and resume of the run); a missing file
+    (a run from before it existed) or an unreadable line gives what could be read."""
+    path = out_dir / "starts.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def _load_model_weights(session: TrainingSession, saved: dict, path: Path) -> None:
