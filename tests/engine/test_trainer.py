@@ -204,3 +204,16 @@ def test_a_glt_test_set_with_non_finite_logits_is_scored_wrong_and_warned_about(
     session.world.is_main = False  # the other processes of a distributed run stay quiet
     glt_protocols(session, data)
     assert capsys.readouterr().err == ""
+
+
+def test_the_non_finite_warning_names_the_count_and_only_rank_0_prints_it(capsys):
+    from tailfuse.engine.session import warn_non_finite
+
+    warn_non_finite(2, 50, "evaluated images", is_main=True)
+    assert capsys.readouterr().err == (
+        "warning: 2 of 50 evaluated images got NaN or infinite logits "
+        "(a diverged model?); they count as wrong\n"
+    )
+    warn_non_finite(0, 50, "evaluated images", is_main=True)  # nothing wrong: nothing said
+    warn_non_finite(2, 50, "evaluated images", is_main=False)  # another rank says it
+    assert capsys.readouterr().err == ""

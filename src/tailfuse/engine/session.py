@@ -61,6 +61,17 @@ class _EpochBatches:
         return len(self.batches)
 
 
+def warn_non_finite(non_finite: int, total: int, images: str, is_main: bool) -> None:
+    """Say on stderr (rank 0 only) how many of ``total`` scored images had NaN or infinite
+    logits: ``warning: N of T {images} got NaN or infinite logits ...``."""
+    if non_finite and is_main:
+        print(
+            f"warning: {non_finite} of {total} {images} got NaN or infinite logits "
+            "(a diverged model?); they count as wrong",
+            file=sys.stderr,
+        )
+
+
 class TrainingSession:
     """Everything needed to run training steps and evaluations for one recipe."""
 
@@ -436,12 +447,12 @@ class TrainingSession:
         metrics = classification_metrics(
             self.predict(split), split.labels, self.data.plan.groups, self.method.calibration_scale
         )
-        if metrics["non_finite_samples"] and self.world.is_main:
-            print(
-                f"warning: {metrics['non_finite_samples']} of {metrics['num_samples']} evaluated "
-                "images got NaN or infinite logits (a diverged model?); they count as wrong",
-                file=sys.stderr,
-            )
+        warn_non_finite(
+            metrics["non_finite_samples"],
+            metrics["num_samples"],
+            "evaluated images",
+            self.world.is_main,
+        )
         return metrics
 
     # -------------------------------------------------------------------- state

@@ -47,7 +47,7 @@ from tailfuse.engine.rundir import (
     write_text_atomically,
 )
 from tailfuse.engine.runtime import make_runtime
-from tailfuse.engine.session import TrainingSession
+from tailfuse.engine.session import TrainingSession, warn_non_finite
 from tailfuse.engine.stages import auxiliary_models, ensure_stage1_checkpoint, initial_model_state
 from tailfuse.errors import CheckpointError, ConfigError, TailfuseError, TrainingError
 from tailfuse.eval.report import json_text, write_report
@@ -423,13 +423,12 @@ def glt_protocols(session: TrainingSession, data) -> dict:
             data.num_classes,
         )
         protocols[split_name] = {"protocol": names.get(split_name, split_name), "metrics": metrics}
-        if metrics["non_finite_samples"] and session.world.is_main:
-            print(
-                f"warning: {metrics['non_finite_samples']} of {len(split.labels)} images of GLT "
-                f"test set {split_name} got NaN or infinite logits (a diverged model?); "
-                "they count as wrong",
-                file=sys.stderr,
-            )
+        warn_non_finite(
+            metrics["non_finite_samples"],
+            len(split.labels),
+            f"images of GLT test set {split_name}",
+            session.world.is_main,
+        )
     return protocols
 
 
