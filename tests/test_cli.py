@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tailfuse.cli import main
 
 from .conftest import tiny_overrides
@@ -85,6 +87,47 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
         and "does not exist" in result.stderr
         and "Traceback" not in result.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (
+            ["trian", "cifar10_lt_quick", "--out", "x"],
+            "error: argument COMMAND: invalid choice: 'trian' (choose from 'train', 'eval', "
+            "'data', 'bench', 'sweep', 'compare', 'glt-bench', 'glt-table', 'init', 'predict', "
+            "'export', 'config', 'recipes', 'plot'); did you mean 'train'? "
+            "(see `tailfuse --help`)",
+        ),
+        (
+            ["export", "run", "--format", "onxx"],
+            "error: argument --format: invalid choice: 'onxx' (choose from 'onnx', "
+            "'torchscript'); did you mean 'onnx'? (see `tailfuse export --help`)",
+        ),
+        (
+            ["bench", "cifar10_lt_quick", "--rounds", "0"],
+            "error: argument --rounds: must be at least 1, not 0 (see `tailfuse bench --help`)",
+        ),
+        (
+            ["compare", "CE=cifar10_lt_quick_ce", "--jobs", "two", "--out", "x"],
+            "error: argument --jobs: 'two' is not an integer (see `tailfuse compare --help`)",
+        ),
+        (
+            ["train", "cifar10_lt_quick", "--out", "x", "--nproc", "0"],
+            "error: argument --nproc: must be at least 1, not 0 (see `tailfuse train --help`)",
+        ),
+        (
+            ["compare", "CE=cifar10_lt_quick_ce", "--seeds", "-1", "--out", "x"],
+            "error: argument --seeds: must be at least 0, not -1 (see `tailfuse compare --help`)",
+        ),
+    ],
+)
+def test_a_bad_command_line_is_one_error_line_with_a_suggestion(arguments, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(arguments)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [expected] and captured.out == ""
 
 
 def test_a_closed_stdout_ends_the_command_quietly():

@@ -7,17 +7,33 @@ User mistakes (a bad key, a missing path, an incompatible checkpoint) print one
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import shlex
 import sys
 
 import tailfuse
 from tailfuse import commands as extra_commands
+from tailfuse.commands import at_least
 from tailfuse.errors import TailfuseError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one ``error:`` line (and where to look) instead of the usage text."""
+
+    def error(self, message: str):
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if choice:  # a typo: name the closest choice first
+            choices = re.findall(r"'([^']*)'", choice.group(2))
+            close = difflib.get_close_matches(choice.group(1), choices, n=1)
+            if close:
+                message += f"; did you mean '{close[0]}'?"
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tailfuse", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="tailfuse", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"tailfuse {tailfuse.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -33,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--nproc",
-        type=int,
+        type=at_least(1),
         default=1,
         help="processes on this machine (DDP through torchrun --standalone; one per GPU, "
         "or CPU processes with gloo)",
@@ -83,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         "--report", default=None, help="JSON report to write (list checksums and every problem)"
     )
     verify.add_argument(
-        "--workers", type=int, default=0, help="decoding processes (0: this process)"
+        "--workers", type=at_least(0), default=0, help="decoding processes (0: this process)"
     )
 
     build = data_commands.add_parser(
@@ -100,28 +116,34 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--rho", type=float, default=100.0, help="class imbalance ratio (spec: 100; also 10, 50)"
     )
-    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--seed", type=at_least(0), default=0)
     build.add_argument(
         "--max-per-class",
-        type=int,
+        type=at_least(1),
         default=None,
         help="n_max of the class profile (default: smallest class)",
     )
     build.add_argument(
-        "--gbl-per-rank", type=int, default=100, help="Test-GBL images per (class, attribute)"
+        "--gbl-per-rank",
+        type=at_least(1),
+        default=100,
+        help="Test-GBL images per (class, attribute)",
     )
     build.add_argument(
-        "--cbl-test-per-class", type=int, default=300, help="Test-CBL images per class (7:2:1)"
+        "--cbl-test-per-class",
+        type=at_least(1),
+        default=300,
+        help="Test-CBL images per class (7:2:1)",
     )
     build.add_argument(
         "--cbl-val-per-class",
-        type=int,
+        type=at_least(0),
         default=30,
         help="val images per class of the Train-CBL file",
     )
     build.add_argument(
         "--test-lt-pool-per-class",
-        type=int,
+        type=at_least(1),
         default=400,
         help="test images per class Test-GLT is drawn from",
     )
@@ -143,11 +165,11 @@ def _parser() -> argparse.ArgumentParser:
         help="JSON list of per-class Train-GLT targets (the authors' 1000 counts)",
     )
     imagenet.add_argument("--out", required=True)
-    imagenet.add_argument("--batch-size", type=int, default=128)
-    imagenet.add_argument("--num-workers", type=int, default=4)
+    imagenet.add_argument("--batch-size", type=at_least(1), default=128)
+    imagenet.add_argument("--num-workers", type=at_least(0), default=4)
     imagenet.add_argument("--device", default="auto")
     imagenet.add_argument(
-        "--seed", type=int, default=25, help="seed of the val draw and of K-Means"
+        "--seed", type=at_least(0), default=25, help="seed of the val draw and of K-Means"
     )
 
     coco = data_commands.add_parser(
@@ -163,7 +185,7 @@ def _parser() -> argparse.ArgumentParser:
         "--coco-images", nargs="+", required=True, help="folders holding the COCO 2014 images"
     )
     coco.add_argument("--out", required=True)
-    coco.add_argument("--seed", type=int, default=25)
+    coco.add_argument("--seed", type=at_least(0), default=25)
 
     bench = commands.add_parser(
         "bench", help="end-to-end training throughput vs the model-only loop"
@@ -171,9 +193,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("recipe")
     bench.add_argument("overrides", nargs="*")
     bench.add_argument(
-        "--steps", type=int, default=None, help="steps per round (default: one epoch)"
+        "--steps", type=at_least(1), default=None, help="steps per round (default: one epoch)"
     )
-    bench.add_argument("--rounds", type=int, default=3)
+    bench.add_argument("--rounds", type=at_least(1), default=3)
 
     sweep = commands.add_parser(
         "sweep", help="run one recipe over values of one key and several seeds"
@@ -182,7 +204,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("overrides", nargs="*")
     sweep.add_argument("--param", required=True, help="dotted key, e.g. method.h2t.ratio")
     sweep.add_argument("--values", nargs="+", required=True)
-    sweep.add_argument("--seeds", nargs="+", type=int, default=[0])
+    sweep.add_argument("--seeds", nargs="+", type=at_least(0), default=[0])
     sweep.add_argument("--out", required=True)
 
     compare = commands.add_parser(
@@ -208,17 +230,23 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override applied to every run, earlier stages included (repeatable)",
     )
-    compare.add_argument("--seeds", nargs="+", type=int, default=[0])
+    compare.add_argument("--seeds", nargs="+", type=at_least(0), default=[0])
     compare.add_argument(
         "--published",
         default=None,
         help="YAML list of published figures: {recipe or label, paper, source}",
     )
     compare.add_argument(
-        "--jobs", type=int, default=1, help="runs trained side by side as separate processes"
+        "--jobs",
+        type=at_least(1),
+        default=1,
+        help="runs trained side by side as separate processes",
     )
     compare.add_argument(
-        "--threads", type=int, default=None, help="CPU threads in all, divided between the jobs"
+        "--threads",
+        type=at_least(1),
+        default=None,
+        help="CPU threads in all, divided between the jobs",
     )
     compare.add_argument("--out", required=True)
 
@@ -228,7 +256,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     glt_bench.add_argument("recipe")
     glt_bench.add_argument("overrides", nargs="*")
-    glt_bench.add_argument("--seeds", nargs="+", type=int, default=[0])
+    glt_bench.add_argument("--seeds", nargs="+", type=at_least(0), default=[0])
     glt_bench.add_argument(
         "--label", default=None, help="row label in the table (default: the recipe)"
     )
@@ -484,9 +512,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tailfuse`` command."""
     arguments = _parser().parse_args(argv)
     arguments.argv = argv
-    if getattr(arguments, "nproc", 1) < 1:
-        print("error: --nproc must be at least 1", file=sys.stderr)
-        return 2
     if getattr(arguments, "nproc", 1) > 1:
         from tailfuse.engine.distributed import launched_by_torchrun
 

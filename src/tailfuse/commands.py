@@ -13,6 +13,22 @@ from pathlib import Path
 COMMANDS = ("init", "predict", "export", "config", "recipes", "plot")
 
 
+def at_least(minimum: int):
+    """An argparse type: an integer no smaller than ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    parse.__name__ = "integer"  # argparse's word for a value it cannot parse
+    return parse
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Add this module's sub-commands to the ``tailfuse`` parser."""
     init = commands.add_parser(
@@ -29,7 +45,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     init.add_argument("--out", default=".", help="folder for the two recipe files (default: here)")
     init.add_argument(
         "--image-size",
-        type=int,
+        type=at_least(1),
         default=32,
         help="side of the square images trained on (default 32)",
     )
@@ -51,10 +67,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument(
         "paths", nargs="+", help="image files, folders (searched recursively) or quoted globs"
     )
-    predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument("--top-k", type=at_least(1), default=5)
     predict.add_argument("--format", choices=["csv", "json"], default="csv")
     predict.add_argument("--out", default=None, help="file to write (default: standard output)")
-    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--batch-size", type=at_least(1), default=64)
     predict.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
 
     export = commands.add_parser(
@@ -94,9 +110,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     tsne.add_argument("run", help="run directory")
     tsne.add_argument("--checkpoint", default=None, help="default: the run's selected checkpoint")
-    tsne.add_argument("--max-images", type=int, default=2000)
+    tsne.add_argument("--max-images", type=at_least(1), default=2000)
     tsne.add_argument("--out", default=None, help="image file (default: RUN/tsne.png)")
-    tsne.add_argument("--seed", type=int, default=0)
+    tsne.add_argument("--seed", type=at_least(0), default=0)
 
 
 def recipe_descriptions() -> list[tuple[str, str]]:
