@@ -96,13 +96,13 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
             ["trian", "cifar10_lt_quick", "--out", "x"],
             "error: argument COMMAND: invalid choice: 'trian' (choose from 'train', 'eval', "
             "'data', 'bench', 'sweep', 'compare', 'glt-bench', 'glt-table', 'init', 'predict', "
-            "'export', 'config', 'recipes', 'plot'); did you mean 'train'? "
+            "'export', 'config', 'recipes', 'plot') (did you mean 'train'?) "
             "(see `tailfuse --help`)",
         ),
         (
             ["export", "run", "--format", "onxx"],
             "error: argument --format: invalid choice: 'onxx' (choose from 'onnx', "
-            "'torchscript'); did you mean 'onnx'? (see `tailfuse export --help`)",
+            "'torchscript') (did you mean 'onnx'?) (see `tailfuse export --help`)",
         ),
         (
             ["bench", "cifar10_lt_quick", "--rounds", "0"],

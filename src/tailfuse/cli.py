@@ -7,7 +7,6 @@ User mistakes (a bad key, a missing path, an incompatible checkpoint) print one
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import re
 import shlex
@@ -16,7 +15,7 @@ import sys
 import tailfuse
 from tailfuse import commands as extra_commands
 from tailfuse.commands import at_least
-from tailfuse.errors import TailfuseError
+from tailfuse.errors import TailfuseError, did_you_mean
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,9 +25,7 @@ class _Parser(argparse.ArgumentParser):
         choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
         if choice:  # a typo: name the closest choice first
             choices = re.findall(r"'([^']*)'", choice.group(2))
-            close = difflib.get_close_matches(choice.group(1), choices, n=1)
-            if close:
-                message += f"; did you mean '{close[0]}'?"
+            message += did_you_mean(choice.group(1), choices)
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
