@@ -232,3 +232,39 @@ def test_stage2_rows_share_the_stage1_run_of_each_seed_with_the_stage1_row(
             assert (
                 stage1_dirs[run["seed"]] in config
             )  # init.run_dir: the CE + mixup run of the same seed
+
+
+def test_lines_of_runs_trained_side_by_side_name_their_run():
+    import io
+
+    from tailfuse.engine.compare import PrefixedLines
+
+    target = io.StringIO()
+    stream = PrefixedLines(target, "[ce seed 1] ")
+    stream.write("epoch 1: loss 2.0")
+    assert target.getvalue() == ""  # an unfinished line waits for its end
+    stream.write(" lr 0.1\nepoch 2: loss 1.5\nfinal")
+    stream.close_line()
+    assert target.getvalue().splitlines() == [
+        "[ce seed 1] epoch 1: loss 2.0 lr 0.1",
+        "[ce seed 1] epoch 2: loss 1.5",
+        "[ce seed 1] final",
+    ]
+
+
+def test_a_parallel_worker_prefixes_every_line_of_its_run(cifar10_jpeg_root, tmp_path, capsys):
+    from tailfuse.config import config_to_dict, load_recipe
+    from tailfuse.engine.compare import _train_one
+
+    overrides = [
+        *tiny_overrides(cifar10_jpeg_root, epochs=1),
+        "train.max_steps_per_epoch=2",
+        "train.seed=0",
+    ]
+    config = config_to_dict(load_recipe("cifar10_lt_quick_ce", overrides))
+    results = _train_one(config, str(tmp_path / "run"), 1, "CE seed 0")
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line]
+    assert lines and all(line.startswith("[CE seed 0] ") for line in lines)
+    assert any(line.startswith("[CE seed 0] epoch 1: loss ") for line in lines)
+    assert results["seed"] == 0 and (tmp_path / "run" / "results.json").is_file()

@@ -18,10 +18,13 @@ them. The table, CSV, JSON and plot are written by :mod:`tailfuse.eval.compare_r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import shlex
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -209,16 +212,52 @@ def _place_earlier_stages(
     return _with_overrides(config, placements) if placements else config
 
 
-def _train_one(config_dict: dict, run_dir: str, threads: int | None) -> dict:
+class PrefixedLines(io.TextIOBase):
+    """A text stream that writes each complete line to ``target`` after ``prefix``, so the
+    lines of runs trained side by side say which run they belong to."""
+
+    def __init__(self, target, prefix: str):
+        self.target, self.prefix, self.pending = target, prefix, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            self.target.write(f"{self.prefix}{line}\n")
+        if lines:
+            self.target.flush()
+        return len(text)
+
+    def close_line(self) -> None:
+        """Write what is left of an unterminated last line."""
+        if self.pending:
+            self.target.write(f"{self.prefix}{self.pending}\n")
+            self.pending = ""
+        self.target.flush()
+
+
+def _train_one(
+    config_dict: dict, run_dir: str, threads: int | None, label: str | None = None
+) -> dict:
     """Train (or resume) one run with ``threads`` CPU threads; a process-pool
-    worker when ``jobs`` > 1."""
+    worker when ``jobs`` > 1, whose printed lines then start with ``[label]``."""
     from tailfuse.engine.trainer import train
 
     if threads:
         config_dict = {**config_dict, "train": {**config_dict["train"], "threads": threads}}
     config = build_config(config_dict, run_dir)
     resume = (Path(run_dir) / "checkpoints" / "last.pt").exists()
-    return train(config, run_dir, resume=resume)
+    if label is None:
+        return train(config, run_dir, resume=resume)
+    out, err = PrefixedLines(sys.stdout, f"[{label}] "), PrefixedLines(sys.stderr, f"[{label}] ")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            return train(config, run_dir, resume=resume)
+    finally:
+        out.close_line()
+        err.close_line()
 
 
 def execute(runs: list[PlannedRun], jobs: int, threads_per_job: int | None) -> None:
@@ -241,6 +280,7 @@ def execute(runs: list[PlannedRun], jobs: int, threads_per_job: int | None) -> N
                     config_to_dict(_quiet(run.config)),
                     str(run.run_dir),
                     threads_per_job,
+                    f"{run.config.name} seed {run.config.train.seed}",
                 ): run
                 for run in phase
             }
