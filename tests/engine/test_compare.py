@@ -268,3 +268,43 @@ def test_a_parallel_worker_prefixes_every_line_of_its_run(cifar10_jpeg_root, tmp
     assert lines and all(line.startswith("[CE seed 0] ") for line in lines)
     assert any(line.startswith("[CE seed 0] epoch 1: loss ") for line in lines)
     assert results["seed"] == 0 and (tmp_path / "run" / "results.json").is_file()
+
+
+def test_a_stage2_identity_follows_its_stage1_run_not_how_its_overrides_are_spelt(tmp_path):
+    from tailfuse.engine.compare import run_identity
+
+    rows = [parse_row("DR=cifar10_lt_quick_dr")]
+    base = ["data.root=/data/cifar10", "train.progress=false"]
+    names = set()
+    for out, extra in [
+        (tmp_path / "a", ["train.precision=fp32"]),
+        (tmp_path / "a", []),  # the recipe's precision: auto, fp32 on a CPU without bf16
+        (tmp_path / "b", ["train.precision=fp32", "train.threads=1"]),  # moved, and threads
+    ]:
+        runs, _ = plan_runs(rows, [0], out, base + extra)
+        names.add(tuple(run.run_dir.name for run in runs))
+    if len(names) == 2:  # a CPU with native bf16: auto is bf16 there, another stage 1
+        assert len({stage1 for stage1, _ in names}) == 2
+    else:
+        assert len(names) == 1
+    # another stage 1 (another seed of it) is another stage-2 run
+    (stage1, stage2), cells = plan_runs(rows, [1], tmp_path / "a", base)
+    assert stage2.run_dir.name not in {name for _, name in names}
+    # the identity before the stage 1 entered by its own: the overrides' text and the folder
+    assert run_identity(stage2.config) != stage2.run_dir.name
+
+
+def test_a_run_made_under_the_earlier_stage2_identity_is_reused(tmp_path):
+    from tailfuse.engine.compare import run_identity
+
+    rows = [parse_row("DR=cifar10_lt_quick_dr")]
+    overrides = ["data.root=/data/cifar10", "train.precision=fp32"]
+    (stage1, stage2), _ = plan_runs(rows, [0], tmp_path, overrides)
+    earlier_name = tmp_path / "runs" / run_identity(stage2.config)
+    assert earlier_name != stage2.run_dir and not stage2.run_dir.exists()
+    earlier_name.mkdir(parents=True)
+    (_, reused), _ = plan_runs(rows, [0], tmp_path, overrides)
+    assert reused.run_dir == earlier_name  # found and resumed or reused, not trained again
+    stage2.run_dir.mkdir()  # once the current name exists it wins
+    (_, current), _ = plan_runs(rows, [0], tmp_path, overrides)
+    assert current.run_dir == stage2.run_dir

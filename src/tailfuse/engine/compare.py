@@ -111,17 +111,24 @@ IDENTITY_PATHS = (
 IDENTITY_IGNORED = frozenset(RESUMABLE_CHANGES) - set(IDENTITY_PATHS)
 
 
-def run_identity(config: RunConfig) -> str:
+def run_identity(config: RunConfig, placed: dict[str, str] | None = None) -> str:
     """``<name>-<12 hex>``: the run's name and a hash of everything that changes its result.
 
     The data and weights paths enter resolved (:data:`IDENTITY_PATHS`), so one dataset has one
     identity however it is spelt and two datasets never share one. ``train.precision: auto``
     enters as what it resolves to on this machine, so a bf16 run is never reused as an fp32
     one. The earlier stages' overrides (``init.overrides``, which carry ``--set``) leave out
-    what changes nothing there.
+    what changes nothing there. ``placed``: for each earlier stage that compare placed
+    (``{"": identity, "auxiliary.ce.": identity}``), that stage enters as its own identity
+    instead of its overrides and folder, so however its overrides are spelt and wherever the
+    runs folder is, one stage 1 gives one stage-2 identity.
     """
     flat = _flatten(config_to_dict(config))
     flat = {key: value for key, value in flat.items() if key not in IDENTITY_IGNORED}
+    for prefix, identity in (placed or {}).items():
+        flat.pop(f"init.{prefix}overrides", None)
+        flat[f"init.{prefix}run_dir"] = identity
+        flat[f"init.{prefix}placed"] = True  # never equal to a run_dir a recipe names
     if flat.get("train.precision") == "auto":
         device = resolve_device(config.train.device)
         flat["train.precision"] = resolve_precision("auto", device)
@@ -172,9 +179,10 @@ def plan_runs(
     for row in rows:
         for seed in seeds:
             config = load_recipe(row.recipe, [*overrides, *row.overrides, f"train.seed={seed}"])
+            placed = {}
             if config.init is not None:
-                config = _place_earlier_stages(config, seed, runs_dir, earlier, overrides)
-            cells[(row.label, seed)] = PlannedRun(config, runs_dir / run_identity(config))
+                config, placed = _place_earlier_stages(config, seed, runs_dir, earlier, overrides)
+            cells[(row.label, seed)] = PlannedRun(config, _run_dir(runs_dir, config, placed))
     ordered = list(earlier.values())
     seen = {run.run_dir for run in ordered}
     for run in cells.values():
@@ -184,16 +192,28 @@ def plan_runs(
     return ordered, cells
 
 
+def _run_dir(runs_dir: Path, config: RunConfig, placed: dict[str, str]) -> Path:
+    """The run's folder: ``runs_dir/<identity>``, or the folder an earlier tailfuse named it
+    by (its identity then hashed the earlier stages' overrides as written and their folder's
+    path) when only that one exists, so runs made before are reused, not trained again."""
+    run_dir = runs_dir / run_identity(config, placed)
+    if placed and not run_dir.exists():
+        earlier_name = runs_dir / run_identity(config)
+        if earlier_name.exists():
+            return earlier_name
+    return run_dir
+
+
 def _place_earlier_stages(
     config: RunConfig,
     seed: int,
     runs_dir: Path,
     earlier: dict[Path, PlannedRun],
     overrides: list[str],
-) -> RunConfig:
+) -> tuple[RunConfig, dict[str, str]]:
     """Give each earlier stage of ``config`` the global ``overrides``, this seed and a
-    content-addressed run directory."""
-    placements = []
+    content-addressed run directory; also return ``{prefix: identity}`` of those stages."""
+    placements, placed = [], {}
     sources = {
         "": config.init,
         **{f"auxiliary.{name}.": source for name, source in config.init.auxiliary.items()},
@@ -205,11 +225,12 @@ def _place_earlier_stages(
             update={"overrides": [*source.overrides, *overrides, f"train.seed={seed}"]}
         )
         first = stage1_config(config, seeded)
-        run_dir = runs_dir / run_identity(first)
+        placed[prefix] = run_identity(first)
+        run_dir = runs_dir / placed[prefix]
         earlier.setdefault(run_dir, PlannedRun(first, run_dir))
         quoted = json.dumps(seeded.overrides)
         placements += [f"init.{prefix}overrides={quoted}", f"init.{prefix}run_dir={run_dir}"]
-    return _with_overrides(config, placements) if placements else config
+    return (_with_overrides(config, placements) if placements else config), placed
 
 
 class PrefixedLines(io.TextIOBase):
