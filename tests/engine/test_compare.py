@@ -201,7 +201,6 @@ def test_compare_two_recipes_two_seeds_then_reuse(cifar10_jpeg_root, tmp_path, c
     assert len(list((out / "runs").iterdir())) == 4
 
 
-@pytest.mark.slow
 def test_stage2_rows_share_the_stage1_run_of_each_seed_with_the_stage1_row(
     cifar10_jpeg_root, tmp_path
 ):
@@ -308,3 +307,42 @@ def test_a_run_made_under_the_earlier_stage2_identity_is_reused(tmp_path):
     stage2.run_dir.mkdir()  # once the current name exists it wins
     (_, current), _ = plan_runs(rows, [0], tmp_path, overrides)
     assert current.run_dir == stage2.run_dir
+
+
+def test_runs_start_in_row_order_each_once_its_stage1_is_finished(tmp_path):
+    """A stage-2 row whose stage 1 is done starts before later rows, not after every stage 1."""
+    from tailfuse.engine.compare import earlier_run_dirs, startable
+
+    rows = [
+        parse_row("GCL=cifar10_lt_quick_gcl"),
+        parse_row("DR=cifar10_lt_quick_dr"),
+        parse_row("LDAM-DRW=cifar10_lt_quick_ldam_drw"),
+    ]
+    overrides = ["data.root=/data/cifar10", "train.precision=fp32"]
+    runs, cells = plan_runs(rows, [0, 1], tmp_path, overrides)
+    names = [run.config.name for run in runs]
+    assert names == [
+        *["cifar10_lt_quick_gcl_stage1", "cifar10_lt_quick_gcl"] * 2,
+        *["cifar10_lt_quick", "cifar10_lt_quick_dr"] * 2,
+        *["cifar10_lt_quick_ldam_drw"] * 2,
+    ]
+    for index, run in enumerate(runs):  # every earlier stage is planned before its run
+        assert all(
+            run_dir in [earlier.run_dir for earlier in runs[:index]]
+            for run_dir in earlier_run_dirs(run)
+        )
+    gcl_stage1 = [run for run in runs if run.config.name == "cifar10_lt_quick_gcl_stage1"]
+    dr_stage1 = [run for run in runs if run.config.name == "cifar10_lt_quick"]
+    assert earlier_run_dirs(cells[("GCL", 1)]) == [gcl_stage1[1].run_dir]
+    assert earlier_run_dirs(cells[("LDAM-DRW", 0)]) == []
+
+    # GCL's stage 1 finished for both seeds: its stage 2 goes first, DR waits for its stage 1
+    waiting = [run for run in runs if run not in gcl_stage1]
+    unfinished = {run.run_dir for run in waiting}
+    assert [run.config.name for run in startable(waiting, unfinished)[:2]] == [
+        "cifar10_lt_quick_gcl"
+    ] * 2
+    assert cells[("DR", 0)] not in startable(waiting, unfinished)
+    unfinished.discard(dr_stage1[0].run_dir)
+    assert cells[("DR", 0)] in startable(waiting, unfinished)
+    assert cells[("DR", 1)] not in startable(waiting, unfinished)

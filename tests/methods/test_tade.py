@@ -146,24 +146,30 @@ def test_the_option_is_off_by_default_and_refuses_streamed_splits():
         load_recipe("imagenet_glt_tade", ["method.test_time_aggregation.enabled=true"])
 
 
-def test_learned_weights_through_the_cli_and_eval_ignore_the_labels(
-    cifar10_jpeg_root, tmp_path, monkeypatch
-):
-    run = tmp_path / "run"
-    arguments = tiny_overrides(
-        cifar10_jpeg_root,
+def tiny_adaptation_run(data_root, **overrides):
+    """Overrides for a one-step TADE run on 30 test images that learns test-time weights."""
+    return tiny_overrides(
+        data_root,
         epochs=1,
         **{
             "train.max_steps_per_epoch": 1,
             "train.batch_size": 16,
-            "train.eval_every": 0,  # the final evaluation follows the adaptation anyway
             "data.test_per_class": 3,
             "method.test_time_aggregation.batch_size": 15,
             "method.test_time_aggregation.epochs": 1,
             # a barely trained model predicts almost the same for both views: a large step
             "method.test_time_aggregation.lr": 500.0,
+            **overrides,
         },
     )
+
+
+def test_learned_weights_through_the_cli_and_eval_ignore_the_labels(
+    cifar10_jpeg_root, tmp_path, monkeypatch
+):
+    run = tmp_path / "run"
+    # the final evaluation follows the adaptation anyway
+    arguments = tiny_adaptation_run(cifar10_jpeg_root, **{"train.eval_every": 0})
     assert main(["train", "cifar10_lt_quick_tade_tta", *arguments, "--out", str(run)]) == 0
     results = json.loads((run / "results.json").read_text())
     learned = results["test_time_adaptation"]
@@ -200,19 +206,10 @@ def test_scores_after_an_evaluated_epoch_are_those_of_the_adapted_model(
     # The loop evaluates the final epoch before the adaptation; results.json must report the
     # adapted model, as `tailfuse eval` (which adapts the same way) does.
     run = tmp_path / "run"
-    arguments = tiny_overrides(
+    arguments = tiny_adaptation_run(
         cifar10_jpeg_root,
-        epochs=1,
-        **{
-            "train.max_steps_per_epoch": 1,
-            "train.batch_size": 16,
-            "train.eval_every": 1,
-            "train.selection": "final",  # otherwise the selected checkpoint is evaluated anew
-            "data.test_per_class": 3,
-            "method.test_time_aggregation.batch_size": 15,
-            "method.test_time_aggregation.epochs": 1,
-            "method.test_time_aggregation.lr": 500.0,
-        },
+        # otherwise the selected checkpoint is evaluated anew
+        **{"train.eval_every": 1, "train.selection": "final"},
     )
     assert main(["train", "cifar10_lt_quick_tade_tta", *arguments, "--out", str(run)]) == 0
     results = json.loads((run / "results.json").read_text())

@@ -11,9 +11,11 @@ rather than silently matched to results of other data. Identical runs are traine
 the stage-1 model of every stage-2 row of a seed, and a stage-1 row that is itself some
 row's stage 1 (CE + mixup under DR, cRT, ...).
 A finished run (its ``results.json``) is reused, a stopped one resumed, so calling
-compare again completes the table. Stage-1 (and auxiliary) runs go first, then the
-rows; ``jobs`` > 1 runs them as that many processes, the CPU threads divided between
-them. The table, CSV, JSON and plot are written by :mod:`tailfuse.eval.compare_report`.
+compare again completes the table. Runs start in row order, each once the earlier stages it
+starts from (stage 1, auxiliary models) are finished: a stage-2 row whose stage 1 is done
+does not wait for the other rows. ``jobs`` > 1 runs them as that many processes, the CPU
+threads divided between them. The table, CSV, JSON and plot are written by
+:mod:`tailfuse.eval.compare_report`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import json
 import os
 import shlex
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -164,7 +166,8 @@ def _with_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
 def plan_runs(
     rows: list[Row], seeds: list[int], out_dir: Path, overrides: list[str]
 ) -> tuple[list[PlannedRun], dict]:
-    """Every run the table needs: earlier stages first (deduplicated), and each (row, seed) run.
+    """Every run the table needs, once each, in row then seed order, each (row, seed) run
+    after the earlier stages it starts from.
 
     ``overrides`` apply to every run, earlier stages included (e.g. ``train.epochs=2``).
 
@@ -176,20 +179,34 @@ def plan_runs(
     labels = [row.label for row in rows]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"row labels must differ: {labels}")
+    ordered: dict[Path, PlannedRun] = {}
     for row in rows:
         for seed in seeds:
             config = load_recipe(row.recipe, [*overrides, *row.overrides, f"train.seed={seed}"])
             placed = {}
             if config.init is not None:
                 config, placed = _place_earlier_stages(config, seed, runs_dir, earlier, overrides)
-            cells[(row.label, seed)] = PlannedRun(config, _run_dir(runs_dir, config, placed))
-    ordered = list(earlier.values())
-    seen = {run.run_dir for run in ordered}
-    for run in cells.values():
-        if run.run_dir not in seen:
-            ordered.append(run)
-            seen.add(run.run_dir)
-    return ordered, cells
+            cell = PlannedRun(config, _run_dir(runs_dir, config, placed))
+            for run_dir in earlier_run_dirs(cell):
+                if run_dir in earlier:
+                    ordered.setdefault(run_dir, earlier[run_dir])
+            ordered.setdefault(cell.run_dir, cell)
+            cells[(row.label, seed)] = cell
+    return list(ordered.values()), cells
+
+
+def earlier_run_dirs(run: PlannedRun) -> list[Path]:
+    """The run folders of the earlier stages ``run`` starts from: stage 1, then the auxiliary
+    models (none for a one-stage run, nor for a stage given as a checkpoint file)."""
+    if run.config.init is None:
+        return []
+    sources = [run.config.init, *run.config.init.auxiliary.values()]
+    return [Path(source.run_dir) for source in sources if source.run_dir]
+
+
+def startable(waiting: list[PlannedRun], unfinished: set[Path]) -> list[PlannedRun]:
+    """The ``waiting`` runs, in their order, none of whose earlier stages is ``unfinished``."""
+    return [run for run in waiting if not unfinished.intersection(earlier_run_dirs(run))]
 
 
 def _run_dir(runs_dir: Path, config: RunConfig, placed: dict[str, str]) -> Path:
@@ -282,31 +299,28 @@ def _train_one(
 
 
 def execute(runs: list[PlannedRun], jobs: int, threads_per_job: int | None) -> None:
-    """Train every unfinished run: earlier stages first, then the rest, ``jobs`` at a time."""
-    pending = [run for run in runs if not run.finished]
-    if not pending:
+    """Train every unfinished run of ``runs`` (in order, earlier stages before the runs
+    that start from them), ``jobs`` at a time, each once its earlier stages are finished."""
+    waiting = [run for run in runs if not run.finished]
+    if jobs <= 1:
+        for run in waiting:
+            print(f"training {run.run_dir.name}")
+            _train_one(config_to_dict(run.config), str(run.run_dir), threads_per_job)
         return
-    rows_first_stage = [run for run in pending if run.config.init is None]
-    later = [run for run in pending if run.config.init is not None]
-    for phase in (rows_first_stage, later):
-        if jobs <= 1:
-            for run in phase:
-                print(f"training {run.run_dir.name}")
-                _train_one(config_to_dict(run.config), str(run.run_dir), threads_per_job)
-            continue
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {
-                pool.submit(
-                    _train_one,
-                    config_to_dict(_quiet(run.config)),
-                    str(run.run_dir),
-                    threads_per_job,
-                    f"{run.config.name} seed {run.config.train.seed}",
-                ): run
-                for run in phase
-            }
-            for future, run in futures.items():
+    unfinished = {run.run_dir for run in waiting}
+    running: dict[Future, PlannedRun] = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        while waiting or running:
+            for run in startable(waiting, unfinished)[: jobs - len(running)]:
+                waiting.remove(run)
+                label = f"{run.config.name} seed {run.config.train.seed}"
+                arguments = (config_to_dict(_quiet(run.config)), str(run.run_dir))
+                running[pool.submit(_train_one, *arguments, threads_per_job, label)] = run
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                run = running.pop(future)
                 future.result()  # re-raises a worker's error (a TailfuseError stays one)
+                unfinished.discard(run.run_dir)
                 print(f"finished {run.run_dir.name}")
 
 
