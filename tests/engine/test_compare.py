@@ -202,9 +202,10 @@ def test_compare_two_recipes_two_seeds_then_reuse(cifar10_jpeg_root, tmp_path, c
 
 
 def test_stage2_rows_share_the_stage1_run_of_each_seed_with_the_stage1_row(
-    cifar10_jpeg_root, tmp_path
+    cifar10_jpeg_root, tmp_path, capfd
 ):
-    """CE + mixup (cifar10_lt_quick) is cRT's stage 1: per seed, one run serves both rows."""
+    """CE + mixup (cifar10_lt_quick) is cRT's stage 1: per seed, one run serves both rows,
+    and cRT of a seed waits for it although its place in the plan comes next."""
     import tailfuse
 
     overrides = [
@@ -212,11 +213,13 @@ def test_stage2_rows_share_the_stage1_run_of_each_seed_with_the_stage1_row(
         "train.max_steps_per_epoch=2",
         "train.eval_every=0",
     ]
-    rows = ["CE + mixup=cifar10_lt_quick", "cRT=cifar10_lt_quick_crt"]
+    rows = ["cRT=cifar10_lt_quick_crt", "CE + mixup=cifar10_lt_quick"]
     summary = tailfuse.compare(
         rows, [0, 1], tmp_path, overrides, jobs=2, threads=2
     )  # two processes, a thread each
-    assert [entry["value"] for entry in summary] == ["CE + mixup", "cRT"]
+    assert [entry["value"] for entry in summary] == ["cRT", "CE + mixup"]
+    printed = capfd.readouterr().out
+    assert "stage-1 checkpoint" not in printed  # no cRT run had to train its stage 1 itself
     runs = sorted(path.name for path in (tmp_path / "runs").iterdir())
     assert len(runs) == 4 and sum(name.startswith("cifar10_lt_quick-") for name in runs) == 2
     report = json.loads((tmp_path / "compare.json").read_text())

@@ -828,6 +828,20 @@ CASES = [
         "tests/methods/test_tade.py::"
         "test_scores_after_an_evaluated_epoch_are_those_of_the_adapted_model",
     ),
+    (
+        "src/tailfuse/engine/compare.py",
+        "for run in startable(waiting, unfinished)[: jobs - len(running)]:",
+        "for run in list(waiting)[: jobs - len(running)]:",
+        "tests/engine/test_compare.py::"
+        "test_stage2_rows_share_the_stage1_run_of_each_seed_with_the_stage1_row",
+    ),
+    (
+        "src/tailfuse/engine/compare.py",
+        "    return [run for run in waiting if not unfinished.intersection(earlier_run_dirs(run))]",
+        "    return list(waiting)",
+        "tests/engine/test_compare.py::"
+        "test_runs_start_in_row_order_each_once_its_stage1_is_finished",
+    ),
 ]
 failures = 0
 FIRST = int(sys.argv[2]) if len(sys.argv) > 2 else 0
