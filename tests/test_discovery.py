@@ -99,6 +99,10 @@ def test_config_show_prints_the_resolved_recipe(capsys):
             "unknown key (did you mean 'ratio'?)",
         ),
         (["config", "show", "cifar10_lt_quik"], "did you mean 'cifar10_lt_quick'"),
+        (
+            ["config", "show", "cifar10_lt_quick", "model.backbone=resnet23"],
+            "unknown model.backbone 'resnet23' (did you mean 'resnet32'",
+        ),
     ],
 )
 def test_typos_get_one_error_line_with_a_suggestion(arguments, suggestion, capsys):

@@ -137,11 +137,11 @@ def run(arguments: argparse.Namespace) -> int:
         import yaml
 
         from tailfuse.config import config_to_dict, load_recipe
+        from tailfuse.models import check_backbone
 
-        resolved = config_to_dict(
-            load_recipe(arguments.recipe, arguments.overrides, reach_earlier_stages=True)
-        )
-        print(yaml.safe_dump(resolved, sort_keys=False), end="")
+        config = load_recipe(arguments.recipe, arguments.overrides, reach_earlier_stages=True)
+        check_backbone(config.model)  # as `train` would, before printing a recipe it refuses
+        print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
     elif arguments.command == "init":
         from tailfuse.data.init_recipe import write_init_recipes
 

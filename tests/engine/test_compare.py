@@ -220,6 +220,9 @@ def test_stage2_rows_share_the_stage1_run_of_each_seed_with_the_stage1_row(
     assert [entry["value"] for entry in summary] == ["cRT", "CE + mixup"]
     printed = capfd.readouterr().out
     assert "stage-1 checkpoint" not in printed  # no cRT run had to train its stage 1 itself
+    for seed in (0, 1):
+        assert f"[cifar10_lt_quick_crt seed {seed}] training in {tmp_path}" in printed
+        assert f"[cifar10_lt_quick_crt seed {seed}] finished\n" in printed
     runs = sorted(path.name for path in (tmp_path / "runs").iterdir())
     assert len(runs) == 4 and sum(name.startswith("cifar10_lt_quick-") for name in runs) == 2
     report = json.loads((tmp_path / "compare.json").read_text())

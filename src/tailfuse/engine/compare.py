@@ -313,7 +313,8 @@ def execute(runs: list[PlannedRun], jobs: int, threads_per_job: int | None) -> N
         while waiting or running:
             for run in startable(waiting, unfinished)[: jobs - len(running)]:
                 waiting.remove(run)
-                label = f"{run.config.name} seed {run.config.train.seed}"
+                label = _label(run)
+                print(f"[{label}] training in {run.run_dir}", flush=True)
                 arguments = (config_to_dict(_quiet(run.config)), str(run.run_dir))
                 running[pool.submit(_train_one, *arguments, threads_per_job, label)] = run
             done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -321,7 +322,12 @@ def execute(runs: list[PlannedRun], jobs: int, threads_per_job: int | None) -> N
                 run = running.pop(future)
                 future.result()  # re-raises a worker's error (a TailfuseError stays one)
                 unfinished.discard(run.run_dir)
-                print(f"finished {run.run_dir.name}")
+                print(f"[{_label(run)}] finished", flush=True)
+
+
+def _label(run: PlannedRun) -> str:
+    """How the lines of a run trained beside others name it: recipe and seed."""
+    return f"{run.config.name} seed {run.config.train.seed}"
 
 
 def _quiet(config: RunConfig) -> RunConfig:

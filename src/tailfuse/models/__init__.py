@@ -57,8 +57,9 @@ class Classifier(nn.Module):
         return self.head(self.backbone(images))
 
 
-def build_model(config: ModelConfig, num_classes: int) -> Classifier:
-    """Create the backbone and head a recipe names."""
+def check_backbone(config: ModelConfig) -> None:
+    """Raise a ConfigError when ``model.backbone`` names no backbone (with a suggestion) or
+    ``model.weights`` is given for one of the CIFAR backbones, which have none."""
     if config.backbone not in BACKBONES:
         raise ConfigError(
             "unknown model.backbone "
@@ -67,6 +68,11 @@ def build_model(config: ModelConfig, num_classes: int) -> Classifier:
         )
     if config.weights and config.backbone in SMALL_IMAGE_BACKBONES:
         raise ConfigError("model.weights is only supported for torchvision backbones")
+
+
+def build_model(config: ModelConfig, num_classes: int) -> Classifier:
+    """Create the backbone and head a recipe names."""
+    check_backbone(config)
     try:
         backbone = BACKBONES[config.backbone](config.weights, **config.backbone_options)
     except TypeError as error:
@@ -115,4 +121,5 @@ __all__ = [
     "Head",
     "LinearHead",
     "build_model",
+    "check_backbone",
 ]
