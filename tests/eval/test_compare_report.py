@@ -153,3 +153,28 @@ def test_one_seed_of_a_row_without_medium_classes_has_zero_spread_and_its_seed(t
     assert entry["medium_mean"] is None and entry["medium_std"] == 0.0
     lines = (tmp_path / "compare.md").read_text().splitlines()
     assert lines[8] == "| DR + H2T | 1 | 62.00 | 72.00 | – | 52.00 | 57.00 | 4.00 |"
+
+
+def test_twenty_rows_get_twenty_distinct_lines_and_a_legend_beside_the_axes(tmp_path, monkeypatch):
+    from tailfuse.eval import compare_report
+
+    drawn = {}
+
+    def keep(figure, path):
+        axis = figure.axes[0]
+        drawn["styles"] = [(line.get_color(), line.get_linestyle()) for line in axis.lines]
+        drawn["legend_right_of_axes"] = axis.get_legend().get_bbox_to_anchor().x0 > (
+            axis.get_window_extent().x1
+        )
+        drawn["labels"] = [text.get_text() for text in axis.get_legend().get_texts()]
+
+    monkeypatch.setattr(compare_report, "save_figure", keep)
+    rows = [SimpleNamespace(label=f"method {index}") for index in range(20)]
+    results = {(row.label, 0): RESULTS[("CE", 0)] for row in rows}
+    compare_report.plot_per_class(tmp_path / "compare.png", rows, [0], results, "title")
+    assert len(drawn["styles"]) == 20 == len(set(drawn["styles"]))
+    assert drawn["styles"][10][1] == "--" and drawn["styles"][0][0] == drawn["styles"][10][0]
+    assert drawn["legend_right_of_axes"] and drawn["labels"] == [row.label for row in rows]
+
+    compare_report.plot_per_class(tmp_path / "compare.png", rows[:2], [0], results, "title")
+    assert len(set(drawn["styles"])) == 2 and not drawn["legend_right_of_axes"]

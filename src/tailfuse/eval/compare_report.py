@@ -113,14 +113,18 @@ def _summarise_rows(rows: list[dict]) -> list[dict]:
 
 def plot_per_class(path: Path, rows, seeds: list[int], results: dict, title: str) -> None:
     """Per-class test accuracy (mean over seeds) against training-class size,
-    one series per method."""
+    one series per method: ten colours, then the same colours dashed (then dotted), so no two
+    series look alike; beyond six series the legend stands beside the axes, off the lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7.0, 4.4))
+    legend_outside = len(rows) > 6
+    figure, axis = plt.subplots(figsize=(9.6 if legend_outside else 7.0, 4.4))
     markers = "osD^v<>pPX*h"
+    colours = plt.get_cmap("tab10").colors
+    line_styles = ("-", "--", ":")
     for index, row in enumerate(rows):
         runs = [results[(row.label, seed)] for seed in seeds]
         counts = runs[0]["data"]["class_counts"]
@@ -133,6 +137,8 @@ def plot_per_class(path: Path, rows, seeds: list[int], results: dict, title: str
             [counts[c] for c in order],
             [accuracy[c] for c in order],
             marker=markers[index % len(markers)],
+            color=colours[index % len(colours)],
+            linestyle=line_styles[index // len(colours) % len(line_styles)],
             markersize=4,
             linewidth=1,
             label=row.label,
@@ -143,7 +149,12 @@ def plot_per_class(path: Path, rows, seeds: list[int], results: dict, title: str
     axis.set_ylim(0, 100)
     axis.set_title(title)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, ncol=2 if len(rows) > 6 else 1)
+    if legend_outside:
+        axis.legend(
+            fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + len(rows) // 16
+        )
+    else:
+        axis.legend(fontsize=7)
     figure.tight_layout()
     save_figure(figure, path)
     plt.close(figure)
