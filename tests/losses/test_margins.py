@@ -73,6 +73,22 @@ def test_ldam_margins_and_loss_by_hand():
     assert torch.isclose(loss(cosine, labels), expected)
 
 
+def test_ldam_and_ride_margins_are_the_authors_float64_values_cast_to_float32():
+    """LDAM-DRW's and RIDE's code: ``m = 1/sqrt(sqrt(n)); m *= max_m/max(m)`` in NumPy float64,
+    then a float32 tensor. On CIFAR-10-LT IF 100 a float32 computation differs in the last bit."""
+    import numpy as np
+
+    from tailfuse.losses.experts import RIDELoss
+
+    counts = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    authors = 1.0 / np.sqrt(np.sqrt(np.array(counts, dtype=np.float64)))
+    authors = torch.tensor(authors * (0.5 / authors.max()), dtype=torch.float)
+    single_precision = torch.tensor(counts, dtype=torch.float32).pow(-0.25)
+    assert not torch.equal(single_precision * (0.5 / single_precision.max()), authors)
+    assert torch.equal(LDAMLoss(counts, max_m=0.5).margins, authors)
+    assert torch.equal(RIDELoss(counts, max_m=0.5).margins, authors)
+
+
 def test_ldam_defaults_max_m_half_and_unweighted_until_set_epoch():
     """Counts 81 and 16: Δ ∝ n^(−1/4) = 1/3 and 1/2, scaled so the rarest gets max_m = 0.5:
     [1/3, 1/2]; with drw_epoch = 1 a fresh loss is in epoch 0 and not yet re-weighted."""

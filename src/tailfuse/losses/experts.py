@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tailfuse.errors import ConfigError
-from tailfuse.losses.margins import class_balanced_weights
+from tailfuse.losses.margins import class_balanced_weights, ldam_margins
 
 
 class RIDELoss(nn.Module):
@@ -52,10 +52,7 @@ class RIDELoss(nn.Module):
     ):
         super().__init__()
         counts = torch.tensor(class_counts, dtype=torch.float64)
-        margins = counts.pow(-0.25)
-        self.register_buffer(
-            "margins", (margins * (max_m / margins.max())).float(), persistent=False
-        )
+        self.register_buffer("margins", ldam_margins(class_counts, max_m), persistent=False)
         self.register_buffer(
             "drw_weights",
             torch.tensor(class_balanced_weights(class_counts, beta)),

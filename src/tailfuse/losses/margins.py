@@ -21,6 +21,13 @@ def class_balanced_weights(class_counts: list[int], beta: float = 0.9999) -> lis
     return [len(class_counts) * value / total for value in raw]
 
 
+def ldam_margins(class_counts: list[int], max_m: float) -> torch.Tensor:
+    """LDAM's per-class margins ``Δ_c = max_m·n_c^{−1/4} / max_j n_j^{−1/4}`` (spec ffn §2.2;
+    RIDE's too), computed in float64 and returned as float32, as the authors' NumPy code does."""
+    margins = torch.tensor(class_counts, dtype=torch.float64).pow(-0.25)
+    return (margins * (max_m / margins.max())).float()
+
+
 class LDAMLoss(nn.Module):
     """LDAM: ``CE(s·(z − Δ_y·onehot(y)), y)`` with
     ``Δ_c = max_m·(n_min/n_c)^{1/4}`` (spec ffn §2.2).
@@ -38,8 +45,7 @@ class LDAMLoss(nn.Module):
         beta: float = 0.9999,
     ):
         super().__init__()
-        margins = torch.tensor([count**-0.25 for count in class_counts], dtype=torch.float32)
-        self.register_buffer("margins", margins * (max_m / margins.max()), persistent=False)
+        self.register_buffer("margins", ldam_margins(class_counts, max_m), persistent=False)
         self.register_buffer(
             "drw_weights",
             torch.tensor(class_balanced_weights(class_counts, beta)),
