@@ -234,6 +234,12 @@ def _parser() -> argparse.ArgumentParser:
         help="YAML list of published figures: {recipe or label, paper, source}",
     )
     compare.add_argument(
+        "--plan",
+        action="store_true",
+        help="print every run in the order compare would start it, with how far it got, "
+        "and stop (trains nothing, writes nothing)",
+    )
+    compare.add_argument(
         "--jobs",
         type=at_least(1),
         default=1,
@@ -455,6 +461,11 @@ def _run(arguments: argparse.Namespace) -> int:
 
         rows = [parse_row(text) for text in arguments.rows]
         rows += read_rows(arguments.rows_file) if arguments.rows_file else []
+        if arguments.plan:
+            from tailfuse.engine.compare import plan_text
+
+            print(plan_text(rows, arguments.seeds, arguments.out, arguments.overrides))
+            return 0
         command = "tailfuse " + " ".join(
             map(shlex.quote, sys.argv[1:] if arguments.argv is None else arguments.argv)
         )

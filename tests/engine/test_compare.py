@@ -352,3 +352,39 @@ def test_runs_start_in_row_order_each_once_its_stage1_is_finished(tmp_path):
     unfinished.discard(dr_stage1[0].run_dir)
     assert cells[("DR", 0)] in startable(waiting, unfinished)
     assert cells[("DR", 1)] not in startable(waiting, unfinished)
+
+
+def test_plan_says_what_compare_would_run_in_which_order_and_trains_nothing(tmp_path, capsys):
+    rows = [parse_row("DR=cifar10_lt_quick_dr"), parse_row("LDAM-DRW=cifar10_lt_quick_ldam_drw")]
+    overrides = ["data.root=/data/cifar10", "train.precision=fp32"]
+    (stage1, dr, ldam), _ = plan_runs(rows, [0], tmp_path, overrides)
+    arguments = ["compare", "DR=cifar10_lt_quick_dr", "LDAM-DRW=cifar10_lt_quick_ldam_drw"]
+    arguments += ["--seeds", "0", "--out", str(tmp_path), "--plan"]
+    for override in overrides:
+        arguments += ["--set", override]
+
+    assert main(arguments) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"3 runs in {tmp_path / 'runs'}: 0 finished, 0 stopped")
+    assert lines[1].split()[:3] == ["not", "started", stage1.run_dir.name]
+    assert lines[1].endswith("(cifar10_lt_quick seed 0; stage 1 of DR)")
+    assert lines[2].endswith(f"{dr.run_dir.name}  (DR seed 0; after {stage1.run_dir.name})")
+    assert not (tmp_path / "runs").exists()  # nothing trained, nothing written
+
+    (stage1.run_dir / "results.json").parent.mkdir(parents=True)
+    (stage1.run_dir / "results.json").write_text("{}")
+    (ldam.run_dir / "checkpoints").mkdir(parents=True)
+    (ldam.run_dir / "checkpoints" / "last.pt").write_bytes(b"")
+    epochs = [{"epoch": epoch, "train_loss": 1.0} for epoch in (1, 2, 3)]
+    (ldam.run_dir / "metrics.jsonl").write_text(
+        "".join(json.dumps(record) + "\n" for record in [*epochs, {"kind": "other"}])
+    )
+    assert main(arguments) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "1 finished, 1 stopped (compare resumes them), 1 not started" in lines[0]
+    assert lines[1].split()[:2] == ["finished", stage1.run_dir.name]
+    assert lines[2].endswith(f"{dr.run_dir.name}  (DR seed 0)")  # its stage 1 is done
+    assert lines[3].split()[:6] == ["stopped", "after", "epoch", "3", "of", "40"]
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == sorted(
+        [stage1.run_dir.name, ldam.run_dir.name]
+    )

@@ -335,6 +335,60 @@ def _quiet(config: RunConfig) -> RunConfig:
     return config.model_copy(update={"train": config.train.model_copy(update={"progress": False})})
 
 
+def _progress(run: PlannedRun) -> str:
+    """``finished``, ``stopped after epoch K of N`` (its last logged training epoch) or
+    ``not started``."""
+    if run.finished:
+        return "finished"
+    log = run.run_dir / "metrics.jsonl"
+    if (run.run_dir / "checkpoints" / "last.pt").is_file() and log.is_file():
+        epochs = []
+        for line in log.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and "train_loss" in record:
+                epochs.append(int(record.get("epoch", 0)))
+        if epochs:
+            return f"stopped after epoch {max(epochs)} of {run.config.train.epochs}"
+    return "not started"
+
+
+def plan_text(rows: list[Row], seeds: list[int], out_dir: str | Path, overrides: list[str]) -> str:
+    """What ``compare`` would do, without doing it: every run in the order it starts them,
+    its folder, what it is (table cells, stage 1 of which runs), how far it got, and the
+    earlier stage an unfinished one waits for."""
+    if not rows:
+        raise ConfigError("compare needs at least one row (a recipe)")
+    runs, cells = plan_runs(rows, seeds, Path(out_dir), list(overrides))
+    shown_as = {run.run_dir: [] for run in runs}  # the table cells a run fills
+    later_rows = {run.run_dir: [] for run in runs}  # the rows that start from it
+    for (label, seed), run in cells.items():
+        shown_as[run.run_dir].append(f"{label} seed {seed}")
+        for earlier in earlier_run_dirs(run):
+            if earlier in later_rows:
+                later_rows[earlier].append(label)
+    unfinished = {run.run_dir for run in runs if not run.finished}
+    states = [_progress(run) for run in runs]
+    lines = [
+        f"{len(runs)} runs in {Path(out_dir) / 'runs'}: {states.count('finished')} finished, "
+        f"{sum(state.startswith('stopped') for state in states)} stopped (compare resumes "
+        f"them), {states.count('not started')} not started; in the order compare starts them, "
+        "each once the earlier stages it starts from are finished:"
+    ]
+    width = max(len(state) for state in states)
+    for run, state in zip(runs, states, strict=True):
+        roles = shown_as[run.run_dir] or [_label(run)]
+        if later_rows[run.run_dir]:
+            roles.append(f"stage 1 of {', '.join(later_rows[run.run_dir])}")
+        waits = [path.name for path in earlier_run_dirs(run) if path in unfinished]
+        if waits and not run.finished:
+            roles.append(f"after {', '.join(waits)}")
+        lines.append(f"  {state:<{width}}  {run.run_dir.name}  ({'; '.join(roles)})")
+    return "\n".join(lines)
+
+
 def run_compare(
     rows: list[Row],
     seeds: list[int],
