@@ -240,6 +240,12 @@ def _parser() -> argparse.ArgumentParser:
         "and stop (trains nothing, writes nothing)",
     )
     compare.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: write the table of the rows whose runs have all finished "
+        "(the others are named, not shown)",
+    )
+    compare.add_argument(
         "--jobs",
         type=at_least(1),
         default=1,
@@ -478,6 +484,7 @@ def _run(arguments: argparse.Namespace) -> int:
             arguments.jobs,
             arguments.threads,
             command,
+            arguments.report_only,
         )
         print(compare_table(summary))
         print(f"table, CSV, JSON and plot in {arguments.out}/compare.md")

@@ -388,3 +388,40 @@ def test_plan_says_what_compare_would_run_in_which_order_and_trains_nothing(tmp_
     assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == sorted(
         [stage1.run_dir.name, ldam.run_dir.name]
     )
+
+
+def test_report_only_tables_the_finished_rows_names_the_others_and_trains_nothing(tmp_path, capsys):
+    rows = ["CE=cifar10_lt_quick_ce", "LDAM-DRW=cifar10_lt_quick_ldam_drw"]
+    overrides = ["data.root=/data/cifar10", "train.precision=fp32"]
+    _, cells = plan_runs([parse_row(row) for row in rows], [0, 1], tmp_path, overrides)
+    for (label, seed), top1 in [(("CE", 0), 60.0), (("CE", 1), 62.0), (("LDAM-DRW", 0), 70.0)]:
+        run_dir = cells[(label, seed)].run_dir
+        run_dir.mkdir(parents=True)
+        test = {
+            "top1": top1,
+            "group_accuracy": {"many": 80.0, "medium": 50.0, "few": 20.0},
+            "macro_precision": 65.0,
+            "ece": 5.0,
+            "per_class_accuracy": [80.0, 50.0, 20.0],
+        }
+        results = {"test": test, "data": {"class_counts": [100, 10, 1]}}
+        (run_dir / "results.json").write_text(json.dumps(results))
+    arguments = ["compare", *rows, "--seeds", "0", "1", "--out", str(tmp_path), "--report-only"]
+    for override in overrides:
+        arguments += ["--set", override]
+
+    assert main(arguments) == 0
+    out = capsys.readouterr().out
+    assert "not finished yet, left out of the table: LDAM-DRW" in out
+    assert not cells[("LDAM-DRW", 1)].run_dir.exists()  # nothing trained
+    report = json.loads((tmp_path / "compare.json").read_text())
+    assert report["unfinished_rows"] == ["LDAM-DRW"]
+    assert [entry["value"] for entry in report["summary"]] == ["CE"]
+    assert report["summary"][0]["all_mean"] == pytest.approx(61.0)
+    markdown = (tmp_path / "compare.md").read_text()
+    assert "Not finished yet, left out: LDAM-DRW." in markdown and "| CE | 2 | 61.00" in markdown
+
+    for run_dir in (cells[("CE", 0)].run_dir, cells[("LDAM-DRW", 0)].run_dir):
+        (run_dir / "results.json").unlink()
+    assert main(arguments) == 2
+    assert "error: --report-only: no row has finished all its runs" in capsys.readouterr().err

@@ -398,12 +398,14 @@ def run_compare(
     jobs: int = 1,
     threads: int | None = None,
     command: str = "",
+    report_only: bool = False,
 ) -> list[dict]:
     """Run what is missing and write ``compare.{md,csv,json,png}``; returns
     the table's summary rows.
 
     ``threads``: CPU threads in all; each of the ``jobs`` processes gets ``threads // jobs``
-    (default: the machine's cores divided by ``jobs``).
+    (default: the machine's cores divided by ``jobs``). ``report_only``: train nothing; the
+    table holds the rows whose runs have all finished and names the others.
     """
     if not rows:
         raise ConfigError("compare needs at least one row (a recipe)")
@@ -414,9 +416,30 @@ def run_compare(
     runs, cells = plan_runs(rows, seeds, out_dir, list(overrides or []))
     total_threads = threads or os.cpu_count() or 1
     threads_per_job = max(1, total_threads // jobs) if (jobs > 1 or threads) else None
-    execute(runs, jobs, threads_per_job)
+    unfinished_rows = []
+    if report_only:
+        unfinished_rows = [
+            row.label
+            for row in rows
+            if not all(cells[(row.label, seed)].finished for seed in seeds)
+        ]
+        rows = [row for row in rows if row.label not in unfinished_rows]
+        if unfinished_rows:
+            print(f"not finished yet, left out of the table: {', '.join(unfinished_rows)}")
+        if not rows:
+            raise ConfigError(
+                f"--report-only: no row has finished all its runs in {out_dir / 'runs'} yet "
+                "(`--plan` shows how far they got)"
+            )
+    else:
+        execute(runs, jobs, threads_per_job)
+    cells = {
+        (label, seed): run for (label, seed), run in cells.items() if label not in unfinished_rows
+    }
     results = {
         key: json.loads((run.run_dir / "results.json").read_text()) for key, run in cells.items()
     }
     runs_by_cell = {key: run.run_dir for key, run in cells.items()}
-    return write_compare_report(out_dir, rows, seeds, results, runs_by_cell, paper, command)
+    return write_compare_report(
+        out_dir, rows, seeds, results, runs_by_cell, paper, command, unfinished_rows
+    )

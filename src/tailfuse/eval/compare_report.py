@@ -168,9 +168,11 @@ def write_compare_report(
     run_dirs: dict,
     published: dict,
     command: str,
+    unfinished_rows: list[str] = (),
 ) -> list[dict]:
     """Write ``compare.md``, ``compare.csv``, ``compare.json`` and
-    ``compare.png``; returns the summary."""
+    ``compare.png``; returns the summary. ``unfinished_rows``: labels of rows left out because
+    their runs have not finished (named in the Markdown and the JSON)."""
     run_rows = [
         run_row(row.label, seed, results[(row.label, seed)]) for row in rows for seed in seeds
     ]
@@ -194,7 +196,14 @@ def write_compare_report(
     write_text_atomically(
         out_dir / "compare.json",
         json_text(
-            {"command": command, "seeds": seeds, "runs": run_rows, "summary": summary}, indent=2
+            {
+                "command": command,
+                "seeds": seeds,
+                "runs": run_rows,
+                "summary": summary,
+                "unfinished_rows": list(unfinished_rows),
+            },
+            indent=2,
         ),
     )
     fields = (
@@ -210,6 +219,8 @@ def write_compare_report(
     paper_note = (
         f" Paper figures (all, top-1 %) are the papers': {'; '.join(sources)}." if sources else ""
     )
+    if unfinished_rows:
+        paper_note += f" Not finished yet, left out: {', '.join(unfinished_rows)}."
     write_text_atomically(
         out_dir / "compare.md",
         f"# Comparison\n\nCommand: `{command}`\n\nSeeds: {seeds}; mean ± sample std over seeds; "
