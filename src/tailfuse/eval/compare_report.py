@@ -9,6 +9,7 @@ printed in their own column with the difference measured − paper.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -168,7 +169,7 @@ def write_compare_report(
     run_dirs: dict,
     published: dict,
     command: str,
-    unfinished_rows: list[str] = (),
+    unfinished_rows: Sequence[str] = (),
 ) -> list[dict]:
     """Write ``compare.md``, ``compare.csv``, ``compare.json`` and
     ``compare.png``; returns the summary. ``unfinished_rows``: labels of rows left out because
