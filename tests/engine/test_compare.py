@@ -221,8 +221,8 @@ def test_stage2_rows_share_the_stage1_run_of_each_seed_with_the_stage1_row(
     printed = capfd.readouterr().out
     assert "stage-1 checkpoint" not in printed  # no cRT run had to train its stage 1 itself
     for seed in (0, 1):
-        assert f"[cifar10_lt_quick_crt seed {seed}] training in {tmp_path}" in printed
-        assert f"[cifar10_lt_quick_crt seed {seed}] finished\n" in printed
+        assert f"[cRT seed {seed}] training in {tmp_path}" in printed  # the row's label
+        assert f"[cRT seed {seed}] finished\n" in printed
     runs = sorted(path.name for path in (tmp_path / "runs").iterdir())
     assert len(runs) == 4 and sum(name.startswith("cifar10_lt_quick-") for name in runs) == 2
     report = json.loads((tmp_path / "compare.json").read_text())
@@ -425,3 +425,29 @@ def test_report_only_tables_the_finished_rows_names_the_others_and_trains_nothin
         (run_dir / "results.json").unlink()
     assert main(arguments) == 2
     assert "error: --report-only: no row has finished all its runs" in capsys.readouterr().err
+
+
+def test_a_failing_parallel_run_is_reported_at_once_and_ends_compare_with_one_error_line(
+    cifar10_jpeg_root, tmp_path, capfd
+):
+    overrides = [
+        *tiny_overrides(cifar10_jpeg_root, epochs=2),
+        "train.max_steps_per_epoch=3",
+        "train.eval_every=0",
+    ]
+    arguments = [
+        "compare",
+        "CE=cifar10_lt_quick_ce",
+        "Broken=cifar10_lt_quick_ce:data.root=/nowhere",
+    ]
+    arguments += ["--seeds", "0", "--jobs", "2", "--threads", "2", "--out", str(tmp_path)]
+    for override in overrides:
+        arguments += ["--set", override]
+    assert main(arguments) == 2
+    err = capfd.readouterr().err
+    # the broken run fails while the other trains; it is named at once, not after the other
+    assert "[Broken seed 0] failed: " in err and "the 1 still running finish" in err
+    assert err.splitlines()[-1].startswith("error: ") and "/nowhere" in err.splitlines()[-1]
+    finished = [path for path in (tmp_path / "runs").iterdir() if (path / "results.json").exists()]
+    assert len(finished) == 1  # the run beside it still finished
+    assert not (tmp_path / "compare.md").exists()  # no table from an incomplete comparison

@@ -53,10 +53,12 @@ class Row:
 
 @dataclass
 class PlannedRun:
-    """One training run: its resolved recipe and where it lives."""
+    """One training run: its resolved recipe, where it lives, and the row it fills (``label``;
+    empty for an earlier stage that is no row)."""
 
     config: RunConfig
     run_dir: Path
+    label: str = ""
 
     @property
     def finished(self) -> bool:
@@ -186,7 +188,7 @@ def plan_runs(
             placed = {}
             if config.init is not None:
                 config, placed = _place_earlier_stages(config, seed, runs_dir, earlier, overrides)
-            cell = PlannedRun(config, _run_dir(runs_dir, config, placed))
+            cell = PlannedRun(config, _run_dir(runs_dir, config, placed), row.label)
             for run_dir in earlier_run_dirs(cell):
                 if run_dir in earlier:
                     ordered.setdefault(run_dir, earlier[run_dir])
@@ -320,14 +322,23 @@ def execute(runs: list[PlannedRun], jobs: int, threads_per_job: int | None) -> N
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 run = running.pop(future)
+                if future.exception() is not None and running:
+                    # the pool lets the others finish before the error surfaces: say so now
+                    print(
+                        f"[{_label(run)}] failed: {future.exception()}; no new run starts, "
+                        f"the {len(running)} still running finish first",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 future.result()  # re-raises a worker's error (a TailfuseError stays one)
                 unfinished.discard(run.run_dir)
                 print(f"[{_label(run)}] finished", flush=True)
 
 
 def _label(run: PlannedRun) -> str:
-    """How the lines of a run trained beside others name it: recipe and seed."""
-    return f"{run.config.name} seed {run.config.train.seed}"
+    """How the lines of a run trained beside others name it: its row (else its recipe) and
+    seed, so two rows of one recipe with other overrides stay apart."""
+    return f"{run.label or run.config.name} seed {run.config.train.seed}"
 
 
 def _quiet(config: RunConfig) -> RunConfig:
