@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from tailfuse.errors import ConfigError, did_you_mean
+from tailfuse.files import read_yaml
 
 
 class StrictModel(BaseModel):
@@ -543,18 +544,7 @@ def read_recipe_dict(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> 
     path = find_recipe(name_or_path, _seen[-1].parent if _seen else None).resolve()
     if path in _seen:
         raise ConfigError(f"recipe base cycle: {' -> '.join(str(p) for p in (*_seen, path))}")
-    try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(
-            f"recipe {path} is not valid YAML: {' '.join(str(error).split())}"
-        ) from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(
-            f"recipe {path} is not UTF-8 text (byte {error.start}: {error.reason})"
-        ) from None
-    except OSError as error:
-        raise ConfigError(f"cannot read recipe {path}: {error.strerror}") from None
+    content = read_yaml(path, "recipe") or {}
     if not isinstance(content, dict):
         raise ConfigError(f"recipe {path} must be a mapping at the top level")
     _resolve_relative_references(content, path.parent)

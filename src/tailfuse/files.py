@@ -1,11 +1,28 @@
-"""Atomic file writes shared by every layer: a reader or a crash never sees a half-written file."""
+"""File reads and atomic writes shared by every layer: a reader or a crash never sees a
+half-written file, and a file a user got wrong is named in one line."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from tailfuse.errors import TailfuseError
+import yaml
+
+from tailfuse.errors import ConfigError, TailfuseError
+
+
+def read_yaml(path: str | Path, what: str):
+    """The content of the YAML file ``path`` (``None`` when empty), or a one-line
+    ``ConfigError`` naming ``what`` it is: unreadable, not UTF-8, or not valid YAML."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        reason = "not valid YAML: " + " ".join(str(error).split())
+    except UnicodeDecodeError as error:
+        reason = f"not UTF-8 text (byte {error.start}: {error.reason})"
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+    raise ConfigError(f"cannot read {what} {path}: {reason}")
 
 
 def write_text_atomically(path: Path, text: str | bytes) -> None:

@@ -61,6 +61,33 @@ def test_published_figures_file_errors_are_clear(tmp_path):
         read_published(path)
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[]\n", "compare needs at least one row (a recipe)"),
+        ("recipe: cifar10_lt_quick\n", "must be a YAML list of mappings with a 'recipe'"),
+        ("- {label: CE}\n", "must be a YAML list of mappings with a 'recipe'"),
+        ("- [unclosed\n", "cannot read rows file"),
+        (None, "cannot read rows file"),
+    ],
+)
+@pytest.mark.parametrize("mode", [[], ["--plan"], ["--report-only"]])
+def test_a_bad_rows_file_is_one_error_line_and_writes_nothing(
+    tmp_path, capsys, content, message, mode
+):
+    rows_file = tmp_path / "rows.yaml"
+    if content is not None:
+        rows_file.write_text(content)
+    out = tmp_path / "out"
+    arguments = ["compare", "--rows-file", str(rows_file), "--seeds", "0", "--out", str(out)]
+
+    assert main([*arguments, *mode]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and message in error
+    assert error.count("\n") == 1 and "Traceback" not in error
+    assert not out.exists()
+
+
 def test_the_data_location_is_part_of_a_runs_identity(tmp_path, monkeypatch):
     """Two copies of a dataset are two runs (stage 1 and 2); spellings of one folder are one run."""
     jpeg, lossless = tmp_path / "cifar10-jpeg", tmp_path / "cifar10-lossless"

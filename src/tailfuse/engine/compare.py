@@ -32,14 +32,13 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-import yaml
-
 from tailfuse.config import RunConfig, build_config, config_to_dict, load_recipe
 from tailfuse.engine.runtime import resolve_device, resolve_precision
 from tailfuse.engine.stages import stage1_config
 from tailfuse.engine.trainer import RESUMABLE_CHANGES, _flatten
 from tailfuse.errors import ConfigError
 from tailfuse.eval.compare_report import read_published, write_compare_report
+from tailfuse.files import read_yaml
 
 
 @dataclass
@@ -79,10 +78,7 @@ def parse_row(text: str) -> Row:
 
 def read_rows(path: str | Path) -> list[Row]:
     """Rows from a YAML list of ``{label, recipe, overrides}`` mappings."""
-    try:
-        content = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"cannot read rows file {path}: {error}") from None
+    content = read_yaml(path, "rows file")
     if not isinstance(content, list) or not all(
         isinstance(item, dict) and "recipe" in item for item in content
     ):
@@ -175,6 +171,8 @@ def plan_runs(
 
     Returns the ordered runs and ``{(label, seed): PlannedRun}`` of the table cells.
     """
+    if not rows:
+        raise ConfigError("compare needs at least one row (a recipe)")
     runs_dir = out_dir / "runs"
     earlier: dict[Path, PlannedRun] = {}
     cells: dict[tuple[str, int], PlannedRun] = {}
@@ -370,8 +368,6 @@ def plan_text(rows: list[Row], seeds: list[int], out_dir: str | Path, overrides:
     """What ``compare`` would do, without doing it: every run in the order it starts them,
     its folder, what it is (table cells, stage 1 of which runs), how far it got, and the
     earlier stage an unfinished one waits for."""
-    if not rows:
-        raise ConfigError("compare needs at least one row (a recipe)")
     runs, cells = plan_runs(rows, seeds, Path(out_dir), list(overrides))
     shown_as = {run.run_dir: [] for run in runs}  # the table cells a run fills
     later_rows = {run.run_dir: [] for run in runs}  # the rows that start from it
@@ -418,8 +414,6 @@ def run_compare(
     (default: the machine's cores divided by ``jobs``). ``report_only``: train nothing; the
     table holds the rows whose runs have all finished and names the others.
     """
-    if not rows:
-        raise ConfigError("compare needs at least one row (a recipe)")
     if jobs < 1:
         raise ConfigError("--jobs must be at least 1")
     out_dir = Path(out_dir)

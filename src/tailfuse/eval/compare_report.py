@@ -12,22 +12,17 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
 from tailfuse.errors import ConfigError
 from tailfuse.eval.report import csv_text, json_text, save_figure
 from tailfuse.eval.sweep_report import COLUMNS, run_row, summarise
-from tailfuse.files import write_text_atomically
+from tailfuse.files import read_yaml, write_text_atomically
 
 METRICS = (*COLUMNS, "macro_precision", "ece")
 
 
 def read_published(path: str | Path) -> dict[str, dict]:
     """``label or recipe -> {paper, source}`` from a YAML list of published figures."""
-    try:
-        content = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"cannot read published figures {path}: {error}") from None
+    content = read_yaml(path, "published figures")
     if not isinstance(content, list):
         raise ConfigError(
             f"published figures {path} must be a YAML list of {{recipe or label, paper, source}}"
