@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from tailfuse.cli import main
 
@@ -136,3 +137,25 @@ def test_an_entry_point_plugin_is_loaded_before_the_recipe_is_resolved(tmp_path)
     assert "method:\n  name: halved_erm\n  sampler: every_other\n" in shown.stdout
     without = show_with(str(REPOSITORY / "src"))  # the distribution is not installed
     assert without.returncode == 2 and "unknown method 'halved_erm'" in without.stderr
+
+
+def test_a_plugin_that_is_missing_or_fails_is_one_error_line(tmp_path, capsys):
+    from .test_reliability import one_error_line
+
+    root = tmp_path / "images"
+    recipe = tmp_path / "recipe.yaml"
+    for plugin, message in [
+        (
+            "missing.py",
+            f"imports: plugin file missing.py does not exist next to the recipe or in {Path.cwd()}",
+        ),
+        ("no_such_plugin_module", "imports: cannot import plugin 'no_such_plugin_module'"),
+        (
+            "broken.py",
+            f"plugin '{tmp_path / 'broken.py'}' failed: ValueError: first line second line",
+        ),
+    ]:
+        recipe.write_text(f"base: image_folder\nimports: [{plugin}]\ndata: {{root: {root}}}\n")
+        (tmp_path / "broken.py").write_text('raise ValueError("first line\\nsecond line")\n')
+        line = one_error_line(capsys, ["config", "show", str(recipe)])
+        assert message in line, line

@@ -540,8 +540,8 @@ def main(argv: list[str] | None = None) -> int:
         return status
     except BrokenPipeError:  # `tailfuse recipes | head`: the reader stopped reading
         return _stdout_closed()
-    except TailfuseError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except TailfuseError as error:  # one line, even where it quotes a multi-line message
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     except OSError as error:  # a file the system refused (full disk, permissions): name it
         if error.filename is None:

@@ -61,7 +61,8 @@ def import_plugin(reference: str) -> None:
     try:
         if reference.endswith(".py"):
             if not path.is_file():
-                raise ConfigError(f"imports: plugin file {reference} does not exist")
+                where = "" if path.is_absolute() else f" next to the recipe or in {Path.cwd()}"
+                raise ConfigError(f"imports: plugin file {reference} does not exist{where}")
             module_name = (
                 f"tailfuse_plugin_{path.stem}_"
                 f"{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
