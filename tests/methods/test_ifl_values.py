@@ -14,7 +14,7 @@ import tailfuse  # noqa: F401  (registers the methods)
 from tailfuse.config import load_recipe
 from tailfuse.data.randomness import EpochRandomness
 from tailfuse.methods import Batch, StepContext, build_method
-from tailfuse.methods.ifl import intra_class_environment_weights
+from tailfuse.methods.ifl import confidence_beta, intra_class_environment_weights
 from tailfuse.models import Classifier, LinearHead, build_model
 
 # class 0 spans only [0.5, 0.7], class 1 only [0.9, 0.95]: both are min-max scaled to [0, 1]
@@ -39,6 +39,34 @@ def test_environment_weights_min_max_scale_a_narrow_confidence_range():
 def test_environment_weights_with_sample_scale_two_clamp_beta_at_one():
     weights = intra_class_environment_weights(LABELS[:5], CONFIDENCE[:5], 1, sample_scale=2.0)
     assert weights.tolist() == pytest.approx(CLASS0_T2, rel=1e-4, abs=1e-8)
+
+
+def test_environment_weights_follow_the_per_class_rule_for_any_class_size():
+    # The all-classes-at-once computation against the rule applied class by class
+    # (confidence_beta, checked by hand above): class sizes that are not multiples of 5
+    # (floor(0.8 n) smallest u for h, floor(0.2 n) largest for t), one under 5, and a class
+    # whose beta (ln 4 / ln 1.072 = 19.9) is clamped at 10.
+    generator = torch.Generator().manual_seed(0)
+    sizes = [5, 6, 7, 9, 13, 4]
+    parts = [torch.rand(size, generator=generator, dtype=torch.float64) for size in sizes]
+    sizes.append(20)  # p = 1 once, 0 once, 0.02 otherwise: t / h = 0.985 / 0.919
+    parts.append(torch.tensor([1.0, 0.0] + [0.02] * 18, dtype=torch.float64))
+    labels = torch.cat([torch.full((size,), c) for c, size in enumerate(sizes)])
+    confidence = torch.cat(parts)
+
+    weights = intra_class_environment_weights(labels, confidence, len(sizes), sample_scale=4.0)
+
+    for c, p in enumerate(parts):
+        if len(p) < 5:
+            expected = torch.full_like(p, 1.0 / len(p))
+        else:
+            u = (1.0 - (p - p.min()) / (p.max() - p.min() + 1e-9)).abs() + 1e-5
+            raw = u ** confidence_beta(u, 4.0) + 1e-12
+            expected = raw / raw.sum()
+        assert weights[labels == c].tolist() == pytest.approx(expected.tolist(), rel=1e-9), c
+    u = (1.0 - parts[-1]).abs() + 1e-5
+    assert confidence_beta(u, 4.0) == 10.0
+    assert float(weights[-19] / weights[-18]) == pytest.approx((1.00001 / 0.98001) ** 10)
 
 
 def ifl(overrides=(), counts=(5, 5), model=None):

@@ -177,15 +177,18 @@ def intra_class_environment_weights(
     first = torch.cumsum(count, 0) - count
     rank = torch.empty(len(seen), dtype=torch.float64)
     rank[ordered] = torch.arange(len(seen), dtype=torch.float64) - first[classes[ordered]]
+    # the authors' two top-k calls: for a class size not a multiple of 5, one u is in neither
     head_count = torch.floor(0.8 * count)
+    tail_count = torch.floor(0.2 * count)
     in_head = rank < head_count[classes]
+    in_tail = rank >= (count - tail_count)[classes]
     head_sum = torch.zeros(num_classes, dtype=torch.float64).index_add_(
         0, classes, torch.where(in_head, u, 0.0)
     )
     tail_sum = torch.zeros(num_classes, dtype=torch.float64).index_add_(
-        0, classes, torch.where(in_head, 0.0, u)
+        0, classes, torch.where(in_tail, u, 0.0)
     )
-    ratio = (tail_sum / (count - head_count)) / (head_sum / head_count) + 1e-5
+    ratio = (tail_sum / tail_count) / (head_sum / head_count) + 1e-5
     beta = (math.log(sample_scale) / torch.log(ratio)).clamp(1.0, 10.0)
     raw = u.pow(beta[classes]) + 1e-12
     total = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, classes, raw)
