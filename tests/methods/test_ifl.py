@@ -180,6 +180,13 @@ def test_a_step_records_confidence_and_moves_centers_only_when_alpha_is_positive
     )  # one seen sample per class
     assert torch.equal(method.state.environment_weights[0], torch.ones(6, dtype=torch.float64))
     assert torch.isnan(method.confidence).all()  # records restart every epoch
+    # ... and so does their order: sample 5, drawn last above, is drawn first next epoch
+    next_batches = {
+        "env1": Batch(torch.randn(1, 3, 32, 32), labels[[5]], torch.tensor([5])),
+        "env2": Batch(torch.randn(1, 3, 32, 32), labels[[1]], torch.tensor([1])),
+    }
+    method.loss(next_batches, StepContext(epoch=14, total_epochs=16, randomness=late.randomness))
+    assert (~torch.isnan(method.confidence)).nonzero().flatten().tolist() == [1, 5]
 
 
 @pytest.fixture(scope="module")

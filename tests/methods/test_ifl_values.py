@@ -80,6 +80,18 @@ def ifl(overrides=(), counts=(5, 5), model=None):
     return method, model
 
 
+def test_mixup_weights_the_own_label_by_lambda_and_the_partners_by_one_minus_lambda():
+    method, _ = ifl(["method.loss=cross_entropy", "method.center_loss=l2"])
+    logits, labels, partner = torch.tensor([[2.0, 0.0]]), torch.tensor([0]), torch.tensor([1])
+    # CE(label 0) = log(1 + e^-2) = 0.126928, CE(label 1) = 2.126928
+    mixed = method._classification(logits, labels, partner, 0.75)
+    assert float(mixed) == pytest.approx(0.75 * 0.126928 + 0.25 * 2.126928, abs=1e-6)
+    # squared distances of (1, 0) to the centers (0, 0) and (3, 0): 1 and 4
+    features, centers = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0], [3.0, 0.0]])
+    term = method._center_term(features, centers, labels, partner, 0.75)
+    assert float(term) == pytest.approx(0.75 * 1.0 + 0.25 * 4.0)
+
+
 def test_three_environments_rebuild_env2_with_half_the_scale_and_env3_with_the_scale():
     method, _ = ifl(["method.environments=3", "method.update_milestones=[0]"])
     assert sorted(method.branches()) == ["env1", "env2", "env3"]

@@ -870,6 +870,101 @@ CASES = [
         "tests/engine/test_compare.py::"
         "test_report_only_tables_the_finished_rows_names_the_others_and_trains_nothing",
     ),
+    (
+        "src/tailfuse/methods/ifl.py",
+        "head_count = torch.floor(0.8 * count)",
+        "head_count = torch.ceil(0.8 * count)",
+        "tests/methods/test_ifl_values.py::"
+        "test_environment_weights_follow_the_per_class_rule_for_any_class_size",
+    ),
+    (
+        "src/tailfuse/methods/ifl.py",
+        "tail_count = torch.floor(0.2 * count)",
+        "tail_count = torch.ceil(0.2 * count)",
+        "tests/methods/test_ifl_values.py::"
+        "test_environment_weights_follow_the_per_class_rule_for_any_class_size",
+    ),
+    (
+        "src/tailfuse/methods/ifl.py",
+        "torch.where(in_tail, u, 0.0)",
+        "torch.where(in_head, 0.0, u)",
+        "tests/methods/test_ifl_values.py::"
+        "test_environment_weights_follow_the_per_class_rule_for_any_class_size",
+    ),
+    (
+        "src/tailfuse/methods/ifl.py",
+        "beta = (math.log(sample_scale) / torch.log(ratio)).clamp(1.0, 10.0)",
+        "beta = (math.log(sample_scale) / torch.log(ratio)).clamp(1.0, 9.0)",
+        "tests/methods/test_ifl_values.py::"
+        "test_environment_weights_follow_the_per_class_rule_for_any_class_size",
+    ),
+    (
+        "src/tailfuse/methods/ifl.py",
+        "+ (1.0 - lam) * self.criterion(\n            logits, partner_labels",
+        "+ lam * self.criterion(\n            logits, partner_labels",
+        "tests/methods/test_ifl_values.py::"
+        "test_mixup_weights_the_own_label_by_lambda_and_the_partners_by_one_minus_lambda",
+    ),
+    (
+        "src/tailfuse/methods/ifl.py",
+        "                lam * term\n                + (1.0 - lam) * center_distance",
+        "                (1.0 - lam) * term\n                + lam * center_distance",
+        "tests/methods/test_ifl_values.py::"
+        "test_mixup_weights_the_own_label_by_lambda_and_the_partners_by_one_minus_lambda",
+    ),
+    (
+        "src/tailfuse/methods/ifl.py",
+        "self.record_order.fill_(-1)",
+        "pass",
+        "tests/methods/test_ifl.py::"
+        "test_a_step_records_confidence_and_moves_centers_only_when_alpha_is_positive",
+    ),
+    (
+        "src/tailfuse/methods/ifl.py",
+        'self.confidence.fill_(float("nan"))',
+        "self.confidence.fill_(0.5)",
+        "tests/methods/test_ifl.py::"
+        "test_a_step_records_confidence_and_moves_centers_only_when_alpha_is_positive",
+    ),
+    (
+        "src/tailfuse/methods/ifl.py",
+        "        if epoch >= milestone:\n            alpha = weight",
+        "        if epoch > milestone:\n            alpha = weight",
+        "tests/methods/test_ifl.py::test_center_weight_follows_the_milestones",
+    ),
+    (
+        "src/tailfuse/methods/ifl.py",
+        "few = count[classes] < 5",
+        "few = count[classes] <= 5",
+        "tests/methods/test_ifl.py::test_environment_weights_on_a_hand_made_confidence_table",
+    ),
+    (
+        "src/tailfuse/methods/ifl.py",
+        "else [self.options.sample_scale // 2, self.options.sample_scale]",
+        "else [self.options.sample_scale, self.options.sample_scale // 2]",
+        "tests/methods/test_ifl_values.py::"
+        "test_three_environments_rebuild_env2_with_half_the_scale_and_env3_with_the_scale",
+    ),
+    (
+        "src/tailfuse/methods/ifl.py",
+        "self.state.centers.sub_(",
+        "self.state.centers.add_(",
+        "tests/methods/test_ifl.py::test_center_update_is_the_moving_average_rule",
+    ),
+    (
+        "src/tailfuse/methods/ifl.py",
+        "and context.epoch + 1 == self._first_center_epoch()",
+        "and context.epoch == self._first_center_epoch()",
+        "tests/methods/test_ifl_values.py::"
+        "test_class_mean_center_init_sets_centers_to_the_last_warmup_epochs_class_means",
+    ),
+    (
+        "src/tailfuse/methods/ifl.py",
+        "scaled = (p - low[classes]) / (high[classes] - low[classes] + 1e-9)",
+        "scaled = p",
+        "tests/methods/test_ifl_values.py::"
+        "test_environment_weights_min_max_scale_a_narrow_confidence_range",
+    ),
 ]
 failures = 0
 FIRST = int(sys.argv[2]) if len(sys.argv) > 2 else 0
