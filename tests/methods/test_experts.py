@@ -202,3 +202,35 @@ def test_reslt_cross_entropy_keeps_the_authors_epsilon():
         ConfigError, match="unknown ResLT groups 'cifar1000'; choose from cifar10, cifar100"
     ):
         ResLoss([3, 2, 1], groups="cifar1000")
+
+
+@pytest.mark.parametrize("recipe", ["cifar10_glt_quick_ride_ifl", "cifar10_glt_quick_tade_ifl"])
+def test_ifl_on_experts_records_the_expert_mean_and_centers_the_joined_features(recipe):
+    """center_ride / center_tade (spec glt_ifl §3.5): confidence p(y|x) from the mean of the
+    experts' logits; the centers live on the concatenated pooled expert features."""
+    method, model = _method(recipe)
+    labels = torch.repeat_interleave(torch.arange(3), torch.tensor(COUNTS))
+    method.bind_training_set(labels)
+    drawn = torch.tensor([0, 6, 9, 1])
+    torch.manual_seed(1)
+    images = torch.randn(4, 3, 32, 32)
+    batches = {
+        "env1": Batch(images[:2], labels[drawn[:2]], drawn[:2]),
+        "env2": Batch(images[2:], labels[drawn[2:]], drawn[2:]),
+    }
+    epoch = method.options.center_milestones[-1]  # center loss on
+    context = StepContext(
+        epoch=epoch, total_epochs=method.config.train.epochs, randomness=EpochRandomness(0, epoch)
+    )
+    centers = method.state.centers.clone()
+    method.loss(batches, context)
+
+    with torch.no_grad():
+        expert_logits = model.head.expert_logits(model.features(images))
+        mean = torch.stack(expert_logits).mean(0)
+        expected = mean.softmax(1).gather(1, labels[drawn].view(-1, 1)).squeeze(1)
+    assert method.confidence[drawn].tolist() == pytest.approx(expected.tolist(), rel=1e-5)
+    joined = model.backbone.num_experts * model.backbone.out_channels
+    assert centers.shape == (3, joined)
+    moved = (method.state.centers != centers).any(dim=1)
+    assert moved.tolist() == [True, True, True]  # every drawn class's center moved

@@ -15,6 +15,7 @@ from tailfuse.engine.session import TrainingSession
 from tailfuse.errors import ConfigError
 from tailfuse.methods import Batch, StepContext, build_method
 from tailfuse.methods.ifl import (
+    EnvironmentSampler,
     center_weight,
     confidence_beta,
     intra_class_environment_weights,
@@ -67,6 +68,16 @@ def test_beta_tail_is_the_floor_of_a_fifth_of_the_class():
     # n = 10 (a multiple of 5): t over the 2 largest, h over the 8 smallest: (2 + 4) / 2 / 1 = 3
     u = torch.tensor([1.0] * 8 + [2.0, 4.0], dtype=torch.float64)
     assert confidence_beta(u, 4.0) == pytest.approx(1.2619, abs=1e-4)
+
+
+def test_an_environment_without_weight_draws_every_image_uniformly():
+    # all weights 0 (no image recorded since the last rebuild): uniform, not a multinomial error
+    sampler = EnvironmentSampler(
+        torch.tensor([0, 0, 1, 1]), 2, lambda: torch.zeros(4, dtype=torch.float64), 4000
+    )
+    drawn = sampler.epoch_indices(torch.Generator().manual_seed(0))
+    counts = torch.bincount(drawn, minlength=4)
+    assert len(drawn) == 4000 and counts.min() > 900 and counts.max() < 1100
 
 
 def test_record_last_keeps_the_last_record_of_a_repeated_index():

@@ -6,7 +6,7 @@ Run it on a separate worktree, never on a checkout that training runs import fro
     python docs/results/mutation/hand_mutants.py /tmp/mutants-check [FIRST [LAST]]
 
 FIRST (default 0), LAST (default: all): run only cases FIRST to LAST - 1 (e.g. 22 for the
-fifth session's, 80 for the sixth's).
+fifth session's, 80 for the sixth's, 130 for the ninth's: ifl.py).
 Each case runs the named test with PYTHONPATH set to the worktree's src. Exit status 1 when a
 mutant survives or its test is skipped (the end-to-end cases need the CIFAR-10 JPEG copy: set
 TAILFUSE_CIFAR10_JPEG when the worktree is not beside ../shared).
@@ -964,6 +964,19 @@ CASES = [
         "scaled = p",
         "tests/methods/test_ifl_values.py::"
         "test_environment_weights_min_max_scale_a_narrow_confidence_range",
+    ),
+    (
+        "src/tailfuse/methods/ifl.py",
+        "logits = torch.stack(expert_logits).mean(0)",
+        "logits = expert_logits[0]",
+        "tests/methods/test_experts.py::"
+        "test_ifl_on_experts_records_the_expert_mean_and_centers_the_joined_features",
+    ),
+    (
+        "src/tailfuse/methods/ifl.py",
+        "weights = torch.ones_like(weights)",
+        "pass",
+        "tests/methods/test_ifl.py::test_an_environment_without_weight_draws_every_image_uniformly",
     ),
 ]
 failures = 0
