@@ -161,8 +161,10 @@ def markdown_report(results: dict) -> str:
     for group in GROUP_ORDER:
         if group in test["group_accuracy"]:
             size = len(results["data"]["groups"][group])
+            classes = "class" if size == 1 else "classes"
             lines.append(
-                f"| {group} accuracy ({size} classes) | {_number(test['group_accuracy'][group])} |"
+                f"| {group} accuracy ({size} {classes}) | "
+                f"{_number(test['group_accuracy'][group])} |"
             )
     lines += [
         f"| macro precision | {_number(test['macro_precision'])} |",
