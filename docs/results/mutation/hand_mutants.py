@@ -6,7 +6,8 @@ Run it on a separate worktree, never on a checkout that training runs import fro
     python docs/results/mutation/hand_mutants.py /tmp/mutants-check [FIRST [LAST]]
 
 FIRST (default 0), LAST (default: all): run only cases FIRST to LAST - 1 (e.g. 22 for the
-fifth session's, 80 for the sixth's, 130 for the ninth's: ifl.py).
+fifth session's, 80 for the sixth's, 130 for the ninth's: ifl.py, 146:
+report.py).
 Each case runs the named test with PYTHONPATH set to the worktree's src. Exit status 1 when a
 mutant survives or its test is skipped (the end-to-end cases need the CIFAR-10 JPEG copy: set
 TAILFUSE_CIFAR10_JPEG when the worktree is not beside ../shared).
@@ -977,6 +978,36 @@ CASES = [
         "weights = torch.ones_like(weights)",
         "pass",
         "tests/methods/test_ifl.py::test_an_environment_without_weight_draws_every_image_uniformly",
+    ),
+    (
+        "src/tailfuse/eval/report.py",
+        "if scale != 1.0:",
+        "if scale >= 1.0:",
+        "tests/eval/test_report.py::test_report_lists_metrics_groups_and_classes_in_order",
+    ),
+    (
+        "src/tailfuse/eval/report.py",
+        "return value if math.isfinite(value) else None",
+        "return value",
+        "tests/eval/test_report.py::test_results_json_is_strict_json_with_nan_and_infinity_as_null",
+    ),
+    (
+        "src/tailfuse/eval/report.py",
+        "or (isinstance(value, float) and math.isnan(value)) else",
+        "or False else",
+        "tests/eval/test_report.py::test_report_lists_metrics_groups_and_classes_in_order",
+    ),
+    (
+        "src/tailfuse/eval/report.py",
+        '    if results["test"].get("calibration"):\n        plot_reliability_diagram(',
+        "    if True:\n        plot_reliability_diagram(",
+        "tests/eval/test_report.py::test_results_json_is_strict_json_with_nan_and_infinity_as_null",
+    ),
+    (
+        "src/tailfuse/eval/report.py",
+        "{_number(test['per_class_precision'][c])} |",
+        "{_number(test['per_class_accuracy'][c])} |",
+        "tests/eval/test_report.py::test_report_lists_metrics_groups_and_classes_in_order",
     ),
 ]
 failures = 0
