@@ -52,6 +52,8 @@ def test_progressive_power_goes_from_power_one_to_zero():
     assert torch.allclose(
         frequencies(sampler), torch.full((5,), 0.2, dtype=torch.float64), atol=0.01
     )
+    sampler.set_epoch(0, 1)  # a one-epoch run: its only epoch is the last, class-balanced
+    assert sampler.power() == 0.0
 
 
 def test_effective_number_sampler_frequencies():
