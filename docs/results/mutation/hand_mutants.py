@@ -6,8 +6,8 @@ Run it on a separate worktree, never on a checkout that training runs import fro
     python docs/results/mutation/hand_mutants.py /tmp/mutants-check [FIRST [LAST]]
 
 FIRST (default 0), LAST (default: all): run only cases FIRST to LAST - 1 (e.g. 22 for the
-fifth session's, 80 for the sixth's, 130 for the ninth's: ifl.py, 146:
-report.py).
+fifth session's, 80 for the sixth's, 130 for the ninth's: ifl.py, 146: report.py,
+151: a sampler).
 Each case runs the named test with PYTHONPATH set to the worktree's src. Exit status 1 when a
 mutant survives or its test is skipped (the end-to-end cases need the CIFAR-10 JPEG copy: set
 TAILFUSE_CIFAR10_JPEG when the worktree is not beside ../shared).
