@@ -202,6 +202,24 @@ def test_sweep_does_not_reuse_results_of_other_overrides(trees, tmp_path, capsys
     # the same command still reuses it
     assert main([*arguments, "--out", str(out)]) == 0
     assert results.read_bytes() == before
+    # a damaged run configuration or results file is one line and nothing is rewritten
+    config = results.parent / "config.yaml"
+    good_config = config.read_bytes()
+    damages = [
+        ("config.yaml", "a: [1", "not valid YAML"),
+        ("config.yaml", "- 1\n", "its config.yaml is not a recipe"),
+        ("results.json", "{", "Expecting property name"),
+    ]
+    for name, damaged, reason in damages:
+        target = results.parent / name
+        kept = target.read_bytes()
+        target.write_text(damaged)
+        line = one_error_line(capsys, [*arguments, "--out", str(out)])
+        assert line.startswith(f"error: cannot reuse the finished run in {results.parent}")
+        assert reason in line
+        assert target.read_text() == damaged
+        target.write_bytes(kept)
+    assert config.read_bytes() == good_config and results.read_bytes() == before
 
 
 def test_a_stage2_method_without_init_is_refused(trees, tmp_path, capsys):

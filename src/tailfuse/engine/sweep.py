@@ -14,12 +14,11 @@ import json
 import shlex
 from pathlib import Path
 
-import yaml
-
 from tailfuse.config import RunConfig, check_path_name, config_to_dict, load_recipe
 from tailfuse.engine.trainer import RESUMABLE_CHANGES, config_differences, train
 from tailfuse.errors import ConfigError, TailfuseError
 from tailfuse.eval.sweep_report import run_row, write_sweep_report
+from tailfuse.files import read_yaml
 
 
 def run_sweep(
@@ -82,15 +81,18 @@ def _finished_results(run_dir: Path, config: RunConfig) -> dict:
     A sweep re-run with other overrides would otherwise label old numbers with the new
     command (issue 10 item 4).
     """
-    saved_path = run_dir / "config.yaml"
     try:
-        saved = yaml.safe_load(saved_path.read_text())
+        saved = read_yaml(run_dir / "config.yaml", "the run configuration")
         results = json.loads((run_dir / "results.json").read_text())
-    except (OSError, ValueError, yaml.YAMLError) as error:
+    except (TailfuseError, OSError, ValueError) as error:
         raise TailfuseError(f"cannot reuse the finished run in {run_dir}: {error}") from None
+    if not isinstance(saved, dict):
+        raise TailfuseError(
+            f"cannot reuse the finished run in {run_dir}: its config.yaml is not a recipe"
+        )
     differences = [
         key
-        for key in config_differences(saved or {}, config_to_dict(config))
+        for key in config_differences(saved, config_to_dict(config))
         if key not in RESUMABLE_CHANGES
     ]
     if differences:
