@@ -3,6 +3,7 @@ half-written file, and a file a user got wrong is named in one line."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -18,6 +19,20 @@ def read_yaml(path: str | Path, what: str):
         return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         reason = "not valid YAML: " + " ".join(str(error).split())
+    except UnicodeDecodeError as error:
+        reason = f"not UTF-8 text (byte {error.start}: {error.reason})"
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+    raise ConfigError(f"cannot read {what} {path}: {reason}")
+
+
+def read_json(path: str | Path, what: str):
+    """The content of the JSON file ``path``, or a one-line ``ConfigError`` naming ``what``
+    it is: unreadable, not UTF-8, or not valid JSON (a damaged or half-copied file)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        reason = f"not valid JSON: {error}"
     except UnicodeDecodeError as error:
         reason = f"not UTF-8 text (byte {error.start}: {error.reason})"
     except OSError as error:

@@ -448,6 +448,20 @@ def test_report_only_tables_the_finished_rows_names_the_others_and_trains_nothin
     markdown = (tmp_path / "compare.md").read_text()
     assert "Not finished yet, left out: LDAM-DRW." in markdown and "| CE | 2 | 61.00" in markdown
 
+    # a damaged results.json of a finished run: one line naming it, the table left as it was
+    tables = {name: (tmp_path / name).read_bytes() for name in ("compare.md", "compare.json")}
+    damaged = cells[("CE", 1)].run_dir / "results.json"
+    for content, reason in [
+        ('{"test": {"top1": 6', "cannot read the results of the finished run"),
+        ('{"data": {}}', "holds no test results; remove"),
+    ]:
+        damaged.write_text(content)
+        assert main(arguments) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("error: ") and "\n" not in error
+        assert str(damaged) in error and reason in error
+        assert {name: (tmp_path / name).read_bytes() for name in tables} == tables
+
     for run_dir in (cells[("CE", 0)].run_dir, cells[("LDAM-DRW", 0)].run_dir):
         (run_dir / "results.json").unlink()
     assert main(arguments) == 2

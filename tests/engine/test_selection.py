@@ -15,6 +15,8 @@ import torch
 
 import tailfuse
 from tailfuse.engine import session as session_module
+from tailfuse.engine.tsne import selected_checkpoint
+from tailfuse.errors import ConfigError
 
 from ..conftest import tiny_overrides
 
@@ -116,3 +118,21 @@ def test_which_epochs_are_evaluated():
     assert evaluated(1, "final") == list(range(1, 11))
     assert evaluated(0, "final") == [10]
     assert evaluated(0, "best_test") == list(range(1, 11))
+
+
+def test_tsne_picks_the_reported_checkpoint_and_names_a_damaged_results_file(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    for name in ("last.pt", "best_validation.pt"):
+        (checkpoints / name).write_bytes(b"")
+    assert selected_checkpoint(tmp_path) == checkpoints / "last.pt"  # no results yet
+    results = tmp_path / "results.json"
+    results.write_text('{"selection": {"rule": "best_validation"}}')
+    assert selected_checkpoint(tmp_path) == checkpoints / "best_validation.pt"
+    results.write_text('{"selection": {"rule": "best_test"}}')  # its file is not there
+    assert selected_checkpoint(tmp_path) == checkpoints / "last.pt"
+    results.write_text('{"selection": "final"}')
+    assert selected_checkpoint(tmp_path) == checkpoints / "last.pt"
+    results.write_text('{"selection": {"rule": "best_val')
+    with pytest.raises(ConfigError, match="cannot read the run's results .*not valid JSON"):
+        selected_checkpoint(tmp_path)

@@ -38,7 +38,7 @@ from tailfuse.engine.stages import stage1_config
 from tailfuse.engine.trainer import RESUMABLE_CHANGES, _flatten
 from tailfuse.errors import ConfigError
 from tailfuse.eval.compare_report import read_published, write_compare_report
-from tailfuse.files import read_yaml
+from tailfuse.files import read_json, read_yaml
 
 
 @dataclass
@@ -441,10 +441,19 @@ def run_compare(
     cells = {
         (label, seed): run for (label, seed), run in cells.items() if label not in unfinished_rows
     }
-    results = {
-        key: json.loads((run.run_dir / "results.json").read_text()) for key, run in cells.items()
-    }
+    results = {key: _finished_results(run.run_dir) for key, run in cells.items()}
     runs_by_cell = {key: run.run_dir for key, run in cells.items()}
     return write_compare_report(
         out_dir, rows, seeds, results, runs_by_cell, paper, command, unfinished_rows
     )
+
+
+def _finished_results(run_dir: Path) -> dict:
+    """A finished run's ``results.json``, or one line saying it is damaged and what to do."""
+    results = read_json(run_dir / "results.json", "the results of the finished run")
+    if not isinstance(results, dict) or not isinstance(results.get("test"), dict):
+        raise ConfigError(
+            f"{run_dir / 'results.json'} holds no test results; remove {run_dir} "
+            "to train that run again"
+        )
+    return results

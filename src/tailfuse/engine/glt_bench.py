@@ -10,12 +10,12 @@ protocol table, mean ± std over seeds, is written to ``OUT/glt_table.{md,json}`
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tailfuse.engine.sweep import run_sweep
 from tailfuse.eval.glt_table import bench_summary, write_glt_table
 from tailfuse.eval.report import json_text
+from tailfuse.files import read_json, write_text_atomically
 
 TRAIN_SET_KEY = "data.glt.train_set"
 
@@ -32,19 +32,12 @@ def run_glt_benchmark(
     runs = {}
     for train_set in ("glt", "cbl"):
         run_sweep(recipe, TRAIN_SET_KEY, [train_set], seeds, out_dir / train_set, overrides)
+        sweep_dir = out_dir / train_set / f"{TRAIN_SET_KEY}={train_set}"
         runs[train_set] = [
-            json.loads(
-                (
-                    out_dir
-                    / train_set
-                    / f"{TRAIN_SET_KEY}={train_set}"
-                    / f"seed{seed}"
-                    / "results.json"
-                ).read_text()
-            )
+            read_json(sweep_dir / f"seed{seed}" / "results.json", "the run's results")
             for seed in seeds
         ]
     summary = bench_summary(label or recipe, runs)
-    (out_dir / "glt_summary.json").write_text(json_text(summary, indent=2))
+    write_text_atomically(out_dir / "glt_summary.json", json_text(summary, indent=2))
     write_glt_table([summary], out_dir / "glt_table.md")
     return summary

@@ -10,7 +10,6 @@ backbone), trained once, then reused by every value and seed.
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from tailfuse.config import RunConfig, check_path_name, config_to_dict, load_rec
 from tailfuse.engine.trainer import RESUMABLE_CHANGES, config_differences, train
 from tailfuse.errors import ConfigError, TailfuseError
 from tailfuse.eval.sweep_report import run_row, write_sweep_report
-from tailfuse.files import read_yaml
+from tailfuse.files import read_json, read_yaml
 
 
 def run_sweep(
@@ -83,8 +82,8 @@ def _finished_results(run_dir: Path, config: RunConfig) -> dict:
     """
     try:
         saved = read_yaml(run_dir / "config.yaml", "the run configuration")
-        results = json.loads((run_dir / "results.json").read_text())
-    except (TailfuseError, OSError, ValueError) as error:
+        results = read_json(run_dir / "results.json", "the run's results")
+    except TailfuseError as error:
         raise TailfuseError(f"cannot reuse the finished run in {run_dir}: {error}") from None
     if not isinstance(saved, dict):
         raise TailfuseError(

@@ -8,7 +8,6 @@ them in 2-D with a fixed seed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from tailfuse.engine.runtime import make_runtime
 from tailfuse.engine.session import TrainingSession
 from tailfuse.errors import TailfuseError
 from tailfuse.eval.report import save_figure
+from tailfuse.files import read_json
 
 GROUP_COLOURS = {"many": "#4C72B0", "medium": "#DD8452", "few": "#C44E52"}
 
@@ -29,7 +29,9 @@ def selected_checkpoint(run_dir: Path) -> Path:
     """The checkpoint a run reported (``results.json`` selection), else ``last.pt``."""
     results_path = run_dir / "results.json"
     if results_path.is_file():
-        rule = json.loads(results_path.read_text()).get("selection", {}).get("rule")
+        results = read_json(results_path, "the run's results")
+        selection = results.get("selection") if isinstance(results, dict) else None
+        rule = selection.get("rule") if isinstance(selection, dict) else None
         if (
             rule in ("best_validation", "best_test")
             and (run_dir / "checkpoints" / f"{rule}.pt").is_file()
