@@ -164,7 +164,9 @@ def run(arguments: argparse.Namespace) -> int:
         text = predictions_text(rows, arguments.format)
         if arguments.out:
             Path(arguments.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(arguments.out).write_text(text)
+            from tailfuse.files import write_text_atomically
+
+            write_text_atomically(Path(arguments.out), text)
             print(
                 f"{len(rows)} predictions in {arguments.out} ({predictor.device})", file=sys.stderr
             )

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tailfuse.cli import main
 from tailfuse.config import config_to_dict, load_recipe
 from tailfuse.engine.checkpoint import save_checkpoint
 from tailfuse.engine.export import export_checkpoint
@@ -22,6 +23,7 @@ from tailfuse.errors import DataError
 from tailfuse.methods import build_method
 from tailfuse.models import build_model
 
+from ..eval.test_atomic_reports import disk_full_past
 from ..own_data import FREQUENCY_ORDER, TRAIN_COUNTS, make_new_images
 
 COUNTS = [TRAIN_COUNTS[name] for name in FREQUENCY_ORDER]
@@ -227,3 +229,21 @@ def test_image_paths_from_files_folders_and_globs(new_images):
         expand_image_paths([str(new_images / "zebra*.jpg")])
     with pytest.raises(DataError, match="not an image file, a folder or a glob"):
         expand_image_paths([str(new_images / "missing.jpg")])
+
+
+def test_predict_out_replaces_an_earlier_file_whole_or_not_at_all(new_images, tmp_path, capsys):
+    recipe, overrides, edit, _ = CASES["lws"]
+    make_checkpoint(tmp_path / "last.pt", recipe, overrides, edit)
+    out = tmp_path / "predictions.csv"
+    arguments = ["predict", str(tmp_path / "last.pt"), str(new_images), "--out", str(out)]
+    assert main([*arguments, "--top-k", "1"]) == 0
+    earlier = out.read_bytes()
+    assert earlier.decode().splitlines()[0] == "path,class_1,probability_1"
+    capsys.readouterr()
+    # top-3 rows are longer than the top-1 file: the disk fills half-way through the new one
+    with disk_full_past(len(earlier) + 10):
+        assert main([*arguments, "--top-k", "3"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: cannot write {out}: File too large") and "\n" not in error
+    assert out.read_bytes() == earlier
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["last.pt", "predictions.csv"]

@@ -15,6 +15,7 @@ import yaml
 
 from tailfuse.config import load_recipe
 from tailfuse.errors import DataError, TailfuseError
+from tailfuse.files import write_text_atomically
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 
@@ -78,13 +79,15 @@ def write_init_recipes(
         f"# {name}: your ImageFolder tree {root} "
         f"({'train/test folders' if layout == 'train/test' else 'one tree, split per class'})"
     )
-    stage1_path.write_text(
+    write_text_atomically(
+        stage1_path,
         f"{header}, stage 1 (written by `tailfuse init`).\n"
-        + yaml.safe_dump(stage1, sort_keys=False)
+        + yaml.safe_dump(stage1, sort_keys=False),
     )
-    stage2_path.write_text(
+    write_text_atomically(
+        stage2_path,
         f"{header}, H2T stage 2 on {stage1_path.name} (written by `tailfuse init`).\n"
-        + yaml.safe_dump(stage2, sort_keys=False)
+        + yaml.safe_dump(stage2, sort_keys=False),
     )
     from tailfuse.data.prepare import plan_subset
 

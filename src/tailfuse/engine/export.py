@@ -25,6 +25,7 @@ import tailfuse
 from tailfuse.data.prepare import plan_subset
 from tailfuse.engine.predict import Predictor, expand_image_paths
 from tailfuse.errors import DataError, TailfuseError
+from tailfuse.files import write_text_atomically
 
 FORMATS = ("onnx", "torchscript")
 PARITY_TOLERANCE = 1e-4
@@ -180,6 +181,6 @@ def export_checkpoint(
     finally:
         temporary.unlink(missing_ok=True)
     metadata_path = out.with_name(out.name + ".json")
-    metadata_path.write_text(json.dumps(metadata, indent=2) + "\n")
+    write_text_atomically(metadata_path, json.dumps(metadata, indent=2) + "\n")
     metadata["metadata_path"] = str(metadata_path)
     return metadata
