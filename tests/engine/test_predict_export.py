@@ -42,6 +42,7 @@ def make_checkpoint(path, recipe, overrides=(), edit=None):
         {
             "config": config_to_dict(config),
             "epoch": 1,
+            "best": {},
             "session": {
                 "model": model.state_dict(),
                 "method_modules": {
@@ -117,7 +118,25 @@ def _set_scales(model, method):
     method.scales.scales.data = torch.arange(1.0, 7.0)
 
 
+def _set_head(model, method):  # cRT re-initialises the head when built: these must survive
+    weight = model.head.fc.weight
+    weight.data = torch.linspace(-2, 2, weight.numel()).view_as(weight)
+    model.head.fc.bias.data = torch.linspace(1, -1, len(COUNTS))
+
+
+def _plain(model, method, images):
+    return model(images)
+
+
+def _raw_cosine(model, method, images):  # LDAM's cosine head of scale 1: cos(f, w_j)
+    return F.normalize(pooled(model.backbone, images), dim=1) @ F.normalize(
+        model.head.weight, dim=0
+    )
+
+
 CASES = {
+    "crt": ("cifar10_lt_quick_crt", [], _set_head, _plain),
+    "ldam": ("cifar10_lt_quick_ldam_drw", [], None, _raw_cosine),
     "tau_norm": ("cifar10_lt_quick_tau_norm", ["method.tau=0.5"], _set_bias, _tau_norm),
     "lws": ("cifar10_lt_quick_lws", [], _set_scales, _lws),
     "posthoc": ("image_folder", ["method.posthoc_tau=1"], None, _posthoc),
@@ -144,6 +163,14 @@ def test_predict_follows_the_method_formula(case, new_images, tmp_path):
     with torch.no_grad():
         expected = formula(model, method, images)
     assert torch.allclose(predictor.logits(images), expected, atol=1e-5)
+    # probabilities: softmax of the loss's scale times the logits
+    scale = 30.0 if case in ("ldam", "ffn") else 1.0  # FFN: LDAM with s = 30 too
+    assert predictor.probability_scale == scale
+    rows = predictor.predict_files(expand_image_paths([str(new_images)]), top_k=1)
+    top = torch.softmax(scale * expected.double(), dim=1).max(dim=1).values
+    assert [row["predictions"][0]["probability"] for row in rows] == pytest.approx(
+        top.tolist(), abs=1e-5
+    )
     if case == "tau_norm":  # the bare model.forward is not what tau-norm predicts
         with torch.no_grad():
             assert (model(images) - expected).abs().max() > 0.5

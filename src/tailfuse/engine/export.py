@@ -142,7 +142,8 @@ def export_checkpoint(
         "tailfuse": tailfuse.__version__,
         "class_names": predictor.class_names,
         "output": f"float32 logits [N, {len(predictor.class_names)}] of the method's prediction; "
-        "softmax for probabilities",
+        "probabilities: softmax(probability_scale × logits)",
+        "probability_scale": predictor.probability_scale,
         **predictor.preprocessing(),
     }
     module = PredictionModule(predictor).eval()
@@ -157,7 +158,10 @@ def export_checkpoint(
                 module,
                 example,
                 temporary,
-                {k: metadata[k] for k in ("class_names", "mean", "std", "image_size")},
+                {
+                    k: metadata[k]
+                    for k in ("class_names", "mean", "std", "image_size", "probability_scale")
+                },
             )
             exported = _run_onnx(temporary, images)
         else:

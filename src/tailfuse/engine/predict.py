@@ -21,9 +21,9 @@ import torch
 from tailfuse.config import RunConfig, build_config
 from tailfuse.data.pipeline import BatchAugmenter, streamed_transforms
 from tailfuse.data.sources import decode_image_files
-from tailfuse.engine.checkpoint import load_checkpoint
+from tailfuse.engine.checkpoint import load_run_checkpoint, load_weights
 from tailfuse.engine.runtime import resolve_device
-from tailfuse.errors import DataError, TailfuseError
+from tailfuse.errors import CheckpointError, DataError, TailfuseError
 from tailfuse.methods import Method, build_method
 from tailfuse.models import build_model
 
@@ -87,15 +87,20 @@ class Predictor:
     def from_checkpoint(cls, checkpoint: str | Path, device: str = "auto") -> Predictor:
         """Load ``checkpoint`` (a run's ``checkpoints/*.pt``) onto ``device``
         (auto, cpu, cuda[:N])."""
-        saved = load_checkpoint(checkpoint)
+        saved = load_run_checkpoint(checkpoint)
         config = build_config(saved["config"], str(checkpoint))
         target = resolve_device(device)
         class_names, class_counts = saved["data"]["class_names"], saved["data"]["class_counts"]
         model = build_model(config.model, len(class_names))
-        model.load_state_dict(saved["session"]["model"])
+        # the method first: a stage-2 method may re-initialise the head it is given (cRT)
         method = build_method(config, model, class_counts)
-        for name, module in method.modules_to_save().items():
-            module.load_state_dict(saved["session"]["method_modules"][name])
+        load_weights(model, saved["session"]["model"], checkpoint)
+        modules = method.modules_to_save()
+        missing = sorted(set(modules) - set(saved["session"]["method_modules"]))
+        if missing:
+            raise CheckpointError(f"checkpoint {checkpoint} holds no {', '.join(missing)} weights")
+        for name, module in modules.items():
+            load_weights(module, saved["session"]["method_modules"][name], checkpoint, name)
             module.to(target).eval()
         model.to(target).eval()
         return cls(config, method, class_names, target, str(checkpoint))
@@ -142,6 +147,12 @@ class Predictor:
         uint8 = torch.from_numpy(np.ascontiguousarray(decoded)).permute(0, 3, 1, 2).to(self.device)
         return self.augmenter.evaluate(uint8)
 
+    @property
+    def probability_scale(self) -> float:
+        """The factor on the logits before the softmax: the training loss's scale s for models
+        that predict raw cosines (LDAM, KPS, FFN; 1 otherwise), as for ECE and NLL."""
+        return self.method.calibration_scale
+
     @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """The method's evaluation logits (float32) for normalised images."""
@@ -156,9 +167,8 @@ class Predictor:
         rows = []
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
-            probabilities = torch.softmax(
-                self.logits(self.load_images(chunk)).double(), dim=1
-            ).cpu()
+            logits = self.logits(self.load_images(chunk)).double()
+            probabilities = torch.softmax(self.probability_scale * logits, dim=1).cpu()
             values, indices = probabilities.topk(top_k, dim=1)
             for path, row_values, row_indices in zip(
                 chunk, values.tolist(), indices.tolist(), strict=True

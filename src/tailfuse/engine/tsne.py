@@ -15,7 +15,7 @@ import torch
 
 from tailfuse.config import build_config
 from tailfuse.data.prepare import load_data
-from tailfuse.engine.checkpoint import load_checkpoint
+from tailfuse.engine.checkpoint import load_run_checkpoint, load_weights
 from tailfuse.engine.runtime import make_runtime
 from tailfuse.engine.session import TrainingSession
 from tailfuse.errors import TailfuseError
@@ -69,14 +69,14 @@ def plot_run_tsne(
 
     run_dir = Path(run_dir)
     checkpoint = Path(checkpoint) if checkpoint else selected_checkpoint(run_dir)
-    saved = load_checkpoint(checkpoint)
+    saved = load_run_checkpoint(checkpoint)
     config = build_config(saved["config"], str(checkpoint))
     if config.data.storage == "stream":
         raise TailfuseError("plot tsne supports data.storage=device runs")
     runtime = make_runtime(config.train)
     data = load_data(config.data, runtime.device, include_train=False)
     session = TrainingSession(config, data, runtime)
-    session.model.load_state_dict(saved["session"]["model"])
+    load_weights(session.model, saved["session"]["model"], checkpoint)
     count = min(max_images, len(data.test))
     if count < 5:
         raise TailfuseError(f"plot tsne needs at least 5 test images, the run has {len(data.test)}")
