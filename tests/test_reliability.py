@@ -705,6 +705,7 @@ def test_a_stage1_run_of_another_recipe_is_not_reused(trees, tmp_path, capsys):
     [
         (["train.seed=-1"], "train.seed: Input should be greater than or equal to 0"),
         (["data.subset_seed=-3"], "data.subset_seed: Input should be greater than or equal to 0"),
+        (["data.split={seed: -1}"], "data.split.seed: Input should be greater than or equal to 0"),
         (["--resume"], "nothing to resume"),
     ],
 )

@@ -123,7 +123,7 @@ class SplitConfig(StrictModel):
 
     validation: float = Field(0.1, ge=0.0, lt=1.0)
     test: float = Field(0.2, gt=0.0, lt=1.0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # numpy's seed range
 
 
 class DataConfig(StrictModel):
@@ -209,6 +209,9 @@ GLT_IGNORED_KEYS = (
     "validation_per_class",
     "test_per_class",
     "groups",
+    "subset_seed",
+    "class_order",
+    "label_order",
 )
 
 

@@ -215,6 +215,9 @@ IGNORED_BY_GLT = [
     "data.validation_per_class=5",
     "data.test_per_class=10",
     "data.groups={by: index, boundaries: [3, 7]}",
+    "data.subset_seed=3",
+    "data.class_order=frequency",
+    "data.label_order=frequency",
 ]
 
 

@@ -56,9 +56,39 @@ def test_stage2_on_experts_trains_only_the_head(recipe, branches):
 
 
 def test_ride_stage2_trains_the_expert_classifiers_with_class_aware_batches():
+    """The GLT authors' ClassAwareSampler, as cRT's: COUNTS 6, 3, 1 give min(6 * 3, 4 * 10) = 18
+    samples per epoch, not N = 10."""
     method, model = _method("imagenet_glt_ride_stage2")
     assert _trained(method) == {id(p) for p in model.head.parameters()}
+    method.bind_training_set(torch.repeat_interleave(torch.arange(3), torch.tensor(COUNTS)))
+    balanced = method.branches()["balanced"]
+    assert balanced.name == "class_aware" and balanced.num_samples == 18
+    method, _ = _method("imagenet_glt_ride_stage2", "method.epoch_length=dataset")
     assert method.branches() == {"balanced": "class_aware"}
+
+
+def test_ride_stage2_follows_the_epoch_of_its_loss():
+    """A DRW schedule in ride_stage2's loss switches on at its epoch (the loss is told it)."""
+    method, model = _method(
+        "imagenet_glt_ride_stage2",
+        "method.loss=ride",
+        "method.loss_options={drw_epoch: 1}",
+    )
+    batch = {"balanced": Batch(torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 2]))}
+    model.train()
+    seen = []
+    for epoch in (0, 1):
+        context = StepContext(
+            epoch=epoch, total_epochs=2, randomness=EpochRandomness(0, epoch, torch.device("cpu"))
+        )
+        method.loss(batch, context)
+        seen.append(method.criterion.epoch)
+    assert seen == [0, 1]
+
+
+def test_reslt_stage2_refuses_loss_options_it_would_ignore():
+    with pytest.raises(ConfigError, match="ResLoss takes method.beta and method.groups"):
+        _method("cifar10_lt_quick_reslt_h2t", "method.loss_options={smooth: 0.1}")
 
 
 def test_bbn_alpha_schedule():

@@ -22,7 +22,8 @@ fused into the balanced branch's before the head (spec h2t §1.5).
   weights already), BBN and ResLT heads are refused when the recipe is read.
 
 ``epoch_length``: ``dataset`` (N images per epoch) or ``max_class``
-(``min(max_c n_c · C, 4·N)``, the GLT authors' ClassAwareSampler; default of cRT and LWS).
+(``min(max_c n_c · C, 4·N)``, the GLT authors' ClassAwareSampler; default of cRT, LWS and
+``ride_stage2``).
 """
 
 from __future__ import annotations

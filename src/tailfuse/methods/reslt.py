@@ -95,6 +95,11 @@ class ResltStage2(DecoupledStage2):
 
     def __init__(self, options, model, class_counts, config, auxiliary=None):
         _require_reslt_head(model, options.name)
+        if options.loss_options:
+            raise ConfigError(
+                f"method {options.name}: ResLoss takes method.beta and method.groups, "
+                f"not loss_options ({', '.join(sorted(options.loss_options))})"
+            )
         super().__init__(options, model, class_counts, config, auxiliary)
         self.criterion = ResLoss(class_counts, beta=options.beta, groups=options.groups)
 

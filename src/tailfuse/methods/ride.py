@@ -23,7 +23,7 @@ from pydantic import Field
 from tailfuse.config import StrictModel
 from tailfuse.data.pipeline import mixup
 from tailfuse.errors import ConfigError
-from tailfuse.losses import build_loss
+from tailfuse.losses import advance_loss, build_loss
 from tailfuse.methods.base import Batch, Method, StepContext, register_method
 from tailfuse.methods.decoupled import DecoupledOptions, DecoupledStage2
 
@@ -102,6 +102,8 @@ class RideStage2Options(DecoupledOptions):
     loss: str = "expert_cross_entropy"
     sampler: str = "class_aware"
     shift_bn: bool = True
+    #: the GLT authors' ClassAwareSampler, as cRT's: min(max_c n_c * C, 4 N) samples per epoch
+    epoch_length: Literal["dataset", "max_class"] = "max_class"
 
 
 @register_method("ride_stage2", RideStage2Options)
@@ -117,5 +119,6 @@ class RideStage2(DecoupledStage2):
             )
 
     def loss(self, batches: dict[str, Batch], context: StepContext) -> torch.Tensor:
+        advance_loss(self.criterion, context.epoch, context.randomness.stream("loss"))
         features = self.balanced_features(batches, context)
         return self.criterion(self.model.head.expert_logits(features), batches["balanced"].labels)
