@@ -9,7 +9,8 @@ import torch
 import yaml
 
 import tailfuse
-from tailfuse.config import load_recipe
+from tailfuse.config import build_config, load_recipe
+from tailfuse.data.prepare import with_absolute_paths
 from tailfuse.engine.checkpoint import load_checkpoint
 from tailfuse.errors import CheckpointError, DataError
 
@@ -137,6 +138,22 @@ def test_relative_data_root_is_stored_absolute(cifar10_jpeg_root, tmp_path, monk
     monkeypatch.chdir(tmp_path)  # evaluating from elsewhere finds the same data
     results = tailfuse.evaluate(tmp_path / "run" / "checkpoints" / "last.pt")
     assert results["test"]["num_samples"] == 100
+
+
+def test_relative_pretrained_weights_are_made_absolute_data_roots_too(tmp_path, monkeypatch):
+    """Places-LT's recipes name ./pretrained/...: a run stores the file it read, so eval,
+    predict and --resume from another folder find it."""
+    monkeypatch.chdir(tmp_path)
+    recipe = {
+        "model": {"weights": "./pretrained/resnet152.pth"},
+        "data": {"root": "data/cifar10", "cache_dir": "/abs/cache"},
+    }
+    config = with_absolute_paths(build_config(recipe))
+    assert config.model.weights == str(tmp_path / "pretrained" / "resnet152.pth")
+    assert config.data.root == str(tmp_path / "data" / "cifar10")
+    assert config.data.cache_dir == "/abs/cache"
+    unchanged = build_config({"data": {"root": "/abs/data"}})
+    assert with_absolute_paths(unchanged) is unchanged and unchanged.model.weights is None
 
 
 class _OfflineCifar10:

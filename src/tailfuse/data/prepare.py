@@ -86,11 +86,13 @@ class SubsetPlan:
 DATA_PATH_KEYS = ("root", "annotation", "annotation_cbl", "train_list", "test_list", "cache_dir")
 
 
-def with_absolute_data_paths(config: RunConfig) -> RunConfig:
-    """``config`` with relative data paths made absolute against the current folder.
+def with_absolute_paths(config: RunConfig) -> RunConfig:
+    """``config`` with relative data paths and ``model.weights`` made absolute against the
+    current folder.
 
-    A run stores the result in its ``config.yaml``, so evaluating or resuming it from another
-    folder reads the same data. Empty values (``root: ""``: absolute keys) stay as they are.
+    A run stores the result in its ``config.yaml``, so evaluating, resuming or predicting
+    from another folder reads the same data and pretrained weights. Empty values
+    (``root: ""``: absolute keys) stay as they are.
     """
     updates = {}
     for key in DATA_PATH_KEYS:
@@ -99,9 +101,12 @@ def with_absolute_data_paths(config: RunConfig) -> RunConfig:
             absolute = os.path.abspath(os.path.expanduser(value))
             if absolute != value:
                 updates[key] = absolute
-    if not updates:
-        return config
-    return config.model_copy(update={"data": config.data.model_copy(update=updates)})
+    changes = {"data": config.data.model_copy(update=updates)} if updates else {}
+    weights = config.model.weights
+    if weights and os.path.abspath(os.path.expanduser(weights)) != weights:
+        absolute_weights = os.path.abspath(os.path.expanduser(weights))
+        changes["model"] = config.model.model_copy(update={"weights": absolute_weights})
+    return config.model_copy(update=changes) if changes else config
 
 
 def plan_subset(config: DataConfig) -> SubsetPlan:

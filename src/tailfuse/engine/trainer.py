@@ -26,7 +26,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from tailfuse.config import RunConfig, build_config, config_to_dict
-from tailfuse.data.prepare import load_data, with_absolute_data_paths
+from tailfuse.data.prepare import load_data, with_absolute_paths
 from tailfuse.engine.checkpoint import (
     capture_rng_state,
     load_run_checkpoint,
@@ -164,7 +164,7 @@ def train(
         raise ConfigError(
             "--resume continues the run in --out and --overwrite deletes it: pass one of them"
         )
-    config = with_absolute_data_paths(config)  # stored so: eval from any folder finds the data
+    config = with_absolute_paths(config)  # stored so: eval from any folder finds the data
     check_starting_point(config)
     # under torchrun only rank 0 owns (locks, creates, cleans) the run directory
     owner = (
@@ -587,7 +587,7 @@ def evaluate_checkpoint(
     config = build_config(
         apply_overrides(saved["config"], list(overrides or [])), str(checkpoint_path)
     )
-    config = with_absolute_data_paths(config)
+    config = with_absolute_paths(config)
     out_dir = (
         Path(out_dir) if out_dir else checkpoint_path.parent.parent / f"eval_{checkpoint_path.stem}"
     )
