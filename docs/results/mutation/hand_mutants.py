@@ -1016,6 +1016,87 @@ CASES = [
         "tests/data/test_rebalancing_samplers.py::"
         "test_progressive_power_goes_from_power_one_to_zero",
     ),
+    # tenth session: the audit of the parallel merges (predict, stage 2 on experts, readers)
+    (
+        "src/tailfuse/engine/predict.py",
+        "        method = build_method(config, model, class_counts)\n"
+        '        load_weights(model, saved["session"]["model"], checkpoint)\n',
+        '        load_weights(model, saved["session"]["model"], checkpoint)\n'
+        "        method = build_method(config, model, class_counts)\n",
+        "tests/engine/test_predict_export.py::test_predict_follows_the_method_formula[crt]",
+    ),
+    (
+        "src/tailfuse/engine/predict.py",
+        "torch.softmax(self.probability_scale * logits, dim=1)",
+        "torch.softmax(logits, dim=1)",
+        "tests/engine/test_predict_export.py::test_predict_follows_the_method_formula[ldam]",
+    ),
+    (
+        "src/tailfuse/methods/ride.py",
+        '        advance_loss(self.criterion, context.epoch, context.randomness.stream("loss"))\n'
+        "        features = self.balanced_features(batches, context)",
+        "        features = self.balanced_features(batches, context)",
+        "tests/methods/test_experts.py::test_ride_stage2_follows_the_epoch_of_its_loss",
+    ),
+    (
+        "src/tailfuse/methods/ride.py",
+        'epoch_length: Literal["dataset", "max_class"] = "max_class"',
+        'epoch_length: Literal["dataset", "max_class"] = "dataset"',
+        "tests/methods/test_experts.py::"
+        "test_ride_stage2_trains_the_expert_classifiers_with_class_aware_batches",
+    ),
+    (
+        "src/tailfuse/methods/reslt.py",
+        "        if options.loss_options:",
+        "        if False:",
+        "tests/methods/test_experts.py::test_reslt_stage2_refuses_loss_options_it_would_ignore",
+    ),
+    (
+        "src/tailfuse/config.py",
+        '    "class_order",\n',
+        "",
+        "tests/data/test_glt.py::test_glt_sources_refuse_the_long_tail_keys_they_ignore",
+    ),
+    (
+        "src/tailfuse/config.py",
+        "    test: float = Field(0.2, gt=0.0, lt=1.0)\n    seed: int = Field(0, ge=0, lt=2**32)",
+        "    test: float = Field(0.2, gt=0.0, lt=1.0)\n    seed: int = 0",
+        "tests/test_reliability.py::test_other_bad_inputs_are_one_line",
+    ),
+    (
+        "src/tailfuse/data/prepare.py",
+        "    if weights and os.path.abspath(os.path.expanduser(weights)) != weights:",
+        "    if False:",
+        "tests/engine/test_stage2_fidelity_runs.py::"
+        "test_relative_pretrained_weights_are_made_absolute_data_roots_too",
+    ),
+    (
+        "src/tailfuse/engine/compare.py",
+        'not isinstance(results.get("test"), dict)',
+        "False",
+        "tests/engine/test_compare.py::"
+        "test_report_only_tables_the_finished_rows_names_the_others_and_trains_nothing",
+    ),
+    (
+        "src/tailfuse/engine/sweep.py",
+        "    if not isinstance(saved, dict):",
+        "    if False:",
+        "tests/test_reliability.py::test_sweep_does_not_reuse_results_of_other_overrides",
+    ),
+    (
+        "src/tailfuse/commands.py",
+        "write_text_atomically(Path(arguments.out), text)",
+        "Path(arguments.out).write_text(text)",
+        "tests/engine/test_predict_export.py::"
+        "test_predict_out_replaces_an_earlier_file_whole_or_not_at_all",
+    ),
+    (
+        "src/tailfuse/engine/tsne.py",
+        'rule = selection.get("rule") if isinstance(selection, dict) else None',
+        'rule = selection.get("rule")',
+        "tests/engine/test_selection.py::"
+        "test_tsne_picks_the_reported_checkpoint_and_names_a_damaged_results_file",
+    ),
 ]
 failures = 0
 FIRST = int(sys.argv[2]) if len(sys.argv) > 2 else 0
