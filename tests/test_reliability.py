@@ -677,6 +677,20 @@ def test_eval_of_a_run_directory_evaluates_its_selected_checkpoint(trees, tmp_pa
     assert json.loads(captured.out)["top1"] == results["test"]["top1"]
     line = one_error_line(capsys, ["eval", str(tmp_path), "--out", str(tmp_path / "e2")])
     assert "without checkpoints/" in line
+    # which model the run reported must be known: a damaged results.json or a missing
+    # reported checkpoint is one line, never a silent fallback to another checkpoint
+    reported = run / "results.json"
+    good = reported.read_bytes()
+    for damage, reason in [
+        ('{"selection": {"ru', "not valid JSON"),
+        ('{"test": {}}', "it names no selection rule"),
+        ('{"selection": {"rule": "best_validation"}}', "best_validation.pt is missing"),
+    ]:
+        reported.write_text(damage)
+        line = one_error_line(capsys, ["eval", str(run), "--out", str(tmp_path / "e3")])
+        assert reason in line and str(run) in line
+    assert not (tmp_path / "e3").exists()
+    reported.write_bytes(good)
 
 
 # ------------------------------------------------------------- the same faults elsewhere

@@ -51,6 +51,7 @@ from tailfuse.engine.session import TrainingSession, warn_non_finite
 from tailfuse.engine.stages import auxiliary_models, ensure_stage1_checkpoint, initial_model_state
 from tailfuse.errors import CheckpointError, ConfigError, TailfuseError, TrainingError
 from tailfuse.eval.report import json_text, write_report
+from tailfuse.files import read_json
 
 #: Keys that may differ between a run and its resumption (they do not change the result).
 RESUMABLE_CHANGES = {
@@ -529,14 +530,23 @@ def resolve_checkpoint_argument(path: str | Path) -> Path:
         raise CheckpointError(
             f"{path} is a folder without checkpoints/; pass a checkpoint file or a run directory"
         )
-    rule = "final"
-    try:
-        rule = json.loads((path / "results.json").read_text())["selection"]["rule"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    rule = "final"  # a run without results.json has not finished: its last checkpoint
+    if (path / "results.json").exists():
+        try:
+            results = read_json(path / "results.json", "the run's results")
+            rule = results["selection"]["rule"]
+        except (TailfuseError, KeyError, TypeError) as error:
+            reason = error if isinstance(error, TailfuseError) else "it names no selection rule"
+            raise CheckpointError(
+                f"cannot tell which checkpoint {path} reported ({reason}); "
+                "pass the checkpoint file itself"
+            ) from None
     chosen = checkpoints / ("last.pt" if rule == "final" else f"{rule}.pt")
     if not chosen.is_file():
-        chosen = checkpoints / "last.pt"
+        raise CheckpointError(
+            f"{path}'s results report its {rule} model, but {chosen} is missing; "
+            "pass a checkpoint file"
+        )
     print(f"evaluating {chosen}", file=sys.stderr)  # stdout stays the metrics' JSON
     return chosen
 
