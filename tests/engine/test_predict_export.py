@@ -274,3 +274,16 @@ def test_predict_out_replaces_an_earlier_file_whole_or_not_at_all(new_images, tm
     assert error.startswith(f"error: cannot write {out}: File too large") and "\n" not in error
     assert out.read_bytes() == earlier
     assert sorted(path.name for path in tmp_path.iterdir()) == ["last.pt", "predictions.csv"]
+
+
+def test_predict_warns_when_a_prediction_depends_on_its_batch(tmp_path, capsys):
+    """FFN with the authors' train-mode BatchNorm (ce_batchnorm: train) normalises the CE
+    branch by each batch's statistics: said once, on loading; eval-mode BN says nothing."""
+    recipe, overrides, edit, _ = CASES["ffn"]
+    for setting, warned in [("eval", False), ("train", True)]:
+        path = tmp_path / setting / "last.pt"
+        make_checkpoint(path, recipe, [*overrides, f"method.ce_batchnorm={setting}"], edit)
+        capsys.readouterr()
+        Predictor.from_checkpoint(path, "cpu")
+        error = capsys.readouterr().err
+        assert ("a prediction depends on the other images of its batch" in error) is warned

@@ -13,6 +13,7 @@ import csv
 import glob
 import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,12 @@ class Predictor:
             load_weights(module, saved["session"]["method_modules"][name], checkpoint, name)
             module.to(target).eval()
         model.to(target).eval()
+        if method.prediction_uses_batch_statistics:
+            print(
+                f"warning: {config.method.name} evaluates with train-mode BatchNorm (the recipe's "
+                "choice): a prediction depends on the other images of its batch",
+                file=sys.stderr,
+            )
         return cls(config, method, class_names, target, str(checkpoint))
 
     @property

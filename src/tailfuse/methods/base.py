@@ -138,6 +138,12 @@ class Method(abc.ABC):
         return None
 
     @property
+    def prediction_uses_batch_statistics(self) -> bool:
+        """Whether a prediction depends on the other images of its batch (train-mode
+        BatchNorm at evaluation, FFN's ``ce_batchnorm: train``); default: no."""
+        return False
+
+    @property
     def calibration_scale(self) -> float:
         """The loss's scale of the predicted logits (LDAM, KPS: s); ECE and NLL use logits×it."""
         return float(getattr(getattr(self, "criterion", None), "logit_scale", 1.0))

@@ -105,6 +105,10 @@ class FeatureFusionNetwork(Method):
         batch = batches["balanced"]
         return self.criterion(self.fused_cosine(batch.images), batch.labels)
 
+    @property
+    def prediction_uses_batch_statistics(self) -> bool:
+        return self.options.ce_batchnorm == "train"
+
     def evaluation_batching(
         self, num_samples: int, batch_size: int
     ) -> tuple[int, torch.Tensor | None]:
