@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tailfuse.config import load_recipe
 from tailfuse.data import glt_builders
@@ -219,7 +220,6 @@ def test_attribute_frequency_labels_split_scores_into_tertiles():
 
 def _coco_fixture(root):
     import joblib
-    from PIL import Image
 
     rng = np.random.default_rng(0)
     images_dir = root / "train2014"
@@ -287,7 +287,6 @@ def test_build_mscoco_glt_end_to_end(tmp_path):
     # BL: after tests 26 / 16 / 10 remain -> 10 per class, val 1 per class
     assert len(cbl.splits["train"]) == 27 and len(cbl.splits["val"]) == 3
     assert np.bincount(cbl.splits["test_bl"].labels).tolist() == [2, 2, 2]
-    from PIL import Image
 
     with Image.open(glt.splits["train"].paths[0]) as crop:
         assert (
@@ -298,3 +297,22 @@ def test_build_mscoco_glt_end_to_end(tmp_path):
         [f"data.annotation={written['glt']}", f"data.annotation_cbl={written['cbl']}"],
     )
     assert plan_subset(recipe.data).glt_train_set == "glt"
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_feature_extraction_names_an_undecodable_image_in_one_line(tmp_path, workers):
+    import torch
+
+    from tailfuse.data.glt_builders import extract_features
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(good)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    features = extract_features([str(good)], model, "cpu", 36, 32, 2, workers)
+    assert features.shape == (1, 3) and features[0, 0] == pytest.approx(200 / 255, abs=1e-2)
+    with pytest.raises(DataError) as raised:
+        extract_features([str(good), str(broken)], model, "cpu", 36, 32, 2, workers)
+    message = str(raised.value)
+    assert f"cannot decode image {broken}" in message and "\n" not in message

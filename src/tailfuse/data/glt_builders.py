@@ -240,6 +240,8 @@ def extract_features(
     from torch.utils.data import DataLoader, Dataset
     from torchvision.transforms import v2
 
+    from tailfuse.data.pipeline import loader_batches
+
     transform = v2.Compose(
         [
             v2.Resize(resize, antialias=True),
@@ -255,12 +257,16 @@ def extract_features(
         def __getitem__(self, index):
             from torchvision.io import ImageReadMode, decode_image, read_file
 
-            return transform(decode_image(read_file(paths[index]), mode=ImageReadMode.RGB))
+            try:
+                image = decode_image(read_file(paths[index]), mode=ImageReadMode.RGB)
+            except (RuntimeError, ValueError) as error:
+                raise DataError(f"cannot decode image {paths[index]}: {error}") from None
+            return transform(image)
 
     loader = DataLoader(Images(), batch_size=batch_size, num_workers=num_workers)
     features, start = None, 0
     with torch.inference_mode():
-        for batch in loader:
+        for batch in loader_batches(loader):
             output = model(batch.to(device)).float().cpu().numpy()
             if features is None:
                 features = np.empty((len(paths), output.shape[1]), dtype=np.float32)
