@@ -316,3 +316,13 @@ def test_feature_extraction_names_an_undecodable_image_in_one_line(tmp_path, wor
         extract_features([str(good), str(broken)], model, "cpu", 36, 32, 2, workers)
     message = str(raised.value)
     assert f"cannot decode image {broken}" in message and "\n" not in message
+
+
+def test_clustering_without_scikit_learn_names_the_extra(monkeypatch):
+    import sys
+
+    from tailfuse.data.glt_builders import cluster_images
+
+    monkeypatch.setitem(sys.modules, "sklearn.cluster", None)  # as if not installed
+    with pytest.raises(DataError, match=r"needs scikit-learn: pip install 'tailfuse\[glt\]'"):
+        cluster_images(np.zeros((8, 4), dtype=np.float32))

@@ -136,3 +136,14 @@ def test_tsne_picks_the_reported_checkpoint_and_names_a_damaged_results_file(tmp
     results.write_text('{"selection": {"rule": "best_val')
     with pytest.raises(ConfigError, match="cannot read the run's results .*not valid JSON"):
         selected_checkpoint(tmp_path)
+
+
+def test_plot_tsne_without_scikit_learn_names_the_extra(monkeypatch, tmp_path):
+    import sys
+
+    from tailfuse.engine.tsne import plot_run_tsne
+    from tailfuse.errors import TailfuseError
+
+    monkeypatch.setitem(sys.modules, "sklearn.manifold", None)  # as if not installed
+    with pytest.raises(TailfuseError, match=r"needs scikit-learn: pip install 'tailfuse\[plots\]'"):
+        plot_run_tsne(tmp_path)

@@ -281,7 +281,12 @@ def cluster_images(features: np.ndarray, num_clusters: int = 6, seed: int = 25) 
     The authors ran scikit-learn's KMeans unseeded; here ``random_state`` = ``seed``.
     :func:`attribute_lists` ranks and merges the clusters.
     """
-    from sklearn.cluster import KMeans
+    try:
+        from sklearn.cluster import KMeans
+    except ImportError:
+        raise DataError(
+            "building ImageNet-GLT needs scikit-learn: pip install 'tailfuse[glt]'"
+        ) from None
 
     if len(features) < num_clusters:
         raise DataError(

@@ -65,7 +65,10 @@ def plot_run_tsne(
     seed: int = 0,
 ) -> Path:
     """Embed the test features of ``run_dir``'s model with t-SNE and save the scatter plot."""
-    from sklearn.manifold import TSNE
+    try:
+        from sklearn.manifold import TSNE
+    except ImportError:
+        raise TailfuseError("plot tsne needs scikit-learn: pip install 'tailfuse[plots]'") from None
 
     run_dir = Path(run_dir)
     checkpoint = Path(checkpoint) if checkpoint else selected_checkpoint(run_dir)
