@@ -211,3 +211,30 @@ def write_places_lt_dataset(root: Path, train_counts: list[int], test_per_class:
         "train_list": root / "Places_LT_train.txt",
         "test_list": root / "Places_LT_test.txt",
     }
+
+
+def save_stand_in_checkpoint(path: Path, config, model, method, class_names, class_counts) -> None:
+    """A complete training checkpoint of ``model`` and ``method`` (as a finished epoch saves
+    it), for prediction and export tests that need no training."""
+    from tailfuse.config import config_to_dict
+    from tailfuse.engine.checkpoint import save_checkpoint
+
+    modules = method.modules_to_save()
+    save_checkpoint(
+        {
+            "config": config_to_dict(config),
+            "epoch": 1,
+            "best": {},
+            "session": {
+                "model": model.state_dict(),
+                "method_modules": {name: module.state_dict() for name, module in modules.items()},
+            },
+            "data": {
+                "class_names": list(class_names),
+                "class_counts": list(class_counts),
+                "subset_checksum": "-",
+                "total": sum(class_counts),
+            },
+        },
+        path,
+    )

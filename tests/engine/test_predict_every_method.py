@@ -8,11 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tailfuse.config import METHOD_OPTIONS, config_to_dict, load_recipe
-from tailfuse.engine.checkpoint import save_checkpoint
+from tailfuse.config import METHOD_OPTIONS, load_recipe
 from tailfuse.engine.predict import Predictor
 from tailfuse.methods import build_method
 from tailfuse.models import build_model
+
+from ..fakes import save_stand_in_checkpoint
 
 COUNTS = [60, 30, 14, 7, 3, 1]
 CLASS_NAMES = [f"class{index}" for index in range(len(COUNTS))]
@@ -73,21 +74,7 @@ def test_a_saved_method_predicts_what_it_predicted(method_name, tmp_path):
     with torch.no_grad():
         expected = method.predict(images).float()
     path = tmp_path / "last.pt"
-    save_checkpoint(
-        {
-            "config": config_to_dict(config),
-            "epoch": 1,
-            "best": {},
-            "session": {
-                "model": model.state_dict(),
-                "method_modules": {
-                    name: module.state_dict() for name, module in method.modules_to_save().items()
-                },
-            },
-            "data": {"class_names": CLASS_NAMES, "class_counts": COUNTS, "subset_checksum": "-"},
-        },
-        path,
-    )
+    save_stand_in_checkpoint(path, config, model, method, CLASS_NAMES, COUNTS)
     torch.manual_seed(123)  # another initialisation than the saved model's
     predicted = Predictor.from_checkpoint(path, "cpu").logits(images)
     assert torch.allclose(predicted, expected, rtol=1e-5, atol=1e-5)

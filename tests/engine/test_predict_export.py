@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from tailfuse.cli import main
-from tailfuse.config import config_to_dict, load_recipe
-from tailfuse.engine.checkpoint import save_checkpoint
+from tailfuse.config import load_recipe
 from tailfuse.engine.export import export_checkpoint
 from tailfuse.engine.predict import Predictor, expand_image_paths, predictions_text
 from tailfuse.errors import DataError
@@ -24,6 +23,7 @@ from tailfuse.methods import build_method
 from tailfuse.models import build_model
 
 from ..eval.test_atomic_reports import disk_full_past
+from ..fakes import save_stand_in_checkpoint
 from ..own_data import FREQUENCY_ORDER, TRAIN_COUNTS, make_new_images
 
 COUNTS = [TRAIN_COUNTS[name] for name in FREQUENCY_ORDER]
@@ -38,26 +38,7 @@ def make_checkpoint(path, recipe, overrides=(), edit=None):
     calibrate_batchnorm([model.backbone, *method.modules_to_save().values()])
     if edit:
         edit(model, method)
-    save_checkpoint(
-        {
-            "config": config_to_dict(config),
-            "epoch": 1,
-            "best": {},
-            "session": {
-                "model": model.state_dict(),
-                "method_modules": {
-                    name: module.state_dict() for name, module in method.modules_to_save().items()
-                },
-            },
-            "data": {
-                "class_names": FREQUENCY_ORDER,
-                "class_counts": COUNTS,
-                "subset_checksum": "-",
-                "total": sum(COUNTS),
-            },
-        },
-        path,
-    )
+    save_stand_in_checkpoint(path, config, model, method, FREQUENCY_ORDER, COUNTS)
     return model.eval(), method
 
 
