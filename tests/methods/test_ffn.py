@@ -90,3 +90,27 @@ def test_the_loss_options_reach_the_ldam_loss():
     assert (
         method.criterion.margins.tolist()[-1] == pytest.approx(0.3) and method.criterion.s == 10.0
     )
+
+
+def test_the_loss_gets_the_steps_random_stream_and_epoch():
+    """A loss with noise (GCL) draws from the step's seeded stream, not the global generator:
+    the same step gives the same loss whatever the global state (exact resume)."""
+    config = build_config(
+        {
+            "model": {"head": "cosine", "cosine_scale": 1.0},
+            "method": {"name": "ffn", "loss": "gcl", "loss_options": {"drw_epoch": 1}},
+        }
+    )
+    torch.manual_seed(0)
+    kps_model, ce_model = build_model(config.model, 3), build_model(build_config({}).model, 3)
+    method = build_method(config, kps_model, COUNTS, auxiliary={"ce": ce_model.state_dict()})
+    method.train_mode()
+    batch = {"balanced": Batch(torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2] * 2))}
+    losses = []
+    for global_seed, epoch in [(1, 0), (2, 0), (3, 1)]:
+        torch.manual_seed(global_seed)
+        randomness = EpochRandomness(0, epoch, torch.device("cpu"))
+        context = StepContext(epoch=epoch, total_epochs=2, randomness=randomness)
+        losses.append(float(method.loss(batch, context).detach()))
+        assert method.criterion.active() == (epoch >= 1)  # DRW from epoch 1
+    assert losses[0] == losses[1] and losses[2] != losses[0]

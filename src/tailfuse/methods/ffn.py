@@ -26,7 +26,7 @@ from torch import nn
 from tailfuse.config import StrictModel
 from tailfuse.data.randomness import derive_seed
 from tailfuse.errors import ConfigError
-from tailfuse.losses import build_loss
+from tailfuse.losses import advance_loss, build_loss
 from tailfuse.methods.base import Batch, Method, StepContext, register_method
 from tailfuse.models import BACKBONES, CosineHead
 
@@ -100,8 +100,7 @@ class FeatureFusionNetwork(Method):
         return weight * head.cosine(kps_features) + (1.0 - weight) * head.cosine(ce_features)
 
     def loss(self, batches: dict[str, Batch], context: StepContext) -> torch.Tensor:
-        if hasattr(self.criterion, "set_epoch"):
-            self.criterion.set_epoch(context.epoch)
+        advance_loss(self.criterion, context.epoch, context.randomness.stream("loss"))
         batch = batches["balanced"]
         return self.criterion(self.fused_cosine(batch.images), batch.labels)
 
