@@ -57,6 +57,28 @@ def test_train_eval_summary_and_bench_through_the_cli(cifar10_jpeg_root, tmp_pat
     assert "ratio model-only / end-to-end" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("module", ["torch", "pydantic", "yaml"])
+def test_a_missing_required_dependency_is_one_line(module, tmp_path):
+    """An install without its dependencies (pip --no-deps) names the module, no traceback."""
+    script = (
+        "import sys\n"
+        f"sys.modules[{module!r}] = None  # `import {module}` now fails as if not installed\n"
+        "from tailfuse.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, "train", "cifar10_lt_quick", "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: {module} is not installed in this Python ({sys.executable}); install "
+        "tailfuse with its dependencies (in a checkout: python -m pip install -e .)"
+    ]
+    assert not (tmp_path / "x").exists()
+
+
 def test_user_errors_are_one_line_and_exit_2(tmp_path):
     result = subprocess.run(
         [

@@ -523,6 +523,12 @@ def _evaluate_glt_pair(arguments: argparse.Namespace, first: dict) -> None:
         write_glt_table([summary], Path(arguments.out) / "glt_table.md")
 
 
+#: top-level modules of the required dependencies (pyproject's ``dependencies``)
+REQUIRED_MODULES = frozenset(
+    {"torch", "torchvision", "numpy", "yaml", "pydantic", "tqdm", "PIL", "matplotlib"}
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tailfuse`` command."""
     arguments = _parser().parse_args(argv)
@@ -551,10 +557,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the last complete checkpoint is intact (use --resume)", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as error:  # an install without its dependencies (pip --no-deps)
+        if error.name not in REQUIRED_MODULES:
+            raise
+        print(
+            f"error: {error.name} is not installed in this Python ({sys.executable}); "
+            "install tailfuse with its dependencies (in a checkout: python -m pip install -e .)",
+            file=sys.stderr,
+        )
+        return 2
     finally:
-        from tailfuse.engine.distributed import shutdown
-
-        shutdown()
+        if "tailfuse.engine.distributed" in sys.modules:  # no process group without it
+            sys.modules["tailfuse.engine.distributed"].shutdown()
 
 
 def _stdout_closed() -> int:
