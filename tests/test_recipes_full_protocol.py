@@ -30,13 +30,16 @@ RECIPES = sorted(
     if not path.stem.endswith("stage1") and _single_model(path.stem)
 )
 GCL = [name for name in RECIPES if "_gcl" in name]
+CMO = [name for name in RECIPES if name.endswith("_cmo")]
 STAGE2_METHODS = ("dr", "h2t", "mislas", "lws", "crt", "norm")
 STAGE2 = [name for name in RECIPES if name.split("_")[-1] in STAGE2_METHODS and name not in GCL]
 BASELINES = [
     name for name in RECIPES if name.endswith(("_if100_ce", "_cb_ce"))
 ]  # FFN Table 5's CE, CBL
 OTHERS = [
-    name for name in RECIPES if name not in STAGE2 and name not in GCL and name not in BASELINES
+    name
+    for name in RECIPES
+    if name not in STAGE2 and name not in GCL and name not in BASELINES and name not in CMO
 ]
 
 
@@ -86,6 +89,12 @@ def test_every_recipe_is_there():
         for factor in (200, 100, 50)
     }
     assert {load_recipe(name).init.recipe for name in GCL} == stage1
+    assert CMO == sorted(
+        f"{dataset}_lt_if{factor}_{loss}cmo"
+        for dataset in ("cifar10", "cifar100")
+        for factor in (100, 50)
+        for loss in ("", "bsm_", "ldam_drw_")
+    )
 
 
 def _expected_stage2(recipe: str) -> dict:
@@ -234,6 +243,31 @@ def test_gcl_recipes_run_their_first_steps(recipe, fake_roots, tmp_path_factory)
     )
     results, _ = _run_with_budget(recipe, config, fake_roots, tmp_path_factory)
     assert results["epochs"] == 1 and results["method"] == "gcl"
+
+
+@pytest.mark.parametrize("recipe", _default_run_for(CMO, _is_if100))
+def test_cmo_recipes_run_their_first_steps(recipe, fake_roots, tmp_path_factory):
+    """CE + CMO, BSCE + CMO and LDAM-DRW + CMO at the authors' CIFAR protocol (cifar_train.py)."""
+    config = load_recipe(recipe)
+    method = config.method
+    assert (method.name, method.mix_prob, method.beta) == ("cmo", 0.5, 1.0)
+    assert (method.start_epoch, method.end_epochs) == (3, 3)
+    assert (method.sampler, method.minority_sampler) == ("instance", "class_balanced")
+    assert config.train.epochs == 200 and config.train.batch_size == 128
+    assert config.schedule.milestones == [160, 180] and config.schedule.gamma == 0.01
+    assert config.schedule.warmup_epochs == 5 and config.optimizer.weight_decay == 2.0e-4
+    expected_loss, expected_options, expected_head = {
+        "ldam": ("ldam", {"max_m": 0.5, "s": 30.0, "drw_epoch": 160}, "cosine"),
+        "bsm": ("balanced_softmax", {}, "linear"),
+    }.get(recipe.split("_if")[1].split("_")[1], ("cross_entropy", {}, "linear"))
+    assert (method.loss, method.loss_options) == (expected_loss, expected_options)
+    assert config.model.head == expected_head
+    results, out = _run_with_budget(recipe, config, fake_roots, tmp_path_factory)
+    assert results["epochs"] == 1 and results["method"] == "cmo"
+    counts = results["data"]["class_counts"]
+    assert counts[0] == 200 and counts[-1] == 200 // _imbalance_factor(recipe)
+    # two steps, each drawing the instance batch and the minority batch
+    assert _images_seen(out) == pytest.approx(2 * 2 * config.train.batch_size)
 
 
 IMAGENET = ["imagenet_lt_ffn"]
