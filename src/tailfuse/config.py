@@ -247,14 +247,20 @@ class ModelConfig(StrictModel):
     ``head_bias``: whether the linear head has a bias (the GLT code's has none).
     ``backbone_options``: keyword options of multi-expert backbones (``num_experts``,
     ``reduce_dimension``); multi-expert heads: ``expert_linear`` / ``expert_cosine`` (one
-    layer per expert, logits averaged), ``bbn`` (BBN's two-branch classifier), ``reslt``.
+    layer per expert, logits averaged), ``bbn`` (BBN's two-branch classifier), ``reslt``
+    (ResLT's BatchNorm branches, CIFAR) and ``reslt_channel_split`` (ResLT's ImageNet head on
+    ``backbone_options.reslt_block``; ``reslt_eval_weight_power``: its test-time γ).
     """
 
     backbone: str = "resnet32"
     backbone_options: dict[str, int | float | bool | str] = {}
-    head: Literal["linear", "cosine", "expert_linear", "expert_cosine", "bbn", "reslt"] = "linear"
+    head: Literal[
+        "linear", "cosine", "expert_linear", "expert_cosine", "bbn", "reslt", "reslt_channel_split"
+    ] = "linear"
     head_bias: bool = True
     cosine_scale: float = Field(30.0, gt=0)
+    #: ResLT's ImageNet head at evaluation: class weights divided by their norm to this power
+    reslt_eval_weight_power: float = Field(0.7, ge=0)
     weights: str | None = None
 
 

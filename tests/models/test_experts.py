@@ -9,7 +9,8 @@ from torch import nn
 from tailfuse.config import ModelConfig
 from tailfuse.errors import ConfigError
 from tailfuse.models import build_model
-from tailfuse.models.expert_heads import BBNHead, ResLTHead
+from tailfuse.models.expert_heads import BBNHead, ResLTChannelSplitHead, ResLTHead
+from tailfuse.models.ride import ResltExpertBlock
 
 
 @pytest.mark.parametrize(
@@ -59,6 +60,78 @@ def test_ride_resnext50_experts_reduce_to_1536_channels():
     features = model.features(torch.randn(1, 3, 64, 64))
     assert [tuple(f.shape) for f in features] == [(1, 1536, 2, 2)] * 3
     assert model.backbone.experts[0][0][0].conv2.groups == 32  # ResNeXt grouped convolutions kept
+
+
+def test_ride_resnet50_experts_and_the_reslt_imagenet_model():
+    plain = build_model(ModelConfig(backbone="ride_resnet50", head="expert_linear"), 5)
+    images = torch.randn(2, 3, 64, 64)
+    assert [tuple(f.shape) for f in plain.features(images)] == [(2, 2048, 2, 2)] * 3
+    reslt = build_model(
+        ModelConfig(
+            backbone="ride_resnet50",
+            head="reslt_channel_split",
+            backbone_options={"reslt_block": True},
+        ),
+        5,
+    )
+    assert reslt.backbone.out_channels == 3 * 2048
+    # each expert: layer3, layer4, then ResLT's 1x1 block (2048 -> 6144) and the pool
+    assert [type(stage).__name__ for stage in reslt.backbone.experts[0]][-1] == "ResltExpertBlock"
+    assert reslt.backbone.experts[0][2].conv.weight.shape == (6144, 2048, 1, 1)
+    assert [tuple(f.shape) for f in reslt.features(images)] == [(2, 6144, 1, 1)] * 3
+    assert [tuple(z.shape) for z in reslt.head.branch_logits(reslt.features(images))] == [
+        (2, 5)
+    ] * 3
+    assert reslt.head.eval_weight_power == 0.7  # the authors' ResLT.gamma
+
+
+def test_reslt_block_pools_after_itself_in_training_and_before_in_evaluation():
+    torch.manual_seed(0)
+    block = ResltExpertBlock(2)
+    maps = torch.randn(4, 2, 3, 3)
+
+    def block_then_pool(x):
+        return torch.relu(block.norm(block.conv(x))).mean(dim=(2, 3), keepdim=True)
+
+    block.train()
+    trained = block(maps)
+    block.eval()  # the statistics of the training call above
+    assert trained.shape == (4, 6, 1, 1)
+    expected_eval = torch.relu(block.norm(block.conv(maps.mean(dim=(2, 3), keepdim=True))))
+    assert torch.allclose(block(maps), expected_eval)
+    # the authors' train/test mismatch: pooling before the ReLU is not pooling after it
+    assert not torch.allclose(block(maps), block_then_pool(maps), atol=1e-3)
+    consistent = ResltExpertBlock(2, pool_first_in_eval=False)
+    consistent.load_state_dict(block.state_dict())
+    consistent.eval()
+    assert torch.allclose(consistent(maps), block_then_pool(maps))
+
+
+def test_reslt_channel_split_head_by_hand():
+    head = ResLTChannelSplitHead(6, 2, num_experts=2, eval_weight_power=1.0)
+    with torch.no_grad():
+        head.experts[0].weight.copy_(torch.tensor([[3.0, 4.0], [1.0, 0.0]]))  # norms 5, 1
+        head.experts[0].bias.copy_(torch.tensor([1.0, -1.0]))
+        head.experts[1].weight.copy_(torch.tensor([[0.0, 2.0], [2.0, 0.0]]))  # norms 2, 2
+        head.experts[1].bias.zero_()
+    # expert 0's chunks: head [1, 2], medium [0, 1], tail [1, 0]; expert 1's: [1, 1], [2, 0], [0, 0]
+    maps = [
+        torch.tensor([1.0, 2.0, 0.0, 1.0, 1.0, 0.0]).view(1, 6, 1, 1),
+        torch.tensor([1.0, 1.0, 2.0, 0.0, 0.0, 0.0]).view(1, 6, 1, 1),
+    ]
+    head.train()  # W x + b; expert 0: [12, 0] [5, -1] [4, 0]; expert 1: [2, 2] [0, 4] [0, 0]
+    branches = [z.squeeze(0).tolist() for z in head.branch_logits(maps)]
+    assert branches == [pytest.approx([7.0, 1.0]), pytest.approx([2.5, 1.5]), [2.0, 0.0]]
+    assert head(maps).squeeze(0).tolist() == pytest.approx([11.5, 2.5])
+    # evaluation: (W / |W|^1) x, no bias;
+    # expert 0: [2.2, 1] [0.8, 0] [0.6, 1]; expert 1: [1, 1] [0, 2] [0, 0]
+    head.eval()
+    branches = [z.squeeze(0).tolist() for z in head.branch_logits(maps)]
+    assert branches == [
+        pytest.approx([1.6, 1.0]),
+        pytest.approx([0.4, 1.0]),
+        pytest.approx([0.3, 0.5]),
+    ]
 
 
 def test_bbn_resnet50_branches_and_single_branch_forward():
@@ -127,3 +200,12 @@ def test_heads_must_fit_the_backbone():
     assert isinstance(
         build_model(ModelConfig(backbone="ride_resnet32", head="reslt"), 10).head, nn.Module
     )
+    with pytest.raises(ConfigError, match="reslt_block: true"):  # the ImageNet head needs the block
+        build_model(ModelConfig(backbone="ride_resnet32", head="reslt_channel_split"), 10)
+    with pytest.raises(ConfigError, match="got head 'reslt' with reslt_block true"):
+        build_model(
+            ModelConfig(
+                backbone="ride_resnet50", head="reslt", backbone_options={"reslt_block": True}
+            ),
+            10,
+        )

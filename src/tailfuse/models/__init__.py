@@ -10,7 +10,12 @@ from torch import nn
 from tailfuse.config import ModelConfig
 from tailfuse.errors import ConfigError, did_you_mean
 from tailfuse.models.bbn import BBNCifarResNet, BBNTorchvisionResNet
-from tailfuse.models.expert_heads import BBNHead, ExpertHead, ResLTHead
+from tailfuse.models.expert_heads import (
+    BBNHead,
+    ExpertHead,
+    ResLTChannelSplitHead,
+    ResLTHead,
+)
 from tailfuse.models.heads import CosineHead, Head, LinearHead
 from tailfuse.models.resnet_cifar import CifarResNet, resnet32
 from tailfuse.models.ride import PlacesExpertBackbone, RideCifarResNet, RideTorchvisionResNet
@@ -39,7 +44,7 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 }
 
 SMALL_IMAGE_BACKBONES = {"resnet32", "ride_resnet32", "bbn_resnet32"}
-MULTI_EXPERT_HEADS = {"expert_linear", "expert_cosine", "bbn", "reslt"}
+MULTI_EXPERT_HEADS = {"expert_linear", "expert_cosine", "bbn", "reslt", "reslt_channel_split"}
 
 
 class Classifier(nn.Module):
@@ -88,6 +93,13 @@ def build_model(config: ModelConfig, num_classes: int) -> Classifier:
         )
     if config.head == "bbn" and num_experts != 2:
         raise ConfigError("model.head 'bbn' needs a BBN backbone (bbn_resnet32, bbn_resnet50)")
+    reslt_block = getattr(backbone, "reslt_block", False)
+    if reslt_block != (config.head == "reslt_channel_split"):
+        raise ConfigError(
+            "model.head 'reslt_channel_split' goes with model.backbone_options.reslt_block: "
+            "true (ResLT's ImageNet block on ride_resnet50 / ride_resnext50_32x4d), and only "
+            f"with it; got head '{config.head}' with reslt_block {str(reslt_block).lower()}"
+        )
     small = config.backbone in SMALL_IMAGE_BACKBONES
     if config.head in ("expert_linear", "expert_cosine"):
         kind = config.head.removeprefix("expert_")
@@ -98,6 +110,10 @@ def build_model(config: ModelConfig, num_classes: int) -> Classifier:
         head = BBNHead(backbone.out_channels, num_classes, bias=config.head_bias)
     elif config.head == "reslt":
         head = ResLTHead(backbone.out_channels, num_classes, num_experts)
+    elif config.head == "reslt_channel_split":
+        head = ResLTChannelSplitHead(
+            backbone.out_channels, num_classes, num_experts, config.reslt_eval_weight_power
+        )
     elif config.head == "cosine":
         head = CosineHead(backbone.out_channels, num_classes, config.cosine_scale)
     else:
@@ -114,6 +130,7 @@ __all__ = [
     "BACKBONES",
     "BBNHead",
     "ExpertHead",
+    "ResLTChannelSplitHead",
     "ResLTHead",
     "Classifier",
     "CifarResNet",

@@ -10,6 +10,9 @@
   (head / medium / tail branch) shared by the experts, GAP, one linear layer per expert,
   expert mean; :meth:`ResLTHead.branch_logits` gives ``[z_H, z_M, z_T]``, ``forward``
   their sum (what the authors' evaluation uses).
+- :class:`ResLTChannelSplitHead`: ResLT's ImageNet ``ResClassifier`` (spec h2t §3.2), on
+  experts ending in ResLT's 1×1 block: each expert's 3C channels split into three C-wide
+  branches, one linear layer per expert, class weights divided by ‖w‖^γ at evaluation.
 """
 
 from __future__ import annotations
@@ -114,6 +117,55 @@ class ResLTHead(nn.Module):
         for linear, feature_map in zip(self.experts, maps, strict=True):
             branches = torch.cat([norm(feature_map) for norm in self.branch_norms], dim=0)
             per_expert.append(linear(self.pool(branches)))
+        return list(torch.stack(per_expert).mean(0).chunk(3, dim=0))
+
+    def forward(self, feature_maps) -> torch.Tensor:
+        head, medium, tail = self.branch_logits(feature_maps)
+        return head + medium + tail
+
+
+class ResLTChannelSplitHead(nn.Module):
+    """ResLT's ImageNet classifier (H2T ``ride_resnet.py`` ``ResClassifier``, spec h2t §3.2).
+
+    Each expert's pooled 3C features are split into three C-wide chunks (head / medium /
+    tail branch), one ``Linear(C, classes)`` per expert scores all three, the experts'
+    logits are averaged. In training the linear layer is used as it is; in evaluation, as
+    the authors' code, each class's weight row is divided by its norm to the power
+    ``eval_weight_power`` (γ, the authors' ``ResLT.gamma`` 0.7) and the bias is left out.
+    The authors' cosine variant (``use_norm``) cannot evaluate (its weight is transposed)
+    and is not offered.
+    """
+
+    def __init__(
+        self, in_features: int, num_classes: int, num_experts: int, eval_weight_power: float
+    ):
+        super().__init__()
+        if in_features % 3:
+            raise ValueError(f"{in_features} features do not split into three branches")
+        self.experts = nn.ModuleList(
+            nn.Linear(in_features // 3, num_classes) for _ in range(num_experts)
+        )
+        self.eval_weight_power = eval_weight_power
+
+    @staticmethod
+    def pool(feature_map: torch.Tensor) -> torch.Tensor:
+        return feature_map.mean(dim=(2, 3)) if feature_map.dim() == 4 else feature_map
+
+    def _score(self, linear: nn.Linear, features: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return linear(features)
+        norms = linear.weight.norm(p=2, dim=1, keepdim=True)
+        return features @ (linear.weight / norms.pow(self.eval_weight_power)).t()
+
+    def branch_logits(self, feature_maps) -> list[torch.Tensor]:
+        """``[z_H, z_M, z_T]``: each expert scores its three channel chunks; expert mean."""
+        maps = _as_list(feature_maps)
+        if len(maps) != len(self.experts):
+            raise ValueError(f"{len(maps)} feature maps for {len(self.experts)} expert classifiers")
+        per_expert = []
+        for linear, feature_map in zip(self.experts, maps, strict=True):
+            branches = torch.cat(self.pool(feature_map).chunk(3, dim=1), dim=0)
+            per_expert.append(self._score(linear, branches))
         return list(torch.stack(per_expert).mean(0).chunk(3, dim=0))
 
     def forward(self, feature_maps) -> torch.Tensor:

@@ -7,6 +7,7 @@ later stages per expert; ``forward`` returns one feature map per expert (before 
 - :class:`RideTorchvisionResNet` (spec h2t §3.2 "RIDE/ResLT ImageNet", glt_ifl §4 "RIDE"):
   torchvision ResNet-50 / ResNeXt-50 stem, layer1 and layer2 shared, each expert its own
   layer3 and layer4 (planes 256/512, or 192/384 with ``reduce_dimension``: 1536-d experts).
+  ``reslt_block`` ends each expert in ResLT's ImageNet block (:class:`ResltExpertBlock`).
 - :class:`PlacesExpertBackbone` (spec h2t §3.2 "Places-LT model"): a frozen ResNet-152 trunk
   whose layer4 keeps 2 blocks (ImageNet weights from ``model.weights``), then one trainable
   Bottleneck (2048→512→2048) per expert.
@@ -71,8 +72,39 @@ def _torchvision_expert_stage(network, block, planes: int, blocks: int) -> nn.Se
     return stage
 
 
+class ResltExpertBlock(nn.Module):
+    """ResLT's per-expert ImageNet block and the global average pool (spec h2t §3.2).
+
+    A 1×1 convolution C → 3C (no bias), BatchNorm and ReLU, whose 3C channels the head
+    splits into the head / medium / tail branches (:class:`~tailfuse.models.expert_heads.
+    ResLTChannelSplitHead`). The authors' ``ride_resnet.py`` applies it before the pool in
+    training and after the pool in evaluation, a train/test mismatch (spec h2t §3.2,
+    §6.1.16): ``pool_first_in_eval`` (default, the code) keeps it; False applies the block
+    before the pool in both modes. The output is a 1×1 map (the authors' AvgPool2d(7) on
+    the 7×7 map of a 224 image; here the mean over the whole map, the same there).
+    """
+
+    def __init__(self, channels: int, pool_first_in_eval: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 3 * channels, kernel_size=1, bias=False)
+        self.norm = nn.BatchNorm2d(3 * channels)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+        self.pool_first_in_eval = pool_first_in_eval
+
+    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
+        if self.training or not self.pool_first_in_eval:
+            block = F.relu(self.norm(self.conv(feature_map)))
+            return block.mean(dim=(2, 3), keepdim=True)
+        pooled = feature_map.mean(dim=(2, 3), keepdim=True)
+        return F.relu(self.norm(self.conv(pooled)))
+
+
 class RideTorchvisionResNet(nn.Module):
-    """RIDE ResNet-50 / ResNeXt-50: shared stem, layer1, layer2; per-expert layer3 and layer4."""
+    """RIDE ResNet-50 / ResNeXt-50: shared stem, layer1, layer2; per-expert layer3 and layer4.
+
+    With ``reslt_block`` each expert ends in :class:`ResltExpertBlock` (ResLT on ImageNet:
+    the experts return 1×1 maps of 3 × 2048 channels, for ``model.head: reslt_channel_split``).
+    """
 
     def __init__(
         self,
@@ -80,6 +112,8 @@ class RideTorchvisionResNet(nn.Module):
         num_experts: int = 3,
         reduce_dimension: bool = False,
         weights_path: str | None = None,
+        reslt_block: bool = False,
+        reslt_pool_first_in_eval: bool = True,
     ):
         super().__init__()
         network = getattr(torchvision.models, architecture)(weights=None)
@@ -96,9 +130,14 @@ class RideTorchvisionResNet(nn.Module):
             network.inplanes = layer2_channels
             layer3 = _torchvision_expert_stage(network, Bottleneck, planes[0], block_counts[0])
             layer4 = _torchvision_expert_stage(network, Bottleneck, planes[1], block_counts[1])
-            experts.append(nn.Sequential(layer3, layer4))
+            stages = [layer3, layer4]
+            if reslt_block:
+                expert_channels = planes[1] * Bottleneck.expansion
+                stages.append(ResltExpertBlock(expert_channels, reslt_pool_first_in_eval))
+            experts.append(nn.Sequential(*stages))
         self.experts = nn.ModuleList(experts)
-        self.out_channels = planes[1] * Bottleneck.expansion
+        self.reslt_block = reslt_block
+        self.out_channels = planes[1] * Bottleneck.expansion * (3 if reslt_block else 1)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         shared = self.layer2(self.layer1(self.stem(x)))
