@@ -11,6 +11,7 @@ factors, datasets and losses) are marked slow.
 from __future__ import annotations
 
 import pytest
+import torch
 
 import tailfuse
 from tailfuse.config import builtin_recipe_dir, load_recipe
@@ -30,6 +31,11 @@ GLT = [
     for kind in ("ride", "ride_ifl", "tade", "tade_ifl", "bbn", "ride_stage2")
 ]
 PLACES = ["places_lt_ride_stage1", "places_lt_ride_h2t"]
+IMAGENET_LT = [
+    f"imagenet_lt_{arch}_{family}"
+    for arch in ("resnet50", "resnext50")
+    for family in ("ride", "ride_h2t", "reslt", "reslt_h2t")
+]
 QUICK = [
     "cifar10_lt_quick_" + kind
     for kind in ("ride", "ride_h2t", "reslt", "reslt_h2t", "bbn", "tade", "tade_tta")
@@ -55,7 +61,7 @@ def _slow_unless(condition: bool):
 
 def test_every_multi_expert_recipe_is_shipped_and_validates():
     shipped = {path.stem for path in builtin_recipe_dir().glob("*.yaml")}
-    for recipe in CIFAR + GLT + PLACES + QUICK:
+    for recipe in CIFAR + GLT + PLACES + IMAGENET_LT + QUICK:
         assert recipe in shipped, recipe
         load_recipe(recipe)
 
@@ -97,6 +103,22 @@ def test_recipe_settings_named_in_their_comments():
     tade_ifl = load_recipe("mscoco_glt_tade_ifl")
     assert tade_ifl.method.loss == "tade" and tade_ifl.method.center_loss == "l2"
     assert load_recipe("imagenet_glt_bbn").method.alpha_epoch == "glt"
+    imagenet_ride = load_recipe("imagenet_lt_resnet50_ride")
+    assert imagenet_ride.model.backbone_options == {"num_experts": 3, "reduce_dimension": False}
+    assert imagenet_ride.method.loss_options["drw_epoch"] == 144 == 0.8 * imagenet_ride.train.epochs
+    imagenet_reslt = load_recipe("imagenet_lt_resnext50_reslt")
+    assert imagenet_reslt.model.backbone == "ride_resnext50_32x4d"
+    assert imagenet_reslt.model.backbone_options["reslt_block"] is True
+    assert (imagenet_reslt.model.head, imagenet_reslt.model.reslt_eval_weight_power) == (
+        "reslt_channel_split",
+        0.7,
+    )
+    assert (imagenet_reslt.method.beta, imagenet_reslt.method.groups) == (0.99, "imagenet_lt")
+    assert (imagenet_reslt.train.batch_size, imagenet_reslt.optimizer.lr) == (128, 0.05)
+    assert imagenet_reslt.schedule.warmup_epochs == 5 and imagenet_reslt.train.epochs == 180
+    imagenet_reslt_h2t = load_recipe("imagenet_lt_resnext50_reslt_h2t")
+    assert (imagenet_reslt_h2t.method.beta, imagenet_reslt_h2t.method.h2t.ratio) == (0.3, 0.25)
+    assert imagenet_reslt_h2t.init.recipe == "imagenet_lt_resnext50_reslt"
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +213,46 @@ def test_places_lt_ride_h2t_runs_its_first_steps_after_its_stage1(tmp_path):
     )
     assert results["epochs"] == 1 and results["test"]["num_samples"] == 8
     assert (tmp_path / "places_lt_ride_stage1" / "results.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        pytest.param(r, marks=_slow_unless(r.startswith("imagenet_lt_resnet50_") and "h2t" in r))
+        for r in IMAGENET_LT
+    ],
+)
+def test_imagenet_lt_multi_expert_recipe_runs_its_first_steps(recipe, tmp_path):
+    """RIDE (+ H2T) and ResLT (+ H2T) on an ImageNet-LT stand-in in the published list format;
+    a stage-2 recipe trains its stage 1 first and keeps its backbone."""
+    from tailfuse.engine.checkpoint import load_checkpoint
+
+    files = write_list_file_dataset(tmp_path / "imagenet", num_classes=4)
+    budget = [
+        "train.epochs=1",
+        "train.max_steps_per_epoch=1",
+        "train.batch_size=4",
+        "train.progress=false",
+        "train.precision=fp32",
+        "data.num_workers=0",
+        "data.augment.crop_size=32",
+        "data.augment.resize=36",
+        f"data.root={files['root']}",
+        f"data.train_list={files['train_list']}",
+        f"data.test_list={files['test_list']}",
+        "data.groups.boundaries=[1,2]",
+    ]
+    quoted = f"{budget!r}".replace("'", '"')
+    config = load_recipe(recipe)
+    overrides = [*budget, f"init.overrides={quoted}"] if config.init else budget
+    results = tailfuse.train(recipe, tmp_path / "run", overrides)
+    assert results["epochs"] == 1 and results["test"]["num_samples"] == 8
+    if config.init is None:
+        return
+    stage1 = load_checkpoint(tmp_path / config.init.recipe / "checkpoints" / "last.pt")
+    stage2 = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    before, after = stage1["session"]["model"], stage2["session"]["model"]
+    convolutions = [key for key in before if key.startswith("backbone.") and "conv" in key]
+    assert convolutions and all(torch.equal(before[key], after[key]) for key in convolutions)
+    heads = [key for key in before if key.startswith("head.") and key.endswith("weight")]
+    assert heads and not all(torch.equal(before[key], after[key]) for key in heads)
