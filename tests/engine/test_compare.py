@@ -381,6 +381,34 @@ def test_runs_start_in_row_order_each_once_its_stage1_is_finished(tmp_path):
     assert cells[("DR", 1)] not in startable(waiting, unfinished)
 
 
+def test_multi_expert_rows_plan_like_any_other_and_share_their_stage1(tmp_path):
+    """The quick expert rows file (issue 13): RIDE + H2T and ResLT + H2T train on the RIDE and
+    ResLT rows' own runs of the same seed, which each runs once."""
+    from pathlib import Path
+
+    from tailfuse.engine.compare import earlier_run_dirs, read_rows
+
+    rows_file = Path(__file__).parents[2] / "benchmarks/compare_cifar10_lt_if100_quick_experts.yaml"
+    rows = read_rows(rows_file)
+    overrides = ["data.root=/data/cifar10", "train.precision=fp32"]
+    runs, cells = plan_runs(rows, [0, 1], tmp_path, overrides)
+    assert len(runs) == 12 == len({run.run_dir for run in runs})  # 6 rows x 2 seeds, none twice
+    for seed in (0, 1):
+        for base in ("RIDE", "ResLT"):
+            assert earlier_run_dirs(cells[(f"{base} + H2T", seed)]) == [cells[(base, seed)].run_dir]
+        assert earlier_run_dirs(cells[("TADE", seed)]) == []
+    assert cells[("RIDE", 0)].run_dir != cells[("RIDE", 1)].run_dir
+    methods = {label: cells[(label, 0)].config.method.name for label, _ in cells}
+    assert methods == {
+        "BBN": "bbn",
+        "RIDE": "ride",
+        "RIDE + H2T": "dr",
+        "ResLT": "reslt",
+        "ResLT + H2T": "reslt_stage2",
+        "TADE": "tade",
+    }
+
+
 def test_plan_says_what_compare_would_run_in_which_order_and_trains_nothing(tmp_path, capsys):
     rows = [parse_row("DR=cifar10_lt_quick_dr"), parse_row("LDAM-DRW=cifar10_lt_quick_ldam_drw")]
     overrides = ["data.root=/data/cifar10", "train.precision=fp32"]
