@@ -102,3 +102,41 @@ def test_resumed_multi_expert_run_equals_an_uninterrupted_one(cifar10_jpeg_root,
     assert any(key.startswith("backbone.experts.2.") for key in whole["model"])
     for key, value in whole["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
+
+
+@pytest.mark.parametrize(
+    "recipe", ["cifar10_lt_quick_bbn", "cifar10_lt_quick_reslt", "cifar10_lt_quick_tade"]
+)
+def test_a_multi_expert_run_interrupted_in_epoch_2_resumes_to_the_uninterrupted_weights(
+    recipe, cifar10_jpeg_root, tmp_path, monkeypatch
+):
+    """BBN (its α follows epoch / total epochs and draws two branches), ResLT (mixup) and TADE
+    stopped by Ctrl-C in their second epoch and resumed equal the run that was not stopped."""
+    import tailfuse
+    from tailfuse.engine import session as session_module
+    from tailfuse.engine.checkpoint import load_checkpoint
+
+    overrides = tiny_overrides(cifar10_jpeg_root, epochs=2, **{"train.max_steps_per_epoch": 2})
+    tailfuse.train(recipe, tmp_path / "whole", overrides)
+    original = session_module.TrainingSession.train_epoch
+
+    def interrupted(self, epoch, **kwargs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch, **kwargs)
+
+    monkeypatch.setattr(session_module.TrainingSession, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tailfuse.train(recipe, tmp_path / "stopped", overrides)
+    monkeypatch.setattr(session_module.TrainingSession, "train_epoch", original)
+    assert load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")["epoch"] == 1
+    tailfuse.train(recipe, tmp_path / "stopped", overrides, resume=True)
+    whole = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")["session"]["model"]
+    resumed = load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")["session"]["model"]
+    expert_parts = (".experts.", "branch_norms", ".rebalancing.")  # RIDE / ResLT / BBN modules
+    assert len(whole) == len(resumed)
+    assert any(part in key for key in whole for part in expert_parts)
+    for key, value in whole.items():
+        assert torch.equal(value, resumed[key]), key
+    first = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")
+    assert first["epoch"] == 2
