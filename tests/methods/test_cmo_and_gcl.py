@@ -144,6 +144,50 @@ def test_cmo_with_ldam_drw_and_outside_its_epoch_window_is_the_plain_loss():
     assert method.criterion.active()  # DRW on from epoch 2
 
 
+def test_cmo_with_ldam_drw_inside_its_window_mixes_the_two_ldam_losses_by_area():
+    """LDAM-DRW + CMO: kept · LDAM(z, y) + (1 − kept) · LDAM(z, y_minority), each the
+    class-weighted CE of s · (cos − m_y at the label) (spec h2t §3.1, DRW weights on)."""
+    options = {"loss_options": {"max_m": 0.5, "s": 30.0, "drw_epoch": 2}}
+    config = build_config(
+        {
+            "method": {"name": "cmo", "loss": "ldam", "mix_prob": 1.0, **options},
+            "model": {"backbone": "resnet32", "head": "cosine", "cosine_scale": 1.0},
+        }
+    )
+    torch.manual_seed(0)
+    model = build_model(config.model, len(COUNTS))
+    method = build_method(config, model, COUNTS)
+    model.eval()
+    batches = _batches()
+    epoch = 5  # inside 3 < e < 20 - 3, after DRW's epoch 2 (CMO tells the loss the epoch)
+    value = method.loss(
+        batches, StepContext(epoch=epoch, total_epochs=20, randomness=EpochRandomness(0, epoch))
+    )
+    rng = np.random.default_rng(derive_seed(0, epoch, "numpy"))
+    rng.random()
+    lam = rng.beta(1.0, 1.0)
+    side = int(32 * np.sqrt(1 - lam))
+    row, column = rng.integers(32), rng.integers(32)
+    r1, r2 = max(row - side // 2, 0), min(row + side // 2, 32)
+    c1, c2 = max(column - side // 2, 0), min(column + side // 2, 32)
+    images = batches["main"].images.clone()
+    images[:, :, r1:r2, c1:c2] = batches["minority"].images[:, :, r1:r2, c1:c2]
+    kept = 1 - (r2 - r1) * (c2 - c1) / 32**2
+    cosines = model(images).double()
+    counts = torch.tensor(COUNTS, dtype=torch.float64)
+    margins = counts**-0.25 * (0.5 / (counts**-0.25).max())
+    weights = (1 - 0.9999) / (1 - 0.9999**counts)
+    weights = weights / weights.sum() * len(COUNTS)
+
+    def ldam(labels):
+        adjusted = cosines - F.one_hot(labels, len(COUNTS)) * margins
+        return F.cross_entropy(30.0 * adjusted, labels, weight=weights)
+
+    expected = kept * ldam(batches["main"].labels) + (1 - kept) * ldam(batches["minority"].labels)
+    assert 0 < kept < 1
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_gcl_stage2_trains_the_cosine_head_with_eval_mode_batchnorm_and_predicts_s_cos():
     config = build_config(
         {
