@@ -80,9 +80,8 @@ def test_every_recipe_is_there():
     assert len(STAGE2) == 33
     assert len(OTHERS) == 20  # {cifar10, cifar100} x IF {200, 100, 50, 20, 10} x {ffn, ldam_drw}
     assert BASELINES == ["cifar10_lt_if100_cb_ce", "cifar10_lt_if100_ce"]
-    assert (
-        len(GCL) == 12
-    )  # {cifar10, cifar100} x IF {200, 100, 50} x {gcl, gcl_h2t} (+ their stage-1 recipes)
+    # {cifar10, cifar100} x IF {200, 100, 50} x {gcl, gcl_h2t}; their six stage-1 recipes below
+    assert len(GCL) == 12
     stage1 = {
         f"{dataset}_lt_if{factor}_gcl_stage1"
         for dataset in ("cifar10", "cifar100")
