@@ -7,6 +7,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 from tailfuse.cli import main
 from tailfuse.config import load_recipe
@@ -226,6 +227,47 @@ def test_compare_two_recipes_two_seeds_then_reuse(cifar10_jpeg_root, tmp_path, c
     for run_dir, stamp in stamps.items():
         assert (tmp_path / run_dir / "results.json").stat().st_mtime_ns == stamp
     assert len(list((out / "runs").iterdir())) == 4
+
+
+def test_compare_resumes_a_run_that_stopped_to_the_uninterrupted_result(
+    cifar10_jpeg_root, tmp_path, capsys, monkeypatch
+):
+    """A run left half-done (a session's end, Ctrl-C) is continued from its checkpoint by
+    the next compare call, not started again, and ends as a run that never stopped."""
+    from tailfuse.engine import session as session_module
+    from tailfuse.engine.checkpoint import load_checkpoint
+    from tailfuse.engine.trainer import train
+
+    overrides = tiny_overrides(cifar10_jpeg_root, epochs=2)
+    overrides += ["train.max_steps_per_epoch=2", "train.eval_every=0"]
+    out = tmp_path / "compare"
+    _, cells = plan_runs([parse_row("CE=cifar10_lt_quick_ce")], [0], out, overrides)
+    run = cells[("CE", 0)]
+    train(run.config, tmp_path / "straight")
+    original = session_module.TrainingSession.train_epoch
+
+    def stopped_in_epoch_2(self, epoch, **kwargs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch, **kwargs)
+
+    monkeypatch.setattr(session_module.TrainingSession, "train_epoch", stopped_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(run.config, run.run_dir)
+    monkeypatch.setattr(session_module.TrainingSession, "train_epoch", original)
+    arguments = ["compare", "CE=cifar10_lt_quick_ce", *[f"--set={item}" for item in overrides]]
+    arguments += ["--seeds", "0", "--out", str(out)]
+    assert main([*arguments, "--plan"]) == 0
+    assert "1 stopped (compare resumes them)" in capsys.readouterr().out
+    assert main(arguments) == 0
+    results = json.loads((run.run_dir / "results.json").read_text())
+    assert [start["epoch"] for start in results["environment"]["starts"]] == [0, 1]
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    resumed = load_checkpoint(run.run_dir / "checkpoints" / "last.pt")
+    for key, value in straight["session"]["model"].items():
+        assert torch.equal(value, resumed["session"]["model"][key]), key
+    report = json.loads((out / "compare.json").read_text())
+    assert report["runs"][0]["all"] == results["test"]["top1"]
 
 
 def test_stage2_rows_share_the_stage1_run_of_each_seed_with_the_stage1_row(
