@@ -7,7 +7,7 @@ Run it on a separate worktree, never on a checkout that training runs import fro
 
 FIRST (default 0), LAST (default: all): run only cases FIRST to LAST - 1 (e.g. 22 for the
 fifth session's, 80 for the sixth's, 130 for the ninth's: ifl.py, 146: report.py,
-151: a sampler).
+151: a sampler, 164: the eleventh session's).
 Each case runs the named test with PYTHONPATH set to the worktree's src. Exit status 1 when a
 mutant survives or its test is skipped (the end-to-end cases need the CIFAR-10 JPEG copy: set
 TAILFUSE_CIFAR10_JPEG when the worktree is not beside ../shared).
@@ -1097,6 +1097,64 @@ CASES = [
         'rule = selection.get("rule")',
         "tests/engine/test_selection.py::"
         "test_tsne_picks_the_reported_checkpoint_and_names_a_damaged_results_file",
+    ),
+    # eleventh session: ResLT's ImageNet model, CLI dependency errors, CMO + LDAM-DRW
+    (
+        "src/tailfuse/models/expert_heads.py",
+        "linear.weight / norms.pow(self.eval_weight_power)",
+        "linear.weight / norms",
+        "tests/models/test_experts.py::test_reslt_channel_split_head_by_hand",
+    ),
+    (
+        "src/tailfuse/models/expert_heads.py",
+        "return features @ (linear.weight / norms.pow(self.eval_weight_power)).t()",
+        "return linear(features)",
+        "tests/models/test_experts.py::test_reslt_channel_split_head_by_hand",
+    ),
+    (
+        "src/tailfuse/models/expert_heads.py",
+        "branches = torch.cat(self.pool(feature_map).chunk(3, dim=1), dim=0)",
+        "branches = torch.cat(self.pool(feature_map).chunk(3, dim=1)[::-1], dim=0)",
+        "tests/models/test_experts.py::test_reslt_channel_split_head_by_hand",
+    ),
+    (
+        "src/tailfuse/models/ride.py",
+        "if self.training or not self.pool_first_in_eval:",
+        "if True:",
+        "tests/models/test_experts.py::"
+        "test_reslt_block_pools_after_itself_in_training_and_before_in_evaluation",
+    ),
+    (
+        "src/tailfuse/models/ride.py",
+        "if self.training or not self.pool_first_in_eval:",
+        "if self.training:",
+        "tests/models/test_experts.py::"
+        "test_reslt_block_pools_after_itself_in_training_and_before_in_evaluation",
+    ),
+    (
+        "src/tailfuse/models/ride.py",
+        "self.out_channels = planes[1] * Bottleneck.expansion * (3 if reslt_block else 1)",
+        "self.out_channels = planes[1] * Bottleneck.expansion",
+        "tests/models/test_experts.py::test_ride_resnet50_experts_and_the_reslt_imagenet_model",
+    ),
+    (
+        "src/tailfuse/models/__init__.py",
+        'if reslt_block != (config.head == "reslt_channel_split"):',
+        'if not reslt_block and config.head == "reslt_channel_split":',
+        "tests/models/test_experts.py::test_heads_must_fit_the_backbone",
+    ),
+    (
+        "src/tailfuse/cli.py",
+        '"numpy", "yaml", "pydantic"',
+        '"numpy", "pydantic"',
+        "tests/test_cli.py::test_a_missing_required_dependency_is_one_line",
+    ),
+    (
+        "src/tailfuse/methods/cmo.py",
+        'advance_loss(self.criterion, context.epoch, context.randomness.stream("loss"))',
+        "pass",
+        "tests/methods/test_cmo_and_gcl.py::"
+        "test_cmo_with_ldam_drw_inside_its_window_mixes_the_two_ldam_losses_by_area",
     ),
 ]
 failures = 0
