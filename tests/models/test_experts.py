@@ -132,6 +132,9 @@ def test_reslt_channel_split_head_by_hand():
         pytest.approx([0.4, 1.0]),
         pytest.approx([0.3, 0.5]),
     ]
+    head.eval_weight_power = 2.0  # rows / |w|^2: expert 0 [3, 4] / 25, [1, 0]; expert 1 w / 4
+    z_head = head.branch_logits(maps)[0].squeeze(0).tolist()
+    assert z_head == pytest.approx([(11 / 25 + 0.5) / 2, (1 + 0.5) / 2])
 
 
 def test_bbn_resnet50_branches_and_single_branch_forward():
