@@ -451,6 +451,38 @@ def test_multi_expert_rows_plan_like_any_other_and_share_their_stage1(tmp_path):
     }
 
 
+def test_the_committed_quick_comparison_runs_keep_their_identities(tmp_path):
+    """compare finds every run summarised in docs/results/compare_c10_if100_quick/runs under
+    the README's command: a new config key or identity rule must not rename finished runs
+    (and so train them again)."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from tailfuse.engine.compare import read_rows
+
+    repository = Path(__file__).parents[2]
+    committed = repository / "docs/results/compare_c10_if100_quick/runs"
+    root = "/work/shared/data/cifar10-jpeg"  # as the README's command wrote it
+    if os.path.realpath(root) != root:
+        pytest.skip(f"{root} resolves elsewhere here, so its runs have other identities")
+    shutil.copytree(committed, tmp_path / "runs")
+    rows = read_rows(repository / "benchmarks/compare_cifar10_lt_if100_quick.yaml")
+    overrides = [f"data.root={root}", "train.precision=fp32", "train.progress=false"]
+    runs, _ = plan_runs(rows, [0, 1], tmp_path, overrides)
+    names = {Path(run.run_dir).name for run in runs}
+    # the stage-2 rows on CE + mixup were named when a stage-2 identity hashed its stage-1
+    # folder's path (/work/runs/c12/runs/...): compare finds those only in that folder
+    legacy = ("crt", "lws", "tau_norm", "dr", "dr_h2t", "mislas", "mislas_h2t")
+    current = [
+        folder.name
+        for folder in committed.iterdir()
+        if folder.name.rsplit("-", 1)[0].removeprefix("cifar10_lt_quick_") not in legacy
+    ]
+    assert len(current) >= 20 and set(current) <= names
+    assert len(names) == 40
+
+
 def test_plan_says_what_compare_would_run_in_which_order_and_trains_nothing(tmp_path, capsys):
     rows = [parse_row("DR=cifar10_lt_quick_dr"), parse_row("LDAM-DRW=cifar10_lt_quick_ldam_drw")]
     overrides = ["data.root=/data/cifar10", "train.precision=fp32"]

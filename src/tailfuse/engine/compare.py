@@ -109,6 +109,11 @@ IDENTITY_PATHS = (
 #: Keys that do not change a run's result, left out of its identity: what a resume may change,
 #: except the data location (a resumed run may find its data moved; another dataset is another run).
 IDENTITY_IGNORED = frozenset(RESUMABLE_CHANGES) - set(IDENTITY_PATHS)
+#: Config keys added after runs were first identified, with the value that does what tailfuse
+#: did before the key existed: at that value a key is left out of the identity, so a new option
+#: does not rename (and train again) every finished run. Only a key whose value at this entry
+#: changes nothing for the runs made before it may be listed.
+IDENTITY_LATER_KEYS: dict[str, object] = {"model.reslt_eval_weight_power": 0.7}
 
 
 def run_identity(config: RunConfig, placed: dict[str, str] | None = None) -> str:
@@ -124,7 +129,12 @@ def run_identity(config: RunConfig, placed: dict[str, str] | None = None) -> str
     runs folder is, one stage 1 gives one stage-2 identity.
     """
     flat = _flatten(config_to_dict(config))
-    flat = {key: value for key, value in flat.items() if key not in IDENTITY_IGNORED}
+    flat = {
+        key: value
+        for key, value in flat.items()
+        if key not in IDENTITY_IGNORED
+        and not (key in IDENTITY_LATER_KEYS and value == IDENTITY_LATER_KEYS[key])
+    }
     for prefix, identity in (placed or {}).items():
         flat.pop(f"init.{prefix}overrides", None)
         flat[f"init.{prefix}run_dir"] = identity
