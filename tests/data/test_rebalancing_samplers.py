@@ -131,3 +131,45 @@ def test_the_training_session_sets_the_epoch_before_drawing(tmp_path):
     assert (sampler.epoch, sampler.total_epochs, sampler.power()) == (1, 3, 0.5)
     session.train_epoch(2, max_steps=1)
     assert sampler.power() == 0.0
+
+
+def test_a_run_with_a_progressive_sampler_stopped_in_epoch_2_resumes_exactly(tmp_path, monkeypatch):
+    """The sampler's power depends on epoch / total epochs: a run stopped by Ctrl-C and
+    resumed draws what the uninterrupted run drew and ends with the same weights."""
+    import tailfuse
+    from tailfuse.engine import session as session_module
+    from tailfuse.engine.checkpoint import load_checkpoint
+
+    from ..fakes import write_cifar_pickles
+
+    root = write_cifar_pickles(tmp_path / "data", "cifar10", 20, 1)
+    overrides = [
+        f"data.root={root}",
+        "data.max_per_class=20",
+        "data.imbalance_factor=10",
+        "method.sampler=progressive_power",
+        "train.epochs=3",
+        "train.batch_size=8",
+        "train.max_steps_per_epoch=3",
+        "train.precision=fp32",
+        "train.progress=false",
+        "train.eval_every=0",
+    ]
+    tailfuse.train("cifar10_lt_quick_ce", tmp_path / "whole", overrides)
+    original = session_module.TrainingSession.train_epoch
+
+    def stopped(self, epoch, **kwargs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch, **kwargs)
+
+    monkeypatch.setattr(session_module.TrainingSession, "train_epoch", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        tailfuse.train("cifar10_lt_quick_ce", tmp_path / "stopped", overrides)
+    monkeypatch.setattr(session_module.TrainingSession, "train_epoch", original)
+    tailfuse.train("cifar10_lt_quick_ce", tmp_path / "stopped", overrides, resume=True)
+    whole = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")
+    assert whole["epoch"] == resumed["epoch"] == 3
+    for key, value in whole["session"]["model"].items():
+        assert torch.equal(value, resumed["session"]["model"][key]), key
