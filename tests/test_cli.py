@@ -57,8 +57,10 @@ def test_train_eval_summary_and_bench_through_the_cli(cifar10_jpeg_root, tmp_pat
     assert "ratio model-only / end-to-end" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("module", ["torch", "pydantic", "yaml"])
-def test_a_missing_required_dependency_is_one_line(module, tmp_path):
+@pytest.mark.parametrize(
+    ("module", "options"), [("torch", []), ("pydantic", []), ("yaml", []), ("torch", ["--nproc=2"])]
+)
+def test_a_missing_required_dependency_is_one_line(module, options, tmp_path):
     """An install without its dependencies (pip --no-deps) names the module, no traceback."""
     script = (
         "import sys\n"
@@ -67,7 +69,8 @@ def test_a_missing_required_dependency_is_one_line(module, tmp_path):
         "sys.exit(main(sys.argv[1:]))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", script, "train", "cifar10_lt_quick", "--out", str(tmp_path / "x")],
+        [sys.executable, "-c", script, "train", "cifar10_lt_quick", *options]
+        + ["--out", str(tmp_path / "x")],
         capture_output=True,
         text=True,
     )

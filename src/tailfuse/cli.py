@@ -533,14 +533,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tailfuse`` command."""
     arguments = _parser().parse_args(argv)
     arguments.argv = argv
-    if getattr(arguments, "nproc", 1) > 1:
-        from tailfuse.engine.distributed import launched_by_torchrun
-
-        if launched_by_torchrun():
-            print("error: --nproc inside a torchrun job; use one or the other", file=sys.stderr)
-            return 2
-        return _launch_torchrun(sys.argv[1:] if argv is None else list(argv), arguments.nproc)
     try:
+        if getattr(arguments, "nproc", 1) > 1:
+            from tailfuse.engine.distributed import launched_by_torchrun
+
+            if launched_by_torchrun():
+                print("error: --nproc inside a torchrun job; use one or the other", file=sys.stderr)
+                return 2
+            return _launch_torchrun(sys.argv[1:] if argv is None else list(argv), arguments.nproc)
         status = _run(arguments)
         sys.stdout.flush()  # a closed pipe shows here, not in Python's flush at exit
         return status

@@ -35,7 +35,8 @@ GroupName = Literal[tuple(RESLT_GROUP_MASKS)]  # type: ignore[valid-type]
 def _require_reslt_head(model, method: str) -> None:
     if not hasattr(model.head, "branch_logits"):
         raise ConfigError(
-            f"method {method} needs model.head: reslt on a multi-expert backbone (ride_*)"
+            f"method {method} needs model.head: reslt on a multi-expert backbone (ride_*), or "
+            "reslt_channel_split with model.backbone_options.reslt_block: true (ImageNet)"
         )
 
 
