@@ -19,11 +19,12 @@ PUBLISHED_FILES = sorted(BENCHMARKS.glob("published_*.yaml"))
 
 def test_the_shipped_comparisons_are_found():
     assert [path.name for path in ROWS_FILES] == [
+        "compare_cifar100_lt_if100_h2t.yaml",
         "compare_cifar10_lt_if100_full.yaml",
         "compare_cifar10_lt_if100_quick.yaml",
         "compare_cifar10_lt_if100_quick_experts.yaml",
     ]
-    assert len(PUBLISHED_FILES) == 2
+    assert len(PUBLISHED_FILES) == 3
 
 
 @pytest.mark.parametrize("rows_file", ROWS_FILES, ids=lambda path: path.stem)
@@ -44,3 +45,22 @@ def test_every_published_figure_belongs_to_a_row_of_some_comparison(published_fi
     figures = read_published(published_file)
     assert figures and set(figures) <= names, sorted(set(figures) - names)
     assert all(0 < figure["paper"] < 100 and figure["source"] for figure in figures.values())
+
+
+def test_the_h2t_cifar100_rows_carry_the_posters_if100_column():
+    """Spec h2t §5.1, IF 100: each runnable row with its published figure, H2T beside its base."""
+    rows = {
+        row.label: row.recipe
+        for row in read_rows(BENCHMARKS / "compare_cifar100_lt_if100_h2t.yaml")
+    }
+    figures = read_published(BENCHMARKS / "published_cifar100_lt_if100_h2t.yaml")
+    assert set(figures) == set(rows) and all("_if100_" in recipe for recipe in rows.values())
+    expected = {"DR + H2T": 47.73, "MiSLAS + H2T": 47.62, "GCL + H2T": 48.88}
+    expected |= {"RIDE + H2T": 51.38, "ResLT + H2T": 49.60, "CE + CMO": 43.90}
+    assert {label: figures[label]["paper"] for label in expected} == expected
+    for base in ("DR (DR + MU)", "MiSLAS", "GCL", "RIDE", "ResLT"):
+        name = base.split(" (")[0]
+        assert load_recipe(rows[f"{name} + H2T"]).init.recipe in (
+            rows[base],
+            load_recipe(rows[base]).init.recipe if load_recipe(rows[base]).init else None,
+        )
