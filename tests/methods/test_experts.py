@@ -167,6 +167,39 @@ def test_ride_h2t_step_fuses_every_expert_before_the_averaging_head():
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+IMAGENET_RESLT = [
+    "model.backbone=ride_resnet50",
+    "model.backbone_options.reslt_block=true",
+    "model.head=reslt_channel_split",
+]
+
+
+@pytest.mark.parametrize("overrides", [[], IMAGENET_RESLT], ids=["cifar", "imagenet_block"])
+def test_reslt_h2t_step_fuses_every_expert_map_then_takes_resloss_of_the_branches(overrides):
+    """ResLT + H2T: each expert's map (ImageNet: the block's 1x1 map) fused with its own
+    subset of the fusing batch's channels, then ResLoss of [z_H, z_M, z_T] on the labels."""
+    from tailfuse.losses.experts import ResLoss
+
+    method, model = _method("cifar10_lt_quick_reslt_h2t", *overrides)
+    balanced = Batch(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]))
+    fusing = Batch(torch.randn(4, 3, 32, 32), torch.tensor([0, 0, 0, 1]))
+    context = StepContext(
+        epoch=0, total_epochs=10, randomness=EpochRandomness(0, 0, torch.device("cpu"))
+    )
+    method.train_mode()
+    loss = method.loss({"balanced": balanced, "fusing": fusing}, context)
+    with torch.no_grad():
+        maps = model.features(balanced.images)
+        donors = model.features(fusing.images)
+        fused = fuse_channels(
+            maps, donors, 0.4, EpochRandomness(0, 0, torch.device("cpu")).stream("h2t")
+        )
+    assert len(fused) == 3 and not any(torch.equal(f, m) for f, m in zip(fused, maps, strict=True))
+    resloss = ResLoss(COUNTS, beta=0.3, groups="cifar10")
+    expected = resloss(model.head.branch_logits(fused), balanced.labels)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_methods_refuse_models_that_do_not_fit():
     with pytest.raises(ConfigError, match="multi-expert model"):
         _method("cifar10_lt_quick", "method.name=ride")
