@@ -147,8 +147,25 @@ def test_cifar_multi_expert_recipe_runs_its_first_steps(recipe, fake_roots, tmp_
         overrides += _stage1_overrides(
             config, budget, tmp_path_factory.getbasetemp() / "experts_stage1"
         )
-    results = tailfuse.train(recipe, tmp_path_factory.mktemp(recipe), overrides)
+    out = tmp_path_factory.mktemp(recipe)
+    results = tailfuse.train(recipe, out, overrides)
     assert results["epochs"] == 1 and "few" in results["test"]["group_accuracy"]
+    if config.init is not None:  # stage 2 (RIDE + H2T, ResLT + H2T) keeps stage 1's backbone
+        _assert_backbone_kept(
+            tmp_path_factory.getbasetemp() / "experts_stage1" / config.init.recipe, out
+        )
+
+
+def _assert_backbone_kept(stage1_dir, stage2_dir) -> None:
+    """Stage 2 left every backbone convolution as stage 1 trained it and changed the head."""
+    from tailfuse.engine.checkpoint import load_checkpoint
+
+    before = load_checkpoint(stage1_dir / "checkpoints" / "last.pt")["session"]["model"]
+    after = load_checkpoint(stage2_dir / "checkpoints" / "last.pt")["session"]["model"]
+    convolutions = [key for key in before if key.startswith("backbone.") and "conv" in key]
+    assert convolutions and all(torch.equal(before[key], after[key]) for key in convolutions)
+    heads = [key for key in before if key.startswith("head.") and key.endswith("weight")]
+    assert heads and not all(torch.equal(before[key], after[key]) for key in heads)
 
 
 @pytest.fixture(scope="module")
@@ -225,8 +242,6 @@ def test_places_lt_ride_h2t_runs_its_first_steps_after_its_stage1(tmp_path):
 def test_imagenet_lt_multi_expert_recipe_runs_its_first_steps(recipe, tmp_path):
     """RIDE (+ H2T) and ResLT (+ H2T) on an ImageNet-LT stand-in in the published list format;
     a stage-2 recipe trains its stage 1 first and keeps its backbone."""
-    from tailfuse.engine.checkpoint import load_checkpoint
-
     files = write_list_file_dataset(tmp_path / "imagenet", num_classes=4)
     budget = [
         "train.epochs=1",
@@ -247,12 +262,5 @@ def test_imagenet_lt_multi_expert_recipe_runs_its_first_steps(recipe, tmp_path):
     overrides = [*budget, f"init.overrides={quoted}"] if config.init else budget
     results = tailfuse.train(recipe, tmp_path / "run", overrides)
     assert results["epochs"] == 1 and results["test"]["num_samples"] == 8
-    if config.init is None:
-        return
-    stage1 = load_checkpoint(tmp_path / config.init.recipe / "checkpoints" / "last.pt")
-    stage2 = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
-    before, after = stage1["session"]["model"], stage2["session"]["model"]
-    convolutions = [key for key in before if key.startswith("backbone.") and "conv" in key]
-    assert convolutions and all(torch.equal(before[key], after[key]) for key in convolutions)
-    heads = [key for key in before if key.startswith("head.") and key.endswith("weight")]
-    assert heads and not all(torch.equal(before[key], after[key]) for key in heads)
+    if config.init is not None:
+        _assert_backbone_kept(tmp_path / config.init.recipe, tmp_path / "run")
