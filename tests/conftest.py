@@ -67,3 +67,19 @@ def tiny_overrides(root: Path, epochs: int = 2, **extra: object) -> list[str]:
     }
     values.update(extra)
     return [f"{key}={value}" for key, value in values.items()]
+
+
+def stop_training_at_epoch(monkeypatch, epoch: int = 1):
+    """Make training raise KeyboardInterrupt (a Ctrl-C) when 0-based ``epoch`` starts, after
+    the previous epoch's checkpoint; call the returned function to train normally again."""
+    from tailfuse.engine import session as session_module
+
+    original = session_module.TrainingSession.train_epoch
+
+    def stopped(self, current, **kwargs):
+        if current == epoch:
+            raise KeyboardInterrupt
+        return original(self, current, **kwargs)
+
+    monkeypatch.setattr(session_module.TrainingSession, "train_epoch", stopped)
+    return lambda: monkeypatch.setattr(session_module.TrainingSession, "train_epoch", original)

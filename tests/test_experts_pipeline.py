@@ -10,7 +10,7 @@ import torch
 from tailfuse.cli import main
 from tailfuse.config import load_recipe
 
-from .conftest import tiny_overrides
+from .conftest import stop_training_at_epoch, tiny_overrides
 from .test_glt_pipeline import glt_tiny
 
 STAGE1_TINY = (
@@ -113,22 +113,14 @@ def test_a_multi_expert_run_interrupted_in_epoch_2_resumes_to_the_uninterrupted_
     """BBN (its α follows epoch / total epochs and draws two branches), ResLT (mixup) and TADE
     stopped by Ctrl-C in their second epoch and resumed equal the run that was not stopped."""
     import tailfuse
-    from tailfuse.engine import session as session_module
     from tailfuse.engine.checkpoint import load_checkpoint
 
     overrides = tiny_overrides(cifar10_jpeg_root, epochs=2, **{"train.max_steps_per_epoch": 2})
     tailfuse.train(recipe, tmp_path / "whole", overrides)
-    original = session_module.TrainingSession.train_epoch
-
-    def interrupted(self, epoch, **kwargs):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch, **kwargs)
-
-    monkeypatch.setattr(session_module.TrainingSession, "train_epoch", interrupted)
+    train_normally = stop_training_at_epoch(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         tailfuse.train(recipe, tmp_path / "stopped", overrides)
-    monkeypatch.setattr(session_module.TrainingSession, "train_epoch", original)
+    train_normally()
     assert load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")["epoch"] == 1
     tailfuse.train(recipe, tmp_path / "stopped", overrides, resume=True)
     whole = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")["session"]["model"]

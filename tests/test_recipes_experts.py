@@ -205,11 +205,9 @@ def test_glt_multi_expert_recipe_runs_its_first_steps(recipe, glt_files, tmp_pat
     assert list(results["glt"]) == ["test_bl", "test_bbl", "test_lt"]
 
 
-def test_places_lt_ride_h2t_runs_its_first_steps_after_its_stage1(tmp_path):
-    """Places-LT lists in the ImageNet-LT list-file format; no ImageNet
-    weights for the trunk here."""
-    files = write_list_file_dataset(tmp_path / "places", num_classes=4)
-    budget = [
+def _list_file_budget(files: dict) -> list[str]:
+    """One 1-step epoch of 4 images, 32 px crops, on a 4-class list-file stand-in."""
+    return [
         "train.epochs=1",
         "train.max_steps_per_epoch=1",
         "train.batch_size=4",
@@ -218,12 +216,18 @@ def test_places_lt_ride_h2t_runs_its_first_steps_after_its_stage1(tmp_path):
         "data.num_workers=0",
         "data.augment.crop_size=32",
         "data.augment.resize=36",
-        "model.weights=null",
         f"data.root={files['root']}",
         f"data.train_list={files['train_list']}",
         f"data.test_list={files['test_list']}",
         "data.groups.boundaries=[1,2]",
     ]
+
+
+def test_places_lt_ride_h2t_runs_its_first_steps_after_its_stage1(tmp_path):
+    """Places-LT lists in the ImageNet-LT list-file format; no ImageNet
+    weights for the trunk here."""
+    files = write_list_file_dataset(tmp_path / "places", num_classes=4)
+    budget = [*_list_file_budget(files), "model.weights=null"]
     quoted = f"{budget!r}".replace("'", '"')
     results = tailfuse.train(
         "places_lt_ride_h2t", tmp_path / "run", [*budget, f"init.overrides={quoted}"]
@@ -243,20 +247,7 @@ def test_imagenet_lt_multi_expert_recipe_runs_its_first_steps(recipe, tmp_path):
     """RIDE (+ H2T) and ResLT (+ H2T) on an ImageNet-LT stand-in in the published list format;
     a stage-2 recipe trains its stage 1 first and keeps its backbone."""
     files = write_list_file_dataset(tmp_path / "imagenet", num_classes=4)
-    budget = [
-        "train.epochs=1",
-        "train.max_steps_per_epoch=1",
-        "train.batch_size=4",
-        "train.progress=false",
-        "train.precision=fp32",
-        "data.num_workers=0",
-        "data.augment.crop_size=32",
-        "data.augment.resize=36",
-        f"data.root={files['root']}",
-        f"data.train_list={files['train_list']}",
-        f"data.test_list={files['test_list']}",
-        "data.groups.boundaries=[1,2]",
-    ]
+    budget = _list_file_budget(files)
     quoted = f"{budget!r}".replace("'", '"')
     config = load_recipe(recipe)
     overrides = [*budget, f"init.overrides={quoted}"] if config.init else budget

@@ -11,6 +11,8 @@ import torch
 from tailfuse.data.randomness import EpochRandomness
 from tailfuse.data.samplers import build_sampler, rank_share
 
+from ..conftest import stop_training_at_epoch
+
 COUNTS = [500, 200, 80, 20, 5]
 LABELS = torch.cat([torch.full((count,), c) for c, count in enumerate(COUNTS)])
 DRAWS = 200_000
@@ -137,7 +139,6 @@ def test_a_run_with_a_progressive_sampler_stopped_in_epoch_2_resumes_exactly(tmp
     """The sampler's power depends on epoch / total epochs: a run stopped by Ctrl-C and
     resumed draws what the uninterrupted run drew and ends with the same weights."""
     import tailfuse
-    from tailfuse.engine import session as session_module
     from tailfuse.engine.checkpoint import load_checkpoint
 
     from ..fakes import write_cifar_pickles
@@ -156,17 +157,10 @@ def test_a_run_with_a_progressive_sampler_stopped_in_epoch_2_resumes_exactly(tmp
         "train.eval_every=0",
     ]
     tailfuse.train("cifar10_lt_quick_ce", tmp_path / "whole", overrides)
-    original = session_module.TrainingSession.train_epoch
-
-    def stopped(self, epoch, **kwargs):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch, **kwargs)
-
-    monkeypatch.setattr(session_module.TrainingSession, "train_epoch", stopped)
+    train_normally = stop_training_at_epoch(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         tailfuse.train("cifar10_lt_quick_ce", tmp_path / "stopped", overrides)
-    monkeypatch.setattr(session_module.TrainingSession, "train_epoch", original)
+    train_normally()
     tailfuse.train("cifar10_lt_quick_ce", tmp_path / "stopped", overrides, resume=True)
     whole = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")
     resumed = load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")

@@ -15,7 +15,7 @@ from tailfuse.engine.compare import parse_row, plan_runs
 from tailfuse.errors import ConfigError
 from tailfuse.eval.compare_report import markdown_table, read_published
 
-from ..conftest import tiny_overrides
+from ..conftest import stop_training_at_epoch, tiny_overrides
 
 
 def test_parse_row_label_recipe_and_overrides():
@@ -234,7 +234,6 @@ def test_compare_resumes_a_run_that_stopped_to_the_uninterrupted_result(
 ):
     """A run left half-done (a session's end, Ctrl-C) is continued from its checkpoint by
     the next compare call, not started again, and ends as a run that never stopped."""
-    from tailfuse.engine import session as session_module
     from tailfuse.engine.checkpoint import load_checkpoint
     from tailfuse.engine.trainer import train
 
@@ -244,17 +243,10 @@ def test_compare_resumes_a_run_that_stopped_to_the_uninterrupted_result(
     _, cells = plan_runs([parse_row("CE=cifar10_lt_quick_ce")], [0], out, overrides)
     run = cells[("CE", 0)]
     train(run.config, tmp_path / "straight")
-    original = session_module.TrainingSession.train_epoch
-
-    def stopped_in_epoch_2(self, epoch, **kwargs):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch, **kwargs)
-
-    monkeypatch.setattr(session_module.TrainingSession, "train_epoch", stopped_in_epoch_2)
+    train_normally = stop_training_at_epoch(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         train(run.config, run.run_dir)
-    monkeypatch.setattr(session_module.TrainingSession, "train_epoch", original)
+    train_normally()
     arguments = ["compare", "CE=cifar10_lt_quick_ce", *[f"--set={item}" for item in overrides]]
     arguments += ["--seeds", "0", "--out", str(out)]
     assert main([*arguments, "--plan"]) == 0

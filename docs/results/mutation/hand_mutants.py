@@ -1113,8 +1113,8 @@ CASES = [
     ),
     (
         "src/tailfuse/models/expert_heads.py",
-        "branches = torch.cat(self.pool(feature_map).chunk(3, dim=1), dim=0)",
-        "branches = torch.cat(self.pool(feature_map).chunk(3, dim=1)[::-1], dim=0)",
+        "return torch.cat(self.pool(feature_map).chunk(3, dim=1), dim=0)",
+        "return torch.cat(self.pool(feature_map).chunk(3, dim=1)[::-1], dim=0)",
         "tests/models/test_experts.py::test_reslt_channel_split_head_by_hand",
     ),
     (

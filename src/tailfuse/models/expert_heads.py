@@ -92,7 +92,39 @@ class BBNHead(nn.Module):
         return self.fc(torch.cat([self.pool(conventional), self.pool(rebalancing)], dim=1))
 
 
-class ResLTHead(nn.Module):
+class _BranchHead(nn.Module):
+    """ResLT's heads: ``[z_H, z_M, z_T]`` from every expert's three branches, expert mean.
+
+    Subclasses say how an expert's map becomes its three branches, stacked along the batch
+    (:meth:`_branches`), and how its linear layer scores them (:meth:`_score`).
+    """
+
+    experts: nn.ModuleList
+
+    @staticmethod
+    def pool(feature_map: torch.Tensor) -> torch.Tensor:
+        return feature_map.mean(dim=(2, 3)) if feature_map.dim() == 4 else feature_map
+
+    def _score(self, linear: nn.Linear, features: torch.Tensor) -> torch.Tensor:
+        return linear(features)
+
+    def branch_logits(self, feature_maps) -> list[torch.Tensor]:
+        """``[z_H, z_M, z_T]``: each expert's linear layer on its three branches, expert mean."""
+        maps = _as_list(feature_maps)
+        if len(maps) != len(self.experts):
+            raise ValueError(f"{len(maps)} feature maps for {len(self.experts)} expert classifiers")
+        per_expert = [
+            self._score(linear, self._branches(feature_map))
+            for linear, feature_map in zip(self.experts, maps, strict=True)
+        ]
+        return list(torch.stack(per_expert).mean(0).chunk(3, dim=0))
+
+    def forward(self, feature_maps) -> torch.Tensor:
+        head, medium, tail = self.branch_logits(feature_maps)
+        return head + medium + tail
+
+
+class ResLTHead(_BranchHead):
     """ResLT's residual-branch classifier on expert maps (H2T ``ResClassifier``)."""
 
     def __init__(self, in_features: int, num_classes: int, num_experts: int):
@@ -104,27 +136,12 @@ class ResLTHead(nn.Module):
         for linear in self.experts:
             nn.init.kaiming_normal_(linear.weight)
 
-    @staticmethod
-    def pool(feature_map: torch.Tensor) -> torch.Tensor:
-        return feature_map.mean(dim=(2, 3)) if feature_map.dim() == 4 else feature_map
-
-    def branch_logits(self, feature_maps) -> list[torch.Tensor]:
-        """``[z_H, z_M, z_T]``: each branch's BN on every expert's map, GAP, expert linear, mean."""
-        maps = _as_list(feature_maps)
-        if len(maps) != len(self.experts):
-            raise ValueError(f"{len(maps)} feature maps for {len(self.experts)} expert classifiers")
-        per_expert = []
-        for linear, feature_map in zip(self.experts, maps, strict=True):
-            branches = torch.cat([norm(feature_map) for norm in self.branch_norms], dim=0)
-            per_expert.append(linear(self.pool(branches)))
-        return list(torch.stack(per_expert).mean(0).chunk(3, dim=0))
-
-    def forward(self, feature_maps) -> torch.Tensor:
-        head, medium, tail = self.branch_logits(feature_maps)
-        return head + medium + tail
+    def _branches(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """Each branch's BN on the expert's map, then GAP."""
+        return self.pool(torch.cat([norm(feature_map) for norm in self.branch_norms], dim=0))
 
 
-class ResLTChannelSplitHead(nn.Module):
+class ResLTChannelSplitHead(_BranchHead):
     """ResLT's ImageNet classifier (H2T ``ride_resnet.py`` ``ResClassifier``, spec h2t §3.2).
 
     Each expert's pooled 3C features are split into three C-wide chunks (head / medium /
@@ -147,27 +164,12 @@ class ResLTChannelSplitHead(nn.Module):
         )
         self.eval_weight_power = eval_weight_power
 
-    @staticmethod
-    def pool(feature_map: torch.Tensor) -> torch.Tensor:
-        return feature_map.mean(dim=(2, 3)) if feature_map.dim() == 4 else feature_map
+    def _branches(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """The pooled 3C features split into three C-wide chunks."""
+        return torch.cat(self.pool(feature_map).chunk(3, dim=1), dim=0)
 
     def _score(self, linear: nn.Linear, features: torch.Tensor) -> torch.Tensor:
         if self.training:
             return linear(features)
         norms = linear.weight.norm(p=2, dim=1, keepdim=True)
         return features @ (linear.weight / norms.pow(self.eval_weight_power)).t()
-
-    def branch_logits(self, feature_maps) -> list[torch.Tensor]:
-        """``[z_H, z_M, z_T]``: each expert scores its three channel chunks; expert mean."""
-        maps = _as_list(feature_maps)
-        if len(maps) != len(self.experts):
-            raise ValueError(f"{len(maps)} feature maps for {len(self.experts)} expert classifiers")
-        per_expert = []
-        for linear, feature_map in zip(self.experts, maps, strict=True):
-            branches = torch.cat(self.pool(feature_map).chunk(3, dim=1), dim=0)
-            per_expert.append(self._score(linear, branches))
-        return list(torch.stack(per_expert).mean(0).chunk(3, dim=0))
-
-    def forward(self, feature_maps) -> torch.Tensor:
-        head, medium, tail = self.branch_logits(feature_maps)
-        return head + medium + tail
