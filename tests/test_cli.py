@@ -82,6 +82,25 @@ def test_a_missing_required_dependency_is_one_line(module, options, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_python_dash_m_tailfuse_is_the_tailfuse_command(tmp_path):
+    """``python -m tailfuse`` works where the ``tailfuse`` script is not on PATH: same program
+    name, same exit codes."""
+    import tailfuse
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tailfuse", "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stdout.strip() == f"tailfuse {tailfuse.__version__}"
+    result = subprocess.run(
+        [sys.executable, "-m", "tailfuse", "trian", "cifar10_lt_quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("error: argument COMMAND: invalid choice: 'trian'")
+    assert "(did you mean 'train'?)" in result.stderr and "`tailfuse --help`" in result.stderr
+
+
 def test_user_errors_are_one_line_and_exit_2(tmp_path):
     result = subprocess.run(
         [

@@ -586,3 +586,23 @@ def test_a_failing_parallel_run_is_reported_at_once_and_ends_compare_with_one_er
     finished = [path for path in (tmp_path / "runs").iterdir() if (path / "results.json").exists()]
     assert len(finished) == 1  # the run beside it still finished
     assert not (tmp_path / "compare.md").exists()  # no table from an incomplete comparison
+
+
+def test_a_later_added_key_at_its_neutral_value_leaves_a_stage2_identity_unchanged():
+    """``model.reslt_eval_weight_power=0.7`` (the value before the key existed) passed to stage 1
+    through ``init.overrides`` names the same run as not passing it; another value another run."""
+    from tailfuse.config import apply_overrides, build_config, read_recipe_dict
+    from tailfuse.engine.compare import run_identity
+
+    def identity(*stage1_overrides):
+        recipe = apply_overrides(
+            read_recipe_dict("cifar10_lt_quick_reslt_h2t"),
+            ["init.run_dir=/runs/reslt", "train.precision=fp32"],
+        )
+        recipe["init"]["overrides"] = list(stage1_overrides)
+        return run_identity(build_config(recipe))
+
+    plain = identity("train.progress=false")
+    assert identity("train.progress=false", "model.reslt_eval_weight_power=0.7") == plain
+    assert identity("model.reslt_eval_weight_power = 0.70") == plain
+    assert identity("model.reslt_eval_weight_power=0.5") != plain

@@ -160,9 +160,25 @@ def _identity_override(text: str) -> str | None:
 
     Ignored keys change no result, and ``data.*`` none at all: an earlier stage runs on the
     later one's data (:func:`~tailfuse.engine.stages.stage1_config`), hashed with the latter.
+    A later-added key at its neutral value (:data:`IDENTITY_LATER_KEYS`) changes nothing either,
+    as it does in the run's own config.
     """
-    key = text.partition("=")[0].strip()
-    return None if key in IDENTITY_IGNORED or key.startswith("data.") else text
+    key, _, value = (part.strip() for part in text.partition("="))
+    if key in IDENTITY_IGNORED or key.startswith("data."):
+        return None
+    if key in IDENTITY_LATER_KEYS and _parsed_value(value) == IDENTITY_LATER_KEYS[key]:
+        return None
+    return text
+
+
+def _parsed_value(text: str) -> object:
+    """An override's value as the config reads it (YAML), or the text where it is not YAML."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def _with_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
