@@ -12,7 +12,7 @@ import tailfuse
 from tailfuse.engine.checkpoint import load_checkpoint
 from tailfuse.errors import CheckpointError, TailfuseError
 
-from ..conftest import tiny_overrides
+from ..conftest import stop_training_at_epoch, tiny_overrides
 
 
 def test_config_differences_name_every_changed_added_and_removed_nested_key():
@@ -66,14 +66,16 @@ def test_a_stage2_method_without_a_trained_model_is_refused():
     check_starting_point(build_config({"method": {"name": "erm"}}))  # stage 1 starts from scratch
 
 
-def test_resumed_run_equals_uninterrupted_run(cifar10_jpeg_root, tmp_path):
+def test_resumed_run_equals_uninterrupted_run(cifar10_jpeg_root, tmp_path, monkeypatch):
     overrides = tiny_overrides(cifar10_jpeg_root, epochs=2)
     tailfuse.train("cifar10_lt_quick", tmp_path / "straight", overrides)
 
     # the same recipe, interrupted during epoch 2, then resumed from the epoch-1 checkpoint
     partial = tmp_path / "partial"
+    train_normally = stop_training_at_epoch(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
-        _train_and_interrupt_after_first_epoch(overrides, partial)
+        tailfuse.train("cifar10_lt_quick", partial, overrides)
+    train_normally()
     assert load_checkpoint(partial / "checkpoints" / "last.pt")["epoch"] == 1
     tailfuse.train("cifar10_lt_quick", partial, overrides, resume=True)
 
@@ -93,23 +95,6 @@ def test_resumed_run_equals_uninterrupted_run(cifar10_jpeg_root, tmp_path):
     assert all(start["command"] and start["started"][:2] == "20" for start in starts)
     straight_results = json.loads((tmp_path / "straight" / "results.json").read_text())
     assert [start["epoch"] for start in straight_results["environment"]["starts"]] == [0]
-
-
-def _train_and_interrupt_after_first_epoch(overrides, out_dir):
-    from tailfuse.engine import session as session_module
-
-    original = session_module.TrainingSession.train_epoch
-
-    def train_epoch(self, epoch, **kwargs):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch, **kwargs)
-
-    session_module.TrainingSession.train_epoch = train_epoch
-    try:
-        tailfuse.train("cifar10_lt_quick", out_dir, overrides)
-    finally:
-        session_module.TrainingSession.train_epoch = original
 
 
 def test_resume_refuses_a_changed_recipe_and_a_reused_directory(cifar10_jpeg_root, tmp_path):
