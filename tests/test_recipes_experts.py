@@ -224,16 +224,24 @@ def _list_file_budget(files: dict) -> list[str]:
 
 
 def test_places_lt_ride_h2t_runs_its_first_steps_after_its_stage1(tmp_path):
-    """Places-LT lists in the ImageNet-LT list-file format; no ImageNet
-    weights for the trunk here."""
+    """Places-LT lists in the ImageNet-LT list-file format; a random ResNet-152 state dict
+    stands in for torchvision's ImageNet file, which the frozen trunk loads and keeps."""
+    import torchvision
+
     files = write_list_file_dataset(tmp_path / "places", num_classes=4)
-    budget = [*_list_file_budget(files), "model.weights=null"]
+    weights = tmp_path / "resnet152-b121ed2d.pth"
+    reference = torchvision.models.resnet152(weights=None)
+    torch.save(reference.state_dict(), weights)
+    budget = [*_list_file_budget(files), f"model.weights={weights}"]
     quoted = f"{budget!r}".replace("'", '"')
     results = tailfuse.train(
         "places_lt_ride_h2t", tmp_path / "run", [*budget, f"init.overrides={quoted}"]
     )
     assert results["epochs"] == 1 and results["test"]["num_samples"] == 8
     assert (tmp_path / "places_lt_ride_stage1" / "results.json").is_file()
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    trunk_conv = saved["session"]["model"]["backbone.trunk.0.weight"]
+    assert torch.equal(trunk_conv.float(), reference.conv1.weight)  # loaded, never trained
 
 
 @pytest.mark.parametrize(

@@ -157,6 +157,23 @@ def test_predict_follows_the_method_formula(case, new_images, tmp_path):
             assert (model(images) - expected).abs().max() > 0.5
 
 
+def test_a_checkpoint_predicts_without_the_pretrained_file_it_started_from(new_images, tmp_path):
+    """model.weights (the ImageNet file training started from) is neither read nor needed where
+    the trained checkpoint is deployed: the checkpoint holds every weight."""
+    import torchvision
+
+    weights = tmp_path / "resnet50.pth"
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), weights)
+    path = tmp_path / "run" / "checkpoints" / "last.pt"
+    overrides = ["model.backbone=resnet50", f"model.weights={weights}"]
+    model, _ = make_checkpoint(path, "image_folder", overrides)
+    weights.unlink()
+    predictor = Predictor.from_checkpoint(path, "cpu")
+    images = predictor.load_images(expand_image_paths([str(new_images)]))
+    with torch.no_grad():
+        assert torch.allclose(predictor.logits(images), model(images), atol=1e-5)
+
+
 def check_onnx_export(case, new_images, tmp_path):
     recipe, overrides, edit, formula = CASES[case]
     model, method = make_checkpoint(

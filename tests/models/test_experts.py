@@ -148,14 +148,30 @@ def test_bbn_resnet50_branches_and_single_branch_forward():
 
 
 def test_places_expert_backbone_freezes_its_trunk():
-    backbone = build_model(
-        ModelConfig(backbone="ride_places_resnet152", head="expert_linear"), 5
+    backbone = build_model(  # the architecture only: no ImageNet file here
+        ModelConfig(backbone="ride_places_resnet152", head="expert_linear"), 5, pretrained=False
     ).backbone
     assert len(backbone.trunk[-1]) == 2  # layer4 cut to 2 blocks, as the authors' resnet152_fe
     assert not any(p.requires_grad for p in backbone.trunk.parameters())
     assert all(p.requires_grad for p in backbone.experts.parameters())
     backbone.train()
     assert not backbone.trunk.training and backbone.experts.training
+
+
+@pytest.mark.parametrize(
+    ("backbone", "head"),
+    [("ride_places_resnet152", "expert_linear"), ("resnet152_places", "linear")],
+)
+def test_a_frozen_trunk_backbone_refuses_to_train_without_its_imagenet_weights(backbone, head):
+    """Without model.weights the frozen trunk would stay random and only the last blocks train:
+    a training run is refused; a checkpoint's model (weights from the checkpoint) builds."""
+    with pytest.raises(
+        ConfigError,
+        match=rf"^model.backbone={backbone} trains only its last block\(s\) on a frozen "
+        "ImageNet ResNet-152 and needs model.weights",
+    ):
+        build_model(ModelConfig(backbone=backbone, head=head), 5)
+    build_model(ModelConfig(backbone=backbone, head=head), 5, pretrained=False)
 
 
 def test_bbn_head_mixes_branches_with_alpha():

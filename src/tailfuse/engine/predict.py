@@ -92,7 +92,9 @@ class Predictor:
         config = build_config(saved["config"], str(checkpoint))
         target = resolve_device(device)
         class_names, class_counts = saved["data"]["class_names"], saved["data"]["class_counts"]
-        model = build_model(config.model, len(class_names))
+        # the checkpoint holds every weight: model.weights (the training run's pretrained
+        # file) is neither read nor needed where the model is deployed
+        model = build_model(config.model, len(class_names), pretrained=False)
         # the method first: a stage-2 method may re-initialise the head it is given (cRT)
         method = build_method(config, model, class_counts)
         load_weights(model, saved["session"]["model"], checkpoint)

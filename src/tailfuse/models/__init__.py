@@ -44,6 +44,8 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 }
 
 SMALL_IMAGE_BACKBONES = {"resnet32", "ride_resnet32", "bbn_resnet32"}
+#: Backbones whose ImageNet trunk never trains (Places-LT): without model.weights, a random one.
+FROZEN_TRUNK_BACKBONES = {"resnet152_places", "ride_places_resnet152"}
 MULTI_EXPERT_HEADS = {"expert_linear", "expert_cosine", "bbn", "reslt", "reslt_channel_split"}
 
 
@@ -62,9 +64,10 @@ class Classifier(nn.Module):
         return self.head(self.backbone(images))
 
 
-def check_backbone(config: ModelConfig) -> None:
-    """Raise a ConfigError when ``model.backbone`` names no backbone (with a suggestion) or
-    ``model.weights`` is given for one of the CIFAR backbones, which have none."""
+def check_backbone(config: ModelConfig, pretrained: bool = True) -> None:
+    """Raise a ConfigError when ``model.backbone`` names no backbone (with a suggestion),
+    ``model.weights`` is given for one of the CIFAR backbones, which have none, or (with
+    ``pretrained``) a frozen-trunk backbone has no ``model.weights`` to freeze."""
     if config.backbone not in BACKBONES:
         raise ConfigError(
             "unknown model.backbone "
@@ -73,13 +76,21 @@ def check_backbone(config: ModelConfig) -> None:
         )
     if config.weights and config.backbone in SMALL_IMAGE_BACKBONES:
         raise ConfigError("model.weights is only supported for torchvision backbones")
+    if pretrained and not config.weights and config.backbone in FROZEN_TRUNK_BACKBONES:
+        raise ConfigError(
+            f"model.backbone={config.backbone} trains only its last block(s) on a frozen "
+            "ImageNet ResNet-152 and needs model.weights: torchvision's ImageNet ResNet-152 "
+            "state dict (resnet152-b121ed2d.pth from download.pytorch.org/models)"
+        )
 
 
-def build_model(config: ModelConfig, num_classes: int) -> Classifier:
-    """Create the backbone and head a recipe names."""
-    check_backbone(config)
+def build_model(config: ModelConfig, num_classes: int, pretrained: bool = True) -> Classifier:
+    """Create the backbone and head a recipe names. ``pretrained=False`` builds the
+    architecture without reading ``model.weights``: for weights that come from a checkpoint."""
+    check_backbone(config, pretrained)
+    weights = config.weights if pretrained else None
     try:
-        backbone = BACKBONES[config.backbone](config.weights, **config.backbone_options)
+        backbone = BACKBONES[config.backbone](weights, **config.backbone_options)
     except TypeError as error:
         raise ConfigError(
             f"model.backbone_options {sorted(config.backbone_options)} do not fit "

@@ -91,14 +91,10 @@ class PlacesResNet152Backbone(nn.Module):
         super().__init__()
         from torchvision.models.resnet import Bottleneck
 
-        if not weights_path:
-            raise CheckpointError(
-                "model.backbone=resnet152_places needs model.weights: torchvision's ImageNet "
-                "ResNet-152 state dict (resnet152-b121ed2d.pth from download.pytorch.org/models)"
-            )
         network = torchvision.models.resnet152(weights=None)
         network.layer4 = network.layer4[:2]
-        load_backbone_weights(network, weights_path, drop_prefixes=("fc.", "layer4.2."))
+        if weights_path:  # build_model refuses a training run without them
+            load_backbone_weights(network, weights_path, drop_prefixes=("fc.", "layer4.2."))
         self.trunk = resnet_trunk(network, network.layer4)
         freeze(self.trunk)
         self.block = Bottleneck(2048, 512)
