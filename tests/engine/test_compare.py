@@ -475,6 +475,31 @@ def test_the_committed_quick_comparison_runs_keep_their_identities(tmp_path):
     assert len(names) == 40
 
 
+def test_the_committed_multi_expert_runs_keep_their_identities(tmp_path):
+    """compare finds the multi-expert runs summarised in
+    docs/results/compare_c10_if100_quick_experts (bf16: `auto` on the machine that ran them;
+    naming it keeps the test machine-independent)."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from tailfuse.engine.compare import read_rows
+
+    repository = Path(__file__).parents[2]
+    committed = repository / "docs/results/compare_c10_if100_quick_experts/runs"
+    root = "/work/shared/data/cifar10-jpeg"  # as the README's command wrote it
+    if os.path.realpath(root) != root:
+        pytest.skip(f"{root} resolves elsewhere here, so its runs have other identities")
+    shutil.copytree(committed, tmp_path / "runs")
+    rows = read_rows(repository / "benchmarks/compare_cifar10_lt_if100_quick_experts.yaml")
+    overrides = [f"data.root={root}", "train.precision=bf16", "train.progress=false"]
+    runs, _ = plan_runs(rows, [0, 1], tmp_path, overrides)
+    names = {Path(run.run_dir).name for run in runs}
+    committed_names = {folder.name for folder in committed.iterdir()}
+    assert len(committed_names) >= 6 and committed_names <= names
+    assert len(names) == 12
+
+
 def test_plan_says_what_compare_would_run_in_which_order_and_trains_nothing(tmp_path, capsys):
     rows = [parse_row("DR=cifar10_lt_quick_dr"), parse_row("LDAM-DRW=cifar10_lt_quick_ldam_drw")]
     overrides = ["data.root=/data/cifar10", "train.precision=fp32"]
