@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -286,3 +287,35 @@ def test_f1_is_the_harmonic_mean_of_accuracy_and_precision_and_zero_when_both_ar
     labels = [0] * 100 + [1] * 100
     precision = 100 / 101 / 2
     assert f1(predictions, labels) == pytest.approx(2 * 0.5 * precision / (0.5 + precision))
+
+
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "docs" / "results"
+
+
+def test_the_committed_cifar10_glt_expert_table_comes_from_the_committed_runs():
+    """README's RIDE / TADE (+ IFL) GLT table is recomputed from each run's results.json."""
+    folder = RESULTS_DIR / "cifar10_glt_quick_experts"
+    labels = {"ride": "RIDE", "ride_ifl": "RIDE + IFL", "tade": "TADE", "tade_ifl": "TADE + IFL"}
+    summaries = []
+    for name, label in labels.items():
+        runs = {
+            train_set: [
+                json.loads(
+                    (
+                        folder
+                        / "runs"
+                        / name
+                        / f"train_{train_set}"
+                        / f"seed{seed}"
+                        / "results.json"
+                    ).read_text()
+                )
+                for seed in (0, 1)
+            ]
+            for train_set in ("glt", "cbl")
+        }
+        assert all(r["epochs"] == 16 for rs in runs.values() for r in rs)
+        assert all(r["environment"]["precision"] == "bf16" for rs in runs.values() for r in rs)
+        summaries.append(bench_summary(label, runs))
+    assert glt_table_markdown(summaries) == (folder / "glt_table.md").read_text()
+    assert summaries == json.loads((folder / "glt_table.json").read_text())
