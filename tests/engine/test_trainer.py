@@ -202,3 +202,24 @@ def test_the_non_finite_warning_names_the_count_and_only_rank_0_prints_it(capsys
     warn_non_finite(0, 50, "evaluated images", is_main=True)  # nothing wrong: nothing said
     warn_non_finite(2, 50, "evaluated images", is_main=False)  # another rank says it
     assert capsys.readouterr().err == ""
+
+
+def test_eval_needs_no_pretrained_file_the_checkpoint_started_from(cifar10_jpeg_root, tmp_path):
+    """model.weights (the ImageNet file training started from) is not read by ``eval``: the
+    checkpoint holds every weight, so the evaluation equals the training run's own."""
+    import torchvision
+
+    from tailfuse.engine.trainer import evaluate_checkpoint
+
+    weights = tmp_path / "resnet50.pth"
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), weights)
+    overrides = [
+        *tiny_overrides(cifar10_jpeg_root, epochs=1, **{"data.max_per_class": 10}),
+        "model.backbone=resnet50",
+        f"model.weights={weights}",
+    ]
+    trained = tailfuse.train("cifar10_lt_quick", tmp_path / "run", overrides)
+    weights.unlink()
+    evaluated = evaluate_checkpoint(tmp_path / "run", tmp_path / "eval")
+    assert evaluated["test"]["confusion_matrix"] == trained["test"]["confusion_matrix"]
+    assert evaluated["test"]["top1"] == trained["test"]["top1"]

@@ -83,7 +83,10 @@ class TrainingSession:
         initialize: Callable[[Classifier], None] | None = None,
         auxiliary: dict[str, dict] | None = None,
         process_world: World | None = None,
+        pretrained: bool = True,
     ):
+        """``pretrained=False`` builds the model without reading ``model.weights`` (the
+        pretrained file training started from): for weights that come from a checkpoint."""
         self.config = config
         self.data = data
         self.runtime = runtime
@@ -95,7 +98,7 @@ class TrainingSession:
                 f"it needs at least one image for each of the {self.world_size} processes"
             )
         sync_batchnorm = config.train.sync_batchnorm and self.world.distributed
-        self.model: Classifier = build_model(config.model, data.num_classes).to(
+        self.model: Classifier = build_model(config.model, data.num_classes, pretrained).to(
             runtime.device, runtime.parameter_dtype
         )
         if runtime.channels_last:

@@ -612,7 +612,8 @@ def evaluate_checkpoint(
             f"the recipe's training subset (checksum {data.plan.subset_checksum}) is not the one "
             f"{checkpoint_path} was trained on ({saved['data']['subset_checksum']})"
         )
-    session = TrainingSession(config, data, runtime)
+    # the checkpoint holds every weight: model.weights need not exist where it is evaluated
+    session = TrainingSession(config, data, runtime, pretrained=False)
     _load_model_weights(session, saved, checkpoint_path)
     adaptation = session.adapt_to_unlabelled(data.test)  # None unless the method adapts (TADE)
     results = {
