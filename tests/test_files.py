@@ -1,4 +1,9 @@
-"""The shared file readers: content, or one line naming the file, what it is and why."""
+"""The shared file readers: content, or one line naming the file, what it is and why; and the
+project's line limit on every tracked source, recipe and configuration file."""
+
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +49,38 @@ def test_a_bad_file_is_one_line_naming_it_what_it_is_and_why(
     message = str(raised.value)
     assert message.startswith(f"cannot read the thing {path}: ")
     assert reason in message and "\n" not in message
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+#: the project's line limit in characters (pyproject.toml: [tool.ruff] line-length)
+LINE_LIMIT = 100
+
+
+def test_no_tracked_source_or_recipe_line_is_longer_than_100_characters():
+    """ruff checks the .py files; this holds the recipes, benchmark rows, TOML and shell scripts to
+    the same limit, and the .py files ruff is not pointed at (docs/)."""
+    git = shutil.which("git")
+    if git is None or not (REPOSITORY / ".git").exists():  # .git is a file in a worktree
+        pytest.skip("not a git checkout (e.g. an sdist): no list of tracked files")
+    listed = subprocess.run(
+        [git, "ls-files", "-z", "--", "*.py", "*.yaml", "*.yml", "*.toml", "*.sh"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if listed.returncode != 0:
+        pytest.skip(f"git ls-files failed: {listed.stderr.strip()}")
+    too_long = []
+    for name in filter(None, listed.stdout.split("\0")):
+        path = REPOSITORY / name
+        if not path.is_file():  # tracked but deleted in this checkout
+            continue
+        with path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                length = len(line.rstrip("\r\n"))
+                if length > LINE_LIMIT:
+                    too_long.append(f"{name}:{number} ({length})")
+    assert not too_long, f"{len(too_long)} lines over {LINE_LIMIT} characters:\n" + "\n".join(
+        too_long
+    )

@@ -583,25 +583,29 @@ CASES = [
         "src/tailfuse/eval/metrics.py",
         '"calibration": calibration_bins(calibration_scale * logits, labels, 15)',
         '"calibration": calibration_bins(calibration_scale * logits, labels, 16)',
-        "tests/eval/test_metric_values.py::test_classification_metrics_bin_by_fifteen_and_keep_the_labels_in_calibration",
+        "tests/eval/test_metric_values.py::"
+        "test_classification_metrics_bin_by_fifteen_and_keep_the_labels_in_calibration",
     ),
     (
         "src/tailfuse/eval/metrics.py",
         '"calibration": calibration_bins(calibration_scale * logits, labels, 15)',
         '"calibration": calibration_bins(calibration_scale * logits, 15)',
-        "tests/eval/test_metric_values.py::test_classification_metrics_bin_by_fifteen_and_keep_the_labels_in_calibration",
+        "tests/eval/test_metric_values.py::"
+        "test_classification_metrics_bin_by_fifteen_and_keep_the_labels_in_calibration",
     ),
     (
         "src/tailfuse/eval/metrics.py",
         '"ece": expected_calibration_error(calibration_scale * logits, labels, 15)',
         '"ece": expected_calibration_error(calibration_scale * logits, labels, 16)',
-        "tests/eval/test_metric_values.py::test_classification_metrics_bin_by_fifteen_and_keep_the_labels_in_calibration",
+        "tests/eval/test_metric_values.py::"
+        "test_classification_metrics_bin_by_fifteen_and_keep_the_labels_in_calibration",
     ),
     (
         "src/tailfuse/eval/metrics.py",
         "labels: torch.Tensor, bins: int = 15) -> float:",
         "labels: torch.Tensor, bins: int = 16) -> float:",
-        "tests/eval/test_metric_values.py::test_classification_metrics_bin_by_fifteen_and_keep_the_labels_in_calibration",
+        "tests/eval/test_metric_values.py::"
+        "test_classification_metrics_bin_by_fifteen_and_keep_the_labels_in_calibration",
     ),
     (
         "src/tailfuse/eval/metrics.py",
@@ -655,19 +659,22 @@ CASES = [
         "src/tailfuse/eval/glt.py",
         "int(max(predictions.max(), labels.max())) + 1",
         "int(max(predictions.max(), labels.max())) - 1",
-        "tests/eval/test_glt.py::test_predicted_labels_of_a_one_class_set_score_without_a_class_count",
+        "tests/eval/test_glt.py::"
+        "test_predicted_labels_of_a_one_class_set_score_without_a_class_count",
     ),
     (
         "src/tailfuse/eval/glt.py",
         "        if not members:\n            continue",
         "        if not members:\n            break",
-        "tests/eval/test_glt.py::test_a_split_of_two_classes_divides_by_two_and_an_absent_split_is_skipped_not_the_rest",
+        "tests/eval/test_glt.py::"
+        "test_a_split_of_two_classes_divides_by_two_and_an_absent_split_is_skipped_not_the_rest",
     ),
     (
         "src/tailfuse/eval/glt.py",
         "sample_precision[in_group].sum().item() / len(members)",
         "sample_precision[in_group].sum().item() * len(members)",
-        "tests/eval/test_glt.py::test_a_split_of_two_classes_divides_by_two_and_an_absent_split_is_skipped_not_the_rest",
+        "tests/eval/test_glt.py::"
+        "test_a_split_of_two_classes_divides_by_two_and_an_absent_split_is_skipped_not_the_rest",
     ),
     (
         "src/tailfuse/eval/glt.py",
@@ -685,19 +692,22 @@ CASES = [
         "src/tailfuse/eval/glt.py",
         "if accuracy + precision > 0 else 0.0",
         "if accuracy - precision > 0 else 0.0",
-        "tests/eval/test_glt.py::test_f1_is_the_harmonic_mean_of_accuracy_and_precision_and_zero_when_both_are",
+        "tests/eval/test_glt.py::"
+        "test_f1_is_the_harmonic_mean_of_accuracy_and_precision_and_zero_when_both_are",
     ),
     (
         "src/tailfuse/eval/glt.py",
         "if accuracy + precision > 0 else 0.0",
         "if accuracy + precision > 1 else 0.0",
-        "tests/eval/test_glt.py::test_f1_is_the_harmonic_mean_of_accuracy_and_precision_and_zero_when_both_are",
+        "tests/eval/test_glt.py::"
+        "test_f1_is_the_harmonic_mean_of_accuracy_and_precision_and_zero_when_both_are",
     ),
     (
         "src/tailfuse/eval/glt.py",
         "if accuracy + precision > 0 else 0.0",
         "if accuracy + precision > 0 else 1.0",
-        "tests/eval/test_glt.py::test_f1_is_the_harmonic_mean_of_accuracy_and_precision_and_zero_when_both_are",
+        "tests/eval/test_glt.py::"
+        "test_f1_is_the_harmonic_mean_of_accuracy_and_precision_and_zero_when_both_are",
     ),
     (
         "src/tailfuse/eval/glt.py",
@@ -709,43 +719,50 @@ CASES = [
         "src/tailfuse/losses/cross_entropy.py",
         "None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)",
         "None",
-        "tests/losses/test_cross_entropy.py::test_class_weights_of_the_constructor_weight_each_sample_unless_a_call_replaces_them",
+        "tests/losses/test_cross_entropy.py::"
+        "test_class_weights_of_the_constructor_weight_each_sample_unless_a_call_replaces_them",
     ),
     (
         "src/tailfuse/losses/cross_entropy.py",
         "weight = class_weights if class_weights is not None else self.class_weights",
         "weight = class_weights",
-        "tests/losses/test_cross_entropy.py::test_class_weights_of_the_constructor_weight_each_sample_unless_a_call_replaces_them",
+        "tests/losses/test_cross_entropy.py::"
+        "test_class_weights_of_the_constructor_weight_each_sample_unless_a_call_replaces_them",
     ),
     (
         "src/tailfuse/losses/logit_adjustment.py",
         "counts.sum() + 1e-12)",
         "counts.sum() - 1e-12)",
-        "tests/losses/test_logit_adjustment.py::test_log_prior_of_a_class_without_training_images_is_finite",
+        "tests/losses/test_logit_adjustment.py::"
+        "test_log_prior_of_a_class_without_training_images_is_finite",
     ),
     (
         "src/tailfuse/losses/cross_entropy.py",
         "torch.tensor(class_weights, dtype=torch.float32)",
         "torch.tensor(class_weights)",
-        "tests/losses/test_cross_entropy.py::test_class_weights_of_the_constructor_weight_each_sample_unless_a_call_replaces_them",
+        "tests/losses/test_cross_entropy.py::"
+        "test_class_weights_of_the_constructor_weight_each_sample_unless_a_call_replaces_them",
     ),
     (
         "src/tailfuse/losses/cross_entropy.py",
         '"class_weights", weights, persistent=False)',
         '"class_weights", weights, persistent=True)',
-        "tests/losses/test_cross_entropy.py::test_class_weights_of_the_constructor_weight_each_sample_unless_a_call_replaces_them",
+        "tests/losses/test_cross_entropy.py::"
+        "test_class_weights_of_the_constructor_weight_each_sample_unless_a_call_replaces_them",
     ),
     (
         "src/tailfuse/losses/__init__.py",
         "f\"unknown loss '{name}'{did_you_mean(name, LOSSES)}; choose from \"",
         "f\"unknown loss '{name}'; choose from \"",
-        "tests/losses/test_cross_entropy.py::test_an_unknown_loss_name_is_one_error_with_a_suggestion",
+        "tests/losses/test_cross_entropy.py::"
+        "test_an_unknown_loss_name_is_one_error_with_a_suggestion",
     ),
     (
         "src/tailfuse/losses/__init__.py",
         "f\"{', '.join(sorted(LOSSES))}\"",
         "f\"{'XX, XX'.join(sorted(LOSSES))}\"",
-        "tests/losses/test_cross_entropy.py::test_an_unknown_loss_name_is_one_error_with_a_suggestion",
+        "tests/losses/test_cross_entropy.py::"
+        "test_an_unknown_loss_name_is_one_error_with_a_suggestion",
     ),
     (
         "src/tailfuse/losses/__init__.py",
@@ -775,27 +792,31 @@ CASES = [
         "src/tailfuse/engine/trainer.py",
         'if "validation_top1" in record:',
         'if "validation_top1" not in record:',
-        "tests/engine/test_trainer.py::test_the_progress_line_of_an_epoch_without_steps_shows_no_nan_loss",
+        "tests/engine/test_trainer.py::"
+        "test_the_progress_line_of_an_epoch_without_steps_shows_no_nan_loss",
     ),
     (
         "src/tailfuse/engine/trainer.py",
         "text += f\" val {record['validation_top1']:.2f}\"",
         "text = f\" val {record['validation_top1']:.2f}\"",
-        "tests/engine/test_trainer.py::test_the_progress_line_of_an_epoch_without_steps_shows_no_nan_loss",
+        "tests/engine/test_trainer.py::"
+        "test_the_progress_line_of_an_epoch_without_steps_shows_no_nan_loss",
     ),
     (
         # (the check moved to session.warn_non_finite in the seventh session)
         "src/tailfuse/engine/session.py",
         "if non_finite and is_main:",
         "if non_finite or is_main:",
-        "tests/engine/test_trainer.py::test_a_glt_test_set_with_non_finite_logits_is_scored_wrong_and_warned_about",
+        "tests/engine/test_trainer.py::"
+        "test_a_glt_test_set_with_non_finite_logits_is_scored_wrong_and_warned_about",
     ),
     # sixth session: trainer survivors that tests outside mutmut's selection kill
     (
         "src/tailfuse/engine/trainer.py",
         "    data = session.data\n    adaptation = session.adapt_to_unlabelled(data.test)",
         "    data = session.data\n    adaptation = None",
-        "tests/methods/test_tade.py::test_learned_weights_through_the_cli_and_eval_ignore_the_labels",
+        "tests/methods/test_tade.py::"
+        "test_learned_weights_through_the_cli_and_eval_ignore_the_labels",
     ),
     # with the final epoch already evaluated, `and` only evaluates it again (same numbers);
     # a run that evaluates no epoch (eval_every 0, as the TADE test) must then fail
@@ -803,25 +824,29 @@ CASES = [
         "src/tailfuse/engine/trainer.py",
         "final_epoch_metrics = final_epoch_metrics or _evaluate_splits(session, data)",
         "final_epoch_metrics = final_epoch_metrics and _evaluate_splits(session, data)",
-        "tests/methods/test_tade.py::test_learned_weights_through_the_cli_and_eval_ignore_the_labels",
+        "tests/methods/test_tade.py::"
+        "test_learned_weights_through_the_cli_and_eval_ignore_the_labels",
     ),
     (
         "src/tailfuse/engine/trainer.py",
         '"seed": config.train.seed,',
         '"SEED": config.train.seed,',
-        "tests/engine/test_trainer.py::test_results_hold_every_metric_and_selection_uses_validation",
+        "tests/engine/test_trainer.py::"
+        "test_results_hold_every_metric_and_selection_uses_validation",
     ),
     (
         "src/tailfuse/engine/trainer.py",
         '"finished": time.strftime("%Y-%m-%dT%H:%M:%S"),',
         '"finished": time.strftime("%Y-%M-%DT%H:%M:%S"),',
-        "tests/engine/test_trainer.py::test_results_hold_every_metric_and_selection_uses_validation",
+        "tests/engine/test_trainer.py::"
+        "test_results_hold_every_metric_and_selection_uses_validation",
     ),
     (
         "src/tailfuse/engine/trainer.py",
         '"threads": torch.get_num_threads(),',
         '"THREADS": torch.get_num_threads(),',
-        "tests/engine/test_trainer.py::test_results_hold_every_metric_and_selection_uses_validation",
+        "tests/engine/test_trainer.py::"
+        "test_results_hold_every_metric_and_selection_uses_validation",
     ),
     (
         "src/tailfuse/engine/trainer.py",
