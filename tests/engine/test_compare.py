@@ -426,7 +426,7 @@ def test_multi_expert_rows_plan_like_any_other_and_share_their_stage1(tmp_path):
     rows = read_rows(rows_file)
     overrides = ["data.root=/data/cifar10", "train.precision=fp32"]
     runs, cells = plan_runs(rows, [0, 1], tmp_path, overrides)
-    assert len(runs) == 12 == len({run.run_dir for run in runs})  # 6 rows x 2 seeds, none twice
+    assert len(runs) == 14 == len({run.run_dir for run in runs})  # 7 rows x 2 seeds, none twice
     for seed in (0, 1):
         for base in ("RIDE", "ResLT"):
             assert earlier_run_dirs(cells[(f"{base} + H2T", seed)]) == [cells[(base, seed)].run_dir]
@@ -435,12 +435,16 @@ def test_multi_expert_rows_plan_like_any_other_and_share_their_stage1(tmp_path):
     methods = {label: cells[(label, 0)].config.method.name for label, _ in cells}
     assert methods == {
         "BBN": "bbn",
+        "BBN (official step shape)": "bbn",
         "RIDE": "ride",
         "RIDE + H2T": "dr",
         "ResLT": "reslt",
         "ResLT + H2T": "reslt_stage2",
         "TADE": "tade",
     }
+    steps = cells[("BBN (official step shape)", 0)].config.schedule
+    assert (steps.name, steps.milestones, steps.gamma) == ("multistep", [24, 32], 0.01)
+    assert cells[("BBN", 0)].config.schedule.name == "cosine"
 
 
 def test_the_committed_quick_comparison_runs_keep_their_identities(tmp_path):
