@@ -504,6 +504,60 @@ def test_the_committed_multi_expert_runs_keep_their_identities(tmp_path):
     assert len(names) == 14
 
 
+def test_the_committed_full_protocol_runs_keep_their_identities(tmp_path):
+    """compare finds the 200-epoch runs summarised in docs/results/reproduce_c10_if100/runs
+    (issue 11) under the README's command on the lossless copy, bf16, seed 0."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from tailfuse.engine.compare import read_rows
+
+    repository = Path(__file__).parents[2]
+    committed = repository / "docs/results/reproduce_c10_if100/runs"
+    root = "/work/shared/data/cifar10-lossless"  # as the README's command wrote it
+    if os.path.realpath(root) != root:
+        pytest.skip(f"{root} resolves elsewhere here, so its runs have other identities")
+    shutil.copytree(committed, tmp_path / "runs")
+    rows = read_rows(repository / "benchmarks/compare_cifar10_lt_if100_full.yaml")
+    overrides = [f"data.root={root}", "train.precision=bf16", "train.progress=false"]
+    runs, _ = plan_runs(rows, [0], tmp_path, overrides)
+    names = {Path(run.run_dir).name for run in runs}
+    committed_names = {folder.name for folder in committed.iterdir()}
+    assert len(committed_names) >= 2 and committed_names <= names
+    assert len(names) == 21  # 20 rows, and GCL's stage 1
+
+
+def test_the_readme_full_protocol_rows_are_the_committed_runs_figures():
+    """Each committed 200-epoch run (issue 11) has its README row, and the row's all / many /
+    medium / few are its results.json's, rounded to two decimals."""
+    import re
+    from pathlib import Path
+
+    from tailfuse.engine.compare import read_rows
+
+    repository = Path(__file__).parents[2]
+    readme = (repository / "README.md").read_text()
+    section = readme.split("### Published protocol, CIFAR-10-LT IF 100", 1)[1].split("\n### ")[0]
+    labels = {
+        row.recipe: row.label
+        for row in read_rows(repository / "benchmarks/compare_cifar10_lt_if100_full.yaml")
+    }
+    folders = sorted((repository / "docs/results/reproduce_c10_if100/runs").iterdir())
+    assert folders
+    for folder in folders:
+        results = json.loads((folder / "results.json").read_text())
+        assert results["epochs"] == 200 and results["selection"]["rule"] == "final"
+        assert results["environment"]["precision"] == "bf16"
+        label = labels[results["name"]].replace("tau-norm", "τ-norm")
+        lines = [line for line in section.splitlines() if line.startswith(f"| {label} |")]
+        assert len(lines) == 1, label
+        figures = [float(cell) for cell in re.split(r"\s*\|\s*", lines[0])[2:6]]
+        test = results["test"]
+        expected = [test["top1"]] + [test["group_accuracy"][g] for g in ("many", "medium", "few")]
+        assert figures == [round(value, 2) for value in expected], label
+
+
 def test_plan_says_what_compare_would_run_in_which_order_and_trains_nothing(tmp_path, capsys):
     rows = [parse_row("DR=cifar10_lt_quick_dr"), parse_row("LDAM-DRW=cifar10_lt_quick_ldam_drw")]
     overrides = ["data.root=/data/cifar10", "train.precision=fp32"]
