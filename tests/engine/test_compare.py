@@ -447,35 +447,48 @@ def test_multi_expert_rows_plan_like_any_other_and_share_their_stage1(tmp_path):
     assert cells[("BBN", 0)].config.schedule.name == "cosine"
 
 
-def test_the_committed_quick_comparison_runs_keep_their_identities(tmp_path):
-    """compare finds every run summarised in docs/results/compare_c10_if100_quick/runs under
-    the README's command: a new config key or identity rule must not rename finished runs
-    (and so train them again)."""
+def planned_names_of_committed_runs(tmp_path, results_folder, rows_file, root, precision, seeds):
+    """Copy docs/results/RESULTS_FOLDER/runs into TMP_PATH and plan ROWS_FILE there with the
+    README command's overrides: (the committed folder names, the names compare plans)."""
     import os
     import shutil
     from pathlib import Path
 
     from tailfuse.engine.compare import read_rows
 
-    repository = Path(__file__).parents[2]
-    committed = repository / "docs/results/compare_c10_if100_quick/runs"
-    root = "/work/shared/data/cifar10-jpeg"  # as the README's command wrote it
     if os.path.realpath(root) != root:
         pytest.skip(f"{root} resolves elsewhere here, so its runs have other identities")
+    repository = Path(__file__).parents[2]
+    committed = repository / "docs/results" / results_folder / "runs"
     shutil.copytree(committed, tmp_path / "runs")
-    rows = read_rows(repository / "benchmarks/compare_cifar10_lt_if100_quick.yaml")
-    overrides = [f"data.root={root}", "train.precision=fp32", "train.progress=false"]
-    runs, _ = plan_runs(rows, [0, 1], tmp_path, overrides)
-    names = {Path(run.run_dir).name for run in runs}
+    rows = read_rows(repository / "benchmarks" / rows_file)
+    overrides = [f"data.root={root}", f"train.precision={precision}", "train.progress=false"]
+    runs, _ = plan_runs(rows, seeds, tmp_path, overrides)
+    planned = {Path(run.run_dir).name for run in runs}
+    return {folder.name for folder in committed.iterdir()}, planned
+
+
+def test_the_committed_quick_comparison_runs_keep_their_identities(tmp_path):
+    """compare finds every run summarised in docs/results/compare_c10_if100_quick/runs under
+    the README's command: a new config key or identity rule must not rename finished runs
+    (and so train them again)."""
+    committed, names = planned_names_of_committed_runs(
+        tmp_path,
+        "compare_c10_if100_quick",
+        "compare_cifar10_lt_if100_quick.yaml",
+        "/work/shared/data/cifar10-jpeg",  # as the README's command wrote it
+        "fp32",
+        [0, 1],
+    )
     # the stage-2 rows on CE + mixup were named when a stage-2 identity hashed its stage-1
     # folder's path (/work/runs/c12/runs/...): compare finds those only in that folder
     legacy = ("crt", "lws", "tau_norm", "dr", "dr_h2t", "mislas", "mislas_h2t")
-    current = [
-        folder.name
-        for folder in committed.iterdir()
-        if folder.name.rsplit("-", 1)[0].removeprefix("cifar10_lt_quick_") not in legacy
-    ]
-    assert len(current) >= 20 and set(current) <= names
+    current = {
+        name
+        for name in committed
+        if name.rsplit("-", 1)[0].removeprefix("cifar10_lt_quick_") not in legacy
+    }
+    assert len(current) >= 20 and current <= names
     assert len(names) == 40
 
 
@@ -483,48 +496,30 @@ def test_the_committed_multi_expert_runs_keep_their_identities(tmp_path):
     """compare finds the multi-expert runs summarised in
     docs/results/compare_c10_if100_quick_experts (bf16: `auto` on the machine that ran them;
     naming it keeps the test machine-independent)."""
-    import os
-    import shutil
-    from pathlib import Path
-
-    from tailfuse.engine.compare import read_rows
-
-    repository = Path(__file__).parents[2]
-    committed = repository / "docs/results/compare_c10_if100_quick_experts/runs"
-    root = "/work/shared/data/cifar10-jpeg"  # as the README's command wrote it
-    if os.path.realpath(root) != root:
-        pytest.skip(f"{root} resolves elsewhere here, so its runs have other identities")
-    shutil.copytree(committed, tmp_path / "runs")
-    rows = read_rows(repository / "benchmarks/compare_cifar10_lt_if100_quick_experts.yaml")
-    overrides = [f"data.root={root}", "train.precision=bf16", "train.progress=false"]
-    runs, _ = plan_runs(rows, [0, 1], tmp_path, overrides)
-    names = {Path(run.run_dir).name for run in runs}
-    committed_names = {folder.name for folder in committed.iterdir()}
-    assert len(committed_names) >= 14 and committed_names <= names
+    committed, names = planned_names_of_committed_runs(
+        tmp_path,
+        "compare_c10_if100_quick_experts",
+        "compare_cifar10_lt_if100_quick_experts.yaml",
+        "/work/shared/data/cifar10-jpeg",
+        "bf16",
+        [0, 1],
+    )
+    assert len(committed) >= 14 and committed <= names
     assert len(names) == 14
 
 
 def test_the_committed_full_protocol_runs_keep_their_identities(tmp_path):
     """compare finds the 200-epoch runs summarised in docs/results/reproduce_c10_if100/runs
     (issue 11) under the README's command on the lossless copy, bf16, seed 0."""
-    import os
-    import shutil
-    from pathlib import Path
-
-    from tailfuse.engine.compare import read_rows
-
-    repository = Path(__file__).parents[2]
-    committed = repository / "docs/results/reproduce_c10_if100/runs"
-    root = "/work/shared/data/cifar10-lossless"  # as the README's command wrote it
-    if os.path.realpath(root) != root:
-        pytest.skip(f"{root} resolves elsewhere here, so its runs have other identities")
-    shutil.copytree(committed, tmp_path / "runs")
-    rows = read_rows(repository / "benchmarks/compare_cifar10_lt_if100_full.yaml")
-    overrides = [f"data.root={root}", "train.precision=bf16", "train.progress=false"]
-    runs, _ = plan_runs(rows, [0], tmp_path, overrides)
-    names = {Path(run.run_dir).name for run in runs}
-    committed_names = {folder.name for folder in committed.iterdir()}
-    assert len(committed_names) >= 2 and committed_names <= names
+    committed, names = planned_names_of_committed_runs(
+        tmp_path,
+        "reproduce_c10_if100",
+        "compare_cifar10_lt_if100_full.yaml",
+        "/work/shared/data/cifar10-lossless",
+        "bf16",
+        [0],
+    )
+    assert len(committed) >= 2 and committed <= names
     assert len(names) == 21  # 20 rows, and GCL's stage 1
 
 
