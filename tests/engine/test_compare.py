@@ -416,8 +416,9 @@ def test_runs_start_in_row_order_each_once_its_stage1_is_finished(tmp_path):
 
 
 def test_multi_expert_rows_plan_like_any_other_and_share_their_stage1(tmp_path):
-    """The quick expert rows file (issue 13): RIDE + H2T and ResLT + H2T train on the RIDE and
-    ResLT rows' own runs of the same seed, which each runs once."""
+    """The quick expert rows file (issue 13): RIDE + H2T and ResLT + H2T, and their controls
+    without H2T, train on the RIDE and ResLT rows' own runs of the same seed, which each runs
+    once."""
     from pathlib import Path
 
     from tailfuse.engine.compare import earlier_run_dirs, read_rows
@@ -426,10 +427,15 @@ def test_multi_expert_rows_plan_like_any_other_and_share_their_stage1(tmp_path):
     rows = read_rows(rows_file)
     overrides = ["data.root=/data/cifar10", "train.precision=fp32"]
     runs, cells = plan_runs(rows, [0, 1], tmp_path, overrides)
-    assert len(runs) == 14 == len({run.run_dir for run in runs})  # 7 rows x 2 seeds, none twice
+    assert len(runs) == 18 == len({run.run_dir for run in runs})  # 9 rows x 2 seeds, none twice
+    stage2_rows = {
+        "RIDE": ("RIDE + H2T", "RIDE + DR (stage 2 without H2T)"),
+        "ResLT": ("ResLT + H2T", "ResLT + stage 2 without H2T"),
+    }
     for seed in (0, 1):
-        for base in ("RIDE", "ResLT"):
-            assert earlier_run_dirs(cells[(f"{base} + H2T", seed)]) == [cells[(base, seed)].run_dir]
+        for base, labels in stage2_rows.items():
+            for label in labels:
+                assert earlier_run_dirs(cells[(label, seed)]) == [cells[(base, seed)].run_dir]
         assert earlier_run_dirs(cells[("TADE", seed)]) == []
     assert cells[("RIDE", 0)].run_dir != cells[("RIDE", 1)].run_dir
     methods = {label: cells[(label, 0)].config.method.name for label, _ in cells}
@@ -438,8 +444,10 @@ def test_multi_expert_rows_plan_like_any_other_and_share_their_stage1(tmp_path):
         "BBN (official step shape)": "bbn",
         "RIDE": "ride",
         "RIDE + H2T": "dr",
+        "RIDE + DR (stage 2 without H2T)": "dr",
         "ResLT": "reslt",
         "ResLT + H2T": "reslt_stage2",
+        "ResLT + stage 2 without H2T": "reslt_stage2",
         "TADE": "tade",
     }
     steps = cells[("BBN (official step shape)", 0)].config.schedule
@@ -505,7 +513,7 @@ def test_the_committed_multi_expert_runs_keep_their_identities(tmp_path):
         [0, 1],
     )
     assert len(committed) >= 14 and committed <= names
-    assert len(names) == 14
+    assert len(names) == 18  # 9 rows, 2 seeds
 
 
 def test_the_committed_full_protocol_runs_keep_their_identities(tmp_path):

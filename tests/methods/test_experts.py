@@ -46,6 +46,9 @@ def test_stage1_methods_train_the_whole_model(recipe):
     [
         ("cifar10_lt_quick_ride_h2t", {"balanced": "class_balanced", "fusing": "instance"}),
         ("cifar10_lt_quick_reslt_h2t", {"balanced": "class_balanced", "fusing": "instance"}),
+        # the controls without the fusion: no instance-sampled fusing branch
+        ("cifar10_lt_quick_ride_dr", {"balanced": "class_balanced"}),
+        ("cifar10_lt_quick_reslt_stage2", {"balanced": "class_balanced"}),
     ],
 )
 def test_stage2_on_experts_trains_only_the_head(recipe, branches):
@@ -53,6 +56,25 @@ def test_stage2_on_experts_trains_only_the_head(recipe, branches):
     assert _trained(method) == {id(p) for p in model.head.parameters()}
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert method.branches() == branches
+
+
+@pytest.mark.parametrize(
+    ("control", "with_h2t"),
+    [
+        ("cifar10_lt_quick_ride_dr", "cifar10_lt_quick_ride_h2t"),
+        ("cifar10_lt_quick_reslt_stage2", "cifar10_lt_quick_reslt_h2t"),
+    ],
+)
+def test_the_stage2_controls_differ_from_their_h2t_rows_only_by_the_fusion(control, with_h2t):
+    """A control separates the re-training from the fusion only if nothing else changed."""
+    control_config = load_recipe(control).model_dump()
+    fused_config = load_recipe(with_h2t).model_dump()
+    assert control_config["method"]["h2t"]["ratio"] == 0
+    assert fused_config["method"]["h2t"]["ratio"] > 0
+    for config in (control_config, fused_config):
+        config.pop("name")
+        config["method"].pop("h2t")
+    assert control_config == fused_config
 
 
 def test_ride_stage2_trains_the_expert_classifiers_with_class_aware_batches():
