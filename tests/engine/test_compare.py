@@ -561,6 +561,40 @@ def test_the_readme_full_protocol_rows_are_the_committed_runs_figures():
         assert figures == [round(value, 2) for value in expected], label
 
 
+def test_the_readme_multi_expert_table_is_the_committed_table_of_the_committed_runs():
+    """README's multi-expert table is the committed compare.md's, and each row's all / many /
+    medium / few are the mean ± sample std of its committed runs' results.json (issue 13)."""
+    import re
+    import statistics
+    from collections import defaultdict
+    from pathlib import Path
+
+    from tailfuse.engine.compare import read_rows
+
+    repository = Path(__file__).parents[2]
+    folder = repository / "docs/results/compare_c10_if100_quick_experts"
+    readme = (repository / "README.md").read_text()
+    section = readme.split("### Multi-expert rows, CIFAR-10-LT IF 100 quick", 1)[1]
+    section = section.split("\n### ")[0]
+    table = [line for line in (folder / "compare.md").read_text().splitlines() if line[:2] == "| "]
+    assert [line for line in section.splitlines() if line[:2] == "| "] == table
+    rows_file = repository / "benchmarks/compare_cifar10_lt_if100_quick_experts.yaml"
+    labels = {row.recipe: row.label for row in read_rows(rows_file)}
+    tests_by_label = defaultdict(list)
+    for run in (folder / "runs").iterdir():
+        results = json.loads((run / "results.json").read_text())
+        tests_by_label[labels[results["name"]]].append(results["test"])
+    assert len(table) - 1 == len(tests_by_label) >= 8  # the header, then one line a row
+    for line in table[1:]:
+        cells = re.split(r"\s*\|\s*", line.strip("| "))
+        tests = tests_by_label[cells[0]]
+        assert int(cells[1]) == len(tests) == 2, cells[0]
+        for cell, group in zip(cells[2:6], ("all", "many", "medium", "few"), strict=True):
+            values = [t["top1"] if group == "all" else t["group_accuracy"][group] for t in tests]
+            expected = f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+            assert cell == expected, (cells[0], group)
+
+
 def test_plan_says_what_compare_would_run_in_which_order_and_trains_nothing(tmp_path, capsys):
     rows = [parse_row("DR=cifar10_lt_quick_dr"), parse_row("LDAM-DRW=cifar10_lt_quick_ldam_drw")]
     overrides = ["data.root=/data/cifar10", "train.precision=fp32"]
