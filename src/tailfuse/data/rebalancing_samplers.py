@@ -76,8 +76,9 @@ def effective_number_image_weights(class_counts: list[int], betas: list[float]) 
 def cben_betas(class_counts: list[int], a: float = 0.9999, b: float = 1e-5) -> list[float]:
     """GCL's CBEN ``β_c = a + b·(log n_max − log n_c)/(log n_max − log n_min)``."""
     logs = [math.log(count) for count in class_counts]
-    span = max(logs) - min(logs)
-    return [a + b * ((max(logs) - value) / span if span else 0.0) for value in logs]
+    largest = max(logs)
+    span = largest - min(logs)
+    return [a + b * ((largest - value) / span if span else 0.0) for value in logs]
 
 
 class _EffectiveNumberBase(_ClassWeightedSampler):
