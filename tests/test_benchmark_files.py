@@ -64,3 +64,40 @@ def test_the_h2t_cifar100_rows_carry_the_posters_if100_column():
             rows[base],
             load_recipe(rows[base]).init.recipe if load_recipe(rows[base]).init else None,
         )
+
+
+RAW_OUTPUTS = BENCHMARKS.parent / "docs" / "results" / "benchmarks" / "2026-12-03_avx2"
+
+
+def test_the_readme_benchmark_figures_are_the_committed_raw_outputs():
+    """Each figure the README quotes from a committed benchmark output is what it printed."""
+    import re
+
+    readme = " ".join((BENCHMARKS.parent / "README.md").read_text().split())
+    jobs = (RAW_OUTPUTS / "parallel_jobs.txt").read_text()
+    single = re.findall(r"one 2-thread run (\d+) images/s", jobs)
+    together = re.findall(r"two 1-thread runs (\d+) images/s together", jobs)
+    ratio = re.search(r"= (\d\.\d\d)$", jobs.strip()).group(1)
+    assert len(single) == len(together) == 2
+    row = (
+        f"| AMD EPYC, AVX2 only (2026-12-03, seventeenth session) | {', '.join(single)} images/s "
+        f"| {', '.join(together)} images/s | **{ratio}** |"
+    )
+    assert row in readme
+    bench = (RAW_OUTPUTS / "bench_fp32.txt").read_text()
+    model_only, end_to_end = re.findall(r": (\d+) images/s", bench)
+    bench_ratio = re.search(r"end-to-end: (\d\.\d+)", bench).group(1)
+    assert f"{model_only} images/s model-only, {end_to_end} end to end, ratio {bench_ratio}" in (
+        readme
+    )
+    samplers = dict(
+        re.findall(
+            r"^\s+(\w+)\s+([\d.]+) ms per epoch",
+            (RAW_OUTPUTS / "sampler_epoch_build.txt").read_text(),
+            flags=re.MULTILINE,
+        )
+    )
+    quoted = {"class_aware": 2, "class_balanced": 2, "instance": 3, "reverse": 2, "cben": 2}
+    for name, digits in quoted.items():
+        seconds = f"{float(samplers[name]) / 1000:.{digits}f}"
+        assert re.search(rf"`?{name}`?[^,;]*? {seconds} s", readme), (name, seconds)
