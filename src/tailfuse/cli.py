@@ -258,6 +258,13 @@ def _parser() -> argparse.ArgumentParser:
         help="CPU threads in all, divided between the jobs",
     )
     compare.add_argument("--out", required=True)
+    compare.add_argument(
+        "--summaries",
+        default=None,
+        metavar="DIR",
+        help="also copy the table and every finished run's summary (its files, no "
+        "checkpoints) into DIR/compare.* and DIR/runs/NAME/, e.g. to commit them",
+    )
 
     glt_bench = commands.add_parser(
         "glt-bench",
@@ -485,9 +492,12 @@ def _run(arguments: argparse.Namespace) -> int:
             arguments.threads,
             command,
             arguments.report_only,
+            arguments.summaries,
         )
         print(compare_table(summary))
         print(f"table, CSV, JSON and plot in {arguments.out}/compare.md")
+        if arguments.summaries:
+            print(f"table and finished runs' summaries copied to {arguments.summaries}")
     return 0
 
 

@@ -687,6 +687,67 @@ def test_report_only_tables_the_finished_rows_names_the_others_and_trains_nothin
     assert "error: --report-only: no row has finished all its runs" in capsys.readouterr().err
 
 
+def test_summaries_copies_the_table_and_each_finished_runs_files_but_no_checkpoint(
+    tmp_path, capsys
+):
+    rows = ["CE=cifar10_lt_quick_ce", "LDAM-DRW=cifar10_lt_quick_ldam_drw"]
+    overrides = ["data.root=/data/cifar10", "train.precision=fp32"]
+    out = tmp_path / "runs_here"
+    _, cells = plan_runs([parse_row(row) for row in rows], [0], out, overrides)
+    test = {
+        "top1": 60.0,
+        "group_accuracy": {"many": 80.0, "medium": 50.0, "few": 20.0},
+        "macro_precision": 65.0,
+        "ece": 5.0,
+        "per_class_accuracy": [80.0, 50.0, 20.0],
+    }
+    finished, unfinished = cells[("CE", 0)].run_dir, cells[("LDAM-DRW", 0)].run_dir
+    for run_dir in (finished, unfinished):
+        (run_dir / "checkpoints").mkdir(parents=True)
+        (run_dir / "checkpoints" / "last.pt").write_bytes(b"weights")
+        (run_dir / "config.yaml").write_text(f"name: {run_dir.name}\n")
+        (run_dir / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    (finished / ".results.json.77.tmp").write_text("half")  # a temporary sibling
+    results = {"test": test, "data": {"class_counts": [100, 10, 1]}}
+    (finished / "results.json").write_text(json.dumps(results))
+    committed = tmp_path / "docs" / "results" / "c10"
+    arguments = ["compare", *rows, "--seeds", "0", "--out", str(out), "--report-only"]
+    arguments += ["--summaries", str(committed)]
+    for override in overrides:
+        arguments += ["--set", override]
+
+    assert main(arguments) == 0
+    assert f"summaries copied to {committed}" in capsys.readouterr().out
+    assert sorted(path.name for path in committed.iterdir()) == [
+        "compare.csv",
+        "compare.json",
+        "compare.md",
+        "compare.png",
+        "runs",
+    ]
+    for name in ("compare.md", "compare.json"):
+        assert (committed / name).read_bytes() == (out / name).read_bytes()
+    assert [path.name for path in (committed / "runs").iterdir()] == [finished.name]
+    copied = committed / "runs" / finished.name
+    assert sorted(path.name for path in copied.iterdir()) == [
+        "config.yaml",
+        "metrics.jsonl",
+        "results.json",
+    ]
+    for path in copied.iterdir():
+        assert path.read_bytes() == (finished / path.name).read_bytes()
+
+    # a --summaries path that is a file: one error line before anything is written
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    arguments[arguments.index(str(committed))] = str(blocker)
+    (out / "compare.md").unlink()
+    assert main(arguments) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == f"error: --summaries {blocker}: exists and is not a folder"
+    assert blocker.read_text() == "keep me" and not (out / "compare.md").exists()
+
+
 def test_a_failing_parallel_run_is_reported_at_once_and_ends_compare_with_one_error_line(
     cifar10_jpeg_root, tmp_path, capfd
 ):

@@ -38,7 +38,7 @@ from tailfuse.engine.stages import stage1_config
 from tailfuse.engine.trainer import RESUMABLE_CHANGES, _flatten
 from tailfuse.errors import ConfigError
 from tailfuse.eval.compare_report import read_published, write_compare_report
-from tailfuse.files import read_json, read_yaml
+from tailfuse.files import read_json, read_yaml, write_text_atomically
 
 
 @dataclass
@@ -432,16 +432,21 @@ def run_compare(
     threads: int | None = None,
     command: str = "",
     report_only: bool = False,
+    summaries: str | Path | None = None,
 ) -> list[dict]:
     """Run what is missing and write ``compare.{md,csv,json,png}``; returns
     the table's summary rows.
 
     ``threads``: CPU threads in all; each of the ``jobs`` processes gets ``threads // jobs``
     (default: the machine's cores divided by ``jobs``). ``report_only``: train nothing; the
-    table holds the rows whose runs have all finished and names the others.
+    table holds the rows whose runs have all finished and names the others. ``summaries``: a
+    folder that receives the table's files and every finished run's summary
+    (:func:`copy_run_summaries`), e.g. to commit them.
     """
     if jobs < 1:
         raise ConfigError("--jobs must be at least 1")
+    if summaries is not None and Path(summaries).exists() and not Path(summaries).is_dir():
+        raise ConfigError(f"--summaries {summaries}: exists and is not a folder")
     out_dir = Path(out_dir)
     paper = read_published(published) if published else {}
     runs, cells = plan_runs(rows, seeds, out_dir, list(overrides or []))
@@ -469,9 +474,48 @@ def run_compare(
     }
     results = {key: _finished_results(run.run_dir) for key, run in cells.items()}
     runs_by_cell = {key: run.run_dir for key, run in cells.items()}
-    return write_compare_report(
+    summary = write_compare_report(
         out_dir, rows, seeds, results, runs_by_cell, paper, command, unfinished_rows
     )
+    if summaries is not None:
+        finished = [run.run_dir for run in runs if run.finished]
+        copy_run_summaries(out_dir, finished, Path(summaries))
+    return summary
+
+
+#: The table files compare writes into its ``--out`` folder.
+TABLE_FILES = ("compare.md", "compare.csv", "compare.json", "compare.png")
+
+
+def copy_run_summaries(out_dir: Path, run_dirs: list[Path], destination: Path) -> list[Path]:
+    """Copy the table files of ``out_dir`` and each run's summary into ``destination``.
+
+    A run's summary is the plain files at the top of its folder (config, data summary,
+    metrics, report, results, starts, plots), never its ``checkpoints/``: what a results
+    folder under version control keeps. Each file is written atomically, so an interrupted
+    copy leaves every earlier copy whole. Returns the run folders written.
+    """
+    tables = [out_dir / name for name in TABLE_FILES if (out_dir / name).is_file()]
+    _copy_files(tables, destination)
+    written = []
+    for run_dir in run_dirs:
+        summary = [
+            path
+            for path in sorted(run_dir.iterdir())
+            if path.is_file() and not path.name.startswith(".")  # no temporary siblings
+        ]
+        _copy_files(summary, destination / "runs" / run_dir.name)
+        written.append(destination / "runs" / run_dir.name)
+    return written
+
+
+def _copy_files(files: list[Path], folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"--summaries: cannot create {folder}: {error.strerror}") from None
+    for path in files:
+        write_text_atomically(folder / path.name, path.read_bytes())
 
 
 def _finished_results(run_dir: Path) -> dict:
