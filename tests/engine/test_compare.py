@@ -762,6 +762,7 @@ def test_a_failing_parallel_run_is_reported_at_once_and_ends_compare_with_one_er
         "Broken=cifar10_lt_quick_ce:data.root=/nowhere",
     ]
     arguments += ["--seeds", "0", "--jobs", "2", "--threads", "2", "--out", str(tmp_path)]
+    arguments += ["--summaries", str(tmp_path / "committed")]
     for override in overrides:
         arguments += ["--set", override]
     assert main(arguments) == 2
@@ -772,6 +773,38 @@ def test_a_failing_parallel_run_is_reported_at_once_and_ends_compare_with_one_er
     finished = [path for path in (tmp_path / "runs").iterdir() if (path / "results.json").exists()]
     assert len(finished) == 1  # the run beside it still finished
     assert not (tmp_path / "compare.md").exists()  # no table from an incomplete comparison
+    # --summaries filed the finished run when it finished, though compare ended in an error
+    filed = tmp_path / "committed" / "runs" / finished[0].name
+    assert (filed / "results.json").read_bytes() == (finished[0] / "results.json").read_bytes()
+    assert not (tmp_path / "committed" / "compare.md").exists()
+
+
+def test_summaries_files_each_run_when_it_finishes_in_a_sequential_compare(
+    cifar10_jpeg_root, tmp_path, capfd
+):
+    """--jobs 1: the first run is filed before the next one starts (here it fails), so a queue
+    stopped later (a session's end, an error) keeps the summaries of what finished."""
+    overrides = [
+        *tiny_overrides(cifar10_jpeg_root, epochs=1),
+        "train.max_steps_per_epoch=2",
+        "train.eval_every=0",
+    ]
+    arguments = ["compare", "CE=cifar10_lt_quick_ce", "Broken=cifar10_lt_quick_ce:data.root=/x"]
+    arguments += ["--seeds", "0", "--out", str(tmp_path / "out")]
+    arguments += ["--summaries", str(tmp_path / "committed")]
+    for override in overrides:
+        arguments += ["--set", override]
+    assert main(arguments) == 2
+    assert capfd.readouterr().err.splitlines()[-1].startswith("error: ")
+    (finished,) = [
+        p for p in (tmp_path / "out" / "runs").iterdir() if (p / "results.json").exists()
+    ]
+    filed = tmp_path / "committed" / "runs" / finished.name
+    assert sorted(path.name for path in filed.iterdir()) == sorted(
+        path.name for path in finished.iterdir() if path.is_file() and path.name[0] != "."
+    )
+    assert "per_class_accuracy.png" in {path.name for path in filed.iterdir()}
+    assert not (filed / "checkpoints").exists()
 
 
 def test_a_later_added_key_at_its_neutral_value_leaves_a_stage2_identity_unchanged():

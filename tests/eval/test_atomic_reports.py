@@ -81,3 +81,20 @@ def test_a_failed_sweep_write_keeps_the_earlier_tables(tmp_path):
             tmp_path, "r", "p", [row("0", 0, 50, 80, 30, 10), row("1", 0, 54, 82, 34, 14)], "cmd"
         )
     assert files(tmp_path) == before
+
+
+def test_results_json_comes_last_so_a_folder_with_it_holds_the_whole_report(tmp_path, monkeypatch):
+    """results.json marks a run as finished (resume, compare): when the plot fails, it is not
+    written, and the run is not taken for finished with its report half there."""
+    import tailfuse.eval.report as report
+
+    def failing_plot(*arguments, **keywords):
+        raise TailfuseError("cannot write per_class_accuracy.png: No space left on device")
+
+    monkeypatch.setattr(report, "plot_per_class_accuracy", failing_plot)
+    with pytest.raises(TailfuseError, match="No space left"):
+        write_report(tmp_path, results(60.0))
+    assert not (tmp_path / "results.json").exists()
+    monkeypatch.undo()
+    write_report(tmp_path, results(60.0))
+    assert {"report.md", "per_class_accuracy.png", "results.json"} <= set(files(tmp_path))

@@ -27,6 +27,7 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -324,20 +325,30 @@ def _train_one(
         err.close_line()
 
 
-def execute(runs: list[PlannedRun], jobs: int, threads_per_job: int | None) -> None:
+def execute(
+    runs: list[PlannedRun],
+    jobs: int,
+    threads_per_job: int | None,
+    on_finished: Callable[[PlannedRun], None] | None = None,
+) -> None:
     """Train every unfinished run of ``runs`` (in order, earlier stages before the runs
-    that start from them), ``jobs`` at a time, each once its earlier stages are finished."""
+    that start from them), ``jobs`` at a time, each once its earlier stages are finished;
+    ``on_finished(run)`` right after each run finishes, before the queue goes on."""
     waiting = [run for run in runs if not run.finished]
     if jobs <= 1:
         for run in waiting:
             print(f"training {run.run_dir.name}")
             _train_one(config_to_dict(run.config), str(run.run_dir), threads_per_job)
+            if on_finished is not None:
+                on_finished(run)
         return
     unfinished = {run.run_dir for run in waiting}
     running: dict[Future, PlannedRun] = {}
+    failed: Future | None = None  # the first run that failed: no new run starts after it
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        while waiting or running:
-            for run in startable(waiting, unfinished)[: jobs - len(running)]:
+        while (waiting and failed is None) or running:
+            startable_now = startable(waiting, unfinished) if failed is None else []
+            for run in startable_now[: jobs - len(running)]:
                 waiting.remove(run)
                 label = _label(run)
                 print(f"[{label}] training in {run.run_dir}", flush=True)
@@ -346,17 +357,22 @@ def execute(runs: list[PlannedRun], jobs: int, threads_per_job: int | None) -> N
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 run = running.pop(future)
-                if future.exception() is not None and running:
-                    # the pool lets the others finish before the error surfaces: say so now
-                    print(
-                        f"[{_label(run)}] failed: {future.exception()}; no new run starts, "
-                        f"the {len(running)} still running finish first",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                future.result()  # re-raises a worker's error (a TailfuseError stays one)
+                if future.exception() is not None:
+                    if running:  # the error surfaces once the others finish: say so now
+                        print(
+                            f"[{_label(run)}] failed: {future.exception()}; no new run starts, "
+                            f"the {len(running)} still running finish first",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                    failed = failed or future
+                    continue
                 unfinished.discard(run.run_dir)
                 print(f"[{_label(run)}] finished", flush=True)
+                if on_finished is not None:
+                    on_finished(run)
+    if failed is not None:
+        failed.result()  # re-raises the worker's error (a TailfuseError stays one)
 
 
 def _label(run: PlannedRun) -> str:
@@ -441,7 +457,7 @@ def run_compare(
     (default: the machine's cores divided by ``jobs``). ``report_only``: train nothing; the
     table holds the rows whose runs have all finished and names the others. ``summaries``: a
     folder that receives the table's files and every finished run's summary
-    (:func:`copy_run_summaries`), e.g. to commit them.
+    (:func:`copy_run_summary`): each run as soon as it finishes, the table at the end.
     """
     if jobs < 1:
         raise ConfigError("--jobs must be at least 1")
@@ -450,6 +466,15 @@ def run_compare(
     out_dir = Path(out_dir)
     paper = read_published(published) if published else {}
     runs, cells = plan_runs(rows, seeds, out_dir, list(overrides or []))
+    file_summary = None
+    if summaries is not None:
+
+        def file_summary(run: PlannedRun) -> None:
+            copy_run_summary(run.run_dir, Path(summaries))
+
+        for run in runs:  # what finished before this call, then each run as it finishes
+            if run.finished:
+                file_summary(run)
     total_threads = threads or os.cpu_count() or 1
     threads_per_job = max(1, total_threads // jobs) if (jobs > 1 or threads) else None
     unfinished_rows = []
@@ -468,7 +493,7 @@ def run_compare(
                 "(`--plan` shows how far they got)"
             )
     else:
-        execute(runs, jobs, threads_per_job)
+        execute(runs, jobs, threads_per_job, file_summary)
     cells = {
         (label, seed): run for (label, seed), run in cells.items() if label not in unfinished_rows
     }
@@ -478,8 +503,8 @@ def run_compare(
         out_dir, rows, seeds, results, runs_by_cell, paper, command, unfinished_rows
     )
     if summaries is not None:
-        finished = [run.run_dir for run in runs if run.finished]
-        copy_run_summaries(out_dir, finished, Path(summaries))
+        tables = [out_dir / name for name in TABLE_FILES if (out_dir / name).is_file()]
+        _copy_files(tables, Path(summaries))
     return summary
 
 
@@ -487,26 +512,22 @@ def run_compare(
 TABLE_FILES = ("compare.md", "compare.csv", "compare.json", "compare.png")
 
 
-def copy_run_summaries(out_dir: Path, run_dirs: list[Path], destination: Path) -> list[Path]:
-    """Copy the table files of ``out_dir`` and each run's summary into ``destination``.
+def copy_run_summary(run_dir: Path, destination: Path) -> Path:
+    """Copy a run's summary into ``destination/runs/NAME/`` and return that folder.
 
-    A run's summary is the plain files at the top of its folder (config, data summary,
-    metrics, report, results, starts, plots), never its ``checkpoints/``: what a results
-    folder under version control keeps. Each file is written atomically, so an interrupted
-    copy leaves every earlier copy whole. Returns the run folders written.
+    The summary is the plain files at the top of the run's folder (config, data summary,
+    metrics, report, results, starts, plots), never its ``checkpoints/`` nor a temporary
+    sibling: what a results folder under version control keeps. Each file is written
+    atomically, so an interrupted copy leaves every earlier copy whole.
     """
-    tables = [out_dir / name for name in TABLE_FILES if (out_dir / name).is_file()]
-    _copy_files(tables, destination)
-    written = []
-    for run_dir in run_dirs:
-        summary = [
-            path
-            for path in sorted(run_dir.iterdir())
-            if path.is_file() and not path.name.startswith(".")  # no temporary siblings
-        ]
-        _copy_files(summary, destination / "runs" / run_dir.name)
-        written.append(destination / "runs" / run_dir.name)
-    return written
+    folder = destination / "runs" / run_dir.name
+    files = [
+        path
+        for path in sorted(run_dir.iterdir())
+        if path.is_file() and not path.name.startswith(".")
+    ]
+    _copy_files(files, folder)
+    return folder
 
 
 def _copy_files(files: list[Path], folder: Path) -> None:

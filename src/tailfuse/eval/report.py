@@ -206,9 +206,10 @@ def markdown_report(results: dict) -> str:
 
 
 def write_report(directory: Path, results: dict) -> None:
-    """Write ``results.json``, ``report.md`` and ``per_class_accuracy.png`` into ``directory``."""
+    """Write ``report.md``, ``per_class_accuracy.png`` (and the reliability diagram), then
+    ``results.json`` into ``directory``: last, since its presence marks a run as finished
+    (resume, ``compare``), so a finished run's folder always holds its report and plots."""
     directory.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(directory / "results.json", json_text(results, indent=2))
     write_text_atomically(directory / "report.md", markdown_report(results))
     plot_per_class_accuracy(
         directory / "per_class_accuracy.png",
@@ -223,3 +224,4 @@ def write_report(directory: Path, results: dict) -> None:
             results["test"]["calibration"],
             f"{results['name']}: ECE {results['test']['ece']:.2f}%",
         )
+    write_text_atomically(directory / "results.json", json_text(results, indent=2))
