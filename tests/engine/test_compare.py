@@ -611,7 +611,7 @@ def test_plan_says_what_compare_would_run_in_which_order_and_trains_nothing(tmp_
 
     assert main(arguments) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith(f"3 runs in {tmp_path / 'runs'}: 0 finished, 0 stopped")
+    assert lines[0].startswith(f"3 runs in {tmp_path / 'runs'}: 0 finished, 0 training now, 0 stopped")
     assert lines[1].split()[:3] == ["not", "started", stage1.run_dir.name]
     assert lines[1].endswith("(cifar10_lt_quick seed 0; stage 1 of DR)")
     assert lines[2].endswith(f"{dr.run_dir.name}  (DR seed 0; after {stage1.run_dir.name})")
@@ -627,10 +627,39 @@ def test_plan_says_what_compare_would_run_in_which_order_and_trains_nothing(tmp_
     )
     assert main(arguments) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "1 finished, 1 stopped (compare resumes them), 1 not started" in lines[0]
+    assert "1 finished, 0 training now, 1 stopped (compare resumes them), 1 not started" in lines[0]
     assert lines[1].split()[:2] == ["finished", stage1.run_dir.name]
     assert lines[2].endswith(f"{dr.run_dir.name}  (DR seed 0)")  # its stage 1 is done
     assert lines[3].split()[:6] == ["stopped", "after", "epoch", "3", "of", "40"]
+    assert "h more" not in lines[3]  # no seconds logged, no estimate
+
+    # with each epoch's seconds: the rest at the median of the last five epochs' pace
+    paces = [900.0, 100.0, 120.0, 110.0, 5000.0, 130.0]  # the first and a paused one stand out
+    epochs = [
+        {"epoch": epoch, "train_loss": 1.0, "seconds": seconds}
+        for epoch, seconds in enumerate(paces, start=1)
+    ]
+    (ldam.run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in epochs))
+    assert main(arguments) == 0
+    line = capsys.readouterr().out.splitlines()[3]
+    hours = (40 - 6) * 120.0 / 3600  # median of 100, 120, 110, 5000, 130
+    assert f"stopped after epoch 6 of 40, about {hours:.1f} h more at its last epochs' pace" in line
+
+    # a live process holds the run (its pid in the lock file): training now, not stopped
+    import subprocess
+
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        (ldam.run_dir / ".tailfuse.lock").write_text(f"{holder.pid}\n")
+        assert main(arguments) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert "1 finished, 1 training now, 0 stopped" in lines[0]
+        assert lines[3].lstrip().startswith("training now, epoch 6 of 40 done, about")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(arguments) == 0  # the holder died: the run is stopped again
+    assert "0 training now, 1 stopped" in capsys.readouterr().out
     assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == sorted(
         [stage1.run_dir.name, ldam.run_dir.name]
     )

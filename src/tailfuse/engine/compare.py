@@ -26,6 +26,7 @@ import io
 import json
 import os
 import shlex
+import statistics
 import sys
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -34,6 +35,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from tailfuse.config import RunConfig, build_config, config_to_dict, load_recipe
+from tailfuse.engine.rundir import training_process
 from tailfuse.engine.runtime import resolve_device, resolve_precision
 from tailfuse.engine.stages import stage1_config
 from tailfuse.engine.trainer import RESUMABLE_CHANGES, _flatten
@@ -387,23 +389,35 @@ def _quiet(config: RunConfig) -> RunConfig:
 
 
 def _progress(run: PlannedRun) -> str:
-    """``finished``, ``stopped after epoch K of N`` (its last logged training epoch) or
-    ``not started``."""
+    """``finished``; ``training now, epoch K of N done`` while a live process holds the run;
+    ``stopped after epoch K of N`` (with a checkpoint to resume from); else ``not started``.
+    K is the last logged training epoch; when the epochs logged their seconds, the time the
+    rest would take at the median pace of the last five follows."""
     if run.finished:
         return "finished"
+    training = training_process(run.run_dir) is not None
+    seconds_by_epoch = {}
     log = run.run_dir / "metrics.jsonl"
-    if (run.run_dir / "checkpoints" / "last.pt").is_file() and log.is_file():
-        epochs = []
-        for line in log.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and "train_loss" in record:
-                epochs.append(int(record.get("epoch", 0)))
-        if epochs:
-            return f"stopped after epoch {max(epochs)} of {run.config.train.epochs}"
-    return "not started"
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "train_loss" in record:
+            seconds_by_epoch[int(record.get("epoch", 0))] = record.get("seconds")
+    resumable = (run.run_dir / "checkpoints" / "last.pt").is_file() and seconds_by_epoch
+    if not training and not resumable:
+        return "not started"
+    last, total = max(seconds_by_epoch, default=0), run.config.train.epochs
+    if training:
+        state = f"training now, epoch {last} of {total} done"
+    else:
+        state = f"stopped after epoch {last} of {total}"
+    recent = [seconds_by_epoch[epoch] for epoch in sorted(seconds_by_epoch)[-5:]]
+    if recent and last < total and all(isinstance(value, int | float) for value in recent):
+        hours = (total - last) * statistics.median(recent) / 3600
+        state += f", about {hours:.1f} h more at its last epochs' pace"
+    return state
 
 
 def plan_text(rows: list[Row], seeds: list[int], out_dir: str | Path, overrides: list[str]) -> str:
@@ -422,6 +436,7 @@ def plan_text(rows: list[Row], seeds: list[int], out_dir: str | Path, overrides:
     states = [_progress(run) for run in runs]
     lines = [
         f"{len(runs)} runs in {Path(out_dir) / 'runs'}: {states.count('finished')} finished, "
+        f"{sum(state.startswith('training') for state in states)} training now, "
         f"{sum(state.startswith('stopped') for state in states)} stopped (compare resumes "
         f"them), {states.count('not started')} not started; in the order compare starts them, "
         "each once the earlier stages it starts from are finished:"

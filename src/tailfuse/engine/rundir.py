@@ -106,6 +106,20 @@ class RunLock:
         self.release()
 
 
+def training_process(directory: Path) -> int | None:
+    """The pid of the live process that holds ``directory``'s run lock, else None.
+
+    Read from the pid the lock holder writes, never by taking the lock: a run starting at that
+    moment must not find it taken.
+    """
+    try:
+        pid = int((directory / LOCK_NAME).read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid if pid != os.getpid() else None
+
+
 def holds_results(directory: Path) -> list[str]:
     """The files of an earlier run in ``directory`` that starting afresh would destroy.
 
