@@ -611,7 +611,9 @@ def test_plan_says_what_compare_would_run_in_which_order_and_trains_nothing(tmp_
 
     assert main(arguments) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith(f"3 runs in {tmp_path / 'runs'}: 0 finished, 0 training now, 0 stopped")
+    assert lines[0].startswith(
+        f"3 runs in {tmp_path / 'runs'}: 0 finished, 0 training now, 0 stopped"
+    )
     assert lines[1].split()[:3] == ["not", "started", stage1.run_dir.name]
     assert lines[1].endswith("(cifar10_lt_quick seed 0; stage 1 of DR)")
     assert lines[2].endswith(f"{dr.run_dir.name}  (DR seed 0; after {stage1.run_dir.name})")
@@ -645,12 +647,22 @@ def test_plan_says_what_compare_would_run_in_which_order_and_trains_nothing(tmp_
     hours = (40 - 6) * 120.0 / 3600  # median of 100, 120, 110, 5000, 130
     assert f"stopped after epoch 6 of 40, about {hours:.1f} h more at its last epochs' pace" in line
 
-    # a live process holds the run (its pid in the lock file): training now, not stopped
+    # another process holds the run's lock: training now, not stopped
     import subprocess
+    import sys
 
-    holder = subprocess.Popen(["sleep", "60"])
+    (ldam.run_dir / ".tailfuse.lock").write_text("12345\n")  # a stale pid: stopped still
+    assert main(arguments) == 0
+    assert "0 training now, 1 stopped" in capsys.readouterr().out
+    hold = (
+        "import sys, time; from pathlib import Path; from tailfuse.engine.rundir import RunLock; "
+        "lock = RunLock(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(ldam.run_dir)], stdout=subprocess.PIPE, text=True
+    )
     try:
-        (ldam.run_dir / ".tailfuse.lock").write_text(f"{holder.pid}\n")
+        assert holder.stdout.readline().strip() == "held"
         assert main(arguments) == 0
         lines = capsys.readouterr().out.splitlines()
         assert "1 finished, 1 training now, 0 stopped" in lines[0]

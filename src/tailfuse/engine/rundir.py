@@ -107,17 +107,34 @@ class RunLock:
 
 
 def training_process(directory: Path) -> int | None:
-    """The pid of the live process that holds ``directory``'s run lock, else None.
+    """The pid of the process that holds ``directory``'s run lock, else None.
 
-    Read from the pid the lock holder writes, never by taking the lock: a run starting at that
-    moment must not find it taken.
+    Found without taking the lock (a run starting at that moment must not find it taken): on
+    Linux from ``/proc/locks``, the kernel's list of held locks by file; elsewhere from the pid
+    the holder wrote into the lock file, if that process is alive.
     """
+    path = directory / LOCK_NAME
     try:
-        pid = int((directory / LOCK_NAME).read_text().strip())
+        status = path.stat()
+    except OSError:
+        return None
+    try:
+        held = Path("/proc/locks").read_text()
+    except OSError:
+        held = None
+    if held is not None:
+        file_id = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino}"
+        for line in held.splitlines():
+            fields = line.split()
+            if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == file_id:
+                return int(fields[4])
+        return None
+    try:
+        pid = int(path.read_text().strip())
         os.kill(pid, 0)
     except (OSError, ValueError):
         return None
-    return pid if pid != os.getpid() else None
+    return pid
 
 
 def holds_results(directory: Path) -> list[str]:
