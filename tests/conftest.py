@@ -8,10 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-SHARED_CIFAR10_JPEG = Path(
-    os.environ.get("TAILFUSE_CIFAR10_JPEG", REPOSITORY.parent / "shared" / "data" / "cifar10-jpeg")
-)
+from .fakes import REPOSITORY, SHARED_CIFAR10_JPEG  # noqa: F401 (REPOSITORY: for the tests)
 
 
 def pytest_configure(config) -> None:

@@ -1,11 +1,47 @@
-"""Small stand-ins in published on-disk formats, for code paths whose real data is not here."""
+"""Small stand-ins in published on-disk formats, for code paths whose real data is not here.
+
+The list-file stand-ins (ImageNet-LT, iNaturalist 2018, Places-LT) hold real photographs: CIFAR-10
+training images from the shared JPEG copy, of class ``label % 10``, resized to the stand-in's
+size (random pixels only where that copy is missing).
+"""
 
 from __future__ import annotations
 
+import functools
+import os
 import pickle
 from pathlib import Path
 
 import numpy as np
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+SHARED_CIFAR10_JPEG = Path(
+    os.environ.get("TAILFUSE_CIFAR10_JPEG", REPOSITORY.parent / "shared" / "data" / "cifar10-jpeg")
+)
+
+
+@functools.cache
+def _cifar10_training_files(class_index: int) -> tuple[Path, ...]:
+    """The shared JPEG copy's training images of one CIFAR-10 class (none without the copy)."""
+    train = SHARED_CIFAR10_JPEG / "train"
+    if not train.is_dir():
+        return ()
+    classes = sorted(path for path in train.iterdir() if path.is_dir())
+    return tuple(sorted(classes[class_index].iterdir()))
+
+
+def stand_in_pixels(rng: np.random.Generator, label: int, index: int, height: int, width: int):
+    """``height x width x 3`` uint8 pixels of a stand-in image of class ``label``: the
+    ``index``-th CIFAR-10 training photo of class ``label % 10``, resized; random pixels without
+    the shared copy. ``rng`` advances the same either way, so a writer's other draws stay put."""
+    from PIL import Image
+
+    noise = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    files = _cifar10_training_files(label % 10)
+    if not files:
+        return noise
+    with Image.open(files[index % len(files)]) as image:
+        return np.asarray(image.convert("RGB").resize((width, height), Image.BILINEAR))
 
 
 def write_cifar_pickles(
@@ -61,9 +97,8 @@ def write_list_file_dataset(
             folder = root / "images" / split / f"n{label:08d}"
             folder.mkdir(parents=True, exist_ok=True)
             for index in range(count):
-                pixels = rng.integers(
-                    0, 256, size=(size, size + 8 * (index % 2), 3), dtype=np.uint8
-                )
+                photo = index + (0 if split == "train" else 1000)  # test photos differ from train
+                pixels = stand_in_pixels(rng, label, photo, size, size + 8 * (index % 2))
                 Image.fromarray(pixels).save(folder / f"{index}.JPEG", quality=90)
                 lines[split].append(f"{split}/n{label:08d}/{index}.JPEG {label}")
     for split in ("train", "test"):
@@ -141,16 +176,17 @@ def write_glt_annotation_files(root: Path, num_classes: int = 4, size: int = 40)
     return files
 
 
-def _write_jpegs(root: Path, relative_paths: list[str], size: int = 40, seed: int = 0) -> None:
+def _write_jpegs(
+    root: Path, relative_paths: list[str], labels: list[int], size: int = 40, seed: int = 0
+) -> None:
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    for relative in relative_paths:
+    for position, (relative, label) in enumerate(zip(relative_paths, labels, strict=True)):
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, size=(size, size + 4, 3), dtype=np.uint8)).save(
-            path, quality=90
-        )
+        photo = position + 1000 * seed  # the splits (seeds) draw different photos
+        Image.fromarray(stand_in_pixels(rng, label, photo, size, size + 4)).save(path, quality=90)
 
 
 def write_inaturalist_dataset(root: Path, train_counts: list[int], val_per_class: int = 1) -> dict:
@@ -177,7 +213,12 @@ def write_inaturalist_dataset(root: Path, train_counts: list[int], val_per_class
             json.dumps({"images": images, "annotations": annotations, "categories": categories})
         )
         (root / f"iNaturalist18_{split}.txt").write_text("\n".join(lines) + "\n")
-        _write_jpegs(root / "images", [image["file_name"] for image in images])
+        _write_jpegs(
+            root / "images",
+            [image["file_name"] for image in images],
+            [annotation["category_id"] for annotation in annotations],
+            seed=0 if split == "train" else 1,
+        )
         files[split] = (root / f"{split}2018.json", root / f"iNaturalist18_{split}.txt")
     return {
         "root": root / "images",
@@ -204,7 +245,10 @@ def write_places_lt_dataset(root: Path, train_counts: list[int], test_per_class:
     for split in ("train", "test"):
         (root / f"Places_LT_{split}.txt").write_text("\n".join(lines[split]) + "\n")
         _write_jpegs(
-            root / "places365", [line.split()[0] for line in lines[split]], seed=len(split)
+            root / "places365",
+            [line.split()[0] for line in lines[split]],
+            [int(line.split()[1]) for line in lines[split]],
+            seed=len(split),
         )
     return {
         "root": root / "places365",
