@@ -5,6 +5,10 @@ model-only loop feeds pre-made random float tensors of the training batch's shap
 through forward, cross-entropy, backward and the SGD step; the end-to-end loop runs the
 trainer's own :meth:`TrainingSession.train_epoch` (sampling, gathering, augmentation,
 mixup, the method's loss). Rounds alternate so that drift in machine speed hits both.
+
+Both count the images they put through the model: the model-only loop one batch a step, the
+end-to-end loop every image the method's step draws (BBN, H2T stage 2 and other two-branch
+methods draw one batch per branch; a short last batch counts what it holds).
 """
 
 from __future__ import annotations
@@ -52,10 +56,11 @@ def _model_only(session: TrainingSession, steps: int) -> float:
 
 def _end_to_end(session: TrainingSession, steps: int, epoch: int) -> float:
     start = time.perf_counter()
-    session.train_epoch(epoch, max_steps=steps)
+    record = session.train_epoch(epoch, max_steps=steps)
     if session.runtime.device.type == "cuda":
         torch.cuda.synchronize()
-    images = min(steps, session.steps_per_epoch) * session.config.train.batch_size
+    # the epoch's own count over all branches (its rate times its seconds)
+    images = round(record["images_per_second"] * record["seconds"])
     return images / (time.perf_counter() - start)
 
 
