@@ -97,6 +97,10 @@ def test_the_readme_benchmark_figures_are_the_committed_raw_outputs():
             flags=re.MULTILINE,
         )
     )
+    sides = (RAW_OUTPUTS / "bbn_beside_cb_ce.txt").read_text().split("\n\n")
+    bbn, cb_ce = (re.search(r"end-to-end : (\d+) images/s", side).group(1) for side in sides)
+    assert "cifar10_lt_if100_bbn" in sides[0] and "cifar10_lt_if100_cb_ce" in sides[1]
+    assert f"{bbn} against {cb_ce} images/s end to end" in readme
     quoted = {"class_aware": 2, "class_balanced": 2, "instance": 3, "reverse": 2, "cben": 2}
     for name, digits in quoted.items():
         seconds = f"{float(samplers[name]) / 1000:.{digits}f}"
