@@ -11,16 +11,27 @@ import tailfuse
 #: package -> the tailfuse packages it may import (besides itself); api/cli/commands and
 #: engine may import anything (engine: everything above it and eval)
 ALLOWED = {
+    "numerics": set(),
     "errors": set(),
     "files": {"errors"},
     "config": {"errors", "files", "plugins"},  # plugins at run time, to fill the registry
     "data": {"config", "errors", "files"},
-    "models": {"config", "errors"},
-    "losses": {"config", "errors"},
-    "methods": {"config", "data", "models", "losses", "errors", "files"},
+    "models": {"config", "errors", "numerics"},
+    "losses": {"config", "errors", "numerics"},
+    "methods": {"config", "data", "models", "losses", "errors", "files", "numerics"},
     "eval": {"errors", "files"},
     "plugins": {"config", "errors", "methods"},
-    "engine": {"config", "data", "models", "losses", "methods", "eval", "errors", "files"},
+    "engine": {
+        "config",
+        "data",
+        "models",
+        "losses",
+        "methods",
+        "eval",
+        "errors",
+        "files",
+        "numerics",
+    },
 }
 
 

@@ -88,19 +88,24 @@ def mixup(
     generator: torch.Generator,
     pool: torch.Tensor | None = None,
     start: int = 0,
+    rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Input mixup (Zhang et al. 2018): one λ ~ Beta(α, α) per batch, a random partner each.
 
     Returns the mixed images, the partners' positions and λ; the loss is
     ``λ·L(y) + (1−λ)·L(y[partner])``. Under DDP ``images`` are rows ``start:`` of the
-    global batch ``pool``: the permutation is drawn over the whole global batch and the
-    partners come from it, so each process mixes exactly as one process would; the
-    partners' labels are then ``pool_labels[partner]``.
+    global batch ``pool`` (or the rows ``rows`` of it, when they are not contiguous): the
+    permutation is drawn over the whole global batch and the partners come from it, so
+    each process mixes exactly as one process would; the partners' labels are then
+    ``pool_labels[partner]``.
     """
     lam = float(numpy_rng.beta(alpha, alpha)) if alpha > 0 else 1.0
     pool = images if pool is None else pool
     permutation = torch.randperm(pool.shape[0], generator=generator, device=images.device)
-    partner = permutation[start : start + images.shape[0]]
+    if rows is None:
+        partner = permutation[start : start + images.shape[0]]
+    else:
+        partner = permutation[rows.to(permutation.device)]
     mixed = lam * images + (1.0 - lam) * pool[partner]
     return mixed, partner, lam
 

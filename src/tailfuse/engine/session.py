@@ -44,6 +44,7 @@ from tailfuse.engine.runtime import Runtime
 from tailfuse.engine.schedules import learning_rate
 from tailfuse.errors import ConfigError, TrainingError
 from tailfuse.eval.metrics import classification_metrics
+from tailfuse.losses.reduction import global_batch
 from tailfuse.methods import Batch, Method, StepContext, build_method
 from tailfuse.models import Classifier, build_model
 
@@ -306,19 +307,20 @@ class TrainingSession:
         for step in bar:
             batches = {branch: next(stream) for branch, stream in streams.items()}
             local = sum(len(batch.labels) for batch in batches.values())
-            with self.runtime.autocast():
-                loss = (
-                    self.method.loss(batches, context)
-                    if self.ddp is None
-                    else self.ddp(batches, context)
-                )
-            if self.world.distributed:
+            step_loss = self.method.loss if self.ddp is None else self.ddp
+            if not self.world.distributed:
+                with self.runtime.autocast():
+                    loss = step_loss(batches, context)
+            else:
                 # DDP averages gradients over processes; weighting each process's mean loss by its
                 # share makes that the mean over the global batch even when shares differ in size
+                # (weighted means take their denominator from the global batch: losses.reduction)
                 total = sum(
                     min(self.batch_sizes[b], len(orders[b]) - step * self.batch_sizes[b])
                     for b in orders
                 )
+                with self.runtime.autocast(), global_batch(self.world.all_reduce, local / total):
+                    loss = step_loss(batches, context)
                 loss = loss * (local * self.world_size / total)
             not_finite = ~torch.isfinite(loss.detach()) & (bad_step < 0)
             bad_value = torch.where(not_finite, loss.detach().float(), bad_value)

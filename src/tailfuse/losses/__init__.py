@@ -106,12 +106,20 @@ def build_loss(name: str, class_counts: list[int], **options) -> nn.Module:
     return ClassReweighting(loss, class_counts, beta=beta, from_epoch=int(from_epoch))
 
 
-def advance_loss(loss: nn.Module, epoch: int, generator: torch.Generator) -> None:
-    """Tell a loss where training is: the epoch (DRW, KPS) and the step's random stream (GCL)."""
+def advance_loss(
+    loss: nn.Module,
+    epoch: int,
+    generator: torch.Generator,
+    rows: tuple[int, int] | None = None,
+) -> None:
+    """Tell a loss where training is: the epoch (DRW, KPS), the step's random stream (GCL)
+    and, under DDP, where the share's rows lie in the global batch (GCL's noise)."""
     if hasattr(loss, "set_epoch"):
         loss.set_epoch(epoch)
     if hasattr(loss, "set_generator"):
         loss.set_generator(generator)
+    if hasattr(loss, "set_rows"):
+        loss.set_rows(rows)
 
 
 __all__ = [

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from tailfuse.losses.reduction import weighted_cross_entropy
+from tailfuse.numerics import at_least_float32
 
 
 class CrossEntropy(nn.Module):
@@ -23,7 +25,7 @@ class CrossEntropy(nn.Module):
         """``class_weights`` (from a re-weighting schedule) replace the
         constructor's for this call."""
         weight = class_weights if class_weights is not None else self.class_weights
-        return F.cross_entropy(logits.float(), labels, weight=weight)
+        return weighted_cross_entropy(at_least_float32(logits), labels, weight)
 
 
 def mixup_loss(

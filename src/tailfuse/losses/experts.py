@@ -19,6 +19,8 @@ from torch import nn
 
 from tailfuse.errors import ConfigError
 from tailfuse.losses.margins import class_balanced_weights, ldam_margins
+from tailfuse.losses.reduction import weighted_cross_entropy, weighted_mean_denominator
+from tailfuse.numerics import at_least_float32
 
 
 class RIDELoss(nn.Module):
@@ -77,7 +79,7 @@ class RIDELoss(nn.Module):
         return self.drw_epoch is not None and self.epoch >= self.drw_epoch
 
     def forward(self, expert_logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        expert_logits = [logits.float() for logits in expert_logits]
+        expert_logits = [at_least_float32(logits) for logits in expert_logits]
         mean_logits = torch.stack(expert_logits).mean(0).detach()
         num_classes = mean_logits.shape[1]
         margin = F.one_hot(labels, num_classes) * (self.s * self.margins.to(mean_logits.device))
@@ -92,8 +94,8 @@ class RIDELoss(nn.Module):
         target = F.softmax(mean_logits / temperature, dim=1)
         total = mean_logits.new_zeros(())
         for logits in expert_logits:
-            total = total + self.base_loss_factor * F.cross_entropy(
-                logits - margin, labels, weight=weight
+            total = total + self.base_loss_factor * weighted_cross_entropy(
+                logits - margin, labels, weight
             )
             if self.diversity_factor != 0:
                 log_expert = F.log_softmax(logits / temperature, dim=1)
@@ -133,7 +135,7 @@ class TADELoss(nn.Module):
             raise ConfigError(f"the tade loss needs exactly 3 experts, not {len(expert_logits)}")
         log_prior = self.log_prior.to(expert_logits[0].device)
         log_inverse = self.log_inverse_prior.to(expert_logits[0].device)
-        first, second, third = (logits.float() for logits in expert_logits)
+        first, second, third = (at_least_float32(logits) for logits in expert_logits)
         return [first, second + log_prior, third + log_prior - self.tau * log_inverse]
 
     def forward(self, expert_logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
@@ -148,7 +150,7 @@ class ExpertCrossEntropy(nn.Module):
     takes_expert_logits = True
 
     def forward(self, expert_logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        return sum(F.cross_entropy(logits.float(), labels) for logits in expert_logits)
+        return sum(F.cross_entropy(at_least_float32(logits), labels) for logits in expert_logits)
 
 
 #: ResLT group masks per dataset: (medium_from, tail_from, rule). ``at_least``: g_M = 1[y ≥ a],
@@ -204,7 +206,7 @@ class ResLoss(nn.Module):
     @staticmethod
     def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         probabilities = (
-            torch.softmax(logits.float(), dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
+            torch.softmax(at_least_float32(logits), dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
         )
         return -torch.log(probabilities + 1e-7)
 
@@ -213,6 +215,6 @@ class ResLoss(nn.Module):
             labels.device
         )
         per_branch = torch.stack([self._cross_entropy(logits, labels) for logits in branch_logits])
-        individual = (per_branch * masks).sum() / masks.sum()
+        individual = (per_branch * masks).sum() / weighted_mean_denominator(masks.sum())
         fused = self._cross_entropy(sum(branch_logits), labels).mean()
         return (1.0 - self.beta) * fused + self.beta * individual

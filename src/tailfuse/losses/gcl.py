@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tailfuse.losses.logit_adjustment import focal_mean
+from tailfuse.losses.reduction import weighted_cross_entropy
+from tailfuse.numerics import at_least_float32
 
 
 def gcl_noise_scale(class_counts: list[int]) -> list[float]:
@@ -61,19 +63,31 @@ class GaussianCloudedLogitLoss(nn.Module):
         )
         self.m, self.s, self.noise_mul, self.gamma = m, s, noise_mul, gamma
         self.generator: torch.Generator | None = None
+        self.rows: tuple[int, int] | None = None
 
     def set_generator(self, generator: torch.Generator) -> None:
         """The random stream of the noise (the method hands it the step's seeded stream)."""
         self.generator = generator
 
+    def set_rows(self, rows: tuple[int, int] | None) -> None:
+        """Under DDP ``(first row, rows)`` of this process's share in the global batch: the
+        noise is drawn for the whole global batch and the share's rows kept, as one process
+        draws it; ``None``: the batch is the whole batch."""
+        self.rows = rows
+
     def training_logits(self, cosine: torch.Tensor) -> torch.Tensor:
         """``s·cos θ_j``: the clean logits (no noise, no margin), used for prediction."""
-        return self.s * cosine.float()
+        return self.s * at_least_float32(cosine)
 
     def clouded_logits(self, cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """``s·c̃``: cosines minus the count-scaled noise and the target margin, times s."""
-        cosine = cosine.float()
-        noise = clouded_noise(cosine.shape, self.generator, cosine.device)
+        cosine = at_least_float32(cosine)
+        if self.rows is None:
+            noise = clouded_noise(cosine.shape, self.generator, cosine.device)
+        else:
+            first, total = self.rows
+            noise = clouded_noise((total, cosine.shape[1]), self.generator, cosine.device)
+            noise = noise[first : first + cosine.shape[0]]
         clouded = cosine - self.noise_mul * noise * self.noise_scale.to(cosine.device)
         clouded = clouded - self.m * F.one_hot(labels, cosine.shape[1])
         return self.s * clouded
@@ -84,4 +98,4 @@ class GaussianCloudedLogitLoss(nn.Module):
         logits = self.clouded_logits(cosine, labels)
         if self.gamma > 0:
             return focal_mean(F.log_softmax(logits, dim=1), labels, self.gamma, class_weights)
-        return F.cross_entropy(logits, labels, weight=class_weights)
+        return weighted_cross_entropy(logits, labels, class_weights)

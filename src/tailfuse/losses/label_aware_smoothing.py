@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tailfuse.numerics import at_least_float32
+
 
 def smoothing_per_class(
     class_counts: list[int],
@@ -68,7 +70,7 @@ class LabelAwareSmoothing(nn.Module):
         self.register_buffer("epsilon", epsilon, persistent=False)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        log_probabilities = F.log_softmax(logits.float(), dim=1)
+        log_probabilities = F.log_softmax(at_least_float32(logits), dim=1)
         epsilon = self.epsilon.to(logits.device)[labels]
         target_term = -log_probabilities.gather(1, labels.view(-1, 1)).squeeze(1)
         uniform_term = -log_probabilities.mean(dim=1)

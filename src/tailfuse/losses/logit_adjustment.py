@@ -18,6 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tailfuse.losses.reduction import weighted_cross_entropy
+from tailfuse.numerics import at_least_float32
+
 
 def log_prior(class_counts: list[int]) -> torch.Tensor:
     """``log(π_c + 1e-12)`` of the training class prior."""
@@ -32,7 +35,7 @@ def posthoc_adjust(
     ``tau`` 0 returns ``logits``."""
     if tau <= 0:
         return logits
-    return logits.float() - tau * log_prior_values.to(logits.device)
+    return at_least_float32(logits) - tau * log_prior_values.to(logits.device)
 
 
 class LogitAdjustedLoss(nn.Module):
@@ -46,8 +49,8 @@ class LogitAdjustedLoss(nn.Module):
         self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``class_weights``: a weighted mean over the batch (as ``F.cross_entropy(weight=)``)."""
-        return F.cross_entropy(
-            logits.float() + self.adjustment.to(logits.device), labels, weight=class_weights
+        return weighted_cross_entropy(
+            at_least_float32(logits) + self.adjustment.to(logits.device), labels, class_weights
         )
 
 
@@ -69,7 +72,7 @@ class FocalLoss(nn.Module):
     def forward(
         self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None
     ) -> torch.Tensor:
-        log_probabilities = F.log_softmax(logits.float(), dim=1)
+        log_probabilities = F.log_softmax(at_least_float32(logits), dim=1)
         return focal_mean(log_probabilities, labels, self.gamma, class_weights, self.detach_factor)
 
 

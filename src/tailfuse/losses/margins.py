@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tailfuse.losses.reduction import weighted_cross_entropy
+from tailfuse.numerics import at_least_float32
+
 
 def class_balanced_weights(class_counts: list[int], beta: float = 0.9999) -> list[float]:
     """Effective-number weights ``(1−β)/(1−β^{n_c})``, normalised to sum to C (Cui et al. 2019)."""
@@ -66,12 +69,12 @@ class LDAMLoss(nn.Module):
     def forward(
         self, cosine: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None
     ) -> torch.Tensor:
-        cosine = cosine.float()
+        cosine = at_least_float32(cosine)
         adjusted = cosine - F.one_hot(labels, cosine.shape[1]) * self.margins.to(cosine.device)
         weight = class_weights
         if self.drw_epoch is not None and self.epoch >= self.drw_epoch:
             weight = self.drw_weights.to(cosine.device)
-        return F.cross_entropy(self.s * adjusted, labels, weight=weight)
+        return weighted_cross_entropy(self.s * adjusted, labels, weight)
 
 
 class KPSLoss(nn.Module):
@@ -132,7 +135,7 @@ class KPSLoss(nn.Module):
 
     def training_logits(self, cosine: torch.Tensor) -> torch.Tensor:
         """``r_j·cos θ_j``: the logits KPS trains on, without margin and scale."""
-        return cosine.float() * self.multipliers.to(cosine.device)
+        return at_least_float32(cosine) * self.multipliers.to(cosine.device)
 
     def forward(
         self, cosine: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None
@@ -143,4 +146,4 @@ class KPSLoss(nn.Module):
             scale = self.sample_scales.to(cosine.device)[labels].unsqueeze(1)
         else:
             scale = self.s
-        return F.cross_entropy(scale * logits, labels, weight=class_weights)
+        return weighted_cross_entropy(scale * logits, labels, class_weights)

@@ -37,6 +37,12 @@ class Batch:
     whole: Batch | None = None
     start: int = 0
 
+    @property
+    def global_rows(self) -> tuple[int, int] | None:
+        """``(first row, rows)`` of this share in the global batch under DDP (images on the
+        device), else ``None`` (the batch is the whole batch)."""
+        return None if self.whole is None else (self.start, len(self.whole.labels))
+
 
 class OneProcess:
     """The collectives of a one-process run (identities); the engine's ``World`` under torchrun."""

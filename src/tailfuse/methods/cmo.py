@@ -79,7 +79,9 @@ class ContextRichMinorityOversampling(Method):
 
     def loss(self, batches: dict[str, Batch], context: StepContext) -> torch.Tensor:
         batch, minority = batches["main"], batches["minority"]
-        advance_loss(self.criterion, context.epoch, context.randomness.stream("loss"))
+        advance_loss(
+            self.criterion, context.epoch, context.randomness.stream("loss"), batch.global_rows
+        )
         rng = context.randomness.numpy
         draw = float(rng.random())  # drawn every step, so the stream does not depend on the window
         if self.mixing(context.epoch, context.total_epochs) and draw < self.options.mix_prob:

@@ -265,7 +265,12 @@ class DecoupledStage2(Method):
         return features
 
     def loss(self, batches: dict[str, Batch], context: StepContext) -> torch.Tensor:
-        advance_loss(self.criterion, context.epoch, context.randomness.stream("loss"))
+        advance_loss(
+            self.criterion,
+            context.epoch,
+            context.randomness.stream("loss"),
+            batches["balanced"].global_rows,
+        )
         return self.criterion(
             self.head_logits(self.balanced_features(batches, context)), batches["balanced"].labels
         )

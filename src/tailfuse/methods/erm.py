@@ -57,7 +57,9 @@ class EmpiricalRiskMinimization(Method):
 
     def loss(self, batches: dict[str, Batch], context: StepContext) -> torch.Tensor:
         batch = batches["main"]
-        advance_loss(self.criterion, context.epoch, context.randomness.stream("loss"))
+        advance_loss(
+            self.criterion, context.epoch, context.randomness.stream("loss"), batch.global_rows
+        )
         if self.options.mixup_alpha > 0:
             whole = batch.whole or batch  # under DDP: partners from the whole global batch
             images, partner, lam = mixup(

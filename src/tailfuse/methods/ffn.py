@@ -100,8 +100,10 @@ class FeatureFusionNetwork(Method):
         return weight * head.cosine(kps_features) + (1.0 - weight) * head.cosine(ce_features)
 
     def loss(self, batches: dict[str, Batch], context: StepContext) -> torch.Tensor:
-        advance_loss(self.criterion, context.epoch, context.randomness.stream("loss"))
         batch = batches["balanced"]
+        advance_loss(
+            self.criterion, context.epoch, context.randomness.stream("loss"), batch.global_rows
+        )
         return self.criterion(self.fused_cosine(batch.images), batch.labels)
 
     @property

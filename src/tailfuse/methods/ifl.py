@@ -333,13 +333,26 @@ class InvariantFeatureLearning(Method):
         if hasattr(self.criterion, "set_epoch"):
             self.criterion.set_epoch(context.epoch)
         if self.options.mixup_alpha > 0:
+            # under DDP: partners from the environments' whole global batches, concatenated
+            wholes = [batch.whole or batch for batch in ordered]
+            offsets = [0]
+            for whole in wholes[:-1]:
+                offsets.append(offsets[-1] + len(whole.labels))
+            rows = torch.cat(
+                [
+                    offset + batch.start + torch.arange(len(batch.labels), device=labels.device)
+                    for offset, batch in zip(offsets, ordered, strict=True)
+                ]
+            )
             images, partner, lam = mixup(
                 images,
                 self.options.mixup_alpha,
                 context.randomness.numpy,
                 context.randomness.augment,
+                pool=torch.cat([whole.images for whole in wholes]),
+                rows=rows,
             )
-            partner_labels = labels[partner]
+            partner_labels = torch.cat([whole.labels for whole in wholes])[partner]
         feature_map = self.model.features(images)
         if self.multi_expert:
             expert_logits = self.model.head.expert_logits(feature_map)

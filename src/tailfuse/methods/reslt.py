@@ -65,15 +65,18 @@ class ResidualLearning(Method):
     def loss(self, batches: dict[str, Batch], context: StepContext) -> torch.Tensor:
         batch = batches["main"]
         if self.options.mixup_alpha > 0:
+            whole = batch.whole or batch  # under DDP: partners from the whole global batch
             images, partner, lam = mixup(
                 batch.images,
                 self.options.mixup_alpha,
                 context.randomness.numpy,
                 context.randomness.augment,
+                pool=whole.images,
+                start=batch.start,
             )
             branch_logits = self.model.head.branch_logits(self.model.features(images))
             return lam * self.criterion(branch_logits, batch.labels) + (1.0 - lam) * self.criterion(
-                branch_logits, batch.labels[partner]
+                branch_logits, whole.labels[partner]
             )
         return self.criterion(
             self.model.head.branch_logits(self.model.features(batch.images)), batch.labels

@@ -77,15 +77,18 @@ class ExpertTraining(Method):
             self.criterion.set_epoch(context.epoch)
         images = batch.images
         if self.options.mixup_alpha > 0:
+            whole = batch.whole or batch  # under DDP: partners from the whole global batch
             images, partner, lam = mixup(
                 images,
                 self.options.mixup_alpha,
                 context.randomness.numpy,
                 context.randomness.augment,
+                pool=whole.images,
+                start=batch.start,
             )
             expert_logits = self.model.head.expert_logits(self.model.features(images))
             return lam * self.criterion(expert_logits, batch.labels) + (1.0 - lam) * self.criterion(
-                expert_logits, batch.labels[partner]
+                expert_logits, whole.labels[partner]
             )
         return self.criterion(
             self.model.head.expert_logits(self.model.features(images)), batch.labels
@@ -119,6 +122,11 @@ class RideStage2(DecoupledStage2):
             )
 
     def loss(self, batches: dict[str, Batch], context: StepContext) -> torch.Tensor:
-        advance_loss(self.criterion, context.epoch, context.randomness.stream("loss"))
+        advance_loss(
+            self.criterion,
+            context.epoch,
+            context.randomness.stream("loss"),
+            batches["balanced"].global_rows,
+        )
         features = self.balanced_features(batches, context)
         return self.criterion(self.model.head.expert_logits(features), batches["balanced"].labels)

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tailfuse.numerics import at_least_float32
+
 
 class Head(nn.Module, abc.ABC):
     """Pool the feature map(s) and map the pooled features to logits."""
@@ -61,9 +63,12 @@ class CosineHead(Head):
         self.scale = scale
 
     def cosine(self, features: torch.Tensor) -> torch.Tensor:
-        """Cosine similarity of each feature with each class weight, in [−1, 1] (float32)."""
+        """Cosine similarity of each feature with each class weight, in [−1, 1] (float32, or
+        float64 in a float64 run)."""
         with torch.autocast(features.device.type, enabled=False):
-            return F.normalize(features.float(), dim=1) @ F.normalize(self.weight.float(), dim=0)
+            return F.normalize(at_least_float32(features), dim=1) @ F.normalize(
+                at_least_float32(self.weight), dim=0
+            )
 
     def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
         return self.scale * self.cosine(features)
