@@ -186,8 +186,9 @@ IFL = {
     "method.center_milestones": "[0]",
     "method.center_weights": "[0.01]",
 }
-WEIGHTED = {  # losses that are weighted means over the batch (losses.reduction), mixup
-    # in the methods that draw partners themselves, GCL's noise: all from the global batch
+METHODS = {  # name: (recipe, overrides); "@NAME": the one-process checkpoint of run NAME
+    # losses that are weighted means over the batch (losses.reduction), mixup in the methods
+    # that draw partners themselves, GCL's noise: each taken from the whole global batch
     "cb_ce": ("cifar10_lt_quick_cb_ce", {}),  # class-balanced CE from the first step
     "ride_drw_mixup": (
         "cifar10_lt_quick_ride",
@@ -196,15 +197,33 @@ WEIGHTED = {  # losses that are weighted means over the batch (losses.reduction)
     "reslt": ("cifar10_lt_quick_reslt", {}),  # each branch's CE over its group's images; mixup
     "ifl_mixup": ("cifar10_lt_quick", {**IFL, "method.mixup_alpha": 1.0}),  # two environments
     "gcl_stage1": ("cifar10_lt_quick_gcl_stage1", {}),  # noise drawn for the global batch
+    # the other method families: two samplers (BBN), expert losses (TADE), CutMix with a
+    # minority branch (CMO, mixing from the first step), stage 2 on them (H2T per expert,
+    # GCL + H2T) and learned scales (LWS)
+    "bbn": ("cifar10_lt_quick_bbn", {}),
+    "tade": ("cifar10_lt_quick_tade", {}),
+    "cmo": (
+        "cifar10_lt_quick_cmo",
+        {"method.start_epoch": -1, "method.end_epochs": 0, "method.mix_prob": 1.0},
+    ),
+    "ride_h2t": ("cifar10_lt_quick_ride_h2t", {"init.checkpoint": "@ride_drw_mixup"}),
+    "gcl_h2t": ("cifar10_lt_quick_gcl_h2t", {"init.checkpoint": "@gcl_stage1"}),
+    "lws": ("cifar10_lt_quick_lws", {"init.checkpoint": "@cb_ce"}),
 }
 
 
 @pytest.fixture(scope="module")
-def weighted_runs(cifar10_jpeg_root, tmp_path_factory):
-    """One-process and two-process runs of WEIGHTED, SyncBatchNorm, float64."""
-    folder = tmp_path_factory.mktemp("ddp_weighted")
+def method_runs(cifar10_jpeg_root, tmp_path_factory):
+    """One-process and two-process runs of METHODS, SyncBatchNorm, float64."""
+    folder = tmp_path_factory.mktemp("ddp_methods")
     plan = []
-    for name, (recipe, extra) in WEIGHTED.items():
+    for name, (recipe, extra) in METHODS.items():
+        extra = {
+            key: folder / f"{value[1:]}_one" / "checkpoints" / "last.pt"
+            if str(value).startswith("@")
+            else value
+            for key, value in extra.items()
+        }
         overrides = _overrides(cifar10_jpeg_root, **extra)
         tailfuse.train(recipe, folder / f"{name}_one", overrides)
         plan.append({"recipe": recipe, "overrides": overrides, "out": str(folder / f"{name}_two")})
@@ -213,15 +232,21 @@ def weighted_runs(cifar10_jpeg_root, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", WEIGHTED)
-def test_two_processes_give_the_one_process_weighted_loss(weighted_runs, name):
+@pytest.mark.parametrize("name", METHODS)
+def test_two_processes_give_the_one_process_run_of_every_method(method_runs, name):
     """Each process's weighted mean takes its denominator from the global batch, and mixup
     partners and GCL's noise come from the whole global batch: without these, the weights
-    differ by 0.44 (class-balanced CE) to 1.55 (ResLT's mixup) after four steps."""
-    one, two = _model(weighted_runs / f"{name}_one"), _model(weighted_runs / f"{name}_two")
+    of the first five runs differ by 0.44 (class-balanced CE) to 1.55 (ResLT's mixup) after
+    four steps."""
+    one, two = _model(method_runs / f"{name}_one"), _model(method_runs / f"{name}_two")
     assert _largest_difference(one["model"], two["model"]) < TOLERANCE
-    first = _test_metrics(weighted_runs / f"{name}_one")
-    second = _test_metrics(weighted_runs / f"{name}_two")
+    for module in one["method_modules"]:  # LWS's scales
+        assert (
+            _largest_difference(one["method_modules"][module], two["method_modules"][module])
+            < TOLERANCE
+        )
+    first = _test_metrics(method_runs / f"{name}_one")
+    second = _test_metrics(method_runs / f"{name}_two")
     assert first["per_class_accuracy"] == second["per_class_accuracy"]
 
 
