@@ -199,7 +199,7 @@ METHODS = {  # name: (recipe, overrides); "@NAME": the one-process checkpoint of
     "gcl_stage1": ("cifar10_lt_quick_gcl_stage1", {}),  # noise drawn for the global batch
     # the other method families: two samplers (BBN), expert losses (TADE), CutMix with a
     # minority branch (CMO, mixing from the first step), stage 2 on them (H2T per expert,
-    # GCL + H2T) and learned scales (LWS)
+    # GCL + H2T), learned scales (LWS) and FFN's fused stage 2 on a second backbone
     "bbn": ("cifar10_lt_quick_bbn", {}),
     "tade": ("cifar10_lt_quick_tade", {}),
     "cmo": (
@@ -209,6 +209,12 @@ METHODS = {  # name: (recipe, overrides); "@NAME": the one-process checkpoint of
     "ride_h2t": ("cifar10_lt_quick_ride_h2t", {"init.checkpoint": "@ride_drw_mixup"}),
     "gcl_h2t": ("cifar10_lt_quick_gcl_h2t", {"init.checkpoint": "@gcl_stage1"}),
     "lws": ("cifar10_lt_quick_lws", {"init.checkpoint": "@cb_ce"}),
+    "ffn_kps": ("cifar10_lt_quick_ffn_kps", {}),  # FFN: its two backbones, then stage 2
+    "ffn_ce": ("cifar10_lt_quick_ffn_ce", {}),
+    "ffn": (
+        "cifar10_lt_quick_ffn",
+        {"init.checkpoint": "@ffn_kps", "init.auxiliary.ce.checkpoint": "@ffn_ce"},
+    ),
 }
 
 
