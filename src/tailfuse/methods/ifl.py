@@ -333,26 +333,30 @@ class InvariantFeatureLearning(Method):
         if hasattr(self.criterion, "set_epoch"):
             self.criterion.set_epoch(context.epoch)
         if self.options.mixup_alpha > 0:
-            # under DDP: partners from the environments' whole global batches, concatenated
-            wholes = [batch.whole or batch for batch in ordered]
-            offsets = [0]
-            for whole in wholes[:-1]:
-                offsets.append(offsets[-1] + len(whole.labels))
-            rows = torch.cat(
-                [
-                    offset + batch.start + torch.arange(len(batch.labels), device=labels.device)
-                    for offset, batch in zip(offsets, ordered, strict=True)
-                ]
-            )
+            pool, rows, pool_labels = None, None, labels
+            if any(batch.whole is not None for batch in ordered):
+                # under DDP: partners from the environments' whole global batches, concatenated
+                wholes = [batch.whole or batch for batch in ordered]
+                offsets = [0]
+                for whole in wholes[:-1]:
+                    offsets.append(offsets[-1] + len(whole.labels))
+                rows = torch.cat(
+                    [
+                        offset + batch.start + torch.arange(len(batch.labels), device=labels.device)
+                        for offset, batch in zip(offsets, ordered, strict=True)
+                    ]
+                )
+                pool = torch.cat([whole.images for whole in wholes])
+                pool_labels = torch.cat([whole.labels for whole in wholes])
             images, partner, lam = mixup(
                 images,
                 self.options.mixup_alpha,
                 context.randomness.numpy,
                 context.randomness.augment,
-                pool=torch.cat([whole.images for whole in wholes]),
+                pool=pool,
                 rows=rows,
             )
-            partner_labels = torch.cat([whole.labels for whole in wholes])[partner]
+            partner_labels = pool_labels[partner]
         feature_map = self.model.features(images)
         if self.multi_expert:
             expert_logits = self.model.head.expert_logits(feature_map)
