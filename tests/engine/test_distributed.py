@@ -209,6 +209,9 @@ METHODS = {  # name: (recipe, overrides); "@NAME": the one-process checkpoint of
     "ride_h2t": ("cifar10_lt_quick_ride_h2t", {"init.checkpoint": "@ride_drw_mixup"}),
     "gcl_h2t": ("cifar10_lt_quick_gcl_h2t", {"init.checkpoint": "@gcl_stage1"}),
     "lws": ("cifar10_lt_quick_lws", {"init.checkpoint": "@cb_ce"}),
+    # 159 training images in batches of 158: the second global batch holds one image, so
+    # process 1 has none (it used to stop the run: "the loss became nan")
+    "last_batch_of_one": ("cifar10_lt_quick_cb_ce", {"train.batch_size": 158}),
     "ffn_kps": ("cifar10_lt_quick_ffn_kps", {}),  # FFN: its two backbones, then stage 2
     "ffn_ce": ("cifar10_lt_quick_ffn_ce", {}),
     "ffn": (

@@ -321,7 +321,12 @@ class TrainingSession:
                 )
                 with self.runtime.autocast(), global_batch(self.world.all_reduce, local / total):
                     loss = step_loss(batches, context)
-                loss = loss * (local * self.world_size / total)
+                if local:
+                    loss = loss * (local * self.world_size / total)
+                else:  # a last global batch smaller than the process count left this one none:
+                    # the mean over no images is nan; it adds nothing (zero gradients, still
+                    # all-reduced so that every process steps together)
+                    loss = loss.nan_to_num(0.0) * 0.0
             not_finite = ~torch.isfinite(loss.detach()) & (bad_step < 0)
             bad_value = torch.where(not_finite, loss.detach().float(), bad_value)
             bad_step.masked_fill_(not_finite, step)
