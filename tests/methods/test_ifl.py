@@ -152,6 +152,12 @@ def _method(overrides=(), class_counts=(3, 2, 1)):
     return method, model, labels
 
 
+def test_a_loss_drawing_random_noise_is_refused():
+    # GCL's noise would come from the global random state, unseeded by the epoch's streams
+    with pytest.raises(ConfigError, match=r"ifl: loss 'gcl' draws random noise"):
+        _method(["method.loss=gcl", "model.head=cosine", "model.cosine_scale=1"])
+
+
 def test_center_update_is_the_moving_average_rule():
     method, _, _ = _method()
     centers = torch.randn(3, 64)

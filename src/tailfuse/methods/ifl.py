@@ -256,6 +256,14 @@ class InvariantFeatureLearning(Method):
                 "expert_cross_entropy) need a multi-expert model (model.head expert_*), "
                 "other losses a single head"
             )
+        if hasattr(self.criterion, "set_generator"):
+            # its noise would come from the global random state: not seeded by the epoch's
+            # streams (a resumed run would differ), and not drawn for the whole global batch
+            # of the concatenated environments under DDP
+            raise ConfigError(
+                f"ifl: loss '{options.loss}' draws random noise every step, which ifl does "
+                "not seed; train it with method erm (or gcl for stage 2)"
+            )
         self.state = IflState(options.environments, self.num_samples, self.num_classes, feature_dim)
         self.training_labels: torch.Tensor | None = None
         self.confidence_slots: torch.Tensor | None = None
