@@ -23,7 +23,7 @@ views use crop + flip followed by a colour distortion (``colour_distortion``; th
 views: RandomCrop(32, 4), ColorJitter p 0.8, grayscale p 0.2, blur p 0.2, flip). The
 weights are learned on the recipe's test split, once for the final (or selected) model, and
 used for every split the run scores (validation, GLT protocols). They are recorded in
-``results.json`` (``test_time_aggregation``) and the report, not in the checkpoints:
+``results.json`` (``test_time_adaptation``) and the report, not in the checkpoints:
 ``tailfuse eval`` learns them again (same seed: the same weights), while ``predict`` and
 ``export`` use ``aggregation_weights`` (pass the learned ones there to reuse them).
 """
