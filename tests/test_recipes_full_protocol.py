@@ -202,7 +202,11 @@ def test_ce_and_cb_ce_recipes_run_their_first_steps(recipe, fake_roots, tmp_path
     """FFN Table 5's CE and CBL rows on the H2T / MiSLAS stage-1 protocol, without mixup."""
     config = load_recipe(recipe)
     assert config.method.loss == "cross_entropy" and config.method.mixup_alpha == 0.0
-    expected_options = {"reweight_from_epoch": 0, "beta": 0.9999} if "_cb_" in recipe else {}
+    expected_options = (
+        {"reweight_from_epoch": 0, "beta": 0.9999, "class_weight_divisor": "batch_size"}
+        if "_cb_" in recipe
+        else {}
+    )
     assert config.method.loss_options == expected_options
     assert config.train.epochs == 200 and config.train.batch_size == 128
     assert config.schedule.milestones == [160, 180] and config.schedule.warmup_epochs == 5

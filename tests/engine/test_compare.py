@@ -528,13 +528,50 @@ def test_the_committed_full_protocol_runs_keep_their_identities(tmp_path):
         [0],
     )
     assert len(committed) >= 2 and committed <= names
-    assert len(names) == 22  # 21 rows, and GCL's stage 1
+    assert len(names) == 23  # 22 rows, and GCL's stage 1
 
 
-def test_the_readme_full_protocol_rows_are_the_committed_runs_figures():
+def test_the_committed_float32_full_protocol_runs_keep_their_identities(tmp_path):
+    """The float32 rows of issue 11 (AVX2-only machine, docs/results/reproduce_c10_if100/fp32):
+    CB-CE divided by the weight sum keeps its identity though the recipe's divisor changed."""
+    committed, names = planned_names_of_committed_runs(
+        tmp_path,
+        "reproduce_c10_if100/fp32",
+        "compare_cifar10_lt_if100_full.yaml",
+        "/work/shared/data/cifar10-lossless",
+        "fp32",
+        [0],
+    )
+    assert "cifar10_lt_if100_cb_ce-4d5a68f85ef7" in committed
+    assert committed <= names
+
+
+def _without_later_keys(method: dict) -> dict:
+    """A method section without the keys added later at their neutral values, which an older
+    run's config.yaml lacks (IDENTITY_LATER_KEYS)."""
+    import copy
+
+    from tailfuse.engine.compare import IDENTITY_LATER_KEYS
+
+    method = copy.deepcopy(method)
+    for key, neutral in IDENTITY_LATER_KEYS.items():
+        section, *path = key.split(".")
+        node = method if section == "method" else None
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(path[-1], object()) == neutral:
+            del node[path[-1]]
+    return method
+
+
+@pytest.mark.parametrize(
+    ("folder_name", "precision"), [("runs", "bf16"), ("fp32/runs", "fp32")]
+)
+def test_the_readme_full_protocol_rows_are_the_committed_runs_figures(folder_name, precision):
     """Each committed 200-epoch run (issue 11) has its README row, and the row's all / many /
     medium / few are its results.json's, rounded to two decimals. A run's row is the one whose
-    recipe and overrides give its method (two rows share FFN's KPS recipe, one without mixup)."""
+    recipe and overrides give its method (two rows share FFN's KPS recipe, one without mixup;
+    two CB-CE's, one divided by the weight sum)."""
     import re
     from pathlib import Path
 
@@ -548,20 +585,23 @@ def test_the_readme_full_protocol_rows_are_the_committed_runs_figures():
     section = readme.split("### Published protocol, CIFAR-10-LT IF 100", 1)[1].split("\n### ")[0]
     rows = read_rows(repository / "benchmarks/compare_cifar10_lt_if100_full.yaml")
     methods = {
-        row.label: (row.recipe, config_to_dict(load_recipe(row.recipe, row.overrides))["method"])
+        row.label: (
+            row.recipe,
+            _without_later_keys(config_to_dict(load_recipe(row.recipe, row.overrides))["method"]),
+        )
         for row in rows
     }
-    folders = sorted((repository / "docs/results/reproduce_c10_if100/runs").iterdir())
+    folders = sorted((repository / "docs/results/reproduce_c10_if100" / folder_name).iterdir())
     assert folders
     for folder in folders:
         results = json.loads((folder / "results.json").read_text())
         assert results["epochs"] == 200 and results["selection"]["rule"] == "final"
-        assert results["environment"]["precision"] == "bf16"
+        assert results["environment"]["precision"] == precision
         config = yaml.safe_load((folder / "config.yaml").read_text())
         (label,) = [
             label
             for label, (recipe, method) in methods.items()
-            if recipe == config["name"] and method == config["method"]
+            if recipe == config["name"] and method == _without_later_keys(config["method"])
         ]
         label = label.replace("tau-norm", "τ-norm")
         lines = [line for line in section.splitlines() if line.startswith(f"| {label} |")]

@@ -189,7 +189,8 @@ IFL = {
 METHODS = {  # name: (recipe, overrides); "@NAME": the one-process checkpoint of run NAME
     # losses that are weighted means over the batch (losses.reduction), mixup in the methods
     # that draw partners themselves, GCL's noise: each taken from the whole global batch
-    "cb_ce": ("cifar10_lt_quick_cb_ce", {}),  # class-balanced CE from the first step
+    # class-balanced CE from the first step, divided by the weights' sum over the global batch
+    "cb_ce": ("cifar10_lt_quick_cb_ce", {"method.loss_options.class_weight_divisor": "weight_sum"}),
     "ride_drw_mixup": (
         "cifar10_lt_quick_ride",
         {"method.loss_options.drw_epoch": 0, "method.mixup_alpha": 1.0},

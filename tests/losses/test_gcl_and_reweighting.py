@@ -100,6 +100,38 @@ def test_class_balanced_weights_on_cross_entropy_by_hand():
     assert loss(logits, labels).item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_class_balanced_cross_entropy_divided_by_the_batch_size_as_cuis_code():
+    """``class_weight_divisor: batch_size``: ``Σ w_y·CE / B`` (Cui et al.'s
+    ``tf.losses.softmax_cross_entropy`` with per-image weights), not ``Σ w_y·CE / Σ w_y``."""
+    loss = build_loss(
+        "cross_entropy", [3, 1], reweight_from_epoch=0, beta=0.5, class_weight_divisor="batch_size"
+    )
+    logits = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    labels = torch.tensor([0, 1, 0])
+    l0, l1 = -math.log(math.e / (math.e + 1)), -math.log(math.e**2 / (1 + math.e**2))
+    l2 = -math.log(math.e**3 / (math.e**3 + 1))
+    by_batch = (8 / 11 * l0 + 14 / 11 * l1 + 8 / 11 * l2) / 3
+    by_weights = (8 / 11 * l0 + 14 / 11 * l1 + 8 / 11 * l2) / (30 / 11)
+    assert loss(logits, labels).item() == pytest.approx(by_batch, rel=1e-6)
+    assert abs(by_batch - by_weights) > 1e-2  # the two divisors differ on this batch
+    summed = build_loss(
+        "cross_entropy", [3, 1], reweight_from_epoch=0, beta=0.5, class_weight_divisor="weight_sum"
+    )
+    assert summed(logits, labels).item() == pytest.approx(by_weights, rel=1e-6)
+    # without weights both divisors are the plain mean
+    plain = build_loss("cross_entropy", [3, 1], class_weight_divisor="batch_size")
+    assert plain(logits, labels).item() == pytest.approx((l0 + l1 + l2) / 3, rel=1e-6)
+
+
+def test_unknown_class_weight_divisor_is_a_config_error_with_a_suggestion():
+    with pytest.raises(ConfigError) as raised:
+        build_loss("cross_entropy", [3, 1], reweight_from_epoch=0, class_weight_divisor="batch")
+    assert str(raised.value) == (
+        "loss 'cross_entropy': class_weight_divisor 'batch' is not one of weight_sum, "
+        "batch_size (did you mean 'batch_size'?)"
+    )
+
+
 def test_class_balanced_focal_is_a_plain_mean_of_weighted_terms():
     loss = build_loss("focal", [3, 1], gamma=1.0, reweight_from_epoch=0, beta=0.5)
     logits = torch.tensor([[1.0, 0.0], [0.0, 2.0]])

@@ -116,7 +116,10 @@ IDENTITY_IGNORED = frozenset(RESUMABLE_CHANGES) - set(IDENTITY_PATHS)
 #: did before the key existed: at that value a key is left out of the identity, so a new option
 #: does not rename (and train again) every finished run. Only a key whose value at this entry
 #: changes nothing for the runs made before it may be listed.
-IDENTITY_LATER_KEYS: dict[str, object] = {"model.reslt_eval_weight_power": 0.7}
+IDENTITY_LATER_KEYS: dict[str, object] = {
+    "model.reslt_eval_weight_power": 0.7,
+    "method.loss_options.class_weight_divisor": "weight_sum",
+}
 
 
 def run_identity(config: RunConfig, placed: dict[str, str] | None = None) -> str:
