@@ -564,9 +564,7 @@ def _without_later_keys(method: dict) -> dict:
     return method
 
 
-@pytest.mark.parametrize(
-    ("folder_name", "precision"), [("runs", "bf16"), ("fp32/runs", "fp32")]
-)
+@pytest.mark.parametrize(("folder_name", "precision"), [("runs", "bf16"), ("fp32/runs", "fp32")])
 def test_the_readme_full_protocol_rows_are_the_committed_runs_figures(folder_name, precision):
     """Each committed 200-epoch run (issue 11) has its README row, and the row's all / many /
     medium / few are its results.json's, rounded to two decimals. A run's row is the one whose

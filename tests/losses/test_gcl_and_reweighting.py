@@ -61,6 +61,22 @@ def test_gcl_defaults_are_the_stage1_constants_m_0_s_30_noise_half():
     assert loss(cosine, labels).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_gcl_without_a_stream_refuses_to_draw_noise_but_needs_none_without_noise():
+    """The noise must come from the step's seeded stream (advance_loss sets it): the global RNG
+    would make a resumed run, and a DDP run, differ from the uninterrupted one-process run."""
+    cosine, labels = torch.tensor([[0.5, 0.2, -0.1]]), torch.tensor([0])
+    noisy = GaussianCloudedLogitLoss([100, 10, 1], noise_mul=0.5)
+    with pytest.raises(RuntimeError, match="GCL's noise needs a seeded stream"):
+        noisy(cosine, labels)
+    quiet = GaussianCloudedLogitLoss([100, 10, 1], m=0.1, s=20.0, noise_mul=0.0)
+    margin = torch.tensor([[20 * (0.5 - 0.1), 20 * 0.2, 20 * -0.1]])
+    assert torch.allclose(quiet.clouded_logits(cosine, labels), margin)
+    assert torch.allclose(
+        GaussianCloudedLogitLoss([4, 4], noise_mul=0.5).clouded_logits(cosine[:, :2], labels),
+        30 * cosine[:, :2],
+    )  # equal counts: no class gets noise
+
+
 def test_gcl_noise_is_clipped_at_one():
     # 1e6 draws of N(0, 1/9): about 1e6 * P(|z| > 3) = 2700 would exceed 1 without the clip
     loss = GaussianCloudedLogitLoss([1000, 1], m=0.0, s=1.0, noise_mul=1.0)

@@ -62,6 +62,8 @@ class GaussianCloudedLogitLoss(nn.Module):
             persistent=False,
         )
         self.m, self.s, self.noise_mul, self.gamma = m, s, noise_mul, gamma
+        #: whether any class gets noise (not with noise_mul 0, nor with equal counts)
+        self.draws_noise = noise_mul != 0 and any(gcl_noise_scale(class_counts))
         self.generator: torch.Generator | None = None
         self.rows: tuple[int, int] | None = None
 
@@ -80,15 +82,27 @@ class GaussianCloudedLogitLoss(nn.Module):
         return self.s * at_least_float32(cosine)
 
     def clouded_logits(self, cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """``s·c̃``: cosines minus the count-scaled noise and the target margin, times s."""
+        """``s·c̃``: cosines minus the count-scaled noise and the target margin, times s.
+
+        Raises RuntimeError when there is noise to draw (``noise_mul`` ≠ 0 and unequal counts)
+        but no stream was set: the global RNG would make a resumed run and a DDP run differ
+        from the uninterrupted one-process run.
+        """
         cosine = at_least_float32(cosine)
-        if self.rows is None:
-            noise = clouded_noise(cosine.shape, self.generator, cosine.device)
-        else:
-            first, total = self.rows
-            noise = clouded_noise((total, cosine.shape[1]), self.generator, cosine.device)
-            noise = noise[first : first + cosine.shape[0]]
-        clouded = cosine - self.noise_mul * noise * self.noise_scale.to(cosine.device)
+        clouded = cosine
+        if self.draws_noise:
+            if self.generator is None:
+                raise RuntimeError(
+                    "GCL's noise needs a seeded stream: call set_generator before the loss "
+                    "(tailfuse.losses.advance_loss does it every step)"
+                )
+            if self.rows is None:
+                noise = clouded_noise(cosine.shape, self.generator, cosine.device)
+            else:
+                first, total = self.rows
+                noise = clouded_noise((total, cosine.shape[1]), self.generator, cosine.device)
+                noise = noise[first : first + cosine.shape[0]]
+            clouded = cosine - self.noise_mul * noise * self.noise_scale.to(cosine.device)
         clouded = clouded - self.m * F.one_hot(labels, cosine.shape[1])
         return self.s * clouded
 
