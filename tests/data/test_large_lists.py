@@ -159,6 +159,30 @@ def test_verify_lists_the_missing_and_the_corrupt_image_and_records_the_checksum
     assert main(["data", "verify", str(inaturalist["val_txt"]), "--root", str(root)]) == 0
 
 
+def test_a_verify_report_that_cannot_be_written_keeps_the_old_one(
+    inaturalist, tmp_path, capsys, monkeypatch
+):
+    """A full disk while the report is written: one error line, the previous report intact,
+    no temporary file left (the write is synced before it replaces the old file)."""
+    import errno
+
+    import tailfuse.files
+
+    saved = tmp_path / "verify.json"
+    saved.write_text('[{"old": true}]')
+
+    def full_disk(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tailfuse.files.os, "fsync", full_disk)
+    command = ["data", "verify", str(inaturalist["val_txt"]), "--root", str(inaturalist["root"])]
+    assert main([*command, "--report", str(saved)]) == 2
+    error = capsys.readouterr().err
+    assert error == f"error: cannot write {saved}: No space left on device\n"
+    assert saved.read_text() == '[{"old": true}]'
+    assert [path.name for path in tmp_path.iterdir()] == ["verify.json"]
+
+
 def test_streamed_crops_depend_on_the_draw_not_on_workers_or_epoch_loaders(tmp_path):
     """Per-image augmentation seeds: 0 workers and 2 persistent workers give the same batches."""
     import torch

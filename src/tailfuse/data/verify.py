@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tailfuse.data.sources import read_labelled_list
 from tailfuse.errors import DataError
+from tailfuse.files import write_text_atomically
 
 PROBLEM_KINDS = ("missing", "unreadable", "corrupt")
 
@@ -98,9 +99,8 @@ def format_report(report: dict) -> str:
 
 
 def write_report(reports: list[dict], path: str | Path) -> None:
-    """Save the reports as JSON (written to a temporary file, then renamed)."""
+    """Save the reports as JSON, atomically (:func:`~tailfuse.files.write_text_atomically`:
+    synced to disk, then renamed; a failed write leaves the old report and a clear error)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(reports, indent=2))
-    temporary.replace(path)
+    write_text_atomically(path, json.dumps(reports, indent=2))
