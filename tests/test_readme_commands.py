@@ -5,6 +5,9 @@ fail at the first step. Each ``tailfuse ...`` line of an indented block is split
 would, parsed by the CLI's own parser, and every recipe it names is loaded with the overrides it
 passes (for ``compare``: every row and the earlier stages it trains, as ``--plan`` would). Nothing
 trains and no data is read. Synopsis lines with placeholders (``[--resume | ...]``) are skipped.
+``eval`` overrides apply to a run's saved config: they must load on the recipe its path names
+(``RECIPE`` or ``RECIPE-<hash>``, as compare names runs) or, where the path names none, on at
+least one recipe.
 """
 
 from __future__ import annotations
@@ -101,9 +104,57 @@ def test_a_documented_command_parses_and_its_recipes_load(document, arguments, t
             assert read_published(REPOSITORY / parsed.published)
         runs, cells = plan_runs(rows, parsed.seeds, tmp_path, overrides)
         assert len(cells) == len(rows) * len(parsed.seeds) and runs
+    elif parsed.command == "eval" and overrides:
+        _assert_eval_overrides_load(document, parsed.checkpoint, overrides)
     elif parsed.command in RECIPE_COMMANDS and getattr(parsed, "recipe", None):
         config = load_recipe(parsed.recipe, overrides)
         if parsed.command == "sweep":
             for value in parsed.values:
                 load_recipe(parsed.recipe, [*overrides, f"{parsed.param}={value}"])
         assert config.name
+
+
+RECIPES = sorted(
+    path.stem
+    for path in (REPOSITORY / "src/tailfuse/recipes").glob("*.yaml")
+    if not path.stem.startswith("_")
+)
+
+
+def _recipe_in_path(path: str) -> str | None:
+    """The recipe a run's path names: a folder ``RECIPE`` or ``RECIPE-<12 hex>``."""
+    for part in reversed(Path(path).parts):
+        name = re.sub(r"-[0-9a-f]{12}$", "", part)
+        if name in RECIPES:
+            return name
+    return None
+
+
+def _assert_eval_overrides_load(document: str, checkpoint: str, overrides: list[str]) -> None:
+    recipe = _recipe_in_path(checkpoint)
+    errors = []
+    for candidate in [recipe] if recipe else RECIPES:
+        try:
+            load_recipe(candidate, overrides)
+            return
+        except Exception as error:  # noqa: BLE001 - collected for the failure message
+            errors.append(f"{candidate}: {error}")
+    pytest.fail(f"{document}: eval overrides {overrides} load on no recipe ({errors[:3]})")
+
+
+def test_eval_overrides_are_checked_against_the_recipe_the_run_path_names():
+    assert _recipe_in_path("/work/runs/r11/runs/cifar10_lt_if100_ffn_kps_stage1-7aad3babc2d2") == (
+        "cifar10_lt_if100_ffn_kps_stage1"
+    )
+    assert _recipe_in_path("runs/ffn/cifar10_lt_quick_ffn_kps/checkpoints/last.pt") == (
+        "cifar10_lt_quick_ffn_kps"
+    )
+    assert _recipe_in_path("runs/tade") is None
+    with pytest.raises(pytest.fail.Exception, match="load on no recipe"):
+        _assert_eval_overrides_load("README.md", "runs/x", ["method.no_such_key=1"])
+    with pytest.raises(pytest.fail.Exception, match="load on no recipe"):  # erm has no TTA
+        _assert_eval_overrides_load(
+            "README.md",
+            "runs/cifar10_lt_quick_ffn_kps",
+            ["method.test_time_aggregation.enabled=true"],
+        )
