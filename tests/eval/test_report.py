@@ -87,3 +87,18 @@ def test_results_json_is_strict_json_with_nan_and_infinity_as_null(tmp_path):
     assert not math.isnan(saved["test"]["ece"])
     assert (tmp_path / "per_class_accuracy.png").stat().st_size > 5000
     assert not (tmp_path / "reliability.png").exists()  # no calibration bins in these results
+
+
+@pytest.mark.parametrize(("classes", "width"), [(10, 720), (100, 1920), (8142, 1920)])
+def test_per_class_accuracy_figure_stays_readable_for_many_classes(tmp_path, classes, width):
+    """0.12 inch a class (at least 6) up to 16 inches at 120 dpi: iNaturalist's 8,142 classes
+    made a 117,724-pixel-wide image (24 s to draw) before the cap."""
+    from PIL import Image
+
+    from tailfuse.eval.report import plot_per_class_accuracy
+
+    path = tmp_path / "per_class_accuracy.png"
+    counts = [1000 - c // 10 for c in range(classes)]
+    accuracy = [float(c % 101) for c in range(classes)]
+    plot_per_class_accuracy(path, accuracy, counts, [f"c{c}" for c in range(classes)], "t")
+    assert Image.open(path).size == (width, 480)

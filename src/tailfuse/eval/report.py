@@ -51,6 +51,12 @@ def _number(value: float) -> str:
     )
 
 
+#: Widest per-class accuracy figure, in inches (at 120 dpi); 0.12 inch a class up to it.
+WIDEST_FIGURE = 16.0
+#: Most classes drawn as one bar each; more are one filled step curve.
+MOST_BARS = 200
+
+
 def plot_per_class_accuracy(
     path: Path,
     per_class_accuracy: list[float],
@@ -58,17 +64,39 @@ def plot_per_class_accuracy(
     class_names: list[str],
     title: str,
 ) -> None:
-    """Bars of per-class test accuracy, classes ordered by training count,
-    with the counts as a line."""
+    """Per-class test accuracy, classes ordered by training count, with the counts as a line:
+    a bar per class up to :data:`MOST_BARS` classes, a filled step curve beyond (ImageNet-LT's
+    1,000, iNaturalist's 8,142), in a figure at most :data:`WIDEST_FIGURE` inches wide."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     order = sorted(range(len(class_counts)), key=lambda c: -class_counts[c])
-    figure, accuracy_axis = plt.subplots(figsize=(max(6.0, 0.12 * len(order) + 4), 4))
+    width = min(WIDEST_FIGURE, max(6.0, 0.12 * len(order) + 4))
+    figure, accuracy_axis = plt.subplots(figsize=(width, 4))
     positions = list(range(len(order)))
-    accuracy_axis.bar(positions, [per_class_accuracy[c] for c in order], color="#4C72B0")
+    accuracy = [per_class_accuracy[c] for c in order]
+    if len(order) <= MOST_BARS:
+        accuracy_axis.bar(positions, accuracy, color="#4C72B0")
+    else:
+        accuracy_axis.fill_between(
+            positions, accuracy, step="mid", color="#A1B6D8", linewidth=0, label="per class"
+        )
+        window = max(2, len(order) // 50)  # mean over 2 % of the classes, centred
+        cumulative = [0.0]
+        for value in accuracy:
+            cumulative.append(cumulative[-1] + value)
+        running = [
+            (cumulative[min(len(order), c + window // 2 + 1)] - cumulative[max(0, c - window // 2)])
+            / (min(len(order), c + window // 2 + 1) - max(0, c - window // 2))
+            for c in positions
+        ]
+        accuracy_axis.plot(
+            positions, running, color="#1F3F73", linewidth=1.2, label=f"mean of {window} classes"
+        )
+        accuracy_axis.legend(loc="upper right", fontsize=8)
+        accuracy_axis.set_xlim(-0.5, len(order) - 0.5)
     accuracy_axis.set_ylabel("test accuracy (%)")
     accuracy_axis.set_ylim(0, 100)
     accuracy_axis.set_xlabel("class (sorted by training count)")
@@ -77,9 +105,8 @@ def plot_per_class_accuracy(
             positions, [class_names[c] for c in order], rotation=45, ha="right"
         )
     count_axis = accuracy_axis.twinx()
-    count_axis.plot(
-        positions, [class_counts[c] for c in order], color="#DD8452", marker="o", markersize=3
-    )
+    marker = {"marker": "o", "markersize": 3} if len(order) <= MOST_BARS else {}
+    count_axis.plot(positions, [class_counts[c] for c in order], color="#DD8452", **marker)
     count_axis.set_yscale("log")
     count_axis.set_ylabel("training images (log)", color="#DD8452")
     accuracy_axis.set_title(title)
