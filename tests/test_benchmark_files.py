@@ -101,6 +101,14 @@ def test_the_readme_benchmark_figures_are_the_committed_raw_outputs():
     bbn, cb_ce = (re.search(r"end-to-end : (\d+) images/s", side).group(1) for side in sides)
     assert "cifar10_lt_if100_bbn" in sides[0] and "cifar10_lt_if100_cb_ce" in sides[1]
     assert f"{bbn} against {cb_ce} images/s end to end" in readme
+    formats = (RAW_OUTPUTS / "memory_format.txt").read_text()
+    last, plain, format_ratio = re.search(
+        r"channels_last (\d+), contiguous (\d+) images/s; ratio channels_last / contiguous: "
+        r"(\d\.\d+)",
+        formats,
+    ).groups()
+    assert f"channels_last {last} against contiguous {plain} images/s end to end, ratio " in readme
+    assert f"ratio {format_ratio} (`docs/results/benchmarks/2026-12-03_avx2/memory_format" in readme
     quoted = {"class_aware": 2, "class_balanced": 2, "instance": 3, "reverse": 2, "cben": 2}
     for name, digits in quoted.items():
         seconds = f"{float(samplers[name]) / 1000:.{digits}f}"
