@@ -12,6 +12,7 @@ from tailfuse.data.randomness import EpochRandomness
 from tailfuse.data.samplers import build_sampler, rank_share
 
 from ..conftest import stop_training_at_epoch
+from .test_samplers import assert_binomial_match
 
 COUNTS = [500, 200, 80, 20, 5]
 LABELS = torch.cat([torch.full((count,), c) for c, count in enumerate(COUNTS)])
@@ -27,16 +28,11 @@ def frequencies(sampler) -> torch.Tensor:
 def test_progressive_moves_from_instance_to_balanced():
     sampler = build_sampler("progressive", LABELS, 5, num_samples=DRAWS)
     sampler.set_epoch(0, 4)  # t/T = 0: the instance distribution n_c / 805
-    assert torch.allclose(
-        frequencies(sampler),
-        torch.tensor([c / 805 for c in COUNTS], dtype=torch.float64),
-        atol=0.01,
-    )
+    instance = torch.tensor([c / 805 for c in COUNTS], dtype=torch.float64)
+    assert_binomial_match(frequencies(sampler), instance, DRAWS)
     sampler.set_epoch(2, 4)  # t/T = 1/2: half instance, half uniform (0.1 each)
     expected = [0.5 * c / 805 + 0.1 for c in COUNTS]  # 0.4106, 0.2242, 0.1497, 0.1124, 0.1031
-    assert torch.allclose(
-        frequencies(sampler), torch.tensor(expected, dtype=torch.float64), atol=0.01
-    )
+    assert_binomial_match(frequencies(sampler), torch.tensor(expected, dtype=torch.float64), DRAWS)
 
 
 def test_progressive_power_goes_from_power_one_to_zero():
@@ -45,28 +41,29 @@ def test_progressive_power_goes_from_power_one_to_zero():
     assert sampler.power() == 1.0
     sampler.set_epoch(2, 5)  # q = 1 - 2/4 = 0.5: square-root sampling
     roots = [math.sqrt(c) for c in COUNTS]  # 22.36, 14.14, 8.94, 4.47, 2.24 of 52.15
-    assert torch.allclose(
-        frequencies(sampler),
-        torch.tensor([r / sum(roots) for r in roots], dtype=torch.float64),
-        atol=0.01,
-    )
+    square_root = torch.tensor([r / sum(roots) for r in roots], dtype=torch.float64)
+    assert_binomial_match(frequencies(sampler), square_root, DRAWS)
     sampler.set_epoch(4, 5)  # the last epoch: class-balanced
-    assert torch.allclose(
-        frequencies(sampler), torch.full((5,), 0.2, dtype=torch.float64), atol=0.01
-    )
+    assert_binomial_match(frequencies(sampler), torch.full((5,), 0.2, dtype=torch.float64), DRAWS)
     sampler.set_epoch(0, 1)  # a one-epoch run: its only epoch is the last, class-balanced
     assert sampler.power() == 0.0
 
 
 def test_effective_number_sampler_frequencies():
     # image weight (1-b)/(1-b^n), b = 0.9999; class mass n*(1-b)/(1-b^n) = 1.0252,
-    # 1.0100, 1.0040, 1.0010, 1.0002
+    # 1.0100, 1.0040, 1.0010, 1.0002: within 0.4 % of uniform, which the draws cannot tell apart
     mass = [c * 1e-4 / (1 - 0.9999**c) for c in COUNTS]
-    assert mass[0] == pytest.approx(1.0252, abs=1e-4)
     sampler = build_sampler("effective_number", LABELS, 5, num_samples=DRAWS)
     expected = torch.tensor([m / sum(mass) for m in mass], dtype=torch.float64)
     assert torch.allclose(sampler.class_probabilities(), expected)
-    assert torch.allclose(frequencies(sampler), expected, atol=0.01)
+    assert_binomial_match(frequencies(sampler), expected, DRAWS)
+    # so the draws are checked at b = 0.99, where the masses are 5.033, 2.309, 1.448, 1.098,
+    # 1.020 (of 10.909): far from uniform
+    sampler.beta = 0.99
+    sharp = [c * 0.01 / (1 - 0.99**c) for c in COUNTS]
+    expected = torch.tensor([m / sum(sharp) for m in sharp], dtype=torch.float64)
+    assert torch.allclose(sampler.class_probabilities(), expected)
+    assert_binomial_match(frequencies(sampler), expected, DRAWS)
 
 
 def test_cben_uses_a_per_class_beta():
@@ -81,7 +78,9 @@ def test_cben_uses_a_per_class_beta():
     assert not torch.equal(cben.class_probabilities(), plain.class_probabilities())
     mass = [c * (1 - b) / (1 - b**c) for c, b in zip(COUNTS, betas, strict=True)]
     expected = torch.tensor([m / sum(mass) for m in mass], dtype=torch.float64)
-    assert torch.allclose(frequencies(cben), expected, atol=0.01)
+    assert torch.allclose(cben.class_probabilities(), expected)
+    # its draws follow class_probabilities as effective_number's do (checked at b = 0.99 above)
+    assert_binomial_match(frequencies(cben), expected, DRAWS)
 
 
 @pytest.mark.parametrize("name", ["progressive", "progressive_power", "effective_number", "cben"])

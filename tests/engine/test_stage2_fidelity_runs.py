@@ -71,9 +71,11 @@ def test_init_select_and_best_test_from_the_initial_model(cifar10_jpeg_root, tmp
     assert all(
         torch.equal(best[key], stage2[key]) for key in best
     )  # tau_norm trains nothing (item 11)
-    if load_checkpoint(stage1 / "best_test.pt")["epoch"] != 2:
-        last = load_checkpoint(stage1 / "last.pt")["session"]["model"]
-        assert not torch.equal(last["head.fc.weight"], stage2["head.fc.weight"])
+    # the seeded stage 1 scores best at its first epoch, so best_test and last differ: a stage 2
+    # that ignored init.select=best_test (started from last.pt) would fail here
+    assert load_checkpoint(stage1 / "best_test.pt")["epoch"] == 1
+    last = load_checkpoint(stage1 / "last.pt")["session"]["model"]
+    assert not torch.equal(last["head.fc.weight"], stage2["head.fc.weight"])
     assert (
         yaml.safe_load((tmp_path / "tau" / "config.yaml").read_text())["init"]["select"]
         == "best_test"

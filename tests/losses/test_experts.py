@@ -25,7 +25,6 @@ def test_ride_loss_is_ldam_ce_per_expert_plus_the_diversity_kl():
     kl = 0.5 * math.log(0.5 / p) + 0.5 * math.log(0.5 / (1 - p))  # the same for both experts
     expected = ce_first + ce_second - 0.2 * 1.0**2 * 2 * kl
     assert loss([first, second], label).item() == pytest.approx(expected, rel=1e-6)
-    assert expected == pytest.approx(1.840754, abs=1e-5)
 
 
 def test_ride_loss_with_a_diversity_factor_of_one():
@@ -104,7 +103,6 @@ def test_tade_loss_on_zero_logits():
     assert loss([zeros, zeros, zeros], torch.tensor([0])).item() == pytest.approx(
         expected, rel=1e-6
     )
-    assert expected == pytest.approx(1.017197, abs=1e-5)
 
 
 def test_tade_loss_default_tau_is_two():
@@ -138,7 +136,6 @@ def test_reslt_loss_on_hand_made_branch_logits():
     fused = -math.log(729 / 738)  # summed logit log 729 against nine zeros
     expected = 0.5 * fused + 0.5 * individual
     assert loss([head, medium, tail], labels).item() == pytest.approx(expected, rel=1e-5)
-    assert expected == pytest.approx(0.706086, abs=1e-5)
 
 
 def test_reslt_loss_default_beta_is_the_authors_0_99():

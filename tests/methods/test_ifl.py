@@ -44,7 +44,7 @@ def test_environment_weights_on_a_hand_made_confidence_table():
     # class 0: u = 1 - p + 1e-5; h = mean of the 4 smallest, t = the largest; beta = ln 4 / ln(t/h)
     u = torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0], dtype=torch.float64) + 1e-5
     beta = math.log(4.0) / math.log(float(u.max() / u.sort().values[:4].mean()) + 1e-5)
-    assert beta == pytest.approx(1.4134, abs=1e-3)
+    assert confidence_beta(u, 4.0) == pytest.approx(beta, rel=1e-6)  # 1.4134
     expected = (u**beta + 1e-12) / (u**beta + 1e-12).sum()
     assert weights[:5].tolist() == pytest.approx(expected.tolist(), rel=1e-6, abs=1e-10)
     assert weights[4] < 1e-6  # the most confident sample is (almost) never drawn
