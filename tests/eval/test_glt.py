@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -293,7 +294,7 @@ RESULTS_DIR = Path(__file__).resolve().parents[2] / "docs" / "results"
 
 
 def test_the_committed_cifar10_glt_expert_table_comes_from_the_committed_runs():
-    """README's RIDE / TADE (+ IFL) GLT table is recomputed from each run's results.json."""
+    """README's RIDE / TADE (+ IFL) GLT table is the one recomputed from each run's results.json."""
     folder = RESULTS_DIR / "cifar10_glt_quick_experts"
     labels = {"ride": "RIDE", "ride_ifl": "RIDE + IFL", "tade": "TADE", "tade_ifl": "TADE + IFL"}
     summaries = []
@@ -317,5 +318,20 @@ def test_the_committed_cifar10_glt_expert_table_comes_from_the_committed_runs():
         assert all(r["epochs"] == 16 for rs in runs.values() for r in rs)
         assert all(r["environment"]["precision"] == "bf16" for rs in runs.values() for r in rs)
         summaries.append(bench_summary(label, runs))
-    assert glt_table_markdown(summaries) == (folder / "glt_table.md").read_text()
+    table = glt_table_markdown(summaries)
+    assert table == (folder / "glt_table.md").read_text()
     assert summaries == json.loads((folder / "glt_table.json").read_text())
+    # the README shows every row of that table, verbatim
+    readme = (RESULTS_DIR.parent.parent / "README.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "±" in line]
+    assert len(rows) == 12 and all(row in readme.splitlines() for row in rows)
+    # and the CLT overall accuracy of RIDE is the mean ± sample std of its two Train-GLT runs on
+    # Test-CBL, recomputed here without the table code
+    accuracies = [
+        json.loads(
+            (folder / "runs" / "ride" / "train_glt" / f"seed{seed}" / "results.json").read_text()
+        )["glt"]["test_bl"]["metrics"]["overall"]["accuracy"]
+        for seed in (0, 1)
+    ]
+    cell = f"{statistics.mean(accuracies):.2f}±{statistics.stdev(accuracies):.2f}"
+    assert f"| RIDE | {cell} / " in readme
