@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -115,8 +117,19 @@ def test_plan_on_the_real_jpeg_copy(cifar10_jpeg_root):
     labels = plan.sources["train"].labels[plan.train_indices]
     assert np.bincount(labels).tolist() == plan.class_counts
     assert len(plan.test_indices) == 10000
-    # the subset of the shared copy is fixed by the protocol: recorded once, checked forever
-    assert plan.subset_checksum == "f5a6ab138b23b845"
+    # the protocol rebuilt here from the copy's own labels, as LDAM-DRW's gen_imbalanced_data
+    # does it: seed numpy's global RNG with 0, shuffle each class's indices in turn, keep n_c
+    all_labels = np.asarray(plan.sources["train"].labels)
+    np.random.seed(0)
+    rebuilt = []
+    for label, count in enumerate(plan.class_counts):
+        members = np.where(all_labels == label)[0]
+        np.random.shuffle(members)
+        rebuilt.extend(members[:count].tolist())
+    assert plan.train_indices.tolist() == rebuilt
+    digest = hashlib.sha256(np.asarray(rebuilt, dtype="<i8").tobytes()).hexdigest()[:16]
+    # the checksum recorded with every run on the shared copy is that subset's
+    assert plan.subset_checksum == digest == "f5a6ab138b23b845"
 
 
 def test_validation_is_balanced_and_disjoint_from_training(cifar10_jpeg_root):
