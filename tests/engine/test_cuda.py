@@ -69,6 +69,14 @@ def test_host_synchronisations_do_not_grow_with_the_steps(cifar10_jpeg_root):
     assert session.steps_per_epoch >= 5
     _synchronisations(session, 1)  # warm-up: cuDNN autotuning, allocations
     assert _synchronisations(session, 2) == _synchronisations(session, 5)
+    # positive control: the capture does see synchronisations (a check every step waits for
+    # the GPU each step, so 5 steps synchronise more often than 2); without it, a capture that
+    # recorded nothing would pass the equality above as 0 == 0
+    checked = _session(
+        cifar10_jpeg_root, **{"train.check_finite_every": 1, "data.max_per_class": 80}
+    )
+    _synchronisations(checked, 1)
+    assert _synchronisations(checked, 5) > _synchronisations(checked, 2) > 0
 
 
 def test_fp16_with_the_grad_scaler_trains_and_stays_finite(cifar10_jpeg_root, tmp_path):
